@@ -1,0 +1,131 @@
+"""The wire protocol between the host and a kernel: length-prefixed frames.
+
+A frame is an 8-byte header (two big-endian u32: the JSON length and the blob
+length), a UTF-8 JSON object, then an optional binary blob. JSON carries the
+message; the blob carries bytes that would be costly to escape (console output,
+file contents). Both sides treat the other's frames as untrusted input: lengths
+are capped and a malformed frame is a protocol error, never a crash.
+
+Messages, host -> kernel (the key is "op"):
+  {"op": "query", "code": str}        run code in the kernel's REPL
+  {"op": "input", "data": str}        answer a "waiting-input"; an optional
+                                      "eof": true means end of input after
+                                      data (sys.stdin.read() and iteration
+                                      end; input() raises EOFError if data
+                                      is empty)
+  {"op": "interrupt"}                 SIGINT the running code (handled by pid 1)
+
+Messages, kernel -> host (the key is "ev"):
+  {"ev": "ready"}                     the runner is up and waits for ops
+  {"ev": "stdout"} + blob             console output, raw bytes
+  {"ev": "stderr"} + blob
+  {"ev": "waiting-input", "is_password": bool}
+  {"ev": "finished", "exitCode": int}
+  {"ev": "error", "message": str}     the kernel could not understand an op
+  {"ev": "exited", "status": int}     sent by pid 1 when the runner died;
+                                      status is a wait status as from waitpid
+
+Inside a kernel, between pid 1 and the runner (never seen by the host):
+  {"op": "ack"}                       pid 1 -> runner, one per frame the runner
+                                      sent, once pid 1 has drained the console
+                                      pipes and queued that frame for the host.
+                                      The runner waits for it before a write
+                                      returns, so fd-level output written after
+                                      a print() cannot overtake that print.
+                                      Pid 1 drops "ack" frames from the host.
+
+This module is standard library only: it is imported on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+HEADER = struct.Struct(">II")
+MAX_JSON = 4 * 1024 * 1024
+MAX_BLOB = 16 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid frame."""
+
+
+def encode(message: dict, blob: bytes = b"") -> bytes:
+    """Serialise one frame."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(body), len(blob)) + body + blob
+
+
+class FrameReader:
+    """Incremental frame decoder: feed bytes, take whole frames out.
+
+    Used by event-loop code that reads whatever is available; `recv_frame`
+    below is the blocking counterpart.
+    """
+
+    def __init__(self, max_json: int = MAX_JSON, max_blob: int = MAX_BLOB) -> None:
+        self._buf = bytearray()
+        self._max_json = max_json
+        self._max_blob = max_blob
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet returned as frames (a partial frame)."""
+        return len(self._buf)
+
+    def frames(self) -> list[tuple[dict, bytes, bytes]]:
+        """Return every complete frame buffered so far as (message, blob, raw bytes)."""
+        out = []
+        while len(self._buf) >= HEADER.size:
+            jlen, blen = HEADER.unpack_from(self._buf)
+            if jlen > self._max_json or blen > self._max_blob:
+                raise ProtocolError(f"frame too large ({jlen} + {blen} bytes)")
+            total = HEADER.size + jlen + blen
+            if len(self._buf) < total:
+                break
+            raw = bytes(self._buf[:total])
+            del self._buf[:total]
+            out.append(
+                (_parse(raw[HEADER.size : HEADER.size + jlen]), raw[HEADER.size + jlen :], raw)
+            )
+        return out
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"frame is not JSON: {e}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return message
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise EOFError("peer closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
+    """Read one frame from a blocking socket. Raises EOFError at end of stream."""
+    jlen, blen = HEADER.unpack(_recv_exact(sock, HEADER.size))
+    if jlen > MAX_JSON or blen > MAX_BLOB:
+        raise ProtocolError(f"frame too large ({jlen} + {blen} bytes)")
+    message = _parse(_recv_exact(sock, jlen))
+    blob = _recv_exact(sock, blen) if blen else b""
+    return message, blob
+
+
+def send_frame(sock: socket.socket, message: dict, blob: bytes = b"") -> None:
+    sock.sendall(encode(message, blob))

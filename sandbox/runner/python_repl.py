@@ -1,0 +1,425 @@
+"""The python3 kernel's persistent REPL.
+
+One namespace lives as long as the kernel: a real module named "__main__",
+installed as sys.modules["__main__"], so variables, imports, and pickling or
+multiprocessing of user classes work across queries. Each query is compiled in
+'exec' mode with the file name "<input>" (so, as in the v2 kernels, the value
+of a last expression is not echoed) and its source is registered in linecache,
+so tracebacks quote the lines.
+
+Console: sys.stdout and sys.stderr are text writers that send each write() as
+one "stdout"/"stderr" event, at once (nothing is buffered across calls, and
+every event is out before "finished"). Their fileno() is 1 or 2, the pipes pid 1
+relays, so a subprocess handed sys.stdout writes there. input(),
+getpass.getpass() and sys.stdin send the prompt as stdout, then "waiting-input"
+with is_password, and block until the host's "input" op. print() to a
+console makes one write() of the whole line instead of one per piece (each
+console write waits for pid 1, see `channel`); to other files it is the builtin.
+
+Exit codes (the "exitCode" of "finished"):
+
+* 0 when the code ran to the end;
+* 1 on an uncaught exception, including a SyntaxError. The v2 REPL answered 0
+  even then (its finished message carried no code at all); 1 is what
+  `python3 file.py` gives, and an API client can tell a failed run from a good
+  one without parsing stderr;
+* SystemExit(n): n; None gives 0; any other value is printed to stderr and
+  gives 1. The REPL keeps running: exit() ends the query, not the kernel;
+* 130 when the run was interrupted (KeyboardInterrupt), as a shell reports
+  SIGINT.
+
+Uncaught exceptions are printed to stderr with the runner's own frames removed,
+so the traceback starts at the user's "<input>".
+
+The rest of the interpreter is made to look like the system python3's REPL:
+sys.argv is [""], sys.path is "" plus the system interpreter's own entries
+(the runner is forked from a host process that may run in a virtualenv), and
+the console streams cannot be closed (exit() closes sys.stdin, and here it
+ends a query, not the kernel). A process forked by user code writes its console
+output to fd 1/2 and gets EOFError from input(); if it falls off the end of
+the query it exits instead of returning to the REPL.
+
+Standard library only: this runs inside the kernel.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import getpass
+import io
+import linecache
+import os
+import site
+import sys
+import traceback
+import types
+
+from .channel import Channel, InterruptGate
+
+FILENAME = "<input>"
+EXIT_INTERRUPTED = 130
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_RUNNER_PREFIXES = tuple({_HERE + os.sep, os.path.realpath(_HERE) + os.sep})
+
+# The stream objects this process had before the REPL replaced them. They are
+# kept alive on purpose: in a forked kernel their fds were closed, and letting
+# one be garbage-collected would close whatever file now has that number.
+_replaced: list[object] = []
+
+
+class _Unclosable:
+    """The console lives as long as the kernel: close() does nothing.
+
+    exit() closes sys.stdin before it raises SystemExit, and here SystemExit
+    ends a query, not the REPL.
+    """
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleWriter(_Unclosable, io.TextIOBase):
+    """sys.stdout / sys.stderr: every write() is one event, sent before it returns."""
+
+    def __init__(self, channel: Channel, stream: str, fd: int) -> None:
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._fd = fd
+        self._buffer = ConsoleBuffer(channel, stream, fd)
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return "backslashreplace"
+
+    @property
+    def buffer(self) -> ConsoleBuffer:
+        return self._buffer
+
+    @property
+    def line_buffering(self) -> bool:
+        return False
+
+    def write(self, s: str) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if s:
+            self._channel.console(self._stream, s.encode("utf-8", "backslashreplace"))
+        return len(s)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+
+class ConsoleBuffer(_Unclosable, io.BufferedIOBase):
+    """sys.stdout.buffer: bytes written go out as they are."""
+
+    def __init__(self, channel: Channel, stream: str, fd: int) -> None:
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._fd = fd
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        data = bytes(b)
+        self._channel.console(self._stream, data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+
+class ConsoleReader(_Unclosable, io.TextIOBase):
+    """sys.stdin: each time its buffer runs dry it asks the host for a line.
+
+    An answer is one line (a "\\n" is added unless it ends with one), or
+    several if the text holds newlines. read() returns whatever one answer
+    gives, since a console has no end of input; an "input" op with "eof": true
+    marks one (read() and iteration then end, and the next read asks again).
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self._channel = channel
+        self._buf = ""
+        self._eof = False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return "strict"
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 0
+
+    def isatty(self) -> bool:
+        return False
+
+    def _fill(self, is_password: bool) -> None:
+        data, eof = self._channel.read_input(is_password)
+        if data and not eof and not data.endswith("\n"):
+            data += "\n"
+        elif not data and not eof:
+            data = "\n"
+        self._buf += data
+        self._eof = eof
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+
+    def readline(self, size: int | None = -1, /, *, is_password: bool = False) -> str:
+        self._check()
+        if size is None:
+            size = -1
+        while "\n" not in self._buf and not self._eof:
+            if 0 <= size <= len(self._buf):
+                break
+            self._fill(is_password)
+        end = self._buf.find("\n") + 1 or len(self._buf)
+        if size >= 0:
+            end = min(end, size)
+        line, self._buf = self._buf[:end], self._buf[end:]
+        if not line and self._eof:
+            self._eof = False  # the end of input is reported once
+        return line
+
+    def read(self, size: int | None = -1, /) -> str:
+        self._check()
+        if size is None:
+            size = -1
+        if not self._buf and not self._eof:
+            self._fill(False)
+        end = len(self._buf) if size < 0 else size
+        out, self._buf = self._buf[:end], self._buf[end:]
+        if not out and self._eof:
+            self._eof = False
+        return out
+
+
+def _is_runner_file(filename: str) -> bool:
+    return filename.startswith(_RUNNER_PREFIXES)
+
+
+def _trim(te: traceback.TracebackException | None, seen: set[int]) -> None:
+    """Drop the runner's frames from a traceback and from its chained ones."""
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    kept = [frame for frame in te.stack if not _is_runner_file(frame.filename)]
+    te.stack = traceback.StackSummary.from_list(kept)
+    _trim(te.__cause__, seen)
+    _trim(te.__context__, seen)
+    for sub in getattr(te, "exceptions", None) or ():
+        _trim(sub, seen)
+
+
+def format_user_exception(exc: BaseException) -> str:
+    """The traceback of an exception from user code, starting at "<input>"."""
+    try:
+        te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+        _trim(te, set())
+        return "".join(te.format())
+    except Exception:  # a hostile exception object must not kill the REPL
+        return f"{type(exc).__name__}\n"
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _clean_sys_path() -> None:
+    """sys.path as the system interpreter's REPL has it.
+
+    The runner is forked from the host's process, which may run in a
+    virtualenv, from a script directory, with the project on its path: user code
+    must see none of that. Kept: "" (the working directory), the entries under
+    the system interpreter's prefix, and its site directories.
+    """
+    system = {sys.base_prefix, sys.base_exec_prefix}
+    venv = {sys.prefix, sys.exec_prefix} - system
+    kept = [""]
+    for entry in sys.path:
+        full = os.path.abspath(entry) if entry else ""
+        if not full or full in kept:
+            continue
+        if any(_under(full, root) for root in system) and not any(
+            _under(full, root) for root in venv
+        ):
+            kept.append(full)
+    sys.path[:] = kept
+    sys.prefix, sys.exec_prefix = sys.base_prefix, sys.base_exec_prefix
+    for directory in site.getsitepackages([sys.base_prefix]):
+        if directory not in sys.path and os.path.isdir(directory):
+            site.addsitedir(directory)
+
+
+class PythonRepl:
+    """The persistent namespace and the console plumbing around it."""
+
+    def __init__(self, channel: Channel, gate: InterruptGate) -> None:
+        self._channel = channel
+        self._gate = gate
+        self._pid = os.getpid()
+        self.stdout = ConsoleWriter(channel, "stdout", 1)
+        self.stderr = ConsoleWriter(channel, "stderr", 2)
+        self.stdin = ConsoleReader(channel)
+        self.module = types.ModuleType("__main__")
+        self.module.__dict__["__builtins__"] = builtins
+        self._install()
+
+    @property
+    def namespace(self) -> dict:
+        return self.module.__dict__
+
+    def _install(self) -> None:
+        _replaced.extend(
+            [sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__]
+        )
+        sys.stdin = sys.__stdin__ = self.stdin
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = self.stderr
+        _replaced.append(sys.modules.get("__main__"))
+        sys.modules["__main__"] = self.module
+        sys.argv = [""]
+        _clean_sys_path()
+
+        console_in, console_out = self.stdin, self.stdout
+
+        def input(prompt: object = "") -> str:
+            stdin, stdout = sys.stdin, sys.stdout
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            text = str(prompt)
+            if text:
+                stdout.write(text)
+            stdout.flush()
+            if stdin is console_in:
+                line = console_in.readline(-1, is_password=False)
+            else:
+                line = stdin.readline()
+            if not line:
+                raise EOFError("EOF when reading a line")
+            return line[:-1] if line.endswith("\n") else line
+
+        def getpass_(prompt: str = "Password: ", stream: object = None) -> str:
+            if prompt:
+                console_out.write(prompt)
+            line = console_in.readline(-1, is_password=True)
+            if not line:
+                raise EOFError
+            return line[:-1] if line.endswith("\n") else line
+
+        original_print = builtins.print
+        consoles = (self.stdout, self.stderr)
+
+        def print(
+            *args: object,
+            sep: str | None = " ",
+            end: str | None = "\n",
+            file: object = None,
+            flush: bool = False,
+        ) -> None:
+            # print() calls write() once per piece, and every console write waits
+            # for pid 1 (see channel): on a console, join the pieces into one write.
+            target = sys.stdout if file is None else file
+            if not any(target is console for console in consoles):
+                return original_print(*args, sep=sep, end=end, file=file, flush=flush)
+            if sep is None:
+                sep = " "
+            elif not isinstance(sep, str):
+                raise TypeError(f"sep must be None or a string, not {type(sep).__name__}")
+            if end is None:
+                end = "\n"
+            elif not isinstance(end, str):
+                raise TypeError(f"end must be None or a string, not {type(end).__name__}")
+            target.write(sep.join([str(arg) for arg in args]) + end)
+            if flush:
+                target.flush()
+
+        input.__doc__ = builtins.input.__doc__
+        print.__doc__ = original_print.__doc__
+        getpass_.__name__ = getpass_.__qualname__ = "getpass"
+        getpass_.__doc__ = getpass.getpass.__doc__
+        builtins.input = input
+        builtins.print = print
+        getpass.getpass = getpass_
+
+    def run(self, source: str) -> int:
+        """Run one query in the namespace; return its exit code."""
+        lines = source.splitlines(keepends=True)
+        linecache.cache[FILENAME] = (len(source), None, lines, FILENAME)
+        try:
+            code = compile(source, FILENAME, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+            self._report(e)
+            return self._end(1)
+        rc = 0
+        try:
+            try:
+                self._gate.armed = True
+                exec(code, self.module.__dict__)
+            finally:
+                self._gate.armed = False
+        except SystemExit as e:
+            rc = self._exit_code(e)
+        except KeyboardInterrupt as e:
+            self._report(e)
+            rc = EXIT_INTERRUPTED
+        except BaseException as e:
+            self._report(e)
+            rc = 1
+        return self._end(rc)
+
+    def _end(self, rc: int) -> int:
+        if os.getpid() != self._pid:
+            # User code forked (os.fork) and this is the child coming back to
+            # the REPL: end it here, as a script's child ends at the last line.
+            os._exit(rc & 0xFF)
+        return rc
+
+    def _report(self, exc: BaseException) -> None:
+        sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+        text = format_user_exception(exc)
+        self._channel.console("stderr", text.encode("utf-8", "backslashreplace"))
+
+    def _exit_code(self, exc: SystemExit) -> int:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return int(code)
+        try:
+            text = f"{code}\n"
+        except Exception:
+            text = "<SystemExit code could not be printed>\n"
+        self._channel.console("stderr", text.encode("utf-8", "backslashreplace"))
+        return 1

@@ -1,0 +1,493 @@
+"""The in-kernel runner without namespaces: pid 1 (init) + the python3 REPL.
+
+Each test forks a process that plays pid 1 (PR_SET_CHILD_SUBREAPER makes
+orphans come back to it, as they would to the real pid 1) and calls
+`init.serve_as_init` with `main.serve` as the runner. The test is the host: it
+speaks protocol frames over the other end of a socketpair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from sandbox.runner import init, main, protocol
+
+pytestmark = pytest.mark.timeout(10)
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            stack += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_pid(pid: int, timeout: float) -> int | None:
+    """Reap pid within timeout; its wait status, or None if it is still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+
+
+@dataclass
+class Run:
+    events: list[tuple[dict, bytes, float]] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict:
+        return self.events[-1][0]
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.last.get("exitCode")
+
+    def text(self, stream: str) -> str:
+        return b"".join(blob for m, blob, _ in self.events if m.get("ev") == stream).decode()
+
+    @property
+    def stdout(self) -> str:
+        return self.text("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self.text("stderr")
+
+    @property
+    def console(self) -> list[tuple[str, str]]:
+        """stdout/stderr items merged as the API merges them (spec 6.6)."""
+        items: list[tuple[str, str]] = []
+        for message, blob, _ in self.events:
+            ev = message.get("ev")
+            if ev not in ("stdout", "stderr"):
+                continue
+            if items and items[-1][0] == ev:
+                items[-1] = (ev, items[-1][1] + blob.decode())
+            else:
+                items.append((ev, blob.decode()))
+        return items
+
+
+class Kernel:
+    """A forked pid-1 stand-in running the python3 runner, seen from the host side."""
+
+    def __init__(self) -> None:
+        host, kernel = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                host.close()
+                _become_subreaper()
+                init.serve_as_init(kernel.detach(), main.serve)
+            finally:
+                os._exit(99)
+        kernel.close()
+        self.pid = pid
+        self.sock = host
+        self.status: int | None = None
+        ready = self.collect(until=("ready",))
+        assert ready.last == {"ev": "ready"}
+
+    def send(self, **message: object) -> None:
+        protocol.send_frame(self.sock, message)
+
+    def collect(self, until: tuple[str, ...] = ("finished", "exited"), timeout: float = 5.0) -> Run:
+        run = Run()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            message, blob = protocol.recv_frame(self.sock)
+            run.events.append((message, blob, time.monotonic()))
+            if message.get("ev") in until:
+                return run
+
+    def query(self, code: str, until: tuple[str, ...] = ("finished", "exited"), **kw) -> Run:
+        self.send(op="query", code=code)
+        return self.collect(until, **kw)
+
+    def wait(self, timeout: float = 3.0) -> int | None:
+        if self.status is None:
+            self.status = _wait_pid(self.pid, timeout)
+        return self.status
+
+    def close(self) -> None:
+        leftovers = _descendants(self.pid)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self.wait(3.0) is None:
+            leftovers.append(self.pid)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.status is None:
+            self.wait(3.0)
+
+
+@pytest.fixture
+def kernel():
+    k = Kernel()
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+# -- the REPL ---------------------------------------------------------------------
+
+
+def test_ready_then_state_persists(kernel):
+    assert kernel.query("x = 41").exit_code == 0
+    run = kernel.query("print(x + 1)")
+    assert run.stdout == "42\n"
+    assert run.last == {"ev": "finished", "exitCode": 0}
+
+
+def test_namespace_is_a_real_main_module(kernel):
+    run = kernel.query(
+        "import pickle, sys\n"
+        "class P:\n    pass\n"
+        "print(type(pickle.loads(pickle.dumps(P()))).__name__, __name__,"
+        " sys.modules['__main__'].P is P)\n"
+        "print(sorted(k for k in globals() if not k.startswith('__')))"
+    )
+    assert run.stdout == "P __main__ True\n['P', 'pickle', 'sys']\n"
+
+
+def test_interpreter_looks_like_the_system_one(kernel):
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = kernel.query("import sys\nprint(sys.argv)\nprint(sys.path)")
+    argv, path = run.stdout.splitlines()
+    assert argv == "['']"
+    assert path.startswith("['', ")
+    assert project not in path
+    assert ".venv" not in path
+
+
+def test_input_round_trip(kernel):
+    run = kernel.query("name = input('Who? ')\nprint('Hi,', name)", until=("waiting-input",))
+    assert run.events[-2][:2] == ({"ev": "stdout"}, b"Who? ")
+    assert run.last == {"ev": "waiting-input", "is_password": False}
+    kernel.send(op="input", data="Alice")
+    run = kernel.collect()
+    assert run.stdout == "Hi, Alice\n"
+    assert run.exit_code == 0
+
+
+def test_getpass_is_password(kernel):
+    run = kernel.query("import getpass\npw = getpass.getpass()", until=("waiting-input",))
+    assert run.stdout == "Password: "
+    assert run.last == {"ev": "waiting-input", "is_password": True}
+    kernel.send(op="input", data="s3cret")
+    assert kernel.collect().exit_code == 0
+    assert kernel.query("print(len(pw))").stdout == "6\n"
+
+
+def test_stdin_reads_lines_until_eof(kernel):
+    run = kernel.query("import sys\nlines = list(sys.stdin)", until=("waiting-input",))
+    assert run.last == {"ev": "waiting-input", "is_password": False}
+    kernel.send(op="input", data="a\nb")
+    assert kernel.collect(until=("waiting-input",)).last["ev"] == "waiting-input"
+    kernel.send(op="input", data="", eof=True)
+    assert kernel.collect().exit_code == 0
+    assert kernel.query("print(lines)").stdout == "['a\\n', 'b\\n']\n"
+
+
+def test_output_order_across_python_and_fd_level_writes(kernel):
+    run = kernel.query(
+        "import os, sys\n"
+        "print('a'); os.system('echo b'); print('c', file=sys.stderr); os.write(1, b'd\\n')"
+    )
+    assert run.console == [("stdout", "a\nb\n"), ("stderr", "c\n"), ("stdout", "d\n")]
+    assert run.exit_code == 0
+
+
+def test_output_order_under_stress(kernel):
+    code = (
+        "import os, sys\n"
+        "for i in range(200):\n"
+        "    print('p%d' % i)\n"
+        "    os.write(1, b'w%d\\n' % i)\n"
+        "    print('e%d' % i, file=sys.stderr)\n"
+        "    os.write(2, b'f%d\\n' % i)\n"
+    )
+    run = kernel.query(code)
+    words = [w for _, text in run.console for w in text.split()]
+    assert words == [f"{c}{i}" for i in range(200) for c in "pwef"]
+
+
+def test_subprocess_with_sys_stdout_and_buffer(kernel):
+    run = kernel.query(
+        "import subprocess, sys\n"
+        "subprocess.run(['echo', 'sub'], stdout=sys.stdout, check=True)\n"
+        "sys.stdout.buffer.write(b'raw\\n')\n"
+        "sys.stdout.write('')\n"
+        "print('end')"
+    )
+    assert run.stdout == "sub\nraw\nend\n"
+    # an empty write sends nothing
+    assert all(blob for m, blob, _ in run.events if m["ev"] == "stdout")
+
+
+def test_traceback_starts_at_input(kernel):
+    run = kernel.query("def f():\n    return 1 / 0\n\nf()")
+    assert run.exit_code == 1
+    assert run.stderr.startswith('Traceback (most recent call last):\n  File "<input>", line 4')
+    assert 'File "<input>", line 2, in f' in run.stderr
+    assert run.stderr.endswith("ZeroDivisionError: division by zero\n")
+    for name in ("sandbox", "runner", "python_repl", "main.py", "channel"):
+        assert name not in run.stderr
+
+
+def test_chained_traceback_is_trimmed_too(kernel):
+    run = kernel.query("try:\n    int('x')\nexcept ValueError as e:\n    raise KeyError(1) from e")
+    assert run.exit_code == 1
+    assert run.stderr.count('Traceback (most recent call last):\n  File "<input>"') == 2
+    assert "runner" not in run.stderr
+
+
+def test_syntax_error(kernel):
+    run = kernel.query("x = (")
+    assert run.exit_code == 1
+    assert run.stderr.startswith('  File "<input>", line 1\n    x = (\n        ^\n')
+    assert "SyntaxError" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert kernel.query("print('fine')").stdout == "fine\n"
+
+
+def test_system_exit(kernel):
+    assert kernel.query("raise SystemExit(3)").last == {"ev": "finished", "exitCode": 3}
+    assert kernel.query("import sys\nsys.exit()").exit_code == 0
+    run = kernel.query("raise SystemExit('bye')")
+    assert (run.exit_code, run.stderr) == (1, "bye\n")
+    assert kernel.query("exit(4)").exit_code == 4  # exit() closes stdin: must not break it
+    run = kernel.query("print('still here')", until=("finished", "exited"))
+    assert (run.stdout, run.exit_code) == ("still here\n", 0)
+
+
+def test_interrupt_busy_loop(kernel):
+    kernel.send(op="query", code="while True:\n    pass")
+    time.sleep(0.3)
+    kernel.send(op="interrupt")
+    run = kernel.collect()
+    assert run.exit_code == 130
+    assert run.stderr.startswith('Traceback (most recent call last):\n  File "<input>"')
+    assert run.stderr.endswith("KeyboardInterrupt\n")
+    assert kernel.query("print('next')").stdout == "next\n"
+
+
+def test_interrupt_printing_loop_keeps_the_stream_in_frame(kernel):
+    kernel.send(op="query", code="i = 0\nwhile True:\n    print(i)\n    i += 1")
+    time.sleep(0.5)
+    kernel.send(op="interrupt")
+    run = kernel.collect()
+    assert run.exit_code == 130
+    assert run.stderr.endswith("KeyboardInterrupt\n")
+    assert kernel.query("print('alive')").stdout == "alive\n"
+
+
+def test_interrupt_waiting_input(kernel):
+    kernel.query("input()", until=("waiting-input",))
+    kernel.send(op="interrupt")
+    run = kernel.collect()
+    assert run.exit_code == 130
+    assert run.stderr.endswith("KeyboardInterrupt\n")
+
+
+def test_interrupt_while_idle_is_ignored(kernel):
+    kernel.send(op="interrupt")
+    time.sleep(0.2)
+    assert kernel.query("print('ok')").stdout == "ok\n"
+
+
+def test_output_streams_while_running(kernel):
+    sent = time.monotonic()
+    run = kernel.query(
+        "import time\nfor i in range(6):\n    print(i)\n    time.sleep(0.5)", timeout=8
+    )
+    times = [t for m, _, t in run.events if m["ev"] == "stdout"]
+    assert run.stdout == "0\n1\n2\n3\n4\n5\n"
+    assert times[0] - sent < 1.0
+    assert times[-1] - times[0] > 2.0
+
+
+def test_user_code_sees_exactly_fds_0_to_3(kernel):
+    run = kernel.query(
+        "import os\n"
+        "fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+        "print(fds)\n"
+        "print([os.readlink(f'/proc/self/fd/{fd}').split(':')[0] for fd in range(4)])\n"
+        "print(os.get_inheritable(3))"
+    )
+    # 4 is the directory listdir itself had open
+    assert run.stdout == "[0, 1, 2, 3, 4]\n['/dev/null', 'pipe', 'pipe', 'socket']\nFalse\n"
+
+
+def test_background_grandchild_does_not_block(kernel):
+    start = time.monotonic()
+    run = kernel.query("import os\nos.system('sleep 30 &')\nprint('bg')")
+    assert run.stdout == "bg\n"
+    assert run.exit_code == 0
+    assert time.monotonic() - start < 3
+    sleepers = [p for p in _descendants(kernel.pid) if _alive(p)]
+    assert sleepers  # the runner and the orphaned sleep
+    kernel.close()
+    deadline = time.monotonic() + 3
+    while any(_alive(p) for p in sleepers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(p) for p in sleepers)
+
+
+def test_fork_in_user_code(kernel):
+    run = kernel.query(
+        "import os\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print('child')\n"
+        "else:\n"
+        "    os.waitpid(pid, 0)\n"
+        "    print('parent')"
+    )
+    assert run.stdout == "child\nparent\n"
+    assert kernel.query("print(pid > 0)").stdout == "True\n"
+
+
+def test_unknown_op_and_stray_input(kernel):
+    kernel.send(op="dance")
+    assert kernel.collect(until=("error",)).last == {
+        "ev": "error",
+        "message": "unknown op 'dance'",
+    }
+    kernel.send(op="input", data="nobody asked")
+    assert kernel.collect(until=("error",)).last["ev"] == "error"
+    assert kernel.query("print(1)").stdout == "1\n"
+
+
+# -- pid 1 ----------------------------------------------------------------------
+
+
+def test_runner_exit_is_reported(kernel):
+    run = kernel.query("import os\nprint('bye')\nos._exit(5)")
+    assert run.stdout == "bye\n"
+    assert run.last["ev"] == "exited"
+    status = run.last["status"]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
+    assert kernel.wait() is not None and os.waitstatus_to_exitcode(kernel.wait()) == 0
+
+
+def test_garbage_on_the_control_socket_ends_the_kernel(kernel):
+    run = kernel.query("import os\nos.write(3, b'garbage, not a frame!')\nprint('x')")
+    assert run.last["ev"] == "exited"
+    status = run.last["status"]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert kernel.wait() is not None
+
+
+def test_host_close_ends_init(kernel):
+    kernel.sock.close()
+    status = kernel.wait(3.0)
+    assert status is not None
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- exec mode -------------------------------------------------------------------
+
+
+def _exec(argv: list[str], send: int | None = None) -> tuple[int, bytes]:
+    """Run exec_as_init in a forked pid-1 stand-in; its exit code and stderr."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.dup2(w, 2)
+            _become_subreaper()
+            init.exec_as_init(argv, {"PATH": "/usr/bin:/bin"}, "/")
+        finally:
+            os._exit(99)
+    os.close(w)
+    try:
+        if send is not None:
+            time.sleep(0.3)
+            os.kill(pid, send)
+        status = _wait_pid(pid, 5.0)
+        if status is None:
+            for p in [*_descendants(pid), pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("exec_as_init did not exit")
+        os.set_blocking(r, False)
+        try:
+            err = os.read(r, 4096)
+        except BlockingIOError:
+            err = b""
+        return os.waitstatus_to_exitcode(status), err
+    finally:
+        os.close(r)
+
+
+def test_exec_exit_code_propagates():
+    assert _exec(["sh", "-c", "exit 7"]) == (7, b"")
+
+
+def test_exec_killed_by_signal():
+    assert _exec(["sh", "-c", "kill -9 $$"])[0] == 128 + 9
+
+
+def test_exec_failure_is_127():
+    code, err = _exec(["no-such-program-here"])
+    assert code == 127
+    assert err == b"sandbox-exec: no-such-program-here: No such file or directory\n"
+
+
+def test_exec_forwards_sigterm():
+    script = "trap 'exit 3' TERM; while :; do sleep 0.05; done"
+    assert _exec(["sh", "-c", script], send=signal.SIGTERM)[0] == 3
+
+
+def test_exec_sees_only_standard_fds_and_cwd():
+    code, err = _exec(["sh", "-c", "pwd >&2; ls /proc/self/fd >&2"])
+    assert code == 0
+    # ls's own directory fd is the 3
+    assert err.decode().split() == ["/", "0", "1", "2", "3"]
