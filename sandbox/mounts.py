@@ -1,0 +1,228 @@
+"""The kernel's root filesystem: a tmpfs of read-only host binds, then pivot_root.
+
+Runs in the forked kernel process, inside its own (private) mount namespace, as
+root, before privileges are dropped. Nothing here can change the host's mount
+table: the first step makes every mount private to this namespace.
+
+The root is built from:
+* read-only, nosuid, nodev binds of the host's runtime directories (`/usr` and
+  the `/etc` entries programs read); where the host has a symlink (`/bin ->
+  usr/bin` on merged-usr systems) the root gets the same symlink;
+* the `rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
+* a fresh `/proc` (this pid namespace only) with `/proc/sys` read-only,
+* a minimal `/dev`: null, zero, full, random, urandom, tty, a private devpts, shm;
+* size-limited `/tmp`, and `/home/work` bound from a host directory that the
+  spawner owns (so it survives a kernel restart);
+* extra binds (virtual folders, `sandbox-exec --bind`).
+Then the root tmpfs is made read-only and becomes `/` through pivot_root; the
+old root is detached so no host path stays reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from . import syscalls as sc
+from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, Bind
+
+# Host paths a kernel sees, read-only. Missing ones are skipped, so one list
+# serves hosts with and without merged /usr and optional runtimes.
+HOST_PATHS: tuple[str, ...] = (
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/mime.types",
+    "/etc/python3",
+    "/etc/python3.11",
+    "/etc/fonts",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/bash.bashrc",
+    "/etc/inputrc",
+    "/etc/terminfo",
+    "/etc/java-17-openjdk",
+)
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
+
+_RO_FLAGS = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """Everything `build_root` needs, computed before the fork where possible."""
+
+    skeleton: dict[str, tuple[int, bytes]]  # path in root -> (mode, content)
+    work: str  # host directory bound at /home/work
+    tmp_bytes: int
+    host_paths: tuple[str, ...] = HOST_PATHS
+    binds: tuple[Bind, ...] = ()
+
+
+def load_skeleton(rootfs: str) -> dict[str, tuple[int, bytes]]:
+    """Read the `rootfs/` skeleton once (in the spawner), keyed by path inside the root."""
+    files: dict[str, tuple[int, bytes]] = {}
+    for dirpath, _dirs, names in os.walk(rootfs):
+        for name in names:
+            host = os.path.join(dirpath, name)
+            inside = "/" + os.path.relpath(host, rootfs)
+            with open(host, "rb") as f:
+                files[inside] = (stat.S_IMODE(os.stat(host).st_mode), f.read())
+    return files
+
+
+def build_root(plan: RootPlan, mountpoint: str) -> None:
+    """Build the kernel's root at `mountpoint` and pivot into it. Leaves cwd at `/`."""
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("tmpfs", mountpoint, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=4m,mode=755")
+    root = mountpoint.rstrip("/")
+
+    for path in plan.host_paths:
+        _mirror_host_path(root, path)
+    for inside, (mode, content) in plan.skeleton.items():
+        _write_file(root + inside, mode, content)
+
+    _mount_proc(root)
+    _mount_dev(root, plan.tmp_bytes)
+    _mkdir(root + "/tmp", 0o1777)
+    sc.mount(
+        "tmpfs",
+        root + "/tmp",
+        "tmpfs",
+        sc.MS_NOSUID | sc.MS_NODEV,
+        f"size={plan.tmp_bytes},mode=1777",
+    )
+    _mkdir(root + "/var", 0o755)
+    os.symlink("/tmp", root + "/var/tmp")
+    _mkdir(root + WORK_DIR, 0o755)
+    sc.mount(plan.work, root + WORK_DIR, None, sc.MS_BIND)
+    sc.mount(None, root + WORK_DIR, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV)
+    for bind in plan.binds:
+        _bind(root, bind)
+
+    sc.mount(None, root, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def _mirror_host_path(root: str, path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    target = root + path
+    _mkdir(os.path.dirname(target), 0o755)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(path), target)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        _mkdir(target, 0o755)
+    else:
+        _write_file(target, 0o644, b"")
+    sc.mount(path, target, None, sc.MS_BIND)
+    sc.mount(None, target, None, _RO_FLAGS)
+
+
+def _mount_proc(root: str) -> None:
+    proc = root + "/proc"
+    _mkdir(proc, 0o555)
+    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name in PROC_READONLY:
+        path = f"{proc}/{name}"
+        if os.path.exists(path):
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, path, None, _RO_FLAGS | sc.MS_NOEXEC)
+
+
+def _mount_dev(root: str, tmp_bytes: int) -> None:
+    dev = root + "/dev"
+    _mkdir(dev, 0o755)
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755")
+    for name in DEVICES:
+        _write_file(f"{dev}/{name}", 0o666, b"")
+        sc.mount(f"/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
+    _mkdir(dev + "/pts", 0o755)
+    sc.mount(
+        "devpts",
+        dev + "/pts",
+        "devpts",
+        sc.MS_NOSUID | sc.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
+    os.symlink("pts/ptmx", dev + "/ptmx")
+    _mkdir(dev + "/shm", 0o1777)
+    shm_bytes = min(tmp_bytes, 64 * 1024 * 1024)
+    sc.mount(
+        "tmpfs", dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={shm_bytes},mode=1777"
+    )
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def _bind(root: str, bind: Bind) -> None:
+    """Bind a host path into the root. The target's directories are created without
+    following symlinks: under /home/work they are the kernel's own files, which a
+    previous run of the same kernel may have turned into symlinks."""
+    target = _safe_makedirs(root, bind.dst)
+    sc.mount(bind.src, target, None, sc.MS_BIND | sc.MS_REC)
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV
+    sc.mount(None, target, None, flags | (sc.MS_RDONLY if bind.readonly else 0))
+
+
+def _safe_makedirs(root: str, inside: str) -> str:
+    path = root
+    for part in [p for p in inside.split("/") if p]:
+        if part in (".", ".."):
+            raise ValueError(f"bind target {inside!r} contains {part!r}")
+        path = f"{path}/{part}"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+            if path.startswith(root + WORK_DIR):
+                os.chown(path, KERNEL_UID, KERNEL_GID)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"bind target {inside!r}: {path[len(root) :]} is not a directory")
+    return path
+
+
+def _mkdir(path: str, mode: int) -> None:
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _mkdir(os.path.dirname(path), 0o755)
+        os.mkdir(path, mode)
+    os.chmod(path, mode)
+
+
+def _write_file(path: str, mode: int, content: bytes) -> None:
+    _mkdir(os.path.dirname(path), 0o755)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        if content:
+            os.write(fd, content)
+    finally:
+        os.close(fd)

@@ -1,0 +1,66 @@
+"""Dropping to the kernel's user: uid/gid `work`, no capabilities, no_new_privs, rlimits.
+
+Order matters: the bounding and ambient sets can only be cleared while we still
+hold CAP_SETPCAP (as root); switching every uid to non-zero then clears the
+permitted and effective sets; no_new_privs makes setuid binaries and file
+capabilities inert for everything the kernel later executes, and is what lets
+an unprivileged process install the seccomp filter.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+import prctl
+
+from . import syscalls as sc
+
+_PR_CAPBSET_DROP = 24
+
+
+@dataclass(frozen=True)
+class Rlimits:
+    """Per-process resource limits. None leaves the inherited value."""
+
+    nofile: int = 1024
+    fsize: int | None = None
+    cpu_seconds: int | None = None
+    address_space: int | None = None  # only where no cgroup can limit memory
+    nproc: int | None = None  # only where no cgroup can limit pids
+
+
+def _last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def drop_privileges(uid: int, gid: int, limits: Rlimits) -> None:
+    """Become `uid`/`gid` with no capabilities; set rlimits and no_new_privs."""
+    _apply_rlimits(limits)
+    for cap in range(_last_cap() + 1):
+        sc.prctl(_PR_CAPBSET_DROP, cap)
+    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    prctl.cap_inheritable.limit()
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    # The uid switch already emptied these; clearing them again makes it explicit.
+    prctl.cap_effective.limit()
+    prctl.cap_permitted.limit()
+    prctl.set_no_new_privs(1)
+
+
+def _apply_rlimits(limits: Rlimits) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.nofile, limits.nofile))
+    if limits.fsize is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize, limits.fsize))
+    if limits.cpu_seconds is not None:
+        # soft limit sends SIGXCPU, the hard limit one second later SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    if limits.address_space is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space, limits.address_space))
+    if limits.nproc is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))

@@ -1,0 +1,290 @@
+"""Starting a kernel: the isolation recipe of design.md, in order, in forked children.
+
+    caller (spawner or sandbox-exec; a child subreaper)
+      `-- fork: A  setsid, keep only its fds, clear env, join the cgroup,
+                   unshare mount/pid/net/ipc/uts/cgroup, fork, report B's pid, exit
+            `-- B  pid 1 of the new pid namespace: build the root and pivot into it,
+                   bring up lo, set the hostname, drop to `work`, load seccomp,
+                   then run the in-kernel init (sandbox.runner.init), which forks
+                   the runner (server mode) or the command (exec mode)
+
+A exits at once, so B is re-parented to the caller, which must be a child
+subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
+stopped it to a status pipe, so a kernel that cannot start is reported, not
+silently dead. Killing B kills every process of the kernel (pid namespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+
+import prctl
+
+from . import mounts, network, privileges
+from . import syscalls as sc
+from .cgroups import KernelCgroup
+from .runner import init as runner_init
+from .runner import main as runner_main
+from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
+
+NAMESPACES = (
+    sc.CLONE_NEWNS
+    | sc.CLONE_NEWPID
+    | sc.CLONE_NEWNET
+    | sc.CLONE_NEWIPC
+    | sc.CLONE_NEWUTS
+    | sc.CLONE_NEWCGROUP
+)
+HOSTNAME = "sandbox"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+# Fd numbers in A and B. The status pipe is closed before user code runs.
+_HOST_FD = 3
+_STATUS_FD = 4
+
+
+class KernelStartError(RuntimeError):
+    """The kernel could not be set up; the message says which step failed."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What the kernel runs: the runner (server mode) or a command (exec mode)."""
+
+    argv: tuple[str, ...] = ()  # empty: the runner
+    cwd: str = WORK_DIR
+
+
+@dataclass
+class Started:
+    pid: int  # host pid of the kernel's pid 1
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Data computed once by the caller and shared by every kernel it starts."""
+
+    skeleton: dict[str, tuple[int, bytes]]
+    filter: object  # a built pyseccomp.SyscallFilter
+    mountpoint: str  # an empty host directory; each kernel mounts its root there privately
+    python_path: tuple[str, ...]  # sys.path of the system interpreter, for python3 kernels
+    layout_has_cgroup: bool
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (each kernel's pid 1, once A exits) come back to us."""
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def kernel_environment(spec: KernelSpec) -> dict[str, str]:
+    """The allowlisted environment a kernel starts with: nothing of the host's."""
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": WORK_DIR,
+        "USER": "work",
+        "LOGNAME": "work",
+        "SHELL": "/bin/bash",
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "MPLBACKEND": "Agg",
+    }
+    env.update(spec.env)
+    return env
+
+
+def start_kernel(
+    env: Environment,
+    spec: KernelSpec,
+    work: str,
+    cgroup: KernelCgroup | None,
+    payload: Payload,
+    host_sock: socket.socket | None = None,
+    stdio: tuple[int, int, int] | None = None,
+) -> Started:
+    """Fork a kernel and wait until it is set up (or failed). Returns its pid 1.
+
+    `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
+    that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
+    """
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    pid_a = os.fork()
+    if pid_a == 0:
+        _child_a(env, spec, work, cgroup, payload, host_sock, stdio, status_w)
+    os.close(status_w)
+    try:
+        report = _read_all(status_r)
+    finally:
+        os.close(status_r)
+        _wait_exited(pid_a)
+    # A writes "pid N", B writes "ok" or its error: in either order.
+    lines = report.decode(errors="replace").splitlines()
+    pids = [int(line[4:]) for line in lines if line.startswith("pid ")]
+    others = [line for line in lines if not line.startswith("pid ")]
+    if pids and others == ["ok"]:
+        return Started(pid=pids[0])
+    if pids:
+        _wait_exited(pids[0])
+    raise KernelStartError("; ".join(others) or "kernel setup died before reporting")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _wait_exited(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _child_a(
+    env: Environment,
+    spec: KernelSpec,
+    work: str,
+    cgroup: KernelCgroup | None,
+    payload: Payload,
+    host_sock: socket.socket | None,
+    stdio: tuple[int, int, int] | None,
+    status_w: int,
+) -> None:
+    """Runs in A. Never returns."""
+    try:
+        os.setsid()
+        _arrange_fds(host_sock, stdio, status_w)
+        if cgroup is not None:
+            cgroup.join()
+        sc.unshare(NAMESPACES)
+        pid_b = os.fork()
+        if pid_b == 0:
+            _child_b(env, spec, work, payload)
+        os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
+        os._exit(0)
+    except BaseException as e:  # report, never return into the caller's code
+        _report_failure("start", e)
+        os._exit(1)
+
+
+def _arrange_fds(
+    host_sock: socket.socket | None, stdio: tuple[int, int, int] | None, status_w: int
+) -> None:
+    """Leave exactly: 0/1/2, the host socket at 3 (server mode), the status pipe at 4."""
+    # Move everything we keep above the target numbers first, so that a source
+    # that happens to be 0-4 cannot be clobbered by another dup2.
+    status = fcntl.fcntl(status_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    host = fcntl.fcntl(host_sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 10) if host_sock else None
+    if stdio is None:
+        stdio = (os.open("/dev/null", os.O_RDWR),) * 3
+    std = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in stdio]
+    for target, fd in enumerate(std):
+        os.dup2(fd, target)
+    os.dup2(status, _STATUS_FD, inheritable=False)
+    if host is not None:
+        os.dup2(host, _HOST_FD, inheritable=False)
+    else:
+        os.closerange(_HOST_FD, _HOST_FD + 1)
+    os.closerange(_STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) -> None:
+    """Runs in B, pid 1 of the new namespaces. Never returns."""
+    step = "setup"
+    try:
+        step = "root filesystem"
+        plan = mounts.RootPlan(
+            skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
+        )
+        mounts.build_root(plan, env.mountpoint)
+        step = "network"
+        network.loopback_up()
+        socket.sethostname(HOSTNAME)
+        step = "privileges"
+        os.umask(0o022)
+        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, _rlimits(spec, env))
+        step = "seccomp"
+        env.filter.load()
+        _forget_host(env)
+        step = "start"
+        kernel_env = kernel_environment(spec)
+        os.environ.clear()
+        os.environ.update(kernel_env)
+        os.chdir(WORK_DIR)
+        prctl.set_name("kernel-init")
+        sc.set_cmdline("kernel-init")
+        os.write(_STATUS_FD, b"ok\n")
+        os.close(_STATUS_FD)
+    except BaseException as e:
+        _report_failure(step, e)
+        os._exit(1)
+    if payload.argv:
+        runner_init.exec_as_init(list(payload.argv), kernel_env, payload.cwd)
+    runner_init.serve_as_init(_HOST_FD, _runner_main)
+
+
+def _rlimits(spec: KernelSpec, env: Environment) -> privileges.Rlimits:
+    weak = not env.layout_has_cgroup  # rlimits are all we have: documented as weaker
+    return privileges.Rlimits(
+        nofile=spec.nofile,
+        fsize=spec.fsize_bytes,
+        cpu_seconds=int(spec.cpu_time + 0.999) if spec.cpu_time else None,
+        address_space=spec.memory_bytes if weak and spec.memory_bytes else None,
+        nproc=None,
+    )
+
+
+def _forget_host(env: Environment) -> None:
+    """Drop what the forked interpreter knows of the host before user code runs.
+
+    The kernel is a fork of the spawner: its memory holds the spawner's modules
+    and paths. Reset sys.path to the system interpreter's and unload every module
+    that does not come from the system's standard library, so nothing of the
+    server's virtualenv is importable or reachable by name.
+    """
+    sys.path[:] = list(env.python_path)
+    sys.executable = "/usr/bin/python3"
+    keep_prefixes = tuple(p for p in env.python_path if p.startswith("/usr/"))
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith("sandbox.runner") or name == "sandbox":
+            continue
+        if path and not path.startswith(keep_prefixes):
+            del sys.modules[name]
+
+
+def _runner_main(fd: int) -> None:
+    prctl.set_name("kernel-runner")
+    runner_main.serve(fd)
+
+
+def _report_failure(step: str, error: BaseException) -> None:
+    detail = "".join(traceback.format_exception_only(error)).strip()
+    message = f"kernel setup failed at {step}: {detail}\n"
+    try:
+        os.write(_STATUS_FD, message.encode())
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            raise
+
+
+def kill_kernel(pid: int) -> None:
+    """SIGKILL a kernel's pid 1: the kernel then kills the whole pid namespace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
