@@ -1,0 +1,219 @@
+"""The host's handle on one running kernel: its socket, its event stream, its runs.
+
+The kernel sends a stream of events (console output, waiting-input, finished).
+A reader task turns them into an asyncio queue; `collect` is one consumer of
+that stream that implements the v2 execution model's hold: wait up to `hold`
+seconds for a terminal or pause event, then answer with what arrived, adjacent
+stdout/stderr chunks merged (spec §6.2, §6.6). A WebSocket consumer can later
+read the same queue.
+
+Every byte from the kernel is untrusted: frames are size-capped by the
+protocol reader, events are schema-checked, and a kernel that breaks the
+protocol is treated as dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+
+from .runner import protocol
+
+# Console text kept per response; the rest of a flood is dropped with a note.
+MAX_CONSOLE_CHARS = 1024 * 1024
+
+
+@dataclass
+class RunResult:
+    """One response of the execution model."""
+
+    status: str  # "continued" | "waiting-input" | "finished"
+    console: list[list] = field(default_factory=list)
+    options: dict | None = None
+    exit_code: int | None = None
+
+
+class KernelGone(RuntimeError):
+    """The kernel's socket closed or it broke the protocol."""
+
+
+def wait_status_to_exit_code(status: int) -> int:
+    """Shell convention: the exit code, or 128 + signal number when killed."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+class _Console:
+    """Accumulates console items for one response, merging adjacent text chunks."""
+
+    def __init__(self, limit: int) -> None:
+        self.items: list[list] = []
+        self.size = 0
+        self.limit = limit
+        self.truncated = False
+
+    def add_text(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        if self.size >= self.limit:
+            self.truncated = True
+            return
+        text = text[: self.limit - self.size]
+        self.size += len(text)
+        if self.items and self.items[-1][0] == stream:
+            self.items[-1][1] += text
+        else:
+            self.items.append([stream, text])
+
+
+class Kernel:
+    """A connected kernel. Create with `Kernel.connect` inside a running event loop."""
+
+    def __init__(self, kernel_id: str, pid: int) -> None:
+        self.id = kernel_id
+        self.pid = pid
+        self.exit_status: int | None = None  # wait status of the runner, once it died
+        self.gone = False
+        self._events: asyncio.Queue[tuple[dict, bytes] | None] = asyncio.Queue()
+        self._decoders = {
+            s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ("stdout", "stderr")
+        }
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, kernel_id: str, pid: int, sock: socket.socket) -> Kernel:
+        kernel = cls(kernel_id, pid)
+        reader, kernel._writer = await asyncio.open_unix_connection(
+            sock=sock, limit=protocol.MAX_JSON + protocol.MAX_BLOB
+        )
+        kernel._reader_task = asyncio.create_task(kernel._read_loop(reader))
+        return kernel
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait for the runner's "ready" event."""
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait(
+            [ready, self._reader_task], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            raise KernelGone("the kernel did not become ready")
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(protocol.HEADER.size)
+                jlen, blen = protocol.HEADER.unpack(header)
+                if jlen > protocol.MAX_JSON or blen > protocol.MAX_BLOB:
+                    raise protocol.ProtocolError("frame too large")
+                body = await reader.readexactly(jlen + blen)
+                message = protocol._parse(body[:jlen])
+                if message.get("ev") == "ready":
+                    self._ready.set()
+                    continue
+                if message.get("ev") == "exited":
+                    status = message.get("status")
+                    self.exit_status = status if isinstance(status, int) else None
+                await self._events.put((message, body[jlen:]))
+        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
+            pass
+        finally:
+            self.gone = True
+            await self._events.put(None)
+
+    async def send(self, message: dict) -> None:
+        if self.gone or self._writer is None:
+            raise KernelGone("the kernel is gone")
+        self._writer.write(protocol.encode(message))
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as e:
+            raise KernelGone("the kernel is gone") from e
+
+    async def query(self, code: str, hold: float = 2.0) -> RunResult:
+        """Start a query-mode run and collect its first response."""
+        await self.send({"op": "query", "code": code})
+        return await self.collect(hold)
+
+    async def feed_input(self, text: str, hold: float = 2.0) -> RunResult:
+        await self.send({"op": "input", "data": text})
+        return await self.collect(hold)
+
+    async def interrupt(self) -> None:
+        await self.send({"op": "interrupt"})
+
+    async def collect(self, hold: float = 2.0) -> RunResult:
+        """Gather events for up to `hold` seconds or until the run pauses or ends."""
+        console = _Console(MAX_CONSOLE_CHARS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold
+        result: RunResult | None = None
+        while result is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(self._events.get(), remaining)
+            except TimeoutError:
+                break
+            if item is None:
+                self._events.put_nowait(None)  # stays gone for later callers
+                code = None
+                if self.exit_status is not None:
+                    code = wait_status_to_exit_code(self.exit_status)
+                result = RunResult("finished", options={}, exit_code=code)
+                break
+            result = self._apply(item, console)
+        if result is None:
+            result = RunResult("continued")
+        if console.truncated:
+            console.add_text("stderr", "")  # keep merge state; note below is appended raw
+            console.items.append(["stderr", "\n[output truncated]\n"])
+        result.console = console.items
+        return result
+
+    def _apply(self, item: tuple[dict, bytes], console: _Console) -> RunResult | None:
+        message, blob = item
+        ev = message.get("ev")
+        if ev in ("stdout", "stderr"):
+            console.add_text(ev, self._decoders[ev].decode(blob))
+            return None
+        self._flush_decoders(console)
+        if ev == "waiting-input":
+            return RunResult(
+                "waiting-input", options={"is_password": bool(message.get("is_password"))}
+            )
+        if ev == "finished":
+            code = message.get("exitCode")
+            return RunResult(
+                "finished", options={}, exit_code=code if isinstance(code, int) else None
+            )
+        if ev == "exited":
+            status = self.exit_status
+            code = wait_status_to_exit_code(status) if status is not None else None
+            return RunResult("finished", options={}, exit_code=code)
+        if ev == "error":
+            console.add_text("stderr", f"{message.get('message', 'kernel error')}\n")
+        return None
+
+    def _flush_decoders(self, console: _Console) -> None:
+        for stream, decoder in self._decoders.items():
+            console.add_text(stream, decoder.decode(b"", final=True))
+            decoder.reset()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader_task

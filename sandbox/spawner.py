@@ -1,0 +1,382 @@
+"""The spawner: a single-threaded, pre-warmed process that forks kernels on request.
+
+The server never forks (forking a threaded asyncio process is unsafe, and exec'ing
+a fresh interpreter per kernel costs 10-60 ms). It starts one spawner at boot,
+which imports the runner, builds the seccomp filter and reads the root skeleton
+once, then forks a kernel per request in about a millisecond.
+
+The spawner runs in its own private mount namespace, so the per-kernel
+`/home/work` tmpfs mounts it makes never appear in the host's mount table and
+vanish with it. It talks to the server over one connected unix socket with the
+frames of `sandbox.runner.protocol`; a kernel's socket is handed to the server
+with SCM_RIGHTS and the spawner keeps no copy, so no kernel ever holds another
+kernel's socket. When the server's connection closes, the spawner kills every
+kernel and exits.
+
+Requests (one at a time, each answered in order):
+  {"op": "spawn", "id": str, "spec": KernelSpec JSON, "keep_work": bool}
+      -> {"ok": true, "pid": int} + the kernel's socket as SCM_RIGHTS
+  {"op": "destroy", "id": str, "keep_work": bool} -> {"ok": true, "status": int|null}
+  {"op": "stats", "id": str} -> {"ok": true, "alive": bool, ...CgroupStats}
+  {"op": "info"} -> {"ok": true, "layout": str, "cgroups": {...}, "pid": int}
+Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error": str}
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from . import cgroups, mounts, process, seccomp
+from . import syscalls as sc
+from .runner import protocol
+from .spec import KERNEL_GID, KERNEL_UID, KernelSpec, SpecError, validate_kernel_id
+
+ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
+
+
+def system_python_path() -> tuple[str, ...]:
+    """sys.path of the host's /usr/bin/python3, which python3 kernels run."""
+    out = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", "import sys, json; print(json.dumps(sys.path))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={},
+    ).stdout
+    return ("", *json.loads(out))
+
+
+@dataclass
+class _Kernel:
+    pid: int
+    cgroup: cgroups.KernelCgroup | None
+    work: str
+    status: int | None = None  # wait status once pid 1 has exited
+
+
+class Spawner:
+    """The spawner's state and request handlers (runs in the spawner process)."""
+
+    def __init__(self, cgroup_manager: cgroups.CgroupManager, scratch: str) -> None:
+        self.cgroups = cgroup_manager
+        self.scratch = scratch
+        self.kernels: dict[str, _Kernel] = {}
+        os.makedirs(f"{scratch}/root", exist_ok=True)
+        os.makedirs(f"{scratch}/work", exist_ok=True)
+        self.env = process.Environment(
+            skeleton=mounts.load_skeleton(ROOTFS),
+            filter=seccomp.build_filter(),
+            mountpoint=f"{scratch}/root",
+            python_path=system_python_path(),
+            layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
+        )
+
+    # -- requests -------------------------------------------------------------
+
+    def spawn(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> tuple[int, socket.socket]:
+        if kernel_id in self.kernels:
+            raise SpecError(f"id: kernel {kernel_id} already exists")
+        work = self._work_dir(kernel_id, spec, keep_work)
+        cgroup = None
+        if self.env.layout_has_cgroup:
+            cgroup = self.cgroups.create(
+                kernel_id,
+                cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota),
+            )
+        host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            started = process.start_kernel(
+                self.env, spec, work, cgroup, process.Payload(), host_sock=kernel_end
+            )
+        except BaseException:
+            host_end.close()
+            if cgroup is not None:
+                cgroup.remove()
+            if not keep_work:
+                self._remove_work(work)
+            raise
+        finally:
+            kernel_end.close()
+        self.kernels[kernel_id] = _Kernel(started.pid, cgroup, work)
+        return started.pid, host_end
+
+    def destroy(self, kernel_id: str, keep_work: bool) -> int | None:
+        kernel = self.kernels.pop(kernel_id)
+        process.kill_kernel(kernel.pid)
+        if kernel.cgroup is not None:
+            kernel.cgroup.remove()
+        if kernel.status is None:
+            kernel.status = _wait(kernel.pid)
+        if not keep_work:
+            self._remove_work(kernel.work)
+        return kernel.status
+
+    def stats(self, kernel_id: str) -> dict:
+        kernel = self.kernels[kernel_id]
+        data = {"alive": kernel.status is None, "pid": kernel.pid}
+        if kernel.cgroup is not None:
+            data.update(dataclasses.asdict(kernel.cgroup.stats()))
+        return data
+
+    def reap(self) -> None:
+        """Collect exited kernels' pid 1 (they come back to us as subreaper)."""
+        by_pid = {k.pid: k for k in self.kernels.values()}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in by_pid:
+                by_pid[pid].status = status
+
+    def shutdown(self) -> None:
+        for kernel_id in list(self.kernels):
+            with contextlib.suppress(Exception):
+                self.destroy(kernel_id, keep_work=False)
+        self.cgroups.cleanup()
+
+    # -- work directories -----------------------------------------------------
+
+    def _work_dir(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> str:
+        """A size-limited tmpfs owned by `work`; reused when a restart keeps it."""
+        work = f"{self.scratch}/work/{kernel_id}"
+        if keep_work and os.path.ismount(work):
+            return work
+        os.makedirs(work, exist_ok=True)
+        options = f"size={spec.work_bytes},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
+        sc.mount("tmpfs", work, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+        return work
+
+    def _remove_work(self, work: str) -> None:
+        with contextlib.suppress(OSError):
+            sc.umount(work)
+        with contextlib.suppress(OSError):
+            os.rmdir(work)
+
+
+def _wait(pid: int) -> int | None:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return None
+        except InterruptedError:
+            continue
+
+
+def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    data = protocol.encode(message)
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sent = conn.sendmsg([data], ancillary)
+        if sent < len(data):
+            conn.sendall(data[sent:])
+    else:
+        conn.sendall(data)
+
+
+def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
+    op = request.get("op")
+    try:
+        if op == "spawn":
+            kernel_id = validate_kernel_id(request.get("id"))
+            spec = KernelSpec.from_json(request.get("spec", {}))
+            pid, host_end = spawner.spawn(kernel_id, spec, bool(request.get("keep_work")))
+            with host_end:
+                _reply(conn, {"ok": True, "pid": pid}, [host_end.fileno()])
+            return
+        if op == "info":
+            info = {"pid": os.getpid(), "cgroups": spawner.cgroups.describe()}
+            _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
+            return
+        kernel_id = validate_kernel_id(request.get("id"))
+        if kernel_id not in spawner.kernels:
+            _reply(conn, {"ok": False, "kind": "not-found", "error": f"no kernel {kernel_id}"})
+        elif op == "destroy":
+            status = spawner.destroy(kernel_id, bool(request.get("keep_work")))
+            _reply(conn, {"ok": True, "status": status})
+        elif op == "stats":
+            _reply(conn, {"ok": True, **spawner.stats(kernel_id)})
+        else:
+            _reply(conn, {"ok": False, "kind": "bad-request", "error": f"unknown op {op!r}"})
+    except SpecError as e:
+        _reply(conn, {"ok": False, "kind": "bad-request", "error": str(e)})
+    except process.KernelStartError as e:
+        _reply(conn, {"ok": False, "kind": "start-failed", "error": str(e)})
+
+
+def serve(conn: socket.socket, spawner: Spawner) -> None:
+    """Answer requests until the server closes its end, then clean up everything."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    reader = protocol.FrameReader()
+    try:
+        while True:
+            ready, _, _ = select.select([conn, wake_r], [], [])
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                spawner.reap()
+            if conn not in ready:
+                continue
+            data = conn.recv(65536)
+            if not data:
+                return
+            reader.feed(data)
+            for request, _blob, _raw in reader.frames():
+                spawner.reap()
+                _handle(spawner, conn, request)
+    finally:
+        spawner.shutdown()
+
+
+def main() -> None:
+    """Entry point of the spawner process: `python -m sandbox.spawner FD`, FD connected."""
+    conn = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    process.become_subreaper()
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    scratch = tempfile.mkdtemp(prefix="sandbox-spawner-")
+    sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
+    try:
+        spawner = Spawner(cgroups.detect(), scratch)
+        _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
+        serve(conn, spawner)
+    finally:
+        with contextlib.suppress(OSError):
+            sc.umount(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- the server's side ----------------------------------------------------------
+
+
+class SpawnerError(RuntimeError):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SpawnerClient:
+    """The server's asyncio handle on its spawner process. Requests are serialised."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._sock = sock
+        self._reader = protocol.FrameReader()
+        self._pending: list[tuple[dict, list[int]]] = []
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, env: dict[str, str] | None = None) -> SpawnerClient:
+        """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is ready."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env if env is not None else dict(os.environ),
+        )
+        theirs.close()
+        ours.setblocking(False)
+        client = cls(proc, ours)
+        hello, _ = await client._recv()
+        if not hello.get("ready"):
+            raise SpawnerError("start-failed", f"spawner did not start: {hello}")
+        return client
+
+    async def request(self, message: dict) -> tuple[dict, list[int]]:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(self._sock, protocol.encode(message))
+            reply, fds = await self._recv()
+        if not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerError(reply.get("kind", "error"), reply.get("error", "spawner error"))
+        return reply, fds
+
+    async def spawn(
+        self, kernel_id: str, spec: KernelSpec, keep_work: bool = False
+    ) -> tuple[int, socket.socket]:
+        request = {"op": "spawn", "id": kernel_id, "spec": spec.to_json(), "keep_work": keep_work}
+        reply, fds = await self.request(request)
+        if len(fds) != 1:
+            raise SpawnerError("start-failed", "spawner sent no kernel socket")
+        return reply["pid"], socket.socket(fileno=fds[0])
+
+    async def destroy(self, kernel_id: str, keep_work: bool = False) -> int | None:
+        reply, _ = await self.request({"op": "destroy", "id": kernel_id, "keep_work": keep_work})
+        return reply.get("status")
+
+    async def stats(self, kernel_id: str) -> dict:
+        reply, _ = await self.request({"op": "stats", "id": kernel_id})
+        return reply
+
+    async def info(self) -> dict:
+        reply, _ = await self.request({"op": "info"})
+        return reply
+
+    async def close(self) -> None:
+        """Close the connection: the spawner destroys every kernel and exits."""
+        self._sock.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.proc.wait)
+
+    async def _recv(self) -> tuple[dict, list[int]]:
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            fut = loop.create_future()
+            loop.add_reader(self._sock.fileno(), fut.set_result, None)
+            try:
+                await fut
+            finally:
+                loop.remove_reader(self._sock.fileno())
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    65536, socket.CMSG_SPACE(16 * array.array("i").itemsize)
+                )
+            except BlockingIOError:
+                continue
+            if not data:
+                raise SpawnerError("gone", "the spawner exited")
+            fds = _fds_from(ancdata)
+            self._reader.feed(data)
+            frames = self._reader.frames()
+            for i, (message, _blob, _raw) in enumerate(frames):
+                self._pending.append((message, fds if i == 0 else []))
+            if not frames:
+                for fd in fds:
+                    os.close(fd)
+        return self._pending.pop(0)
+
+
+def _fds_from(ancdata: list) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return list(fds)
+
+
+if __name__ == "__main__":
+    main()
