@@ -1,0 +1,235 @@
+"""`doctor`: what this host supports for kernels, what will not work, and the fix.
+
+Each check is small and independent; a failed check is one line that says what
+to do. The exit status is 1 when something the sandbox needs is missing, so the
+script can gate a deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from . import cgroups, process
+from . import syscalls as sc
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+# name, commands that prove it, the Debian package that provides it
+RUNTIMES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("python3", ("python3",), "python3"),
+    ("bash", ("bash",), "bash"),
+    ("c", ("gcc",), "gcc"),
+    ("cpp", ("g++",), "g++"),
+    ("java", ("java", "javac"), "default-jdk-headless"),
+    ("nodejs", ("node",), "nodejs"),
+    ("rust", ("rustc",), "rustc"),
+    ("go", ("go",), "golang-go"),
+)
+# What a kernel sees of the host: commands elsewhere (e.g. ~/.cargo/bin) are unreachable.
+KERNEL_VISIBLE = ("/usr/", "/bin/", "/sbin/")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", OK, "running as uid 0")
+    return Check("root", FAIL, f"running as uid {os.geteuid()}", "run as root (sudo)")
+
+
+def check_namespaces() -> Check:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.unshare(process.NAMESPACES)
+            os._exit(0)
+        except OSError as e:
+            os._exit(min(e.errno or 1, 255))
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return Check("namespaces", OK, "mount, pid, net, ipc, uts, cgroup")
+    return Check(
+        "namespaces",
+        FAIL,
+        f"unshare failed (errno {os.WEXITSTATUS(status)})",
+        "run on a kernel with namespaces enabled, outside a restricted container",
+    )
+
+
+def check_user_namespaces() -> Check:
+    limit = _read_int("/proc/sys/user/max_user_namespaces")
+    restricted = _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    if restricted:
+        return Check(
+            "user namespaces",
+            WARN,
+            "AppArmor restricts unprivileged user namespaces (not needed when run as root)",
+            "only a future rootless mode needs them: "
+            "sysctl kernel.apparmor_restrict_unprivileged_userns=0",
+        )
+    if not limit:
+        return Check("user namespaces", WARN, "disabled (not needed when run as root)")
+    return Check("user namespaces", OK, f"available (max {limit})")
+
+
+def check_seccomp() -> Check:
+    actions = _read("/proc/sys/kernel/seccomp/actions_avail").split()
+    if "kill_process" not in actions:
+        return Check("seccomp", FAIL, "the kernel lacks seccomp kill_process", "Linux >= 4.14")
+    try:
+        from . import seccomp
+
+        seccomp.build_filter()
+    except Exception as e:  # libseccomp missing or too old
+        return Check(
+            "seccomp", FAIL, f"cannot build the filter: {e}", "apt-get install libseccomp2"
+        )
+    return Check("seccomp", OK, f"filter builds; actions: {' '.join(actions)}")
+
+
+def check_cgroups() -> Check:
+    try:
+        info = cgroups.detect().describe()
+    except cgroups.CgroupError as e:
+        return Check(
+            "cgroups", FAIL, str(e), "mount cgroupfs read-write or unset SANDBOX_CGROUP_LAYOUT"
+        )
+    limits = info.get("limits", {})
+    have = ", ".join(k for k, v in limits.items() if v) or "none"
+    detail = f"layout {info.get('layout')}; limits: {have}; kill: {info.get('kill')}"
+    problems = info.get("problems") or []
+    if info.get("layout") == "none":
+        return Check(
+            "cgroups",
+            WARN,
+            detail + "; rlimits only (weaker: no total memory or pids limit per kernel)",
+            "run as root on a host with a writable cgroup tree",
+        )
+    if problems or not all(limits.values()):
+        return Check("cgroups", WARN, detail + "; " + "; ".join(problems))
+    return Check("cgroups", OK, detail)
+
+
+def check_filesystems() -> Check:
+    available = {line.split()[-1] for line in _read("/proc/filesystems").splitlines() if line}
+    missing = [fs for fs in ("tmpfs", "proc", "devpts") if fs not in available]
+    if missing:
+        return Check("filesystems", FAIL, f"missing {', '.join(missing)}")
+    overlay = "overlay available" if "overlay" in available else "no overlay (not needed yet)"
+    return Check("filesystems", OK, f"tmpfs, proc, devpts; {overlay}")
+
+
+def check_kernel_start() -> Check:
+    """The whole recipe, end to end: start a kernel that runs /bin/true."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox.exec_cli", "--", "/bin/true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode == 0:
+        return Check("kernel start", OK, "a kernel ran /bin/true with the full recipe")
+    return Check("kernel start", FAIL, result.stderr.strip()[-300:] or f"exit {result.returncode}")
+
+
+def check_runtimes() -> list[Check]:
+    checks = []
+    for name, commands, package in RUNTIMES:
+        paths = [
+            shutil.which(c, path=process.DEFAULT_PATH + ":" + os.environ.get("PATH", ""))
+            for c in commands
+        ]
+        if not all(paths):
+            missing = [c for c, p in zip(commands, paths, strict=True) if not p]
+            checks.append(
+                Check(
+                    f"runtime {name}",
+                    WARN,
+                    f"{' '.join(missing)} not found",
+                    f"apt-get install {package}",
+                )
+            )
+            continue
+        outside = [p for p in paths if not p.startswith(KERNEL_VISIBLE)]
+        if outside:
+            checks.append(
+                Check(
+                    f"runtime {name}",
+                    WARN,
+                    f"found at {', '.join(outside)}, which kernels cannot see",
+                    f"apt-get install {package}",
+                )
+            )
+        else:
+            checks.append(Check(f"runtime {name}", OK, ", ".join(paths)))
+    bwrap = shutil.which("bwrap")
+    checks.append(
+        Check("bubblewrap", OK, bwrap)
+        if bwrap
+        else Check(
+            "bubblewrap",
+            WARN,
+            "not found (only the benchmark's baseline uses it)",
+            "apt-get install bubblewrap",
+        )
+    )
+    return checks
+
+
+def run_checks() -> list[Check]:
+    checks = [check_root()]
+    if checks[0].status == FAIL:
+        return checks
+    checks += [
+        check_namespaces(),
+        check_user_namespaces(),
+        check_seccomp(),
+        check_cgroups(),
+        check_filesystems(),
+        check_kernel_start(),
+    ]
+    return checks + check_runtimes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="doctor", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    args = parser.parse_args(argv)
+    checks = run_checks()
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"{c.status:>4}  {c.name:<18} {c.detail}")
+            if c.fix and c.status != OK:
+                print(f"{'':>4}  {'':<18} fix: {c.fix}")
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path).strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

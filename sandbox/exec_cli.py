@@ -1,0 +1,202 @@
+"""`sandbox-exec`: run one command in a fresh kernel, in the spirit of bwrap and nsjail.
+
+    sandbox-exec [--mem SIZE] [--pids N] [--cpu-time S] [--wall-time S]
+                 [--bind SRC:DST[:ro|rw]]... [--lang L] -- CMD [ARGS...]
+
+The command gets the full isolation recipe (the same code path as the server's
+kernels, without the spawner), the caller's stdin/stdout/stderr, and `/home/work`
+as a private tmpfs. sandbox-exec exits with the command's status, 128 + signal
+when it was killed, and says on stderr when a limit killed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import select
+import shutil
+import signal
+import sys
+import tempfile
+
+from . import cgroups, mounts, process, seccomp, spawner
+from . import syscalls as sc
+from .spec import KERNEL_GID, KERNEL_UID, Bind, KernelSpec, SpecError
+
+_SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[iI]?[bB]?$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`256M`, `1G`, `512k`, `1048576` -> bytes."""
+    match = _SIZE_RE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (try 256M or 1G)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _positive(kind: type) -> callable:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sandbox-exec",
+        description="Run a command in a fresh isolated kernel.",
+        usage="sandbox-exec [options] -- CMD [ARGS...]",
+    )
+    p.add_argument("--mem", type=parse_size, default=KernelSpec.memory_bytes, help="memory limit")
+    p.add_argument("--pids", type=_positive(int), default=KernelSpec.pids, help="process limit")
+    p.add_argument("--cpu-time", type=_positive(float), help="CPU seconds per process")
+    p.add_argument("--wall-time", type=_positive(float), help="wall-clock seconds")
+    p.add_argument(
+        "--bind", action="append", default=[], metavar="SRC:DST[:ro|rw]", help="bind a host path"
+    )
+    p.add_argument("--lang", default="python3", help="the language runtime to prepare")
+    p.add_argument("--check", action="store_true", help="report what this host supports")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.check:
+        from . import doctor
+
+        sys.exit(doctor.main([]))
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        _parser().error("no command given (sandbox-exec [options] -- CMD [ARGS...])")
+    try:
+        binds = tuple(Bind.parse(b) for b in args.bind)
+        for bind in binds:
+            if not os.path.exists(bind.src):
+                raise SpecError(f"bind {bind.src}: no such file or directory")
+        spec = KernelSpec(
+            lang=args.lang,
+            memory_bytes=args.mem,
+            pids=args.pids,
+            cpu_time=args.cpu_time,
+            binds=binds,
+        )
+        spec.validate()
+    except SpecError as e:
+        _parser().error(str(e))
+    if os.geteuid() != 0:
+        print("sandbox-exec: must run as root (namespaces and cgroups)", file=sys.stderr)
+        sys.exit(125)
+    sys.exit(run(spec, command, args.wall_time))
+
+
+def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
+    """Run `command` in a kernel; return the exit status sandbox-exec should exit with."""
+    process.become_subreaper()
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
+    manager = cgroups.detect()
+    cgroup = None
+    try:
+        os.mkdir(f"{scratch}/root")
+        os.mkdir(f"{scratch}/work")
+        options = f"size={spec.work_bytes},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
+        sc.mount("tmpfs", f"{scratch}/work", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+        env = process.Environment(
+            skeleton=mounts.load_skeleton(spawner.ROOTFS),
+            filter=seccomp.build_filter(),
+            mountpoint=f"{scratch}/root",
+            # exec mode runs a new program; the stdlib is enough for pid 1 itself
+            python_path=tuple(p for p in sys.path if p.startswith("/usr/")),
+            layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
+        )
+        if env.layout_has_cgroup:
+            limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
+            cgroup = manager.create(f"exec-{os.getpid()}", limits)
+        try:
+            started = process.start_kernel(
+                env,
+                spec,
+                f"{scratch}/work",
+                cgroup,
+                process.Payload(tuple(command)),
+                stdio=(0, 1, 2),
+            )
+        except process.KernelStartError as e:
+            print(f"sandbox-exec: {e}", file=sys.stderr)
+            return 125
+        status, timed_out = _wait(started.pid, wall_time)
+        code = _exit_code(status)
+        _explain(spec, cgroup, code, timed_out, wall_time)
+        return code
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+        manager.cleanup()
+        with contextlib.suppress(OSError):
+            sc.umount(f"{scratch}/work")
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait(pid: int, wall_time: float | None) -> tuple[int, bool]:
+    """Wait for the kernel's pid 1, forwarding SIGINT/SIGTERM/SIGHUP; kill it at wall_time."""
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], wall_time)
+        timed_out = not ready
+        if timed_out:
+            process.kill_kernel(pid)
+        return os.waitpid(pid, 0)[1], timed_out
+    finally:
+        os.close(pidfd)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _explain(
+    spec: KernelSpec,
+    cgroup: cgroups.KernelCgroup | None,
+    code: int,
+    timed_out: bool,
+    wall_time: float | None,
+) -> None:
+    """Say on stderr which limit stopped the command, if one did."""
+    say = lambda text: print(f"sandbox-exec: {text}", file=sys.stderr)  # noqa: E731
+    if timed_out:
+        say(f"wall time limit of {wall_time:g} s exceeded; killed")
+        return
+    stats = cgroup.stats() if cgroup is not None else None
+    if stats is not None and stats.oom_kills:
+        say(f"out of memory: the memory limit of {spec.memory_bytes} bytes was reached")
+    # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one
+    oom = stats is not None and stats.oom_kills
+    cpu_signal = code == 128 + signal.SIGXCPU or (code == 128 + signal.SIGKILL and not oom)
+    if spec.cpu_time and cpu_signal:
+        say(f"CPU time limit of {spec.cpu_time:g} s per process reached")
+    if stats is not None and stats.pids_limit_hits:
+        say(f"the process limit of {spec.pids} was reached {stats.pids_limit_hits} time(s)")
+
+
+if __name__ == "__main__":
+    main()
