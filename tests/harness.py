@@ -1,0 +1,110 @@
+"""A synchronous face on the async spawner client, for tests.
+
+An event loop runs in a background thread; tests call `Sandbox.run(coro)`. One
+spawner per test session (it is what the server will run), real kernels, real
+namespaces and cgroups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+
+from sandbox.kernel import Kernel, RunResult
+from sandbox.spawner import SpawnerClient
+from sandbox.spec import KernelSpec
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Output:
+    """A whole run, gathered across `continued` responses."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    statuses: list[str] = field(default_factory=list)
+    console: list[list] = field(default_factory=list)
+
+    def add(self, result: RunResult) -> None:
+        self.statuses.append(result.status)
+        for kind, text in result.console:
+            self.console.append([kind, text])
+            if kind == "stdout":
+                self.stdout += text
+            elif kind == "stderr":
+                self.stderr += text
+        self.exit_code = result.exit_code
+
+
+class Sandbox:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.client: SpawnerClient = self.run(SpawnerClient.start())
+
+    def run(self, coro: Coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def kernel(self, spec: KernelSpec | None = None, name: str = "k") -> TestKernel:
+        kernel_id = f"t{os.getpid()}-{name}-{next(_ids)}"
+        pid, sock = self.run(self.client.spawn(kernel_id, spec or KernelSpec()))
+        kernel = self.run(Kernel.connect(kernel_id, pid, sock))
+        self.run(kernel.wait_ready())
+        return TestKernel(self, kernel)
+
+    def close(self) -> None:
+        self.run(self.client.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class TestKernel:
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, sandbox: Sandbox, kernel: Kernel) -> None:
+        self.sandbox = sandbox
+        self.k = kernel
+        self.id = kernel.id
+        self.pid = kernel.pid
+        self.destroyed = False
+
+    def query(self, code: str, hold: float = 2.0) -> RunResult:
+        return self.sandbox.run(self.k.query(code, hold))
+
+    def collect(self, hold: float = 2.0) -> RunResult:
+        return self.sandbox.run(self.k.collect(hold))
+
+    def feed(self, text: str, hold: float = 2.0) -> RunResult:
+        return self.sandbox.run(self.k.feed_input(text, hold))
+
+    def interrupt(self) -> None:
+        self.sandbox.run(self.k.interrupt())
+
+    def run(self, code: str, max_rounds: int = 30) -> Output:
+        """Run code to the end, following `continued` responses."""
+        out = Output()
+        result = self.query(code)
+        out.add(result)
+        for _ in range(max_rounds):
+            if result.status != "continued":
+                break
+            result = self.collect()
+            out.add(result)
+        return out
+
+    def stats(self) -> dict:
+        return self.sandbox.run(self.sandbox.client.stats(self.id))
+
+    def destroy(self) -> int | None:
+        if self.destroyed:
+            return None
+        self.destroyed = True
+        self.sandbox.run(self.k.close())
+        return self.sandbox.run(self.sandbox.client.destroy(self.id))

@@ -1,0 +1,164 @@
+"""Limits that hold and kernels that leave nothing behind (threat-model rows 5 and 7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from sandbox.spec import KernelSpec, MiB
+
+
+def pid_namespace(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def processes_in_namespace(ns: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if pid_namespace(proc.pid) == ns:
+                found.append(proc.pid)
+        except OSError:
+            continue
+    return found
+
+
+def spawner_mounts(sandbox) -> str:
+    with open(f"/proc/{sandbox.client.pid}/mountinfo") as f:
+        return f.read()
+
+
+class Remains:
+    """Everything a kernel owns on the host, recorded while it runs."""
+
+    def __init__(self, sandbox, kernel) -> None:
+        self.sandbox = sandbox
+        self.kernel_id = kernel.id
+        self.ns = pid_namespace(kernel.pid)
+        assert processes_in_namespace(self.ns), "the kernel should have processes"
+        self.cgroup_dirs = self._cgroup_dirs()
+        assert self.cgroup_dirs, "the kernel should have cgroups"
+        assert f"/work/{kernel.id} " in spawner_mounts(sandbox)
+
+    def _cgroup_dirs(self) -> list[str]:
+        """Every directory named after the kernel under a sandbox-* parent, in any hierarchy."""
+        found = []
+        for root, dirs, _files in os.walk("/sys/fs/cgroup"):
+            if self.kernel_id in dirs:
+                found.append(os.path.join(root, self.kernel_id))
+            dirs[:] = [d for d in dirs if d != self.kernel_id]
+        return found
+
+    def assert_gone(self) -> None:
+        deadline = time.monotonic() + 5
+        while processes_in_namespace(self.ns) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_in_namespace(self.ns) == [], "processes survived"
+        assert [d for d in self.cgroup_dirs if os.path.exists(d)] == [], "cgroups survived"
+        assert f"/work/{self.kernel_id} " not in spawner_mounts(self.sandbox), "work mount survived"
+
+
+def test_destroy_leaves_nothing(sandbox):
+    kernel = sandbox.kernel(name="destroy")
+    kernel.run("import subprocess; subprocess.Popen(['sleep', '1000'])")
+    remains = Remains(sandbox, kernel)
+    kernel.destroy()
+    remains.assert_gone()
+
+
+def test_daemon_that_double_forked_and_setsid_is_killed(sandbox):
+    kernel = sandbox.kernel(name="daemon")
+    out = kernel.run(
+        "import os\n"
+        "os.system('setsid sh -c \"sleep 1000 & sleep 1000 &\" </dev/null >/dev/null 2>&1 &')\n"
+        "import time; time.sleep(0.3)\n"
+        "print(len([p for p in os.listdir('/proc') if p.isdigit()]))\n"
+    )
+    assert int(out.stdout) >= 4, out
+    remains = Remains(sandbox, kernel)
+    kernel.destroy()
+    remains.assert_gone()
+
+
+def test_killed_from_outside_then_destroyed_leaves_nothing(sandbox):
+    kernel = sandbox.kernel(name="outside")
+    kernel.run("import subprocess; subprocess.Popen(['sleep', '1000'])")
+    remains = Remains(sandbox, kernel)
+    os.kill(kernel.pid, signal.SIGKILL)
+    result = kernel.collect(hold=5)
+    assert result.status == "finished"
+    kernel.destroy()
+    remains.assert_gone()
+
+
+def test_runner_crash_is_reported(kernel):
+    out = kernel.run("import os; os._exit(5)")
+    assert out.statuses[-1] == "finished"
+    assert out.exit_code == 5
+
+
+def test_fork_bomb_stops_at_pids_limit(sandbox):
+    spec = KernelSpec(pids=32)
+    bomb = sandbox.kernel(spec, name="forkbomb")
+    other = sandbox.kernel(name="bystander")
+    try:
+        out = bomb.run(
+            "import os, time\n"
+            "children = 0\n"
+            "for _ in range(200):\n"
+            "    try:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(30); os._exit(0)\n"
+            "        children += 1\n"
+            "    except OSError as e:\n"
+            "        print('fork refused', e.errno); break\n"
+            "print('children', children)\n"
+        )
+        assert "fork refused 11" in out.stdout, out  # EAGAIN
+        stats = bomb.stats()
+        assert stats["pids_current"] <= 32
+        assert stats["pids_limit_hits"] > 0
+        assert other.run("print(6 * 7)").stdout == "42\n"
+    finally:
+        bomb.destroy()
+        other.destroy()
+
+
+def test_memory_bomb_is_oom_killed_and_reported(sandbox):
+    spec = KernelSpec(memory_bytes=64 * MiB)
+    bomb = sandbox.kernel(spec, name="membomb")
+    other = sandbox.kernel(name="bystander")
+    try:
+        out = bomb.run("x = b'x' * (256 * 1024 * 1024)\nprint('survived')")
+        assert "survived" not in out.stdout
+        assert out.statuses[-1] == "finished"
+        assert out.exit_code == 128 + signal.SIGKILL
+        assert bomb.stats()["oom_kills"] >= 1
+        assert other.run("print(6 * 7)").stdout == "42\n"
+    finally:
+        bomb.destroy()
+        other.destroy()
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/home/work", "/dev/shm"])
+def test_disk_fill_gives_enospc_not_host_damage(sandbox, where):
+    spec = KernelSpec(tmp_bytes=8 * MiB, work_bytes=8 * MiB)
+    kernel = sandbox.kernel(spec, name="diskfill")
+    try:
+        out = kernel.run(
+            "import errno\n"
+            f"f = open('{where}/fill', 'wb')\n"
+            "try:\n"
+            "    for _ in range(64):\n"
+            "        f.write(b'x' * 1024 * 1024); f.flush()\n"
+            "    print('WROTE ALL')\n"
+            "except OSError as e:\n"
+            "    print(errno.errorcode[e.errno])\n"
+        )
+        assert out.stdout.strip() == "ENOSPC", out
+    finally:
+        kernel.destroy()
