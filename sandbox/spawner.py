@@ -18,7 +18,8 @@ Requests (one at a time, each answered in order):
       -> {"ok": true, "pid": int} + the kernel's socket as SCM_RIGHTS
   {"op": "destroy", "id": str, "keep_work": bool} -> {"ok": true, "status": int|null}
   {"op": "stats", "id": str} -> {"ok": true, "alive": bool, ...CgroupStats}
-  {"op": "info"} -> {"ok": true, "layout": str, "cgroups": {...}, "pid": int}
+  {"op": "info"} -> {"ok": true, "layout": str, "cgroups": {...}, "pid": int,
+                     "scratch": str (in the spawner's mount namespace)}
 Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error": str}
 """
 
@@ -201,7 +202,11 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 _reply(conn, {"ok": True, "pid": pid}, [host_end.fileno()])
             return
         if op == "info":
-            info = {"pid": os.getpid(), "cgroups": spawner.cgroups.describe()}
+            info = {
+                "pid": os.getpid(),
+                "scratch": spawner.scratch,
+                "cgroups": spawner.cgroups.describe(),
+            }
             _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
             return
         kernel_id = validate_kernel_id(request.get("id"))

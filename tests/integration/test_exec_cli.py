@@ -106,3 +106,15 @@ def test_leaves_no_cgroup_or_scratch():
     before = _exec_leftovers()
     assert sandbox_exec("--", "sh", "-c", "sleep 100 & echo started").stdout == "started\n"
     assert _exec_leftovers() == before
+
+
+def test_layout_none_falls_back_to_rlimits(monkeypatch):
+    """No cgroups: memory is limited per process by RLIMIT_AS (the documented weaker
+    guarantee) and the pid namespace still takes every process down with the command."""
+    monkeypatch.setenv("SANDBOX_CGROUP_LAYOUT", "none")
+    r = sandbox_exec("--mem", "64M", "--", "python3", "-c", "x = b'x' * (256 << 20)")
+    assert r.returncode == 1 and "MemoryError" in r.stderr
+    r = sandbox_exec("--", "sh", "-c", "sleep 1000 & echo $!")
+    assert r.returncode == 0
+    leftover = subprocess.run(["pgrep", "-x", "-f", "sleep 1000"], capture_output=True)
+    assert leftover.returncode == 1, leftover.stdout

@@ -43,6 +43,10 @@ class Remains:
         self.cgroup_dirs = self._cgroup_dirs()
         assert self.cgroup_dirs, "the kernel should have cgroups"
         assert f"/work/{kernel.id} " in spawner_mounts(sandbox)
+        # the scratch dir as the spawner sees it, through its own mount namespace
+        scratch = sandbox.run(sandbox.client.info())["scratch"]
+        self.work_dir = f"/proc/{sandbox.client.pid}/root{scratch}/work/{kernel.id}"
+        assert os.path.isdir(self.work_dir)
 
     def _cgroup_dirs(self) -> list[str]:
         """Every directory named after the kernel under a sandbox-* parent, in any hierarchy."""
@@ -60,6 +64,7 @@ class Remains:
         assert processes_in_namespace(self.ns) == [], "processes survived"
         assert [d for d in self.cgroup_dirs if os.path.exists(d)] == [], "cgroups survived"
         assert f"/work/{self.kernel_id} " not in spawner_mounts(self.sandbox), "work mount survived"
+        assert not os.path.exists(self.work_dir), "scratch directory survived"
 
 
 def test_destroy_leaves_nothing(sandbox):

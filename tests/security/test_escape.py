@@ -296,3 +296,64 @@ def test_setuid_binary_gains_nothing(sandbox, tmp_path):
     mode, euid = out.split()
     assert mode == "0o104755"  # really setuid root inside
     assert euid == "1000"
+
+
+# -- row 4: nothing crosses from one kernel to another ------------------------------
+
+
+def test_files_in_tmp_and_shm_do_not_reach_other_kernels(sandbox):
+    first = sandbox.kernel(name="writer")
+    try:
+        run_ok(
+            first,
+            """
+            for path in ("/tmp/left", "/dev/shm/left", "/home/work/left", "/var/tmp/left"):
+                open(path, "w").write("from the first kernel")
+            """,
+        )
+        second = sandbox.kernel(name="reader")  # concurrent
+    finally:
+        first.destroy()
+    third = sandbox.kernel(name="later")  # sequential
+    try:
+        for kernel in (second, third):
+            out = run_ok(
+                kernel,
+                """
+                import os
+                print([p for p in ("/tmp/left", "/dev/shm/left", "/home/work/left",
+                                   "/var/tmp/left") if os.path.exists(p)])
+                """,
+            )
+            assert out.strip() == "[]"
+    finally:
+        second.destroy()
+        third.destroy()
+
+
+# -- rows 9 and 10: host binaries and host information ------------------------------
+
+
+def test_interpreter_binary_not_writable_through_proc_self_exe(shared_kernel):
+    out = run_ok(
+        shared_kernel,
+        """
+        import errno, os
+        print(os.readlink("/proc/self/exe"))
+        try:
+            open("/proc/self/exe", "r+b").close()
+            print("WRITABLE")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        """,
+    )
+    exe, result = out.split()
+    assert exe.startswith("/usr/")
+    assert result in ("EROFS", "EACCES", "ETXTBSY"), out
+
+
+def test_sys_is_not_mounted(shared_kernel):
+    out = run_ok(
+        shared_kernel, "import os; print(os.path.exists('/sys/fs/cgroup'), os.listdir('/'))"
+    )
+    assert out.startswith("False"), out
