@@ -116,8 +116,6 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
             skeleton=mounts.load_skeleton(spawner.ROOTFS),
             filter=seccomp.build_filter(),
             mountpoint=f"{scratch}/root",
-            # exec mode runs a new program; the stdlib is enough for pid 1 itself
-            python_path=tuple(p for p in sys.path if p.startswith("/usr/")),
             layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
         )
         if env.layout_has_cgroup:

@@ -114,7 +114,7 @@ class Kernel:
                 if jlen > protocol.MAX_JSON or blen > protocol.MAX_BLOB:
                     raise protocol.ProtocolError("frame too large")
                 body = await reader.readexactly(jlen + blen)
-                message = protocol._parse(body[:jlen])
+                message = protocol.decode_body(body[:jlen])
                 if message.get("ev") == "ready":
                     self._ready.set()
                     continue
@@ -174,7 +174,6 @@ class Kernel:
         if result is None:
             result = RunResult("continued")
         if console.truncated:
-            console.add_text("stderr", "")  # keep merge state; note below is appended raw
             console.items.append(["stderr", "\n[output truncated]\n"])
         result.console = console.items
         return result

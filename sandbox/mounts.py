@@ -87,7 +87,7 @@ def load_skeleton(rootfs: str) -> dict[str, tuple[int, bytes]]:
 def build_root(plan: RootPlan, mountpoint: str) -> None:
     """Build the kernel's root at `mountpoint` and pivot into it. Leaves cwd at `/`."""
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    sc.mount("tmpfs", mountpoint, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=4m,mode=755")
+    _mount_tmpfs(mountpoint, 4 * 1024 * 1024, 0o755)
     root = mountpoint.rstrip("/")
 
     for path in plan.host_paths:
@@ -97,14 +97,7 @@ def build_root(plan: RootPlan, mountpoint: str) -> None:
 
     _mount_proc(root)
     _mount_dev(root, plan.tmp_bytes)
-    _mkdir(root + "/tmp", 0o1777)
-    sc.mount(
-        "tmpfs",
-        root + "/tmp",
-        "tmpfs",
-        sc.MS_NOSUID | sc.MS_NODEV,
-        f"size={plan.tmp_bytes},mode=1777",
-    )
+    _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
     _mkdir(root + "/var", 0o755)
     os.symlink("/tmp", root + "/var/tmp")
     _mkdir(root + WORK_DIR, 0o755)
@@ -151,8 +144,8 @@ def _mount_proc(root: str) -> None:
 
 def _mount_dev(root: str, tmp_bytes: int) -> None:
     dev = root + "/dev"
-    _mkdir(dev, 0o755)
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=755")
+    # not nodev: the device nodes bound below must work (they keep their own flags)
+    _mount_tmpfs(dev, 64 * 1024, 0o755, sc.MS_NOSUID | sc.MS_NOEXEC)
     for name in DEVICES:
         _write_file(f"{dev}/{name}", 0o666, b"")
         sc.mount(f"/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
@@ -165,11 +158,7 @@ def _mount_dev(root: str, tmp_bytes: int) -> None:
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
     os.symlink("pts/ptmx", dev + "/ptmx")
-    _mkdir(dev + "/shm", 0o1777)
-    shm_bytes = min(tmp_bytes, 64 * 1024 * 1024)
-    sc.mount(
-        "tmpfs", dev + "/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"size={shm_bytes},mode=1777"
-    )
+    _mount_tmpfs(dev + "/shm", min(tmp_bytes, 64 * 1024 * 1024), 0o1777)
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -177,6 +166,11 @@ def _mount_dev(root: str, tmp_bytes: int) -> None:
         ("stderr", "/proc/self/fd/2"),
     ):
         os.symlink(target, f"{dev}/{name}")
+
+
+def _mount_tmpfs(path: str, size: int, mode: int, flags: int = sc.MS_NOSUID | sc.MS_NODEV) -> None:
+    _mkdir(path, mode)
+    sc.mount("tmpfs", path, "tmpfs", flags, f"size={size},mode={mode:o}")
 
 
 def _bind(root: str, bind: Bind) -> None:

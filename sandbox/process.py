@@ -75,7 +75,6 @@ class Environment:
     skeleton: dict[str, tuple[int, bytes]]
     filter: object  # a built pyseccomp.SyscallFilter
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
-    python_path: tuple[str, ...]  # sys.path of the system interpreter, for python3 kernels
     layout_has_cgroup: bool
 
 
@@ -221,7 +220,7 @@ def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) ->
         privileges.drop_privileges(KERNEL_UID, KERNEL_GID, _rlimits(spec, env))
         step = "seccomp"
         env.filter.load()
-        _forget_host(env)
+        _forget_host()
         step = "start"
         kernel_env = kernel_environment(spec)
         os.environ.clear()
@@ -250,22 +249,23 @@ def _rlimits(spec: KernelSpec, env: Environment) -> privileges.Rlimits:
     )
 
 
-def _forget_host(env: Environment) -> None:
+def _forget_host() -> None:
     """Drop what the forked interpreter knows of the host before user code runs.
 
     The kernel is a fork of the spawner: its memory holds the spawner's modules
-    and paths. Reset sys.path to the system interpreter's and unload every module
-    that does not come from the system's standard library, so nothing of the
-    server's virtualenv is importable or reachable by name.
+    and paths. Keep only what lives under the system interpreter's prefix (the
+    standard library, under the bound /usr) and the runner itself, so nothing of
+    the server's virtualenv is importable or reachable by name. The python3
+    REPL then adds the system's site directories (sandbox.runner.python_repl).
     """
-    sys.path[:] = list(env.python_path)
-    sys.executable = "/usr/bin/python3"
-    keep_prefixes = tuple(p for p in env.python_path if p.startswith("/usr/"))
+    system = sys.base_prefix.rstrip("/") + "/"
+    sys.path[:] = [p for p in sys.path if p.startswith(system)]
+    sys.executable = os.path.join(sys.base_prefix, "bin", "python3")
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if name.startswith("sandbox.runner") or name == "sandbox":
             continue
-        if path and not path.startswith(keep_prefixes):
+        if path and not path.startswith(system):
             del sys.modules[name]
 
 

@@ -29,7 +29,6 @@ import array
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import select
 import shutil
@@ -42,22 +41,11 @@ from dataclasses import dataclass
 
 from . import cgroups, mounts, process, seccomp
 from . import syscalls as sc
+from .runner import init as runner_init
 from .runner import protocol
 from .spec import KERNEL_GID, KERNEL_UID, KernelSpec, SpecError, validate_kernel_id
 
 ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
-
-
-def system_python_path() -> tuple[str, ...]:
-    """sys.path of the host's /usr/bin/python3, which python3 kernels run."""
-    out = subprocess.run(
-        ["/usr/bin/python3", "-I", "-c", "import sys, json; print(json.dumps(sys.path))"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={},
-    ).stdout
-    return ("", *json.loads(out))
 
 
 @dataclass
@@ -81,7 +69,6 @@ class Spawner:
             skeleton=mounts.load_skeleton(ROOTFS),
             filter=seccomp.build_filter(),
             mountpoint=f"{scratch}/root",
-            python_path=system_python_path(),
             layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
         )
 
@@ -135,13 +122,7 @@ class Spawner:
     def reap(self) -> None:
         """Collect exited kernels' pid 1 (they come back to us as subreaper)."""
         by_pid = {k.pid: k for k in self.kernels.values()}
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in runner_init.reap_exited().items():
             if pid in by_pid:
                 by_pid[pid].status = status
 

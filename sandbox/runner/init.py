@@ -280,15 +280,9 @@ class _Relay:
     # -- children
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            if pid == self.c_pid:
-                self.c_status = status
+        status = reap_exited().get(self.c_pid)
+        if status is not None:
+            self.c_status = status
 
     def drain_wakeups(self) -> None:
         self.child_exited = True  # SIGCHLD is the only signal with a handler here
@@ -487,7 +481,7 @@ def _exec_as_init(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tupl
     while True:
         info = signal.sigwaitinfo(waited)
         if info.si_signo == signal.SIGCHLD:
-            status = _reap_all(pid)
+            status = _reap_main(pid)
             if status is not None:
                 code = os.waitstatus_to_exitcode(status)
                 os._exit(128 - code if code < 0 else code)
@@ -496,17 +490,25 @@ def _exec_as_init(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tupl
                 os.kill(pid, info.si_signo)
 
 
-def _reap_all(main_pid: int) -> int | None:
-    status_of_main = None
+def _reap_main(main_pid: int) -> int | None:
+    return reap_exited().get(main_pid)
+
+
+def reap_exited() -> dict[int, int]:
+    """Collect every exited child without blocking: {pid: wait status}.
+
+    Pid 1 of a kernel and the spawner (a subreaper) both inherit orphans they
+    never started, so they reap everything and pick out the pids they know.
+    """
+    exited = {}
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return status_of_main
+            return exited
         if pid == 0:
-            return status_of_main
-        if pid == main_pid:
-            status_of_main = status
+            return exited
+        exited[pid] = status
 
 
 def _exec_child(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]):

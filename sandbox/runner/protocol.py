@@ -91,12 +91,13 @@ class FrameReader:
             raw = bytes(self._buf[:total])
             del self._buf[:total]
             out.append(
-                (_parse(raw[HEADER.size : HEADER.size + jlen]), raw[HEADER.size + jlen :], raw)
+                (decode_body(raw[HEADER.size : HEADER.size + jlen]), raw[HEADER.size + jlen :], raw)
             )
         return out
 
 
-def _parse(body: bytes) -> dict:
+def decode_body(body: bytes) -> dict:
+    """The JSON part of a frame, checked to be an object."""
     try:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
@@ -122,7 +123,7 @@ def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
     jlen, blen = HEADER.unpack(_recv_exact(sock, HEADER.size))
     if jlen > MAX_JSON or blen > MAX_BLOB:
         raise ProtocolError(f"frame too large ({jlen} + {blen} bytes)")
-    message = _parse(_recv_exact(sock, jlen))
+    message = decode_body(_recv_exact(sock, jlen))
     blob = _recv_exact(sock, blen) if blen else b""
     return message, blob
 

@@ -80,7 +80,23 @@ class _Unclosable:
         pass
 
 
-class ConsoleWriter(_Unclosable, io.TextIOBase):
+class _ConsoleFd:
+    """What sys.stdout/stderr and their .buffer answer about the file behind them:
+    the fd a subprocess inherits (the fd-level pipe), never a terminal."""
+
+    _fd: int
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+
+class ConsoleWriter(_ConsoleFd, _Unclosable, io.TextIOBase):
     """sys.stdout / sys.stderr: every write() is one event, sent before it returns."""
 
     def __init__(self, channel: Channel, stream: str, fd: int) -> None:
@@ -115,17 +131,8 @@ class ConsoleWriter(_Unclosable, io.TextIOBase):
             self._channel.console(self._stream, s.encode("utf-8", "backslashreplace"))
         return len(s)
 
-    def writable(self) -> bool:
-        return True
 
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        return False
-
-
-class ConsoleBuffer(_Unclosable, io.BufferedIOBase):
+class ConsoleBuffer(_ConsoleFd, _Unclosable, io.BufferedIOBase):
     """sys.stdout.buffer: bytes written go out as they are."""
 
     def __init__(self, channel: Channel, stream: str, fd: int) -> None:
@@ -140,15 +147,6 @@ class ConsoleBuffer(_Unclosable, io.BufferedIOBase):
         data = bytes(b)
         self._channel.console(self._stream, data)
         return len(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def isatty(self) -> bool:
-        return False
 
 
 class ConsoleReader(_Unclosable, io.TextIOBase):

@@ -357,3 +357,22 @@ def test_sys_is_not_mounted(shared_kernel):
         shared_kernel, "import os; print(os.path.exists('/sys/fs/cgroup'), os.listdir('/'))"
     )
     assert out.startswith("False"), out
+
+
+def test_server_packages_not_importable(shared_kernel):
+    out = run_ok(
+        shared_kernel,
+        """
+        import importlib, sys
+        print(all(p == "" or p.startswith("/usr/") for p in sys.path), sys.executable)
+        for name in ("prctl", "pyseccomp", "cgroupspy", "sandbox.spawner", "sandbox.cgroups"):
+            sys.modules.pop(name, None)
+            try:
+                importlib.import_module(name)
+                print(name, "IMPORTED")
+            except ImportError:
+                print(name, "absent")
+        """,
+    )
+    assert out.splitlines()[0] == "True /usr/bin/python3"
+    assert "IMPORTED" not in out, out
