@@ -167,3 +167,21 @@ def test_disk_fill_gives_enospc_not_host_damage(sandbox, where):
         assert out.stdout.strip() == "ENOSPC", out
     finally:
         kernel.destroy()
+
+
+def test_closing_a_kernels_socket_ends_it_even_with_others_running(sandbox):
+    """The classic leak: if the spawner or another kernel held a copy of this
+    kernel's socket, closing the server's end would not reach its pid 1."""
+    first = sandbox.kernel(name="first")
+    second = sandbox.kernel(name="second")
+    try:
+        pid = first.pid
+        sandbox.run(first.k.close())
+        deadline = time.monotonic() + 5
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
+            assert time.monotonic() < deadline, "pid 1 outlived its socket"
+            time.sleep(0.02)
+        assert second.run("print('fine')").stdout == "fine\n"
+    finally:
+        first.destroy()
+        second.destroy()

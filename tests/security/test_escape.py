@@ -145,6 +145,21 @@ def test_capabilities_empty_and_no_new_privs(shared_kernel):
     assert status["NoNewPrivs"].strip() == "1"
     assert status["Seccomp"].strip() == "2"
     assert status["Uid"].split()[:3] == ["1000"] * 3
+    limits = run_ok(
+        shared_kernel, "import resource; print(resource.getrlimit(resource.RLIMIT_CORE))"
+    )
+    assert limits.strip() == "(0, 0)"
+
+
+def test_mount_flags_inside(shared_kernel):
+    out = run_ok(shared_kernel, "print(open('/proc/self/mountinfo').read())")
+    lines = [line.split() for line in out.splitlines() if line]
+    options = {fields[4]: set(fields[5].split(",")) for fields in lines}
+    assert "ro" in options["/"]
+    for path in ("/usr", "/etc/ld.so.cache", "/etc/alternatives"):
+        assert {"ro", "nosuid", "nodev"} <= options[path], (path, options[path])
+    for path in ("/tmp", "/home/work", "/dev/shm", "/proc"):
+        assert {"rw", "nosuid", "nodev"} <= options[path], (path, options[path])
 
 
 # -- network --------------------------------------------------------------------
