@@ -1,0 +1,246 @@
+"""`sandbox-admin`: manage API keypairs and sign requests for curl.
+
+    sandbox-admin [--data-dir D] keys create [--access-key AK] [--secret-key SK]
+                                             [--concurrency N] [--rate-limit N] [--json]
+    sandbox-admin [--data-dir D] keys list
+    sandbox-admin [--data-dir D] keys disable AK
+    sandbox-admin [--data-dir D] sign [--access-key AK --secret-key SK] [--dialect sorna|backendai]
+                                      [--content-type T] [--data BODY] METHOD URL
+
+It works on the same `sandbox.sqlite` as the server, and the server sees
+changes at once, without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sqlite3
+import sys
+import urllib.parse
+from typing import NoReturn
+
+from . import auth
+from .store import Keypair, KeyStore
+
+# The version string v2 clients send in the version header (spec §2.2).
+CLIENT_VERSION = "v2.20170315"
+DIALECTS = {  # dialect -> (version header, Authorization type)
+    "sorna": ("X-Sorna-Version", "Sorna"),
+    "backendai": ("X-BackendAI-Version", "BackendAI"),
+}
+
+SIGN_HELP = """\
+Print the headers of a signed request, one curl argument pair per line:
+
+  -H 'Date: ...'
+  -H 'X-Sorna-Version: v2.20170315'
+  -H 'Content-Type: ...'
+  -H 'Authorization: Sorna signMethod=HMAC-SHA256, credential=...'
+
+The values are shell-quoted, so let the shell read the lines again with eval:
+
+  API=http://127.0.0.1:8080
+  eval curl $(sandbox-admin sign GET $API/v2/kernel/ID) $API/v2/kernel/ID
+
+  BODY='{"lang": "python3", "clientSessionToken": "my-session"}'
+  eval curl $(sandbox-admin sign --data "$BODY" POST $API/v2/kernel/create) \\
+       --data-binary '"$BODY"' $API/v2/kernel/create
+
+Send exactly the signed body (--data-binary; -d would strip newlines from a
+file), and add -X METHOD for anything but GET, or POST with a body. The
+signature is valid for 15 minutes. Without --access-key and --secret-key, the
+first active keypair of --data-dir signs.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --data-dir is accepted before or after the command; SUPPRESS keeps the
+    # sub-command's copy from overwriting the top-level one when not given.
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", default=argparse.SUPPRESS, help="default ./data")
+
+    p = argparse.ArgumentParser(
+        prog="sandbox-admin", description="Manage the sandbox server's API keypairs."
+    )
+    p.add_argument("--data-dir", default="./data", help="the server's data directory")
+    commands = p.add_subparsers(dest="command", required=True)
+
+    keys = commands.add_parser("keys", help="create, list or disable keypairs")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", parents=[data_dir], help="create a keypair")
+    create.set_defaults(run=keys_create, parser=create)
+    create.add_argument("--access-key", help="4-64 letters or digits (default: generated)")
+    create.add_argument(
+        "--secret-key", help="8-128 printable characters, no spaces (default: generated)"
+    )
+    create.add_argument("--concurrency", type=int, default=5, help="live kernels (default 5)")
+    create.add_argument(
+        "--rate-limit", type=int, default=1000, help="requests per 15 minutes (default 1000)"
+    )
+    create.add_argument(
+        "--json", action="store_true", help='print only {"accessKey": ..., "secretKey": ...}'
+    )
+    listing = key_commands.add_parser(
+        "list", parents=[data_dir], help="list keypairs (secrets hidden)"
+    )
+    listing.set_defaults(run=keys_list, parser=listing)
+    disable = key_commands.add_parser("disable", parents=[data_dir], help="disable a keypair")
+    disable.set_defaults(run=keys_disable, parser=disable)
+    disable.add_argument("access_key", metavar="AK")
+
+    sign = commands.add_parser(
+        "sign",
+        parents=[data_dir],
+        help="print curl -H arguments that sign a request",
+        description=SIGN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.set_defaults(run=sign_request, parser=sign)
+    sign.add_argument("--access-key")
+    sign.add_argument("--secret-key", help="write --secret-key=SK if it starts with '-'")
+    sign.add_argument("--dialect", choices=sorted(DIALECTS), default="sorna")
+    sign.add_argument(
+        "--content-type",
+        help="default application/json with --data, else application/octet-stream",
+    )
+    sign.add_argument("--data", default="", help="the request body, as curl will send it")
+    sign.add_argument("method", metavar="METHOD")
+    sign.add_argument("url", metavar="URL")
+    return p
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"sandbox-admin: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _open_store(data_dir: str, create: bool = False) -> KeyStore:
+    path = os.path.join(data_dir, "sandbox.sqlite")
+    if not create and not os.path.exists(path):
+        _fail(f"no key store at {path} (wrong --data-dir?)")
+    try:
+        if create:
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        return KeyStore(path)
+    except (OSError, sqlite3.Error) as e:
+        _fail(f"cannot open {path}: {e}")
+
+
+def keys_create(args: argparse.Namespace) -> None:
+    store = _open_store(args.data_dir, create=True)
+    try:
+        keypair = store.create(args.access_key, args.secret_key, args.concurrency, args.rate_limit)
+    except ValueError as e:
+        args.parser.error(str(e))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"accessKey": keypair.access_key, "secretKey": keypair.secret_key}))
+        return
+    print(
+        f"Created a keypair in {args.data_dir}:\n"
+        f"  access key:  {keypair.access_key}\n"
+        f"  secret key:  {keypair.secret_key}\n"
+        f"  concurrency: {keypair.concurrency_limit} kernels\n"
+        f"  rate limit:  {keypair.rate_limit} requests / 15 min\n"
+        "\nClient settings (paste into your shell):\n"
+        f"SORNA_ACCESS_KEY={keypair.access_key}\n"
+        f"SORNA_SECRET_KEY={keypair.secret_key}"
+    )
+
+
+def keys_list(args: argparse.Namespace) -> None:
+    store = _open_store(args.data_dir)
+    keypairs = store.list()
+    store.close()
+    if not keypairs:
+        print("no keypairs")
+        return
+    rows = [("ACCESS KEY", "ACTIVE", "CONCURRENCY", "RATE LIMIT", "CREATED")]
+    rows += [
+        (
+            k.access_key,
+            "yes" if k.is_active else "no",
+            str(k.concurrency_limit),
+            str(k.rate_limit),
+            k.created,
+        )
+        for k in keypairs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def keys_disable(args: argparse.Namespace) -> None:
+    store = _open_store(args.data_dir)
+    found = store.disable(args.access_key)
+    store.close()
+    if not found:
+        _fail(f"no keypair with access key {args.access_key}")
+    print(f"disabled {args.access_key}")
+
+
+def _signing_keypair(args: argparse.Namespace) -> tuple[str, str]:
+    if args.access_key and args.secret_key:
+        return args.access_key, args.secret_key
+    if args.access_key or args.secret_key:
+        args.parser.error("give both --access-key and --secret-key, or neither")
+    store = _open_store(args.data_dir)
+    active: list[Keypair] = [k for k in store.list() if k.is_active]
+    store.close()
+    if not active:
+        _fail(f"no active keypair in {args.data_dir}; create one with: sandbox-admin keys create")
+    return active[0].access_key, active[0].secret_key
+
+
+def sign_request(args: argparse.Namespace) -> None:
+    parser = args.parser
+    url = urllib.parse.urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        parser.error(f"URL must be http://HOST[:PORT]/PATH, not {args.url!r}")
+    method = args.method.upper()
+    if not method.isalpha():
+        parser.error(f"METHOD must be a word such as GET or POST, not {args.method!r}")
+    content_type = args.content_type or ("application/json" if args.data else "")
+    content_type = content_type or auth.DEFAULT_CONTENT_TYPE
+    if not content_type.isprintable():
+        parser.error("--content-type must be printable")
+    access_key, secret_key = _signing_keypair(args)
+
+    version_header, auth_type = DIALECTS[args.dialect]
+    headers = {
+        "Date": datetime.datetime.now(datetime.UTC).isoformat(),
+        version_header: CLIENT_VERSION,
+        "Content-Type": content_type,
+    }
+    path = url.path or "/"
+    if url.query:
+        path += "?" + url.query
+    host = url.netloc.rpartition("@")[2]  # curl sends no user info in Host
+    headers["Authorization"] = auth.sign(
+        method,
+        path,
+        {**headers, "Host": host},
+        args.data.encode(),
+        access_key,
+        secret_key,
+        auth_type=auth_type,
+    )
+    for name, value in headers.items():
+        print("-H", shlex.quote(f"{name}: {value}"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

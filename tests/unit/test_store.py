@@ -1,0 +1,128 @@
+"""KeyStore: keypair formats, persistence, validation, and sharing the file with another process."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import stat
+
+import pytest
+
+from server.store import Keypair, KeyStore
+
+
+@pytest.fixture
+def path(tmp_path) -> str:
+    return str(tmp_path / "sandbox.sqlite")
+
+
+@pytest.fixture
+def store(path):
+    store = KeyStore(path)
+    yield store
+    store.close()
+
+
+def test_generated_keys_look_like_the_originals(store):
+    keypair = store.create()
+    assert re.fullmatch(r"AKIA[A-Z2-7]{16}", keypair.access_key)
+    assert len(keypair.secret_key) == 40
+    assert len(base64.urlsafe_b64decode(keypair.secret_key)) == 30
+    assert keypair.is_active
+    assert (keypair.concurrency_limit, keypair.rate_limit) == (5, 1000)
+    assert keypair.created.endswith("+00:00")
+    assert store.create().access_key != keypair.access_key
+
+
+def test_create_get_list_disable(store):
+    assert store.count() == 0
+    assert store.list() == []
+    a = store.create("AKIAFIRST", "secret-first", concurrency=2, rate_limit=10)
+    b = store.create("AKIASECOND", "secret-second")
+    assert a == Keypair("AKIAFIRST", "secret-first", True, 2, 10, a.created)
+    assert store.get("AKIAFIRST") == a
+    assert store.get("AKIANOBODY") is None
+    assert store.list() == [a, b]
+    assert store.count() == 2
+
+    assert store.disable("AKIAFIRST") is True
+    assert store.get("AKIAFIRST").is_active is False
+    assert store.get("AKIASECOND").is_active is True
+    assert store.disable("AKIANOBODY") is False
+    assert store.count() == 2
+
+
+def test_given_one_key_generates_the_other(store):
+    assert store.create(access_key="AKIAMINE").secret_key
+    assert store.create(secret_key="my-secret-key").access_key.startswith("AKIA")
+
+
+def test_persists_across_reopen(path):
+    store = KeyStore(path)
+    created = store.create("AKIAKEEP", "kept-secret", concurrency=3, rate_limit=50)
+    store.disable("AKIAKEEP")
+    store.create("AKIAOTHER", "other-secret")
+    store.close()
+    store = KeyStore(path)
+    try:
+        kept = store.get("AKIAKEEP")
+        assert kept == Keypair("AKIAKEEP", "kept-secret", False, 3, 50, created.created)
+        assert [k.access_key for k in store.list()] == ["AKIAKEEP", "AKIAOTHER"]
+    finally:
+        store.close()
+
+
+def test_the_file_is_private_and_in_wal_mode(path, store):
+    store.create()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.path.exists(path + "-wal")
+
+
+def test_sees_writes_from_another_connection(path, store):
+    # The server keeps a store open while sandbox-admin writes through its own.
+    assert store.get("AKIALATER") is None
+    other = KeyStore(path)
+    other.create("AKIALATER", "later-secret")
+    assert store.get("AKIALATER").secret_key == "later-secret"
+    other.disable("AKIALATER")
+    assert store.get("AKIALATER").is_active is False
+    assert store.count() == 1
+    other.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"access_key": "AKI"}, "access_key"),
+        ({"access_key": "A" * 65}, "access_key"),
+        ({"access_key": "AKIA-DASH"}, "access_key"),
+        ({"access_key": "AKIAÉCOLE"}, "access_key"),
+        ({"access_key": ""}, "access_key"),
+        ({"secret_key": "short"}, "secret_key"),
+        ({"secret_key": "has a space"}, "secret_key"),
+        ({"secret_key": "x" * 129}, "secret_key"),
+        ({"secret_key": "tab\there-secret"}, "secret_key"),
+        ({"secret_key": "non-ascii-ü-secret"}, "secret_key"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"rate_limit": -1}, "rate_limit"),
+        ({"rate_limit": True}, "rate_limit"),
+    ],
+)
+def test_validation_names_the_field(store, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        store.create(**kwargs)
+    assert store.count() == 0
+
+
+def test_boundary_lengths_are_accepted(store):
+    store.create("A" * 4, "s" * 8)
+    store.create("B" * 64, "~" * 128)
+    assert store.count() == 2
+
+
+def test_duplicate_access_key(store):
+    store.create("AKIATWICE", "first-secret")
+    with pytest.raises(ValueError, match="access_key.*exists"):
+        store.create("AKIATWICE", "second-secret")
+    assert store.get("AKIATWICE").secret_key == "first-secret"
