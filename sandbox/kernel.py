@@ -106,6 +106,11 @@ class Kernel:
             ready.cancel()
             raise KernelGone("the kernel did not become ready")
 
+    async def wait_gone(self) -> None:
+        """Return once the kernel's socket has closed (it exited or was destroyed)."""
+        if self._reader_task is not None:
+            await asyncio.shield(self._reader_task)
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:

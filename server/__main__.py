@@ -1,0 +1,78 @@
+"""`sandbox-server`: start the API server with working defaults.
+
+    sandbox-server [--host H] [--port P] [--data-dir D] [--config FILE]
+
+On first start with no keypair in the data directory it creates one and prints
+the environment lines a client needs, so a newcomer can paste them and go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from .app import create_app
+from .config import ServerConfig
+from .store import KeyStore
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sandbox-server", description="Backend.AI v2 API server")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--data-dir", help="keys and folders live here (default ./data)")
+    p.add_argument("--config", help="a TOML file with the same settings")
+    return p
+
+
+def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> str:
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    endpoint = f"http://{host}:{config.port}"
+    return "\n".join(
+        [
+            f"SORNA_ENDPOINT={endpoint}",
+            f"SORNA_ACCESS_KEY={access_key}",
+            f"SORNA_SECRET_KEY={secret_key}",
+            f"BACKEND_ENDPOINT={endpoint}",
+            f"BACKEND_ACCESS_KEY={access_key}",
+            f"BACKEND_SECRET_KEY={secret_key}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        config = ServerConfig.load(
+            args.config, host=args.host, port=args.port, data_dir=args.data_dir
+        )
+    except (OSError, ValueError) as e:
+        _parser().error(str(e))
+    if os.geteuid() != 0:
+        print("sandbox-server: must run as root (namespaces and cgroups)", file=sys.stderr)
+        sys.exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    store = KeyStore(config.database_path)
+    if store.count() == 0:
+        keypair = store.create(
+            concurrency=config.default_concurrency, rate_limit=config.default_rate_limit
+        )
+        print("Created an API keypair. Client settings (paste into your shell):\n", flush=True)
+        print(client_settings(config, keypair.access_key, keypair.secret_key) + "\n", flush=True)
+    store.close()
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        server_header=False,
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()

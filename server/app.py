@@ -1,0 +1,216 @@
+"""The Starlette application: routes, the signed-request wrapper, and error mapping.
+
+Every signed endpoint goes through `signed`: read the body (capped), verify
+the signature (spec §2), count the request against the key's rate limit (§3),
+run the handler, and turn any `Problem` into a problem document. Rate-limit
+headers go on every response to a signed request, errors and 429s included
+(an improvement over the original, spec §3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox.spawner import SpawnerClient
+
+from . import auth, ratelimit
+from .config import ServerConfig
+from .errors import Problem, bad_params, problem_response
+from .registry import Registry
+from .store import Keypair, KeyStore
+
+log = logging.getLogger("sandbox.server")
+
+API_VERSION = "v2.20170315"
+SERVER_HEADER = f"BackendAI-API/{API_VERSION}"
+
+
+@dataclass
+class Call:
+    """A verified request: who made it and what it carried."""
+
+    request: Request
+    keypair: Keypair
+    body: bytes
+
+    @property
+    def access_key(self) -> str:
+        return self.keypair.access_key
+
+    def json(self) -> dict:
+        """The body as a JSON object; empty means {}. Bad JSON is a 400 naming why."""
+        if not self.body.strip():
+            return {}
+        try:
+            data = json.loads(self.body)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise bad_params(f"Malformed body: {e}") from None
+        if not isinstance(data, dict):
+            raise bad_params("Malformed body: expected a JSON object")
+        return data
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+
+def no_content() -> Response:
+    return Response(status_code=204, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem("request-too-large", f"at most {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem("request-too-large", f"at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler that needs a verified caller."""
+
+    async def endpoint(request: Request) -> Response:
+        state = request.app.state
+        rate_headers: dict[str, str] = {}
+        try:
+            multipart = request.headers.get("content-type", "").startswith("multipart/")
+            body = b"" if multipart else await read_body(request, state.config.max_body_bytes)
+            path = request.scope["raw_path"].decode("latin-1")
+            if request.scope.get("query_string"):
+                path += "?" + request.scope["query_string"].decode("latin-1")
+            try:
+                access_key = auth.authenticate(
+                    request.method,
+                    path,
+                    request.headers,
+                    body,
+                    state.lookup_secret,
+                    datetime.datetime.now(datetime.UTC),
+                )
+            except auth.AuthError as e:
+                raise Problem(e.kind, e.detail) from None
+            if access_key is None:
+                raise Problem("auth-failed", "Missing authorization header")
+            keypair = state.store.get(access_key)
+            if keypair is None or not keypair.is_active:
+                raise Problem("auth-failed", "Access key disabled")
+            allowed, rate_headers = state.limiter.hit(access_key, keypair.rate_limit)
+            if not allowed:
+                raise Problem("rate-limit-exceeded")
+            response = await handler(Call(request, keypair, body))
+        except Problem as problem:
+            response = problem_response(request, problem)
+        response.headers.update(rate_headers)
+        return response
+
+    return endpoint
+
+
+# -- public endpoints ----------------------------------------------------------------
+
+
+async def version(request: Request) -> Response:
+    response = json_response({"version": API_VERSION})
+    response.headers.update(ratelimit.PUBLIC_HEADERS)
+    return response
+
+
+@signed
+async def authorize(call: Call) -> Response:
+    data = call.json()
+    return json_response({"authorized": "yes", "echo": data.get("echo")})
+
+
+# -- errors outside handlers ------------------------------------------------------------
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    kind = {404: "generic-not-found", 405: "method-not-allowed"}.get(
+        exc.status_code, "generic-bad-request"
+    )
+    return problem_response(request, Problem(kind))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(request, Problem("internal-server-error"))
+
+
+class ResponseHeaders:
+    """ASGI layer: a Server header everywhere, and Content-Type/Length even on a 204
+    (sorna-client 0.9.8 reads them unconditionally)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"server"]
+                names = {k for k, _ in headers}
+                headers.append((b"server", SERVER_HEADER.encode()))
+                if b"content-length" not in names:
+                    headers.append((b"content-length", b"0"))
+                if b"content-type" not in names:
+                    headers.append((b"content-type", b"application/json"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    from .routes import kernels
+
+    routes = [Route(f"/v{n}", version, methods=["GET"]) for n in (1, 2, 3)]
+    for prefix in ("/v1", "/v2", "/v3"):
+        routes.append(Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]))
+        routes += kernels.routes(prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        store = KeyStore(config.database_path)
+        app.state.config = config
+        app.state.store = store
+        app.state.limiter = ratelimit.RateLimiter()
+        app.state.lookup_secret = lambda ak: kp.secret_key if (kp := store.get(ak)) else None
+        app.state.spawner = await SpawnerClient.start()
+        app.state.registry = Registry(app.state.spawner)
+        try:
+            yield
+        finally:
+            await app.state.registry.close()
+            await app.state.spawner.close()
+            store.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.add_middleware(ResponseHeaders)
+    return app

@@ -1,0 +1,83 @@
+"""API errors as RFC 7807 problems: `application/problem+json` with `type` and `title`.
+
+The catalogue follows spec §4.2 with the corrected statuses (400 for bad
+requests, never the 0.9.x 404). Context goes into the title in parentheses, as
+the original servers did; clients key on `type`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+SORNA_BASE = "https://api.sorna.io/probs/"
+BACKENDAI_BASE = "https://api.backend.ai/probs/"
+
+# type suffix -> (status, title)
+CATALOGUE: dict[str, tuple[int, str]] = {
+    "general-error": (500, "General Backend API Error."),
+    "generic-not-found": (404, "Unknown URL path."),
+    "generic-bad-request": (400, "Bad request."),
+    "method-not-allowed": (405, "HTTP Method Not Allowed."),
+    "request-too-large": (413, "Request body too large."),
+    "internal-server-error": (500, "Internal server error."),
+    "service-unavailable": (503, "Service unavailable."),
+    "not-implemented": (503, "This API query is not implemented."),
+    "invalid-auth-params": (400, "Missing or invalid authorization parameters."),
+    "auth-failed": (401, "Credential/signature mismatch."),
+    "invalid-api-params": (400, "Missing or invalid API parameters."),
+    "kernel-not-found": (404, "No such kernel."),
+    "kernel-already-exists": (
+        400,
+        "The kernel already exists with a different runtime type (language).",
+    ),
+    "image-not-found": (404, "No such environment image."),
+    "folder-not-found": (404, "No such virtual folder."),
+    "quota-exceeded": (412, "You have reached your resource limit."),
+    "rate-limit-exceeded": (429, "You have reached your API query rate limit."),
+    "instance-not-available": (503, "There is no available instance."),
+    "kernel-creation-failed": (500, "Kernel creation has failed."),
+    "kernel-destruction-failed": (500, "Kernel destruction has failed."),
+    "kernel-restart-failed": (500, "Kernel restart has failed."),
+    "kernel-execution-failed": (500, "Executing user code in the kernel has failed."),
+}
+
+
+class Problem(Exception):
+    """Raise anywhere in a handler to answer with a problem document."""
+
+    def __init__(self, kind: str, detail: str | None = None) -> None:
+        if kind not in CATALOGUE:
+            raise ValueError(f"unknown problem type {kind}")
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+    @property
+    def status(self) -> int:
+        return CATALOGUE[self.kind][0]
+
+    @property
+    def title(self) -> str:
+        title = CATALOGUE[self.kind][1]
+        return f"{title} ({self.detail})" if self.detail else title
+
+
+def bad_params(detail: str) -> Problem:
+    """The most common problem: a field is missing or wrong; `detail` names it."""
+    return Problem("invalid-api-params", detail)
+
+
+def type_base(request: Request) -> str:
+    """Sorna-dialect requests get the sorna.io type URIs, everyone else backend.ai's."""
+    headers = request.headers
+    if "x-sorna-version" in headers and "x-backendai-version" not in headers:
+        return SORNA_BASE
+    return BACKENDAI_BASE
+
+
+def problem_response(request: Request, problem: Problem) -> Response:
+    body = json.dumps({"type": type_base(request) + problem.kind, "title": problem.title})
+    return Response(body, status_code=problem.status, media_type="application/problem+json")

@@ -1,0 +1,228 @@
+"""The server's kernels: who owns them, their session tokens, and the v2 run state.
+
+Kernels are processes, so this registry lives in memory. Each kernel belongs to
+the access key that created it and is found by (access key, client session
+token) for get-or-create; a kernel id from another key is answered like an
+unknown one (404). The concurrency count of a key is the number of its live
+kernels, so reusing a session never counts twice (spec §9, counter drift).
+
+`Session.execute` implements the implicit v2 run model (spec §6.2): one run at a
+time; a call while a run is active continues it (its `code` is ignored), or
+answers the pending `input()` with it; every call holds up to `hold` seconds.
+The explicit `runId` model (§6.3) rides on the same state: `continue` and
+`input` modes name what the implicit model infers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from sandbox.kernel import Kernel, KernelGone, RunResult
+from sandbox.spawner import SpawnerClient, SpawnerError
+from sandbox.spec import KernelSpec
+
+from .errors import Problem, bad_params
+
+log = logging.getLogger("sandbox.server")
+
+# lang -> canonical name. Only python3 has a runtime yet (languages: issue 4).
+LANG_ALIASES: dict[str, str] = {
+    "python3": "python3",
+    "python": "python3",
+    "python34": "python3",
+    "python35": "python3",
+    "python36": "python3",
+}
+LANGS = sorted(set(LANG_ALIASES.values()))
+
+IDLE, RUNNING, WAITING = "idle", "running", "waiting-input"
+
+
+def canonical_lang(lang: str) -> str:
+    """Resolve an alias (spec §8.2), or raise image-not-found naming what exists."""
+    name = lang.split(":", 1)[0]  # [v3] name[:tag]
+    if name not in LANG_ALIASES:
+        raise Problem("image-not-found", f"unknown lang {lang!r}; available: {', '.join(LANGS)}")
+    return LANG_ALIASES[name]
+
+
+@dataclass
+class Session:
+    """One kernel as the API sees it."""
+
+    id: str
+    access_key: str
+    token: str
+    lang: str
+    spec: KernelSpec
+    exec_timeout_ms: int
+    kernel: Kernel
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    queries: int = 0
+    state: str = IDLE
+    run_id: str | None = None
+    cpu_ms_before_restart: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def touch(self) -> None:
+        self.queries += 1
+        self.last_used = time.monotonic()
+
+    async def execute(
+        self, mode: str, code: str, run_id: str | None, hold: float
+    ) -> tuple[RunResult, str | None]:
+        """One execute call of the v2/v3 model. Returns the result and the run id."""
+        async with self.lock:
+            if mode == "continue" and self.state == IDLE:
+                raise bad_params("mode: no run to continue")
+            if mode == "input" and self.state != WAITING:
+                raise bad_params("mode: the run is not waiting for input")
+            if self.state == IDLE:
+                self.run_id = run_id or secrets.token_hex(8)
+                result = await self.kernel.query(code, hold)
+            elif self.state == WAITING:
+                result = await self.kernel.feed_input(code, hold)
+            else:  # RUNNING: v2 ignores the code of a continuation
+                result = await self.kernel.collect(hold)
+            self.state = {"continued": RUNNING, "waiting-input": WAITING}.get(result.status, IDLE)
+            return result, self.run_id
+
+
+class Registry:
+    """All live sessions, and the spawner that makes their kernels."""
+
+    def __init__(self, spawner: SpawnerClient) -> None:
+        self.spawner = spawner
+        self.sessions: dict[str, Session] = {}
+        self.by_token: dict[tuple[str, str], str] = {}
+        self._create_lock = asyncio.Lock()
+        self._watchers: set[asyncio.Task] = set()
+
+    def count_for(self, access_key: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.access_key == access_key)
+
+    def get(self, access_key: str, kernel_id: str) -> Session:
+        session = self.sessions.get(kernel_id)
+        if session is None or session.access_key != access_key:
+            raise Problem("kernel-not-found")
+        return session
+
+    async def get_or_create(
+        self,
+        access_key: str,
+        token: str,
+        lang: str,
+        spec: KernelSpec,
+        exec_timeout_ms: int,
+        concurrency_limit: int,
+    ) -> tuple[Session, bool]:
+        async with self._create_lock:
+            existing = self.by_token.get((access_key, token))
+            if existing is not None and existing in self.sessions:
+                session = self.sessions[existing]
+                if session.lang != lang:
+                    raise Problem("kernel-already-exists", f"session {token!r} runs {session.lang}")
+                return session, False
+            if self.count_for(access_key) >= concurrency_limit:
+                raise Problem("quota-exceeded", f"at most {concurrency_limit} kernels per key")
+            kernel_id = secrets.token_urlsafe(16)
+            kernel = await self._start(kernel_id, spec, keep_work=False)
+            session = Session(kernel_id, access_key, token, lang, spec, exec_timeout_ms, kernel)
+            self.sessions[kernel_id] = session
+            self.by_token[(access_key, token)] = kernel_id
+            self._watch(session)
+            log.info("kernel created id=%s key=%s lang=%s", kernel_id, access_key, lang)
+            return session, True
+
+    async def restart(self, session: Session) -> None:
+        """Same id, same /home/work, fresh interpreter; CPU credit carries over."""
+        async with session.lock:
+            stats = await self._stats(session)
+            session.cpu_ms_before_restart += stats.get("cpu_usec", 0) / 1000
+            await session.kernel.close()
+            try:
+                await self.spawner.destroy(session.id, keep_work=True)
+                session.kernel = await self._start(session.id, session.spec, keep_work=True)
+            except (SpawnerError, KernelGone) as e:
+                await self.destroy(session, reason="restart failed")
+                raise Problem("kernel-restart-failed", str(e)) from e
+            session.state, session.run_id = IDLE, None
+            session.last_used = time.monotonic()
+            self._watch(session)
+
+    async def destroy(self, session: Session, reason: str = "destroyed by the client") -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self.by_token.pop((session.access_key, session.token), None)
+        await session.kernel.close()
+        with contextlib.suppress(SpawnerError):
+            await self.spawner.destroy(session.id)
+        log.info("kernel destroyed id=%s reason=%s", session.id, reason)
+
+    async def info(self, session: Session) -> dict:
+        """The flat DOC-v2 info object (spec §5.2), in its units."""
+        stats = await self._stats(session)
+        now = time.monotonic()
+        timeout_ms = session.exec_timeout_ms
+        return {
+            "lang": session.lang,
+            "age": round((now - session.created) * 1000, 1),
+            "queryTimeout": timeout_ms,
+            "idleTimeout": -1,
+            "memoryLimit": (session.spec.memory_bytes or 0) // 1024,
+            "maxCpuCredit": timeout_ms,
+            "numQueriesExecuted": session.queries,
+            "idle": round((now - session.last_used) * 1000, 1),
+            "memoryUsed": stats.get("memory_peak", 0) // 1024,
+            "cpuCreditUsed": round(
+                session.cpu_ms_before_restart + stats.get("cpu_usec", 0) / 1000, 1
+            ),
+        }
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            await self.destroy(session, reason="server shutdown")
+
+    async def _start(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> Kernel:
+        try:
+            pid, sock = await self.spawner.spawn(kernel_id, spec, keep_work=keep_work)
+        except SpawnerError as e:
+            if e.kind == "bad-request":
+                raise bad_params(str(e)) from e
+            raise Problem("kernel-creation-failed", str(e)) from e
+        try:
+            kernel = await Kernel.connect(kernel_id, pid, sock)
+            await kernel.wait_ready()
+        except KernelGone as e:
+            with contextlib.suppress(SpawnerError):
+                await self.spawner.destroy(kernel_id)
+            raise Problem("kernel-creation-failed", str(e)) from e
+        return kernel
+
+    async def _stats(self, session: Session) -> dict:
+        try:
+            return await self.spawner.stats(session.id)
+        except SpawnerError:
+            return {}
+
+    def _watch(self, session: Session) -> None:
+        """When a kernel's socket closes on its own (crash, OOM), clean it up."""
+        kernel = session.kernel
+
+        async def watch() -> None:
+            await kernel.wait_gone()
+            # The lock lets a waiting execute call collect the final events first;
+            # a restart holds it too and replaces the kernel, so check after taking it.
+            async with session.lock:
+                if self.sessions.get(session.id) is session and session.kernel is kernel:
+                    await self.destroy(session, reason="the kernel exited")
+
+        task = asyncio.create_task(watch())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)

@@ -1,0 +1,191 @@
+"""Kernel endpoints: create, info, destroy, restart, execute, interrupt (spec §5, §6)."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.kernel import KernelGone
+from sandbox.spec import KernelSpec
+
+from ..app import Call, json_response, no_content, signed
+from ..errors import Problem, bad_params
+from ..registry import Session, canonical_lang
+
+CREATE_FIELDS = {
+    "lang",
+    "clientSessionToken",
+    "limits",
+    "resourceLimits",
+    "mounts",
+    "config",
+    "tag",
+}
+LIMIT_FIELDS = {"maxMem", "execTimeout", "timeout"}
+EXECUTE_FIELDS = {"mode", "type", "code", "options", "runId"}
+MODES = {"query", "batch", "continue", "input", "complete"}
+# v2 allowed 8-80 characters, v3 4-64 word characters: accept either, keep it printable.
+TOKEN_RE = re.compile(r"^[\w.:-]{4,80}$", re.ASCII)
+
+
+def _unknown(data: dict, known: set[str], where: str) -> None:
+    extra = sorted(set(data) - known)
+    if extra:
+        raise bad_params(f"{where}: unknown field {extra[0]!r}")
+
+
+def _non_negative_int(data: dict, name: str, where: str) -> int:
+    value = data.get(name, 0)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise bad_params(f"{where}.{name}: expected a non-negative integer")
+    return value
+
+
+def _limits(data: dict, call: Call) -> tuple[int, int]:
+    """(memory bytes, exec timeout ms) from limits (v2) / resourceLimits (v1); 0 = default."""
+    config = call.request.app.state.config
+    memory, timeout = 0, 0
+    for where in ("limits", "resourceLimits"):
+        block = data.get(where)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise bad_params(f"{where}: expected an object")
+        _unknown(block, LIMIT_FIELDS, where)
+        memory = _non_negative_int(block, "maxMem", where) * 1024 or memory
+        timeout = (
+            _non_negative_int(block, "execTimeout", where)
+            or _non_negative_int(block, "timeout", where)
+            or timeout
+        )
+    return memory or config.default_memory_bytes, timeout or config.default_exec_timeout_ms
+
+
+def _mounts(data: dict) -> list[str]:
+    mounts = data.get("mounts")
+    config = data.get("config")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise bad_params("config: expected an object")
+        mounts = config.get("mounts", mounts)
+    if mounts is None:
+        return []
+    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+        raise bad_params("mounts: expected a list of folder names")
+    if len(mounts) > 5:
+        raise bad_params("mounts: at most 5 folders")
+    return mounts
+
+
+@signed
+async def create(call: Call) -> Response:
+    data = call.json()
+    _unknown(data, CREATE_FIELDS, "body")
+    lang = data.get("lang")
+    if not isinstance(lang, str) or not lang:
+        raise bad_params("lang: required, a string")
+    token = data.get("clientSessionToken")
+    if not isinstance(token, str) or not TOKEN_RE.match(token):
+        raise bad_params("clientSessionToken: required, 4-80 characters of [A-Za-z0-9_.:-]")
+    memory, timeout = _limits(data, call)
+    mounts = _mounts(data)
+    canonical = canonical_lang(lang)
+    if mounts:  # virtual folders arrive with their own issue
+        raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
+    state = call.request.app.state
+    spec = KernelSpec(lang=canonical, memory_bytes=memory)
+    session, created = await state.registry.get_or_create(
+        call.access_key, token, canonical, spec, timeout, call.keypair.concurrency_limit
+    )
+    return json_response({"kernelId": session.id, "created": created}, status=201)
+
+
+def _session(call: Call) -> Session:
+    session = call.request.app.state.registry.get(
+        call.access_key, call.request.path_params["kernel_id"]
+    )
+    session.touch()
+    return session
+
+
+@signed
+async def info(call: Call) -> Response:
+    session = _session(call)
+    return json_response(await call.request.app.state.registry.info(session))
+
+
+@signed
+async def destroy(call: Call) -> Response:
+    session = _session(call)
+    await call.request.app.state.registry.destroy(session)
+    return no_content()
+
+
+@signed
+async def restart(call: Call) -> Response:
+    session = _session(call)
+    await call.request.app.state.registry.restart(session)
+    return no_content()
+
+
+@signed
+async def execute(call: Call) -> Response:
+    data = call.json()
+    _unknown(data, EXECUTE_FIELDS, "body")
+    mode = data.get("mode", data.get("type"))
+    if mode not in MODES:
+        raise bad_params(f"mode: required, one of {', '.join(sorted(MODES))}")
+    code = data.get("code") or ""
+    if not isinstance(code, str):
+        raise bad_params("code: expected a string")
+    options = data.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_params("options: expected an object or null")
+    run_id = data.get("runId")
+    if run_id is not None and not isinstance(run_id, str):
+        raise bad_params("runId: expected a string or null")
+    session = _session(call)
+    if mode in ("batch", "complete"):
+        raise Problem("not-implemented", f"mode {mode!r} is not built yet")
+    hold = call.request.app.state.config.hold_seconds
+    try:
+        result, run_id_used = await session.execute(mode, code, run_id, hold)
+    except KernelGone as e:
+        raise Problem("kernel-execution-failed", "the kernel is gone") from e
+    body = {
+        "status": result.status,
+        "console": result.console,
+        "options": result.options,
+        "files": [],
+    }
+    if "runId" in data:  # [v3] explicit runs get their id and exit code back
+        body["runId"] = run_id_used
+        body["exitCode"] = result.exit_code
+    return json_response({"result": body})
+
+
+@signed
+async def interrupt(call: Call) -> Response:
+    session = _session(call)
+    try:
+        await session.kernel.interrupt()
+    except KernelGone as e:
+        raise Problem("kernel-execution-failed", "the kernel is gone") from e
+    return no_content()
+
+
+def routes(prefix: str) -> list[Route]:
+    kernel = f"{prefix}/kernel/{{kernel_id}}"
+    return [
+        Route(f"{prefix}/kernel/create", create, methods=["POST"]),
+        Route(f"{prefix}/kernel/", create, methods=["POST"]),
+        Route(kernel, info, methods=["GET"]),
+        Route(kernel, destroy, methods=["DELETE"]),
+        Route(kernel, restart, methods=["PATCH"]),
+        Route(kernel, execute, methods=["POST"]),
+        Route(f"{kernel}/interrupt", interrupt, methods=["POST"]),
+    ]
