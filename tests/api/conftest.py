@@ -1,0 +1,160 @@
+"""A real server on a loopback port, and a signing HTTP client for it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from server import auth
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class ApiServer:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    data_dir: str
+    output: list[str]
+
+    def client(self, dialect: str = "sorna", **keys: str) -> SignedClient:
+        return SignedClient(
+            self.endpoint,
+            keys.get("access_key", self.access_key),
+            keys.get("secret_key", self.secret_key),
+            dialect,
+        )
+
+
+class SignedClient:
+    """Signs like the public clients do (spec §10.1), in either header dialect."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, dialect: str) -> None:
+        self.http = httpx.Client(base_url=endpoint, timeout=30)
+        self.host = endpoint.split("://", 1)[1]
+        self.access_key, self.secret_key, self.dialect = access_key, secret_key, dialect
+
+    def headers(self, method: str, path: str, body: bytes, content_type: str | None) -> dict:
+        date = datetime.datetime.now(datetime.UTC).isoformat()
+        headers = {"Date": date, "Host": self.host}
+        if self.dialect == "sorna":
+            headers["X-Sorna-Version"] = "v2.20170315"
+        else:
+            headers["X-BackendAI-Version"] = "v2.20170315"
+        if content_type:
+            headers["Content-Type"] = content_type
+        auth_type = "Sorna" if self.dialect == "sorna" else "BackendAI"
+        headers["Authorization"] = auth.sign(
+            method, path, headers, body, self.access_key, self.secret_key, auth_type=auth_type
+        )
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+        headers: dict | None = None,
+    ) -> httpx.Response:
+        if raw is None:
+            raw = b"" if body is None else json.dumps(body).encode()
+            content_type = content_type or ("application/json" if body is not None else None)
+        signed = self.headers(method, path, raw, content_type)
+        signed.update(headers or {})
+        return self.http.request(method, path, content=raw, headers=signed)
+
+    def create(self, lang: str = "python3", token: str | None = None, **extra) -> httpx.Response:
+        token = token or f"tok-{time.monotonic_ns()}"
+        return self.request(
+            "POST", "/v2/kernel/create", {"lang": lang, "clientSessionToken": token, **extra}
+        )
+
+    def execute(self, kernel_id: str, **body) -> httpx.Response:
+        return self.request("POST", f"/v2/kernel/{kernel_id}", body)
+
+    def run(self, kernel_id: str, code: str) -> list[dict]:
+        """Run a query to the end; return every result."""
+        results = [self.execute(kernel_id, mode="query", code=code).json()["result"]]
+        while results[-1]["status"] == "continued":
+            results.append(self.execute(kernel_id, mode="query", code="").json()["result"])
+        return results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(
+    data_dir: str, extra_args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, ApiServer]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", str(port), "--data-dir", data_dir, *extra_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    output: list[str] = []
+    settings: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("server exited:\n" + "".join(output))
+        output.append(line)
+        if m := re.match(r"^(SORNA_\w+)=(.*)$", line.strip()):
+            settings[m.group(1)] = m.group(2)
+        if "Uvicorn running" in line or "Application startup complete" in line:
+            break
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start:\n" + "".join(output))
+    server = ApiServer(
+        settings.get("SORNA_ENDPOINT", f"http://127.0.0.1:{port}"),
+        settings.get("SORNA_ACCESS_KEY", ""),
+        settings.get("SORNA_SECRET_KEY", ""),
+        data_dir,
+        output,
+    )
+    return proc, server
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory):
+    proc, server = start_server(str(tmp_path_factory.mktemp("server-data")))
+    # keep the server's output flowing so its pipe never fills
+    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    yield server
+    stop_server(proc)
+
+
+@pytest.fixture
+def api(api_server) -> SignedClient:
+    return api_server.client()
