@@ -16,6 +16,11 @@ namespace, builds the root, drops privileges, then calls one of:
   writes wait for that ack (see `channel`), so nothing C writes to a pipe after
   a frame can be drained ahead of it.
 
+  File operations ("upload", "files", "download") are done by B itself, as
+  the kernel's user in its mount namespace (see `files`): B answers them with
+  {"ev": "reply"} even while C runs user code. Since C is untrusted, B drops
+  any "reply" frame that comes from C, so user code cannot forge one.
+
   C is untrusted: user code can write anything to fd 3. A malformed or
   oversized frame, or C closing fd 3, is a protocol violation: B kills C's
   process group and the kernel ends with {"ev": "exited"} once C is reaped.
@@ -44,7 +49,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
-from . import protocol
+from . import files, protocol
 
 READ_CHUNK = 64 * 1024
 # One drain of a pipe reads at most this much: a full pipe (at most 1 MiB,
@@ -116,16 +121,21 @@ def _reset_signals_for_python() -> None:
 # -- server mode -----------------------------------------------------------------
 
 
-def serve_as_init(host_fd: int, child_main: Callable[[int], object]) -> NoReturn:
-    """Be pid 1 in server mode: fork the runner and relay until it or the host is gone."""
+def serve_as_init(
+    host_fd: int, child_main: Callable[[int], object], work_dir: str = files.WORK_DIR
+) -> NoReturn:
+    """Be pid 1 in server mode: fork the runner and relay until it or the host is gone.
+
+    work_dir is the root of the file operations pid 1 does itself (`files`).
+    """
     try:
-        _serve_as_init(host_fd, child_main)
+        _serve_as_init(host_fd, child_main, work_dir)
     except BaseException:
         _report_crash("kernel init: ")
     os._exit(EXIT_SETUP_FAILED)
 
 
-def _serve_as_init(host_fd: int, child_main: Callable[[int], object]) -> None:
+def _serve_as_init(host_fd: int, child_main: Callable[[int], object], work_dir: str) -> None:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -152,7 +162,7 @@ def _serve_as_init(host_fd: int, child_main: Callable[[int], object]) -> None:
         os.close(fd)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
-    _Relay(host_fd, pid, ctl_fd, out_r, err_r, wake_r).run()
+    _Relay(host_fd, pid, ctl_fd, out_r, err_r, wake_r, work_dir).run()
 
 
 def _become_runner(
@@ -193,7 +203,11 @@ class _RunnerFrames:
 
     Like protocol.FrameReader, but it returns the raw bytes only, and does
     not decode the JSON of the two frames that make up most of the traffic.
+    Frames the runner may not send (DROPPED_EVENTS: pid 1's own replies) are
+    dropped here, unacknowledged: only user code writing to fd 3 makes them.
     """
+
+    DROPPED_EVENTS = frozenset({"reply"})
 
     _COMMON = frozenset(
         protocol.encode({"ev": ev})[protocol.HEADER.size :] for ev in ("stdout", "stderr")
@@ -224,6 +238,10 @@ class _RunnerFrames:
                     raise protocol.ProtocolError(f"frame is not JSON: {e}") from None
                 if not isinstance(message, dict):
                     raise protocol.ProtocolError("frame is not a JSON object")
+                ev = message.get("ev")
+                if isinstance(ev, str) and ev in self.DROPPED_EVENTS:
+                    del buf[:total]
+                    continue
             out.append(bytes(buf[:total]))
             del buf[:total]
         return out
@@ -232,8 +250,18 @@ class _RunnerFrames:
 class _Relay:
     """B's event loop in server mode."""
 
-    def __init__(self, host_fd: int, c_pid: int, ctl_fd: int, out_r: int, err_r: int, wake_r: int):
+    def __init__(
+        self,
+        host_fd: int,
+        c_pid: int,
+        ctl_fd: int,
+        out_r: int,
+        err_r: int,
+        wake_r: int,
+        work_dir: str = files.WORK_DIR,
+    ):
         self.host_fd = host_fd
+        self.work_dir = work_dir
         self.c_pid = c_pid
         self.ctl_fd = ctl_fd
         self.pipes = {out_r: "stdout", err_r: "stderr"}
@@ -409,15 +437,26 @@ class _Relay:
             frames = self.host_frames.frames()
         except protocol.ProtocolError:
             self.host_gone()
-        for message, _blob, raw in frames:
+        for message, blob, raw in frames:
             op = message.get("op")
             if op == "interrupt":
                 _killpg(self.c_pid, signal.SIGINT)
             elif op == "ack":
                 continue  # only pid 1 acknowledges
+            elif isinstance(op, str) and op in files.OPS:
+                self.file_op(message, blob)
             elif self.c_reading:
                 self.c_out += raw
         self.flush_c()
+
+    def file_op(self, message: dict, blob: bytes) -> None:
+        """Do a file operation here, whatever C is doing, and reply to the host."""
+        try:
+            reply, reply_blob = files.handle(message, blob, self.work_dir)
+        except Exception as e:  # files.handle catches its own; this is the last resort
+            reply = {"ev": "reply", "rid": message.get("rid"), "ok": False, "error": repr(e)}
+            reply_blob = b""
+        self.to_host(protocol.encode(reply, reply_blob))
 
     def flush_c(self) -> None:
         while self.c_out:

@@ -14,12 +14,17 @@ import os
 import signal
 import socket
 
+from .batch import run_batch
 from .channel import Channel, InterruptGate
+from .files import WORK_DIR
 from .python_repl import PythonRepl
 
 
-def serve(fd: int) -> None:
-    """Serve the python3 REPL on the control socket `fd` until it closes."""
+def serve(fd: int, work_dir: str = WORK_DIR) -> None:
+    """Serve the python3 REPL on the control socket `fd` until it closes.
+
+    work_dir is where batch steps run.
+    """
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     os.set_inheritable(fd, False)  # subprocesses must not hold the control socket
@@ -42,6 +47,11 @@ def serve(fd: int) -> None:
                     continue
                 rc = repl.run(code)
                 channel.send({"ev": "finished", "exitCode": rc})
+            elif op == "batch":
+                run_batch(channel, gate, message, work_dir)
+            elif op == "complete":
+                items = repl.complete(message.get("code", ""))
+                channel.send({"ev": "completions", "rid": message.get("rid"), "items": items})
             elif op == "input":
                 channel.send({"ev": "error", "message": "input: no input is pending"})
             else:

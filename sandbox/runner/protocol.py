@@ -14,16 +14,77 @@ Messages, host -> kernel (the key is "op"):
                                       end; input() raises EOFError if data
                                       is empty)
   {"op": "interrupt"}                 SIGINT the running code (handled by pid 1)
+  {"op": "batch", "clean": str, "build": str, "exec": str}
+                                      batch mode (spec 6.4): each non-empty
+                                      step runs as `/bin/sh -c <cmd>` in
+                                      /home/work, stdin /dev/null, output as
+                                      stdout/stderr events; "" (or missing,
+                                      or null) skips the step. Answered by
+                                      [clean-finished] build-finished finished
+  {"op": "complete", "rid": int, "code": str, "options": {...}}
+                                      completions of the name at the end of
+                                      code; send only while the runner is
+                                      idle (it is answered when the runner
+                                      next reads an op). options is unused
+
+File operations, done by pid 1 itself even while the runner is busy. "rid" is
+chosen by the host and echoed in the reply. A path is relative to /home/work,
+non-empty, without NUL or "..", at most 4096 bytes; a symlink anywhere in it
+is refused, never followed:
+  {"op": "upload", "rid": int, "path": str} + blob
+                                      write blob to the file (intermediate
+                                      directories made 0755; an existing
+                                      regular file is overwritten, anything
+                                      else there is refused)
+  {"op": "files", "rid": int, "path": str}
+                                      list a directory (path "." is the root)
+  {"op": "download", "rid": int, "path": str}
+                                      read a regular file of at most 1 MiB
 
 Messages, kernel -> host (the key is "ev"):
   {"ev": "ready"}                     the runner is up and waits for ops
   {"ev": "stdout"} + blob             console output, raw bytes
   {"ev": "stderr"} + blob
   {"ev": "waiting-input", "is_password": bool}
-  {"ev": "finished", "exitCode": int}
+  {"ev": "finished", "exitCode": int} a query or batch run ended. In batch
+                                      mode: the exec step's exit code (0 if
+                                      skipped), or 127 when the build failed
+                                      and exec was not run (after a stderr
+                                      line "build failed with exit code N;
+                                      not running the program")
+  {"ev": "clean-finished", "exitCode": int}
+                                      batch: the clean step ended (only sent
+                                      if "clean" was not empty)
+  {"ev": "build-finished", "exitCode": int}
+                                      batch: the build step ended (always
+                                      sent; 0 if it was skipped)
+  {"ev": "completions", "rid": int, "items": [str, ...]}
+                                      answer to "complete": rlcompleter's
+                                      matches ("print(" for a callable),
+                                      deduplicated, at most 100; [] if none
+  {"ev": "reply", "rid": int, "ok": true, ...}
+                                      answer to a file operation, from pid 1:
+                                      upload: no more fields; download: the
+                                      file's bytes as the blob; files:
+                                      "files": [{"mode": "-rw-r--r--", "size":
+                                      int, "ctime": float, "mtime": float,
+                                      "atime": float, "filename": str}, ...]
+                                      (lstat, sorted by name) and "abspath":
+                                      "/home/work/<path>" (normalised; the
+                                      root is "/home/work")
+  {"ev": "reply", "rid": int, "ok": false, "error": str}
+                                      a refused or failed file operation; the
+                                      message names the path
   {"ev": "error", "message": str}     the kernel could not understand an op
   {"ev": "exited", "status": int}     sent by pid 1 when the runner died;
                                       status is a wait status as from waitpid
+
+Exit codes of batch steps are the shell's status, 128 + n if signal n killed
+it, and 130 if an interrupt arrived while it ran (the step's processes get the
+SIGINT too; a second interrupt SIGKILLs a shell that ignored the first).
+
+Console output is always ahead of the event that follows it: a step's output
+comes before its "*-finished" event.
 
 Inside a kernel, between pid 1 and the runner (never seen by the host):
   {"op": "ack"}                       pid 1 -> runner, one per frame the runner
@@ -33,6 +94,8 @@ Inside a kernel, between pid 1 and the runner (never seen by the host):
                                       returns, so fd-level output written after
                                       a print() cannot overtake that print.
                                       Pid 1 drops "ack" frames from the host.
+  Pid 1 drops "reply" frames from the runner (unacknowledged): only pid 1
+  answers file operations, and user code must not be able to forge one.
 
 This module is standard library only: it is imported on both sides.
 """

@@ -59,6 +59,7 @@ from .channel import Channel, InterruptGate
 
 FILENAME = "<input>"
 EXIT_INTERRUPTED = 130
+MAX_COMPLETIONS = 100
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _RUNNER_PREFIXES = tuple({_HERE + os.sep, os.path.realpath(_HERE) + os.sep})
@@ -221,6 +222,14 @@ class ConsoleReader(_Unclosable, io.TextIOBase):
         if not out and self._eof:
             self._eof = False
         return out
+
+
+def _completion_text(code: str) -> str:
+    """What completion completes: the dotted name at the end of code ("os.pa")."""
+    start = len(code)
+    while start and (code[start - 1] in "_." or code[start - 1].isalnum()):
+        start -= 1
+    return code[start:]
 
 
 def _is_runner_file(filename: str) -> bool:
@@ -396,6 +405,41 @@ class PythonRepl:
             self._report(e)
             rc = 1
         return self._end(rc)
+
+    def complete(self, code: object, limit: int = MAX_COMPLETIONS) -> list[str]:
+        """Completions of the name at the end of code, from the REPL's namespace.
+
+        As rlcompleter gives them (callables end with "("), without duplicates,
+        at most `limit`. Completing "obj.attr" evaluates "obj" (rlcompleter
+        does): that may run user code (__getattr__), so it runs interruptible,
+        and any exception, or an interrupt, gives no completions.
+        """
+        if not isinstance(code, str):
+            return []
+        text = _completion_text(code)
+        if not text:
+            return []
+        items: list[str] = []
+        try:
+            import rlcompleter
+
+            completer = rlcompleter.Completer(self.module.__dict__)
+            try:
+                self._gate.armed = True
+                matches = (
+                    completer.attr_matches(text) if "." in text else completer.global_matches(text)
+                )
+            finally:
+                self._gate.armed = False
+            for item in matches:
+                if isinstance(item, str) and item not in items:
+                    items.append(item)
+                    if len(items) >= limit:
+                        break
+        except BaseException:  # user code may raise anything, SystemExit included
+            items = []
+        self._end(0)  # in a process forked by user code, that process ends here
+        return items
 
     def _end(self, rc: int) -> int:
         if os.getpid() != self._pid:

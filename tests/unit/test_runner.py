@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import json
 import os
 import signal
 import socket
@@ -111,16 +113,23 @@ class Run:
 
 
 class Kernel:
-    """A forked pid-1 stand-in running the python3 runner, seen from the host side."""
+    """A forked pid-1 stand-in running the python3 runner, seen from the host side.
 
-    def __init__(self) -> None:
+    work_dir: the root of pid 1's file operations and the runner's batch steps.
+    """
+
+    def __init__(self, work_dir: str | None = None) -> None:
         host, kernel = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             try:
                 host.close()
                 _become_subreaper()
-                init.serve_as_init(kernel.detach(), main.serve)
+                if work_dir is None:
+                    init.serve_as_init(kernel.detach(), main.serve)
+                else:
+                    serve = functools.partial(main.serve, work_dir=work_dir)
+                    init.serve_as_init(kernel.detach(), serve, work_dir=work_dir)
             finally:
                 os._exit(99)
         kernel.close()
@@ -130,8 +139,8 @@ class Kernel:
         ready = self.collect(until=("ready",))
         assert ready.last == {"ev": "ready"}
 
-    def send(self, **message: object) -> None:
-        protocol.send_frame(self.sock, message)
+    def send(self, blob: bytes = b"", **message: object) -> None:
+        protocol.send_frame(self.sock, message, blob)
 
     def collect(self, until: tuple[str, ...] = ("finished", "exited"), timeout: float = 5.0) -> Run:
         run = Run()
@@ -168,6 +177,24 @@ class Kernel:
 @pytest.fixture
 def kernel():
     k = Kernel()
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture
+def work(tmp_path):
+    """A work directory for pid 1's file operations and batch steps."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def wkernel(work):
+    """A kernel whose work directory is `work`."""
+    k = Kernel(str(work))
     try:
         yield k
     finally:
@@ -429,6 +456,211 @@ def test_host_close_ends_init(kernel):
     status = kernel.wait(3.0)
     assert status is not None
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- file operations (pid 1) -------------------------------------------------------
+
+
+def test_file_ops_round_trip(wkernel, work):
+    wkernel.send(op="upload", rid=1, path="dir/sub/a.txt", blob=b"hello\n")
+    assert wkernel.collect(until=("reply",)).last == {"ev": "reply", "rid": 1, "ok": True}
+    assert (work / "dir" / "sub" / "a.txt").read_bytes() == b"hello\n"
+    wkernel.send(op="files", rid=2, path="dir/sub")
+    reply = wkernel.collect(until=("reply",)).last
+    assert reply["rid"] == 2 and reply["ok"] is True
+    assert reply["abspath"] == f"{work}/dir/sub"
+    assert [(f["filename"], f["size"], f["mode"][0]) for f in reply["files"]] == [("a.txt", 6, "-")]
+    wkernel.send(op="download", rid=3, path="dir/sub/a.txt")
+    run = wkernel.collect(until=("reply",))
+    assert run.events[-1][:2] == ({"ev": "reply", "rid": 3, "ok": True}, b"hello\n")
+    # the runner saw the upload too, and still works
+    code = f"print(open({str(work / 'dir/sub/a.txt')!r}).read(), end='')"
+    assert wkernel.query(code).stdout == "hello\n"
+
+
+def test_file_ops_errors_are_replies(wkernel, work):
+    wkernel.send(op="upload", rid=5, path="../escape.txt", blob=b"x")
+    reply = wkernel.collect(until=("reply",)).last
+    assert reply["rid"] == 5 and reply["ok"] is False
+    assert "'../escape.txt'" in reply["error"] and ".." in reply["error"]
+    assert not (work.parent / "escape.txt").exists()
+    wkernel.send(op="download", rid=6, path="missing.txt")
+    reply = wkernel.collect(until=("reply",)).last
+    assert reply == {
+        "ev": "reply",
+        "rid": 6,
+        "ok": False,
+        "error": "cannot download 'missing.txt': 'missing.txt' does not exist",
+    }
+    wkernel.send(op="files", rid=7, path=None)
+    assert wkernel.collect(until=("reply",)).last["ok"] is False
+    assert wkernel.query("print('alive')").stdout == "alive\n"
+
+
+def test_file_ops_answered_while_the_runner_is_busy(wkernel, work):
+    wkernel.send(op="query", code="while True:\n    pass")
+    time.sleep(0.2)
+    start = time.monotonic()
+    wkernel.send(op="upload", rid=1, path="busy.txt", blob=b"b")
+    assert wkernel.collect(until=("reply",)).last["ok"] is True
+    wkernel.send(op="download", rid=2, path="busy.txt")
+    assert wkernel.collect(until=("reply",)).events[-1][1] == b"b"
+    assert time.monotonic() - start < 1.0
+    wkernel.send(op="interrupt")
+    assert wkernel.collect().exit_code == 130
+
+
+def _frame_code(message: dict) -> str:
+    """User code that writes `message` as a frame straight to fd 3."""
+    body = json.dumps(message)
+    return (
+        "import os, struct\n"
+        f"body = {body!r}.encode()\n"
+        "os.write(3, struct.pack('>II', len(body), 0) + body)\n"
+    )
+
+
+def test_forged_reply_from_user_code_never_reaches_the_host(wkernel, work):
+    forged = {"ev": "reply", "rid": 1, "ok": True, "files": [], "abspath": "/etc"}
+    run = wkernel.query(_frame_code(forged) + "print('after')")
+    assert [m["ev"] for m, _, _ in run.events] == ["stdout", "finished"]
+    assert run.stdout == "after\n" and run.exit_code == 0
+    # the kernel is intact, and the real reply for rid 1 is the first reply
+    wkernel.send(op="files", rid=1, path=".")
+    reply = wkernel.collect(until=("reply",)).last
+    assert reply["ok"] is True and reply["abspath"] == str(work)
+    assert wkernel.query("print('still')").stdout == "still\n"
+
+
+# -- batch mode (the runner) --------------------------------------------------------
+
+
+def _evs(run: Run) -> list[str]:
+    return [m["ev"] for m, _, _ in run.events]
+
+
+def test_batch_build_then_exec(wkernel, work):
+    (work / "prog.sh").write_text("echo built > out.txt\n")
+    wkernel.send(
+        op="batch", clean="", build="sh prog.sh; echo building", exec="cat out.txt; exit 3"
+    )
+    build = wkernel.collect(until=("build-finished",))
+    assert build.last == {"ev": "build-finished", "exitCode": 0}
+    assert build.stdout == "building\n"
+    run = wkernel.collect()
+    assert run.stdout == "built\n"
+    assert run.last == {"ev": "finished", "exitCode": 3}
+    assert wkernel.query("print('repl ok')").stdout == "repl ok\n"
+
+
+def test_batch_build_failure_skips_exec(wkernel, work):
+    wkernel.send(op="batch", clean="", build="echo oops >&2; exit 2", exec="touch marker; echo ran")
+    build = wkernel.collect(until=("build-finished",))
+    assert build.last == {"ev": "build-finished", "exitCode": 2}
+    assert build.stderr == "oops\n"
+    run = wkernel.collect()
+    assert run.last == {"ev": "finished", "exitCode": 127}
+    assert run.stderr == "build failed with exit code 2; not running the program\n"
+    assert run.stdout == ""
+    assert not (work / "marker").exists()
+
+
+def test_batch_skipped_steps_and_signal_exit(wkernel, work):
+    wkernel.send(op="batch", clean="", build="", exec="")
+    run = wkernel.collect()
+    assert [m for m, _, _ in run.events] == [
+        {"ev": "build-finished", "exitCode": 0},
+        {"ev": "finished", "exitCode": 0},
+    ]
+    wkernel.send(op="batch", build="", exec="kill -TERM $$")  # missing clean = skipped
+    run = wkernel.collect()
+    assert _evs(run) == ["build-finished", "finished"]
+    assert run.exit_code == 128 + signal.SIGTERM
+
+
+def test_batch_clean_finished(wkernel, work):
+    (work / "junk").write_text("x")
+    wkernel.send(op="batch", clean="rm junk; echo cleaned", build="pwd", exec="ls")
+    run = wkernel.collect()
+    assert _evs(run) == ["stdout", "clean-finished", "stdout", "build-finished", "finished"]
+    events = [(m, blob) for m, blob, _ in run.events]
+    assert events[0] == ({"ev": "stdout"}, b"cleaned\n")
+    assert events[1][0] == {"ev": "clean-finished", "exitCode": 0}
+    assert events[2][1] == f"{work}\n".encode()
+    assert run.exit_code == 0
+    assert not (work / "junk").exists()
+
+
+def test_batch_output_is_ahead_of_its_finished_event(wkernel, work):
+    wkernel.send(
+        op="batch",
+        clean="",
+        build="seq 1 30000; echo build-err >&2",
+        exec="seq 30001 60000; echo exec-err >&2",
+    )
+    build = wkernel.collect(until=("build-finished",))
+    assert build.stdout == "".join(f"{i}\n" for i in range(1, 30001))
+    assert build.stderr == "build-err\n"
+    run = wkernel.collect()
+    assert run.stdout == "".join(f"{i}\n" for i in range(30001, 60001))
+    assert run.stderr == "exec-err\n"
+    assert run.exit_code == 0
+
+
+def test_batch_interrupt_ends_the_step(wkernel, work):
+    wkernel.send(op="batch", clean="", build="", exec="sleep 30")
+    assert wkernel.collect(until=("build-finished",)).last["exitCode"] == 0
+    time.sleep(0.3)
+    start = time.monotonic()
+    wkernel.send(op="interrupt")
+    run = wkernel.collect()
+    assert run.last == {"ev": "finished", "exitCode": 130}
+    assert time.monotonic() - start < 2.0
+    assert wkernel.query("print('after')").stdout == "after\n"
+
+
+def test_batch_second_interrupt_kills_a_step_that_ignores_sigint(wkernel, work):
+    wkernel.send(op="batch", clean="", build="", exec="trap '' INT; sleep 30")
+    wkernel.collect(until=("build-finished",))
+    time.sleep(0.3)
+    start = time.monotonic()
+    wkernel.send(op="interrupt")
+    time.sleep(0.3)
+    wkernel.send(op="interrupt")
+    assert wkernel.collect().last == {"ev": "finished", "exitCode": 130}
+    assert time.monotonic() - start < 2.0
+
+
+# -- completion (the runner) ------------------------------------------------------------
+
+
+def _complete(kernel: Kernel, code: str, rid: int = 9) -> Run:
+    kernel.send(op="complete", rid=rid, code=code, options={"line": code})
+    return kernel.collect(until=("completions",))
+
+
+def test_complete_builtins_and_user_names(kernel):
+    run = _complete(kernel, "pri")
+    assert _evs(run) == ["completions"]  # nothing else, e.g. from importing readline
+    assert run.last["rid"] == 9
+    assert "print(" in run.last["items"]
+    assert kernel.query("my_variable_x = 1\nimport os").exit_code == 0
+    assert _complete(kernel, "y = my_var").last["items"] == ["my_variable_x"]
+    items = _complete(kernel, "os.pat", rid=10).last["items"]
+    assert "os.path" in items
+    assert _complete(kernel, "").last["items"] == []
+    assert len(_complete(kernel, "_").last["items"]) <= 100
+
+
+def test_complete_survives_hostile_objects(kernel):
+    code = "class Evil:\n    def __dir__(self):\n        raise SystemExit(5)\nevil = Evil()"
+    assert kernel.query(code).exit_code == 0
+    assert _complete(kernel, "evil.x").last["items"] == []
+    start = time.monotonic()
+    assert _complete(kernel, "a" * 1_000_000 + " ").last["items"] == []
+    assert _complete(kernel, "b" * 1_000_000).last["items"] == []
+    assert time.monotonic() - start < 2.0
+    assert kernel.query("print('ok')").stdout == "ok\n"
 
 
 # -- exec mode -------------------------------------------------------------------
