@@ -31,7 +31,7 @@ MAX_CONSOLE_CHARS = 1024 * 1024
 class RunResult:
     """One response of the execution model."""
 
-    status: str  # "continued" | "waiting-input" | "finished"
+    status: str  # continued | waiting-input | clean-finished | build-finished | finished
     console: list[list] = field(default_factory=list)
     options: dict | None = None
     exit_code: int | None = None
@@ -86,6 +86,8 @@ class Kernel:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._replies: dict[int, tuple[str, asyncio.Future]] = {}
+        self._next_rid = 1
 
     @classmethod
     async def connect(cls, kernel_id: str, pid: int, sock: socket.socket) -> Kernel:
@@ -123,6 +125,9 @@ class Kernel:
                 if message.get("ev") == "ready":
                     self._ready.set()
                     continue
+                if message.get("ev") in ("reply", "completions"):
+                    self._resolve(message, body[jlen:])
+                    continue
                 if message.get("ev") == "exited":
                     status = message.get("status")
                     self.exit_status = status if isinstance(status, int) else None
@@ -131,12 +136,49 @@ class Kernel:
             pass
         finally:
             self.gone = True
+            for _ev, future in self._replies.values():
+                if not future.done():
+                    future.set_exception(KernelGone("the kernel is gone"))
             await self._events.put(None)
 
-    async def send(self, message: dict) -> None:
+    def _resolve(self, message: dict, blob: bytes) -> None:
+        """Match a reply to its request. Pid 1 answers file ops ("reply", which it never
+        relays from user code); the runner answers completion ("completions"), which user
+        code could forge, so a reply only counts when its kind matches the op."""
+        expected = self._replies.get(message.get("rid"))  # unknown rids are dropped
+        if expected is None:
+            return
+        ev, future = expected
+        if message.get("ev") == ev and not future.done():
+            future.set_result((message, blob))
+
+    async def request(
+        self, op: str, blob: bytes = b"", timeout: float = 30.0, **fields: object
+    ) -> tuple[dict, bytes]:
+        """An operation with a reply (files, completion), matched by request id.
+
+        File operations are answered by the kernel's pid 1 even while code runs."""
+        rid = self._next_rid
+        self._next_rid += 1
+        future = asyncio.get_running_loop().create_future()
+        self._replies[rid] = ("completions" if op == "complete" else "reply", future)
+        try:
+            await self.send({"op": op, "rid": rid, **fields}, blob)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise KernelGone(f"the kernel did not answer {op!r}") from None
+        finally:
+            self._replies.pop(rid, None)
+
+    async def batch(self, clean: str, build: str, run: str, hold: float = 2.0) -> RunResult:
+        """Start a batch run (shell commands, "" skips a step) and collect its first response."""
+        await self.send({"op": "batch", "clean": clean, "build": build, "exec": run})
+        return await self.collect(hold)
+
+    async def send(self, message: dict, blob: bytes = b"") -> None:
         if self.gone or self._writer is None:
             raise KernelGone("the kernel is gone")
-        self._writer.write(protocol.encode(message))
+        self._writer.write(protocol.encode(message, blob))
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as e:
@@ -194,11 +236,10 @@ class Kernel:
             return RunResult(
                 "waiting-input", options={"is_password": bool(message.get("is_password"))}
             )
-        if ev == "finished":
+        if ev in ("finished", "build-finished", "clean-finished"):
             code = message.get("exitCode")
-            return RunResult(
-                "finished", options={}, exit_code=code if isinstance(code, int) else None
-            )
+            options = {} if ev == "finished" else None
+            return RunResult(ev, options=options, exit_code=code if isinstance(code, int) else None)
         if ev == "exited":
             status = self.exit_status
             code = wait_status_to_exit_code(status) if status is not None else None

@@ -184,12 +184,12 @@ class ResponseHeaders:
 
 
 def create_app(config: ServerConfig) -> Starlette:
-    from .routes import kernels
+    from .routes import api_routes
 
     routes = [Route(f"/v{n}", version, methods=["GET"]) for n in (1, 2, 3)]
     for prefix in ("/v1", "/v2", "/v3"):
         routes.append(Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]))
-        routes += kernels.routes(prefix)
+        routes += api_routes(prefix)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

@@ -22,6 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from sandbox import languages
 from sandbox.kernel import Kernel, KernelGone, RunResult
 from sandbox.spawner import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
@@ -30,25 +31,16 @@ from .errors import Problem, bad_params
 
 log = logging.getLogger("sandbox.server")
 
-# lang -> canonical name. Only python3 has a runtime yet (languages: issue 4).
-LANG_ALIASES: dict[str, str] = {
-    "python3": "python3",
-    "python": "python3",
-    "python34": "python3",
-    "python35": "python3",
-    "python36": "python3",
-}
-LANGS = sorted(set(LANG_ALIASES.values()))
-
 IDLE, RUNNING, WAITING = "idle", "running", "waiting-input"
 
 
-def canonical_lang(lang: str) -> str:
+def resolve_lang(lang: str) -> languages.Language:
     """Resolve an alias (spec §8.2), or raise image-not-found naming what exists."""
-    name = lang.split(":", 1)[0]  # [v3] name[:tag]
-    if name not in LANG_ALIASES:
-        raise Problem("image-not-found", f"unknown lang {lang!r}; available: {', '.join(LANGS)}")
-    return LANG_ALIASES[name]
+    row = languages.resolve(lang)
+    if row is None:
+        available = ", ".join(languages.names())
+        raise Problem("image-not-found", f"unknown lang {lang!r}; available: {available}")
+    return row
 
 
 @dataclass
@@ -75,7 +67,7 @@ class Session:
         self.last_used = time.monotonic()
 
     async def execute(
-        self, mode: str, code: str, run_id: str | None, hold: float
+        self, mode: str, code: str, options: dict, run_id: str | None, hold: float
     ) -> tuple[RunResult, str | None]:
         """One execute call of the v2/v3 model. Returns the result and the run id."""
         async with self.lock:
@@ -83,14 +75,23 @@ class Session:
                 raise bad_params("mode: no run to continue")
             if mode == "input" and self.state != WAITING:
                 raise bad_params("mode: the run is not waiting for input")
-            if self.state == IDLE:
+            if self.state == IDLE and mode == "batch":
+                self.run_id = run_id or secrets.token_hex(8)
+                row = languages.resolve(self.lang)
+                result = await self.kernel.batch(
+                    languages.batch_command(options.get("clean"), row.clean),
+                    languages.batch_command(options.get("build"), row.build),
+                    languages.batch_command(options.get("exec"), row.exec),
+                    hold,
+                )
+            elif self.state == IDLE:
                 self.run_id = run_id or secrets.token_hex(8)
                 result = await self.kernel.query(code, hold)
             elif self.state == WAITING:
                 result = await self.kernel.feed_input(code, hold)
             else:  # RUNNING: v2 ignores the code of a continuation
                 result = await self.kernel.collect(hold)
-            self.state = {"continued": RUNNING, "waiting-input": WAITING}.get(result.status, IDLE)
+            self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
             return result, self.run_id
 
 

@@ -12,7 +12,7 @@ from sandbox.spec import KernelSpec
 
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
-from ..registry import Session, canonical_lang
+from ..registry import IDLE, Session, resolve_lang
 
 CREATE_FIELDS = {
     "lang",
@@ -93,7 +93,7 @@ async def create(call: Call) -> Response:
         raise bad_params("clientSessionToken: required, 4-80 characters of [A-Za-z0-9_.:-]")
     memory, timeout = _limits(data, call)
     mounts = _mounts(data)
-    canonical = canonical_lang(lang)
+    canonical = resolve_lang(lang).name
     if mounts:  # virtual folders arrive with their own issue
         raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
     state = call.request.app.state
@@ -104,7 +104,8 @@ async def create(call: Call) -> Response:
     return json_response({"kernelId": session.id, "created": created}, status=201)
 
 
-def _session(call: Call) -> Session:
+def session_for(call: Call) -> Session:
+    """The caller's kernel named in the path (404 for unknown or foreign ids); counts the call."""
     session = call.request.app.state.registry.get(
         call.access_key, call.request.path_params["kernel_id"]
     )
@@ -114,20 +115,20 @@ def _session(call: Call) -> Session:
 
 @signed
 async def info(call: Call) -> Response:
-    session = _session(call)
+    session = session_for(call)
     return json_response(await call.request.app.state.registry.info(session))
 
 
 @signed
 async def destroy(call: Call) -> Response:
-    session = _session(call)
+    session = session_for(call)
     await call.request.app.state.registry.destroy(session)
     return no_content()
 
 
 @signed
 async def restart(call: Call) -> Response:
-    session = _session(call)
+    session = session_for(call)
     await call.request.app.state.registry.restart(session)
     return no_content()
 
@@ -148,12 +149,12 @@ async def execute(call: Call) -> Response:
     run_id = data.get("runId")
     if run_id is not None and not isinstance(run_id, str):
         raise bad_params("runId: expected a string or null")
-    session = _session(call)
-    if mode in ("batch", "complete"):
-        raise Problem("not-implemented", f"mode {mode!r} is not built yet")
+    session = session_for(call)
+    if mode == "complete":  # the legacy spelling of /complete (spec §5.8)
+        return json_response({"result": await _complete(session, code, options or {})})
     hold = call.request.app.state.config.hold_seconds
     try:
-        result, run_id_used = await session.execute(mode, code, run_id, hold)
+        result, run_id_used = await session.execute(mode, code, options or {}, run_id, hold)
     except KernelGone as e:
         raise Problem("kernel-execution-failed", "the kernel is gone") from e
     body = {
@@ -161,21 +162,46 @@ async def execute(call: Call) -> Response:
         "console": result.console,
         "options": result.options,
         "files": [],
+        "exitCode": result.exit_code,  # [v3]; v2 clients ignore it
     }
-    if "runId" in data:  # [v3] explicit runs get their id and exit code back
+    if "runId" in data:  # [v3] explicit runs get their id back
         body["runId"] = run_id_used
-        body["exitCode"] = result.exit_code
     return json_response({"result": body})
 
 
 @signed
 async def interrupt(call: Call) -> Response:
-    session = _session(call)
+    session = session_for(call)
     try:
         await session.kernel.interrupt()
     except KernelGone as e:
         raise Problem("kernel-execution-failed", "the kernel is gone") from e
     return no_content()
+
+
+async def _complete(session: Session, code: str, options: dict) -> dict:
+    """Completions from the python3 REPL; none while a run is active (it is busy)."""
+    if session.state != IDLE or session.lang != "python3":
+        return {"status": "finished", "completions": []}
+    try:
+        reply, _ = await session.kernel.request("complete", code=code, options=options, timeout=5)
+    except KernelGone:
+        return {"status": "finished", "completions": []}
+    items = reply.get("items")
+    valid = isinstance(items, list) and all(isinstance(i, str) for i in items)
+    return {"status": "finished", "completions": items if valid else []}
+
+
+@signed
+async def complete(call: Call) -> Response:
+    data = call.json()
+    _unknown(data, {"code", "options"}, "body")
+    code, options = data.get("code", ""), data.get("options") or {}
+    if not isinstance(code, str):
+        raise bad_params("code: expected a string")
+    if not isinstance(options, dict):
+        raise bad_params("options: expected an object")
+    return json_response({"result": await _complete(session_for(call), code, options)})
 
 
 def routes(prefix: str) -> list[Route]:
@@ -188,4 +214,5 @@ def routes(prefix: str) -> list[Route]:
         Route(kernel, restart, methods=["PATCH"]),
         Route(kernel, execute, methods=["POST"]),
         Route(f"{kernel}/interrupt", interrupt, methods=["POST"]),
+        Route(f"{kernel}/complete", complete, methods=["POST"]),
     ]

@@ -102,11 +102,11 @@ def _free_port() -> int:
 
 
 def start_server(
-    data_dir: str, extra_args: tuple[str, ...] = ()
+    data_dir: str, command: tuple[str, ...] = (sys.executable, "-m", "server")
 ) -> tuple[subprocess.Popen, ApiServer]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", str(port), "--data-dir", data_dir, *extra_args],
+        [*command, "--port", str(port), "--data-dir", data_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -232,3 +232,21 @@ def test_unknown_paths_and_methods(api):
     problem(api.request("GET", "/v2/nowhere"), 404, "generic-not-found")
     problem(api.request("GET", "/v9/kernel/create"), 404, "generic-not-found")
     problem(api.request("PUT", "/v2/kernel/create"), 405, "method-not-allowed")
+
+
+def test_scripts_run_prints_settings_that_work(tmp_path):
+    from conftest import start_server, stop_server
+
+    proc, server = start_server(str(tmp_path / "data"), command=("./scripts/run",))
+    try:
+        assert server.access_key.startswith("AKIA") and len(server.secret_key) == 40
+        assert any(line.startswith("BACKEND_ACCESS_KEY=") for line in server.output)
+        r = server.client().request("GET", "/v2/authorize", {"echo": "pasted"})
+        assert r.status_code == 200 and r.json()["echo"] == "pasted"
+    finally:
+        stop_server(proc)
+    proc, again = start_server(str(tmp_path / "data"))  # second start: the same key, none printed
+    try:
+        assert again.access_key == ""
+    finally:
+        stop_server(proc)

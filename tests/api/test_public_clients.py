@@ -40,11 +40,6 @@ if not os.path.exists(PYTHON):
         allow_module_level=True,
     )
 
-# strict: the day upload and batch mode work, these XPASS and fail, so the mark goes.
-XFAIL_NOT_BUILT = pytest.mark.xfail(
-    reason="server: upload and batch mode are not built yet (issues 3 and 4)", strict=True
-)
-
 # Runs inside .venv-clients. sys.argv[1] names the client. Everything a test needs
 # goes into `out`, printed as one JSON line after RESULT_MARK.
 PRELUDE = '''
@@ -336,7 +331,6 @@ def test_api_errors(api_server, client, tmp_path):
     assert out["bad_key"]["args"][0] == 401
 
 
-@XFAIL_NOT_BUILT
 def test_upload_then_batch(api_server, client, tmp_path):
     (tmp_path / "main.py").write_text(
         "import sys\nprint(open('data/input.txt').read(), end='')\n"
@@ -395,7 +389,6 @@ def test_lpython_snippet(api_server, client, tmp_path):
     assert proc.stdout == "Who? Hi, Bob\n"
 
 
-@XFAIL_NOT_BUILT
 def test_lpython_files(api_server, client, tmp_path):
     (tmp_path / "main.py").write_text("print(open('data.txt').read().upper(), end='')\n")
     (tmp_path / "data.txt").write_text("from a file\n")
