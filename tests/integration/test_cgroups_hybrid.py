@@ -148,13 +148,18 @@ def test_join_enters_every_hierarchy(manager, children) -> None:
     pid = children.spawn(cg, body)
     os.close(r)
     try:
-        assert _wait_for(lambda: pid in cg.procs())
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-        inside = [line for line in lines if line.endswith(f"/sandbox-{os.getpid()}/join")]
         wanted = {"memory", "pids", "cpu"}
         wanted |= {""} if manager.layout is Layout.HYBRID else {"cpuacct", "freezer"}
-        assert {line.split(":")[1] for line in inside} >= wanted
+
+        def joined() -> set[str]:
+            # join() writes one hierarchy after another: wait for all, not the first
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+            suffix = f"/sandbox-{os.getpid()}/join"
+            return {line.split(":")[1] for line in lines if line.endswith(suffix)}
+
+        assert _wait_for(lambda: joined() >= wanted), joined()
+        assert pid in cg.procs()
     finally:
         os.close(w)
     assert os.WIFEXITED(children.wait(pid))
