@@ -31,7 +31,8 @@ from .errors import Problem, bad_params
 
 log = logging.getLogger("sandbox.server")
 
-IDLE, RUNNING, WAITING = "idle", "running", "waiting-input"
+IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
+SWEEP_INTERVAL = 0.5  # seconds between checks for runs past their exec timeout
 
 
 def resolve_lang(lang: str) -> languages.Language:
@@ -61,10 +62,28 @@ class Session:
     run_id: str | None = None
     cpu_ms_before_restart: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # exec timeout of the current run: seconds left when the clock last (re)started,
+    # and when that was; the clock stops while the program waits for input()
+    run_budget: float = 0.0
+    run_clock: float | None = None
 
     def touch(self) -> None:
         self.queries += 1
         self.last_used = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds left of the current run's exec timeout."""
+        if self.run_clock is None:
+            return self.run_budget
+        return self.run_budget - (time.monotonic() - self.run_clock)
+
+    def overdue(self) -> bool:
+        return self.state == RUNNING and self.remaining() <= 0
+
+    def _start_run(self, run_id: str | None) -> None:
+        self.run_id = run_id or secrets.token_hex(8)
+        self.run_budget = self.exec_timeout_ms / 1000
+        self.run_clock = time.monotonic()
 
     async def execute(
         self, mode: str, code: str, options: dict, run_id: str | None, hold: float
@@ -75,8 +94,14 @@ class Session:
                 raise bad_params("mode: no run to continue")
             if mode == "input" and self.state != WAITING:
                 raise bad_params("mode: the run is not waiting for input")
+            if self.state == TIMED_OUT:
+                raise Problem("kernel-not-found", "its run exceeded the exec timeout")
+            if self.state == WAITING:  # the clock runs again from the moment input arrives
+                self.run_clock = time.monotonic()
+            elif self.state == IDLE:
+                self._start_run(run_id)
+            hold = max(0.0, min(hold, self.remaining()))
             if self.state == IDLE and mode == "batch":
-                self.run_id = run_id or secrets.token_hex(8)
                 row = languages.resolve(self.lang)
                 result = await self.kernel.batch(
                     languages.batch_command(options.get("clean"), row.clean),
@@ -85,13 +110,17 @@ class Session:
                     hold,
                 )
             elif self.state == IDLE:
-                self.run_id = run_id or secrets.token_hex(8)
                 result = await self.kernel.query(code, hold)
             elif self.state == WAITING:
                 result = await self.kernel.feed_input(code, hold)
             else:  # RUNNING: v2 ignores the code of a continuation
                 result = await self.kernel.collect(hold)
             self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
+            if self.state == WAITING:
+                self.run_budget, self.run_clock = self.remaining(), None
+            elif self.overdue():
+                self.state = TIMED_OUT
+                result = RunResult("exec-timeout", console=result.console)
             return result, self.run_id
 
 
@@ -104,6 +133,7 @@ class Registry:
         self.by_token: dict[tuple[str, str], str] = {}
         self._create_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task | None = None
 
     def count_for(self, access_key: str) -> int:
         return sum(1 for s in self.sessions.values() if s.access_key == access_key)
@@ -138,6 +168,8 @@ class Registry:
             self.sessions[kernel_id] = session
             self.by_token[(access_key, token)] = kernel_id
             self._watch(session)
+            if self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep())
             log.info("kernel created id=%s key=%s lang=%s", kernel_id, access_key, lang)
             return session, True
 
@@ -186,7 +218,20 @@ class Registry:
             ),
         }
 
+    async def _sweep(self) -> None:
+        """Destroy kernels whose run is past its exec timeout while nobody polls it
+        (a call in progress holds the lock and reports exec-timeout itself)."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for session in list(self.sessions.values()):
+                if session.overdue() and not session.lock.locked():
+                    await self.destroy(session, reason="exec timeout")
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for session in list(self.sessions.values()):
             await self.destroy(session, reason="server shutdown")
 

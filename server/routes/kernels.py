@@ -166,6 +166,8 @@ async def execute(call: Call) -> Response:
     }
     if "runId" in data:  # [v3] explicit runs get their id back
         body["runId"] = run_id_used
+    if result.status == "exec-timeout":  # the docs' promise: the kernel is destroyed
+        await call.request.app.state.registry.destroy(session, reason="exec timeout")
     return json_response({"result": body})
 
 

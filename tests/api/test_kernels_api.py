@@ -250,3 +250,51 @@ def test_scripts_run_prints_settings_that_work(tmp_path):
         assert again.access_key == ""
     finally:
         stop_server(proc)
+
+
+def kernel_processes() -> set[int]:
+    """Pids of every kernel's pid 1 and runner on the host."""
+    import psutil
+
+    names = ("kernel-init", "kernel-runner")
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in names}
+
+
+def test_exec_timeout_ends_the_run_and_the_kernel(api):
+    before = kernel_processes()
+    kid = api.create(limits={"maxMem": 0, "execTimeout": 1500}).json()["kernelId"]
+    mine = kernel_processes() - before
+    assert len(mine) == 2  # its pid 1 and its runner
+    r = api.execute(kid, mode="query", code="print('start', flush=True)\nwhile True: pass")
+    result = r.json()["result"]
+    assert result["status"] == "exec-timeout"
+    assert result["console"] == [["stdout", "start\n"]]
+    problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
+    assert not mine & kernel_processes(), "the timed-out kernel's processes survived"
+
+
+def test_exec_timeout_clock_stops_while_waiting_for_input(api):
+    import time
+
+    kid = api.create(limits={"maxMem": 0, "execTimeout": 1500}).json()["kernelId"]
+    try:
+        r = api.execute(kid, mode="query", code="print(input('? ') * 2)").json()["result"]
+        assert r["status"] == "waiting-input"
+        time.sleep(2.5)  # a slow student: longer than the exec timeout
+        r = api.execute(kid, mode="query", code="ab").json()["result"]
+        assert r["status"] == "finished" and r["console"] == [["stdout", "abab\n"]]
+    finally:
+        api.request("DELETE", f"/v2/kernel/{kid}")
+
+
+def test_exec_timeout_of_a_run_nobody_polls(api):
+    import time
+
+    kid = api.create(limits={"maxMem": 0, "execTimeout": 3000}).json()["kernelId"]
+    r = api.execute(kid, mode="query", code="import time\ntime.sleep(60)").json()["result"]
+    assert r["status"] == "continued"
+    deadline = time.monotonic() + 5
+    while api.request("GET", f"/v2/kernel/{kid}").status_code == 200:
+        assert time.monotonic() < deadline, "the abandoned run outlived its exec timeout"
+        time.sleep(0.2)
+    problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
