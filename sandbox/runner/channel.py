@@ -90,13 +90,6 @@ class InterruptGate:
                 raise KeyboardInterrupt
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte to a blocking fd."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class Channel:
     """Frames to and from pid 1 over one blocking stream socket."""
 
@@ -143,7 +136,7 @@ class Channel:
         if not data:
             return
         if self._forked:
-            write_all(1 if stream == "stdout" else 2, data)
+            protocol.write_all(1 if stream == "stdout" else 2, data)
             return
         body = _CONSOLE_BODIES[stream]
         for start in range(0, len(data), CONSOLE_CHUNK):

@@ -148,12 +148,6 @@ def _open_dir(dir_fd: int, name: str, create: bool) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def upload(path: object, data: bytes, root: str = WORK_DIR) -> None:
     """Write data to root/path, creating directories, replacing a regular file."""
     verb = "upload"
@@ -176,7 +170,7 @@ def upload(path: object, data: bytes, root: str = WORK_DIR) -> None:
             raise FileOpError(f"cannot {verb} {shown}: it exists and is not a regular file")
         # Truncated only now that it is known to be a regular file.
         os.ftruncate(fd, 0)
-        _write_all(fd, data)
+        protocol.write_all(fd, data)
     except OSError as e:
         raise FileOpError(f"cannot {verb} {shown}: {e.strerror or e}") from None
     finally:

@@ -67,12 +67,6 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # -- helpers -------------------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _report_crash(prefix: str) -> None:
     with contextlib.suppress(Exception):
         os.write(2, (prefix + traceback.format_exc()).encode("utf-8", "replace"))
@@ -413,7 +407,7 @@ class _Relay:
 
     def to_host(self, data: bytes) -> None:
         try:
-            _write_all(self.host_fd, data)
+            protocol.write_all(self.host_fd, data)
         except OSError:
             self.host_gone()
 

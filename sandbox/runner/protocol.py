@@ -103,6 +103,7 @@ This module is standard library only: it is imported on both sides.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 
@@ -189,6 +190,13 @@ def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
     message = decode_body(_recv_exact(sock, jlen))
     blob = _recv_exact(sock, blen) if blen else b""
     return message, blob
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte to a blocking fd (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def send_frame(sock: socket.socket, message: dict, blob: bytes = b"") -> None:
