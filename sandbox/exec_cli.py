@@ -21,9 +21,10 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, mounts, process, seccomp, spawner
+from . import cgroups, mounts, process
 from . import syscalls as sc
-from .spec import KERNEL_GID, KERNEL_UID, Bind, KernelSpec, SpecError
+from .kernel import wait_status_to_exit_code
+from .spec import Bind, KernelSpec, SpecError
 
 _SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[iI]?[bB]?$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -108,15 +109,9 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     manager = cgroups.detect()
     cgroup = None
     try:
-        os.mkdir(f"{scratch}/root")
-        os.mkdir(f"{scratch}/work")
-        options = f"size={spec.work_bytes},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
-        sc.mount("tmpfs", f"{scratch}/work", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
-        env = process.Environment(
-            skeleton=mounts.load_skeleton(spawner.ROOTFS),
-            filter=seccomp.build_filter(),
-            mountpoint=f"{scratch}/root",
-            layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
+        mounts.mount_work(f"{scratch}/work", spec.work_bytes)
+        env = process.Environment.prepare(
+            scratch, layout_has_cgroup=manager.layout is not cgroups.Layout.NONE
         )
         if env.layout_has_cgroup:
             limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
@@ -134,7 +129,7 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
             print(f"sandbox-exec: {e}", file=sys.stderr)
             return 125
         status, timed_out = _wait(started.pid, wall_time)
-        code = _exit_code(status)
+        code = wait_status_to_exit_code(status)
         _explain(spec, cgroup, code, timed_out, wall_time)
         return code
     finally:
@@ -164,12 +159,6 @@ def _wait(pid: int, wall_time: float | None) -> tuple[int, bool]:
         return os.waitpid(pid, 0)[1], timed_out
     finally:
         os.close(pidfd)
-
-
-def _exit_code(status: int) -> int:
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
 
 
 def _explain(

@@ -55,6 +55,9 @@ HOST_PATHS: tuple[str, ...] = (
     "/etc/java-17-openjdk",
 )
 
+# The skeleton a kernel's root is built from (etc/passwd, group, hosts, ...).
+ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
+
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
 
@@ -82,6 +85,13 @@ def load_skeleton(rootfs: str) -> dict[str, tuple[int, bytes]]:
             with open(host, "rb") as f:
                 files[inside] = (stat.S_IMODE(os.stat(host).st_mode), f.read())
     return files
+
+
+def mount_work(path: str, size: int) -> None:
+    """A kernel's /home/work on the host side: a size-limited tmpfs owned by `work`."""
+    os.makedirs(path, exist_ok=True)
+    options = f"size={size},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
+    sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
 
 
 def build_root(plan: RootPlan, mountpoint: str) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import prctl
 
-from . import mounts, network, privileges
+from . import mounts, network, privileges, seccomp
 from . import syscalls as sc
 from .cgroups import KernelCgroup
 from .runner import init as runner_init
@@ -76,6 +76,18 @@ class Environment:
     filter: object  # a built pyseccomp.SyscallFilter
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
     layout_has_cgroup: bool
+
+    @classmethod
+    def prepare(cls, scratch: str, layout_has_cgroup: bool) -> Environment:
+        """Read the skeleton and build the filter once; kernels mount their roots
+        at `scratch`/root, privately, each in its own mount namespace."""
+        os.makedirs(f"{scratch}/root", exist_ok=True)
+        return cls(
+            skeleton=mounts.load_skeleton(mounts.ROOTFS),
+            filter=seccomp.build_filter(),
+            mountpoint=f"{scratch}/root",
+            layout_has_cgroup=layout_has_cgroup,
+        )
 
 
 def become_subreaper() -> None:

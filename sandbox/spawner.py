@@ -39,13 +39,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from . import cgroups, mounts, process, seccomp
+from . import cgroups, mounts, process
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol
-from .spec import KERNEL_GID, KERNEL_UID, KernelSpec, SpecError, validate_kernel_id
-
-ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
+from .spec import KernelSpec, SpecError, validate_kernel_id
 
 
 @dataclass
@@ -63,13 +61,8 @@ class Spawner:
         self.cgroups = cgroup_manager
         self.scratch = scratch
         self.kernels: dict[str, _Kernel] = {}
-        os.makedirs(f"{scratch}/root", exist_ok=True)
-        os.makedirs(f"{scratch}/work", exist_ok=True)
-        self.env = process.Environment(
-            skeleton=mounts.load_skeleton(ROOTFS),
-            filter=seccomp.build_filter(),
-            mountpoint=f"{scratch}/root",
-            layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
+        self.env = process.Environment.prepare(
+            scratch, layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE
         )
 
     # -- requests -------------------------------------------------------------
@@ -135,13 +128,10 @@ class Spawner:
     # -- work directories -----------------------------------------------------
 
     def _work_dir(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> str:
-        """A size-limited tmpfs owned by `work`; reused when a restart keeps it."""
+        """The kernel's /home/work tmpfs; reused when a restart keeps it."""
         work = f"{self.scratch}/work/{kernel_id}"
-        if keep_work and os.path.ismount(work):
-            return work
-        os.makedirs(work, exist_ok=True)
-        options = f"size={spec.work_bytes},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
-        sc.mount("tmpfs", work, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+        if not (keep_work and os.path.ismount(work)):
+            mounts.mount_work(work, spec.work_bytes)
         return work
 
     def _remove_work(self, work: str) -> None:
