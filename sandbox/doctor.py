@@ -15,24 +15,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, process
+from . import cgroups, languages, process
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-
-# name, commands that prove it, the Debian package that provides it
-RUNTIMES: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("python3", ("python3",), "python3"),
-    ("bash", ("bash",), "bash"),
-    ("c", ("gcc",), "gcc"),
-    ("cpp", ("g++",), "g++"),
-    ("java", ("java", "javac"), "default-jdk-headless"),
-    ("nodejs", ("node",), "nodejs"),
-    ("rust", ("rustc",), "rustc"),
-    ("go", ("go",), "golang-go"),
-)
-# What a kernel sees of the host: commands elsewhere (e.g. ~/.cargo/bin) are unreachable.
-KERNEL_VISIBLE = ("/usr/", "/bin/", "/sbin/")
 
 
 @dataclass
@@ -146,34 +132,18 @@ def check_kernel_start() -> Check:
 
 def check_runtimes() -> list[Check]:
     checks = []
-    for name, commands, package in RUNTIMES:
-        paths = [
-            shutil.which(c, path=process.DEFAULT_PATH + ":" + os.environ.get("PATH", ""))
-            for c in commands
-        ]
-        if not all(paths):
-            missing = [c for c, p in zip(commands, paths, strict=True) if not p]
-            checks.append(
-                Check(
-                    f"runtime {name}",
-                    WARN,
-                    f"{' '.join(missing)} not found",
-                    f"apt-get install {package}",
-                )
-            )
+    for row in languages.LANGUAGES:
+        missing = row.missing()
+        if not missing:
+            paths = [shutil.which(c, path=languages.HOST_SEARCH_PATH) for c in row.requires]
+            checks.append(Check(f"runtime {row.name}", OK, ", ".join(p or "" for p in paths)))
             continue
-        outside = [p for p in paths if not p.startswith(KERNEL_VISIBLE)]
-        if outside:
-            checks.append(
-                Check(
-                    f"runtime {name}",
-                    WARN,
-                    f"found at {', '.join(outside)}, which kernels cannot see",
-                    f"apt-get install {package}",
-                )
-            )
-        else:
-            checks.append(Check(f"runtime {name}", OK, ", ".join(paths)))
+        # Found only elsewhere (root's ~/.cargo/bin, say)? Kernels see /usr and /bin only.
+        elsewhere = [shutil.which(c) for c in missing]
+        detail = f"{' '.join(missing)} not found"
+        if all(elsewhere):
+            detail = f"found at {', '.join(p or '' for p in elsewhere)}, which kernels cannot see"
+        checks.append(Check(f"runtime {row.name}", WARN, detail, f"apt-get install {row.packages}"))
     bwrap = shutil.which("bwrap")
     checks.append(
         Check("bubblewrap", OK, bwrap)

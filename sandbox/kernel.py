@@ -23,8 +23,13 @@ from dataclasses import dataclass, field
 
 from .runner import protocol
 
-# Console text kept per response; the rest of a flood is dropped with a note.
-MAX_CONSOLE_CHARS = 1024 * 1024
+# A response carries about this much console text; more waits for the next
+# call ("continued"). Nothing is dropped: while more than MAX_BUFFERED bytes
+# of output wait for a client, the host stops reading the kernel's socket, so
+# the program blocks in write() and the server's memory stays bounded.
+RESPONSE_CHARS = 1024 * 1024
+MAX_BUFFERED = 8 * 1024 * 1024
+RESUME_BUFFERED = 2 * 1024 * 1024
 
 
 @dataclass
@@ -55,15 +60,14 @@ class _Console:
         self.items: list[list] = []
         self.size = 0
         self.limit = limit
-        self.truncated = False
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.limit
 
     def add_text(self, stream: str, text: str) -> None:
         if not text:
             return
-        if self.size >= self.limit:
-            self.truncated = True
-            return
-        text = text[: self.limit - self.size]
         self.size += len(text)
         if self.items and self.items[-1][0] == stream:
             self.items[-1][1] += text
@@ -86,6 +90,8 @@ class Kernel:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self._buffered = 0  # console bytes in _events
+        self._drained = asyncio.Event()
         self._replies: dict[int, tuple[str, asyncio.Future]] = {}
         self._next_rid = 1
 
@@ -132,6 +138,10 @@ class Kernel:
                     status = message.get("status")
                     self.exit_status = status if isinstance(status, int) else None
                 await self._events.put((message, body[jlen:]))
+                self._buffered += blen
+                if self._buffered > MAX_BUFFERED:  # back-pressure until a client reads
+                    self._drained.clear()
+                    await self._drained.wait()
         except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
             pass
         finally:
@@ -170,10 +180,14 @@ class Kernel:
         finally:
             self._replies.pop(rid, None)
 
+    async def start(self, op: dict, hold: float = 2.0) -> RunResult:
+        """Start a run (a query, exec or batch op) and collect its first response."""
+        await self.send(op)
+        return await self.collect(hold)
+
     async def batch(self, clean: str, build: str, run: str, hold: float = 2.0) -> RunResult:
         """Start a batch run (shell commands, "" skips a step) and collect its first response."""
-        await self.send({"op": "batch", "clean": clean, "build": build, "exec": run})
-        return await self.collect(hold)
+        return await self.start({"op": "batch", "clean": clean, "build": build, "exec": run}, hold)
 
     async def send(self, message: dict, blob: bytes = b"") -> None:
         if self.gone or self._writer is None:
@@ -185,9 +199,8 @@ class Kernel:
             raise KernelGone("the kernel is gone") from e
 
     async def query(self, code: str, hold: float = 2.0) -> RunResult:
-        """Start a query-mode run and collect its first response."""
-        await self.send({"op": "query", "code": code})
-        return await self.collect(hold)
+        """Start a python3 query-mode run and collect its first response."""
+        return await self.start({"op": "query", "code": code}, hold)
 
     async def feed_input(self, text: str, hold: float = 2.0) -> RunResult:
         await self.send({"op": "input", "data": text})
@@ -197,12 +210,13 @@ class Kernel:
         await self.send({"op": "interrupt"})
 
     async def collect(self, hold: float = 2.0) -> RunResult:
-        """Gather events for up to `hold` seconds or until the run pauses or ends."""
-        console = _Console(MAX_CONSOLE_CHARS)
+        """Gather events for up to `hold` seconds or until the run pauses or ends
+        (or a response's worth of console output has arrived)."""
+        console = _Console(RESPONSE_CHARS)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
         result: RunResult | None = None
-        while result is None:
+        while result is None and not console.full:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -210,6 +224,10 @@ class Kernel:
                 item = await asyncio.wait_for(self._events.get(), remaining)
             except TimeoutError:
                 break
+            if item is not None:
+                self._buffered -= len(item[1])
+                if self._buffered <= RESUME_BUFFERED:
+                    self._drained.set()
             if item is None:
                 self._events.put_nowait(None)  # stays gone for later callers
                 code = None
@@ -220,8 +238,6 @@ class Kernel:
             result = self._apply(item, console)
         if result is None:
             result = RunResult("continued")
-        if console.truncated:
-            console.items.append(["stderr", "\n[output truncated]\n"])
         result.console = console.items
         return result
 

@@ -44,7 +44,9 @@ NAMESPACES = (
     | sc.CLONE_NEWCGROUP
 )
 HOSTNAME = "sandbox"
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+# /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
+# kernel's limits (the JVM's heap size); then the host's usual directories.
+DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 # Fd numbers in A and B. The status pipe is closed before user code runs.
 _HOST_FD = 3
@@ -110,6 +112,8 @@ def kernel_environment(spec: KernelSpec) -> dict[str, str]:
         "PYTHONIOENCODING": "utf-8",
         "MPLBACKEND": "Agg",
     }
+    if spec.memory_bytes:
+        env["SANDBOX_MEMORY_LIMIT"] = str(spec.memory_bytes)
     env.update(spec.env)
     return env
 

@@ -36,11 +36,19 @@ SWEEP_INTERVAL = 0.5  # seconds between checks for runs past their exec timeout
 
 
 def resolve_lang(lang: str) -> languages.Language:
-    """Resolve an alias (spec §8.2), or raise image-not-found naming what exists."""
+    """Resolve an alias (spec §8.2), or raise image-not-found naming what exists;
+    instance-not-available when the runtime is not installed on this host."""
     row = languages.resolve(lang)
     if row is None:
         available = ", ".join(languages.names())
         raise Problem("image-not-found", f"unknown lang {lang!r}; available: {available}")
+    missing = row.missing()
+    if missing:
+        raise Problem(
+            "instance-not-available",
+            f"the {row.name} runtime is not installed on this host ({', '.join(missing)} "
+            f"not found); install it with: apt-get install {row.packages}",
+        )
     return row
 
 
@@ -66,6 +74,12 @@ class Session:
     # and when that was; the clock stops while the program waits for input()
     run_budget: float = 0.0
     run_clock: float | None = None
+
+    @property
+    def language(self) -> languages.Language:
+        row = languages.resolve(self.lang)
+        assert row is not None, self.lang  # sessions are made with canonical names
+        return row
 
     def touch(self) -> None:
         self.queries += 1
@@ -102,15 +116,9 @@ class Session:
                 self._start_run(run_id)
             hold = max(0.0, min(hold, self.remaining()))
             if self.state == IDLE and mode == "batch":
-                row = languages.resolve(self.lang)
-                result = await self.kernel.batch(
-                    languages.batch_command(options.get("clean"), row.clean),
-                    languages.batch_command(options.get("build"), row.build),
-                    languages.batch_command(options.get("exec"), row.exec),
-                    hold,
-                )
+                result = await self.kernel.start(self.language.batch_op(options), hold)
             elif self.state == IDLE:
-                result = await self.kernel.query(code, hold)
+                result = await self.kernel.start(self.language.query_op(code), hold)
             elif self.state == WAITING:
                 result = await self.kernel.feed_input(code, hold)
             else:  # RUNNING: v2 ignores the code of a continuation

@@ -2,9 +2,9 @@
 
 The host has already turned the API's "*" defaults into shell commands; an
 empty string skips a step. Each step runs as `/bin/sh -c <command>` in the
-work directory, with stdin /dev/null and stdout/stderr inherited: fds 1 and 2
-are the pipes pid 1 drains, so the output reaches the host as stdout/stderr
-events. Every event below is sent after the step's shell has exited, and pid 1
+work directory (see `program.run_program`: stdin is a pipe fed by "input" ops,
+stdout/stderr are the pipes pid 1 drains, so the output reaches the host as
+stdout/stderr events). Every event below is sent after the step's shell has exited, and pid 1
 drains the pipes before it forwards a frame, so a step's output is always
 ahead of its "*-finished" event.
 
@@ -17,24 +17,19 @@ Events:
 
 rc is the shell's exit status, 128 + n if signal n killed it. An interrupt
 (SIGINT from pid 1 to the runner's process group, so the step's processes get
-it too) ends the waiting for the current step: the runner waits for the shell
-to exit and reports 130. A second interrupt while it still runs SIGKILLs the
-shell. The following steps then go on by the rules above (an interrupted build
-counts as failed).
+it too) usually ends the step with 130; a second one SIGKILLs the shell. The
+following steps then go on by the rules above (an interrupted build counts as
+failed).
 
 Standard library only: this runs inside the kernel.
 """
 
 from __future__ import annotations
 
-import subprocess
-
 from .channel import Channel, InterruptGate
+from .program import run_program
 
-SHELL = "/bin/sh"
 EXIT_BUILD_FAILED = 127
-EXIT_INTERRUPTED = 130
-EXIT_CANNOT_RUN = 127
 STEPS = ("clean", "build", "exec")
 
 
@@ -50,45 +45,14 @@ def run_batch(channel: Channel, gate: InterruptGate, message: dict, cwd: str) ->
             return
         commands[step] = command
     if commands["clean"]:
-        rc = run_step(channel, gate, commands["clean"], cwd)
+        rc = run_program(channel, gate, commands["clean"], cwd)
         channel.send({"ev": "clean-finished", "exitCode": rc})
-    rc = run_step(channel, gate, commands["build"], cwd) if commands["build"] else 0
+    rc = run_program(channel, gate, commands["build"], cwd) if commands["build"] else 0
     channel.send({"ev": "build-finished", "exitCode": rc})
     if rc != 0:
         note = f"build failed with exit code {rc}; not running the program\n"
         channel.console("stderr", note.encode())
         channel.send({"ev": "finished", "exitCode": EXIT_BUILD_FAILED})
         return
-    rc = run_step(channel, gate, commands["exec"], cwd) if commands["exec"] else 0
+    rc = run_program(channel, gate, commands["exec"], cwd) if commands["exec"] else 0
     channel.send({"ev": "finished", "exitCode": rc})
-
-
-def run_step(channel: Channel, gate: InterruptGate, command: str, cwd: str) -> int:
-    """Run `sh -c command` to its end; its exit code (130 if interrupted)."""
-    try:
-        proc = subprocess.Popen(
-            [SHELL, "-c", command],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            start_new_session=False,  # stays in the runner's group: it gets the SIGINT
-        )
-    except OSError as e:
-        channel.console("stderr", f"cannot run {SHELL} in {cwd}: {e}\n".encode())
-        return EXIT_CANNOT_RUN
-    interrupted = False
-    while True:
-        try:
-            try:
-                gate.armed = True
-                proc.wait()
-            finally:
-                gate.armed = False
-            break
-        except KeyboardInterrupt:
-            if interrupted:  # the SIGINT was not enough: stop waiting for good
-                proc.kill()
-            interrupted = True
-    if interrupted:
-        return EXIT_INTERRUPTED
-    rc = proc.returncode
-    return 128 - rc if rc < 0 else rc

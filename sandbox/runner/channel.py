@@ -172,6 +172,44 @@ class Channel:
         data = message.get("data")
         return (data if isinstance(data, str) else ""), bool(message.get("eof"))
 
+    def wait_op(self, timeout: float, fds: tuple[int, ...] = ()) -> tuple[dict, bytes] | None:
+        """The next frame from the host if one comes within `timeout` seconds.
+
+        Returns None when the time is up or one of `fds` became readable first
+        (the caller looks at them itself). For the main thread's wait on a
+        program it runs, where three things can happen: an op from the host,
+        the program ending, or a poll of /proc falling due.
+        """
+        self._check_open()
+        with self._cond:
+            if self._inbox:
+                return self._inbox.popleft()
+            if self._eof:
+                raise EOFError("the kernel's control channel is closed")
+            if self._reading:  # a user thread reads for us; it notifies on each frame
+                self._cond.wait(timeout)
+                return self._inbox.popleft() if self._inbox else None
+            self._reading = True
+        try:
+            poll = select.poll()
+            poll.register(self._sock.fileno(), select.POLLIN)
+            for fd in fds:
+                poll.register(fd, select.POLLIN)
+            ready = {fd for fd, _ in poll.poll(max(0, int(timeout * 1000)))}
+            if self._sock.fileno() in ready:
+                with self._gate:
+                    self._receive()
+        finally:
+            with self._gate, self._cond:
+                self._reading = False
+                self._cond.notify_all()
+        with self._cond:
+            if self._inbox:
+                return self._inbox.popleft()
+            if self._eof:
+                raise EOFError("the kernel's control channel is closed")
+        return None
+
     def _has_input(self) -> bool:
         return any(item[0].get("op") == "input" for item in self._inbox)
 

@@ -17,13 +17,18 @@ import socket
 from .batch import run_batch
 from .channel import Channel, InterruptGate
 from .files import WORK_DIR
+from .node_repl import NodeRepl
+from .program import EXIT_CANNOT_RUN, run_snippet
 from .python_repl import PythonRepl
 
 
 def serve(fd: int, work_dir: str = WORK_DIR) -> None:
-    """Serve the python3 REPL on the control socket `fd` until it closes.
+    """Serve the host's ops on the control socket `fd` until it closes.
 
-    work_dir is where batch steps run.
+    Ops: "query" (the python3 REPL, or the Node.js one with "repl": "node"),
+    "exec" (a snippet written to files and run by a shell command: how the
+    compiled languages and bash answer queries), "batch", "complete", and
+    "input" while something waits for it. work_dir is where programs run.
     """
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
@@ -32,6 +37,7 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
     signal.signal(signal.SIGINT, gate.handler)
     channel = Channel(sock, gate)
     repl = PythonRepl(channel, gate)
+    node = NodeRepl(channel, gate, work_dir)
     try:
         channel.send({"ev": "ready"})
         while True:
@@ -45,7 +51,10 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
                 if not isinstance(code, str):
                     channel.send({"ev": "error", "message": "query: code must be a string"})
                     continue
-                rc = repl.run(code)
+                rc = node.run(code) if message.get("repl") == "node" else repl.run(code)
+                channel.send({"ev": "finished", "exitCode": rc})
+            elif op == "exec":
+                rc = _run_exec(channel, gate, message, work_dir)
                 channel.send({"ev": "finished", "exitCode": rc})
             elif op == "batch":
                 run_batch(channel, gate, message, work_dir)
@@ -58,3 +67,15 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
                 channel.send({"ev": "error", "message": f"unknown op {repr(op)[:100]}"})
     except (EOFError, ConnectionError):
         return  # pid 1 (and so the host) went away
+
+
+def _run_exec(channel: Channel, gate: InterruptGate, message: dict, work_dir: str) -> int:
+    """{"op": "exec", "command": str, "files": {name: text}}."""
+    command, files = message.get("command"), message.get("files") or {}
+    valid_files = isinstance(files, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    )
+    if not isinstance(command, str) or not valid_files:
+        channel.console("stderr", b"exec: command must be a string, files an object of strings\n")
+        return EXIT_CANNOT_RUN
+    return run_snippet(channel, gate, command, files, work_dir)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import files, kernels
+from . import files, kernels, languages
 
 
 def api_routes(prefix: str) -> list[Route]:
-    return kernels.routes(prefix) + files.routes(prefix)
+    # languages first: /kernel/languages would otherwise match /kernel/{kernel_id}
+    return languages.routes(prefix) + kernels.routes(prefix) + files.routes(prefix)

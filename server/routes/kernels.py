@@ -93,13 +93,13 @@ async def create(call: Call) -> Response:
         raise bad_params("clientSessionToken: required, 4-80 characters of [A-Za-z0-9_.:-]")
     memory, timeout = _limits(data, call)
     mounts = _mounts(data)
-    canonical = resolve_lang(lang).name
+    language = resolve_lang(lang)
     if mounts:  # virtual folders arrive with their own issue
         raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
     state = call.request.app.state
-    spec = KernelSpec(lang=canonical, memory_bytes=memory)
+    spec = KernelSpec(lang=language.name, memory_bytes=memory, env=dict(language.env))
     session, created = await state.registry.get_or_create(
-        call.access_key, token, canonical, spec, timeout, call.keypair.concurrency_limit
+        call.access_key, token, language.name, spec, timeout, call.keypair.concurrency_limit
     )
     return json_response({"kernelId": session.id, "created": created}, status=201)
 
@@ -183,7 +183,7 @@ async def interrupt(call: Call) -> Response:
 
 async def _complete(session: Session, code: str, options: dict) -> dict:
     """Completions from the python3 REPL; none while a run is active (it is busy)."""
-    if session.state != IDLE or session.lang != "python3":
+    if session.state != IDLE or not session.language.completes:
         return {"status": "finished", "completions": []}
     try:
         reply, _ = await session.kernel.request("complete", code=code, options=options, timeout=5)

@@ -71,7 +71,7 @@ def test_environment_is_allowlisted(shared_kernel, monkeypatch):
     names = set(eval(out))
     allowed = {
         "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL",
-        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "MPLBACKEND",
+        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "MPLBACKEND", "SANDBOX_MEMORY_LIMIT",
     }  # fmt: skip
     assert names <= allowed, names - allowed
 
