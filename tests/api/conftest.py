@@ -38,6 +38,16 @@ class ApiServer:
             dialect,
         )
 
+    def new_key(self, concurrency: int = 5, rate_limit: int = 1000) -> dict:
+        """A fresh keypair made with sandbox-admin, as client(**keys) takes it."""
+        out = subprocess.run(
+            [sys.executable, "-m", "server.admin", "--data-dir", self.data_dir, "keys", "create",
+             "--concurrency", str(concurrency), "--rate-limit", str(rate_limit), "--json"],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        keys = json.loads(out)
+        return {"access_key": keys["accessKey"], "secret_key": keys["secretKey"]}
+
 
 class SignedClient:
     """Signs like the public clients do (spec §10.1), in either header dialect."""

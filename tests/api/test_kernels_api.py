@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 PROBS = ("https://api.sorna.io/probs/", "https://api.backend.ai/probs/")
@@ -16,18 +13,6 @@ def problem(response, status: int, kind: str) -> str:
     body = response.json()
     assert body["type"].startswith(PROBS) and body["type"].endswith("/" + kind), body
     return body["title"]
-
-
-def new_key(api_server, concurrency: int = 5, rate_limit: int = 1000) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "server.admin", "--data-dir", api_server.data_dir, "keys", "create",
-         "--concurrency", str(concurrency), "--rate-limit", str(rate_limit), "--json"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    import json
-
-    keys = json.loads(out)
-    return {"access_key": keys["accessKey"], "secret_key": keys["secretKey"]}
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +186,7 @@ def test_destroy_then_gone_and_204_has_headers(api):
 
 
 def test_foreign_kernels_are_not_found(api_server, api, kernel_id):
-    other = api_server.client(**new_key(api_server))
+    other = api_server.client(**api_server.new_key())
     for method in ("GET", "DELETE", "PATCH"):
         problem(other.request(method, f"/v2/kernel/{kernel_id}"), 404, "kernel-not-found")
     problem(other.execute(kernel_id, mode="query", code="1"), 404, "kernel-not-found")
@@ -209,7 +194,7 @@ def test_foreign_kernels_are_not_found(api_server, api, kernel_id):
 
 
 def test_quota_counts_only_real_creations(api_server):
-    client = api_server.client(**new_key(api_server, concurrency=1))
+    client = api_server.client(**api_server.new_key(concurrency=1))
     first = client.create(token="quota-token")
     assert first.status_code == 201
     assert client.create(token="quota-token").status_code == 201  # reuse is not a new kernel
@@ -221,7 +206,7 @@ def test_quota_counts_only_real_creations(api_server):
 
 
 def test_rate_limit_429_carries_headers(api_server):
-    client = api_server.client(**new_key(api_server, rate_limit=3))
+    client = api_server.client(**api_server.new_key(rate_limit=3))
     statuses = [client.request("GET", "/v2/authorize", {"echo": 1}) for _ in range(4)]
     assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
     problem(statuses[3], 429, "rate-limit-exceeded")

@@ -397,3 +397,60 @@ def test_lpython_files(api_server, client, tmp_path):
     assert proc.stdout == "FROM A FILE\n"
     assert "Uploading done." in proc.stderr
     assert "Build finished." in proc.stderr
+
+
+# sorna-client's `lcc` is its CLI with `run c` put in front of the arguments (main()
+# picks the mode from argv[0]): `lcc main.c` uploads main.c and runs a batch with
+# build "*" (gcc every .c file into ./main) and exec "*" (run ./main).
+LCC = os.path.join(VENV, "bin", "lcc")
+
+
+def run_lcc(api_server, args: list[str], cwd) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [LCC, *args],
+        cwd=str(cwd),
+        env=client_env(api_server, "sorna"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    shown = f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    assert proc.returncode == 0, shown
+    assert "Traceback" not in proc.stderr, shown
+    assert "Execution failed!" not in proc.stderr, shown
+    assert "Uploading done." in proc.stderr, shown
+    assert "Cleaned up the kernel." in proc.stderr, shown
+    return proc
+
+
+def test_lcc_builds_and_runs_a_c_file(api_server, tmp_path):
+    (tmp_path / "main.c").write_text(
+        "#include <stdio.h>\n"
+        "\n"
+        "int main(void) {\n"
+        "    int sum = 0;\n"
+        "    for (int i = 1; i <= 100; i++)\n"
+        "        sum += i;\n"
+        '    printf("hello from C\\n");\n'
+        '    printf("sum=%d\\n", sum);\n'
+        "    return 0;\n"
+        "}\n"
+    )
+    proc = run_lcc(api_server, ["main.c"], tmp_path)
+    shown = f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    assert proc.stdout == "hello from C\nsum=5050\n", shown
+    assert "Build finished." in proc.stderr, shown
+    assert "error" not in proc.stderr.lower(), shown
+
+
+def test_lcc_shows_a_compile_error(api_server, tmp_path):
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n\nint main(void) {\n    printf("hello from C\\n")\n    return 0;\n}\n'
+    )
+    proc = run_lcc(api_server, ["main.c"], tmp_path)
+    output = proc.stdout + proc.stderr
+    shown = f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    assert "main.c:4" in output, shown  # gcc's diagnostic names the file and line
+    assert "error:" in output, shown
+    assert "expected ';'" in output.replace("\u2018", "'").replace("\u2019", "'"), shown
+    assert "hello" not in proc.stdout, shown
