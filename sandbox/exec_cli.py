@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, mounts, process
+from . import cgroups, languages, mounts, process
 from . import syscalls as sc
 from .kernel import wait_status_to_exit_code
 from .spec import Bind, KernelSpec, SpecError
@@ -36,6 +36,19 @@ def parse_size(text: str) -> int:
     if not match or int(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (try 256M or 1G)")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+MIN_MEMORY = 16 * 1024**2  # below this no kernel starts (and "512" was surely not bytes)
+
+
+def parse_memory(text: str) -> int:
+    """A memory limit: a size of at least MIN_MEMORY."""
+    size = parse_size(text)
+    if size < MIN_MEMORY:
+        raise argparse.ArgumentTypeError(
+            f"memory limit {text!r} is {size} bytes; at least 16M (a bare number is bytes)"
+        )
+    return size
 
 
 def _positive(kind: type) -> callable:
@@ -57,14 +70,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a command in a fresh isolated kernel.",
         usage="sandbox-exec [options] -- CMD [ARGS...]",
     )
-    p.add_argument("--mem", type=parse_size, default=KernelSpec.memory_bytes, help="memory limit")
+    p.add_argument("--mem", type=parse_memory, default=KernelSpec.memory_bytes, help="memory limit")
     p.add_argument("--pids", type=_positive(int), default=KernelSpec.pids, help="process limit")
     p.add_argument("--cpu-time", type=_positive(float), help="CPU seconds per process")
     p.add_argument("--wall-time", type=_positive(float), help="wall-clock seconds")
     p.add_argument(
         "--bind", action="append", default=[], metavar="SRC:DST[:ro|rw]", help="bind a host path"
     )
-    p.add_argument("--lang", default="python3", help="the language runtime to prepare")
+    p.add_argument(
+        "--lang", help="prepare the environment a kernel of this language gets (e.g. go's caches)"
+    )
     p.add_argument("--check", action="store_true", help="report what this host supports")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
@@ -84,8 +99,16 @@ def main(argv: list[str] | None = None) -> None:
         for bind in binds:
             if not os.path.exists(bind.src):
                 raise SpecError(f"bind {bind.src}: no such file or directory")
+        env: dict[str, str] = {}
+        if args.lang is not None:
+            row = languages.resolve(args.lang)
+            if row is None:
+                raise SpecError(
+                    f"--lang: unknown {args.lang!r}; known: {', '.join(languages.names())}"
+                )
+            env = dict(row.env)
         spec = KernelSpec(
-            lang=args.lang,
+            env=env,
             memory_bytes=args.mem,
             pids=args.pids,
             cpu_time=args.cpu_time,

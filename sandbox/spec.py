@@ -46,9 +46,11 @@ class Bind:
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """Limits and contents of one kernel. Sizes are bytes, times seconds."""
+    """Limits and contents of one kernel. Sizes are bytes, times seconds.
 
-    lang: str = "python3"
+    Nothing here names a language: a language shapes a kernel through `env`
+    (see `languages`) and through the ops the host sends it."""
+
     memory_bytes: int | None = 256 * MiB
     pids: int | None = 128
     cpu_quota: float | None = 1.0  # cores; None = unlimited
@@ -82,8 +84,6 @@ class KernelSpec:
 
     def validate(self) -> None:
         """Check types and ranges; raise SpecError naming the first bad field."""
-        if not isinstance(self.lang, str) or not self.lang:
-            raise SpecError("lang: expected a non-empty string")
         for name in ("memory_bytes", "pids"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value <= 0):

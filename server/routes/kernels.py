@@ -97,7 +97,7 @@ async def create(call: Call) -> Response:
     if mounts:  # virtual folders arrive with their own issue
         raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
     state = call.request.app.state
-    spec = KernelSpec(lang=language.name, memory_bytes=memory, env=dict(language.env))
+    spec = KernelSpec(memory_bytes=memory, env=dict(language.env))
     session, created = await state.registry.get_or_create(
         call.access_key, token, language.name, spec, timeout, call.keypair.concurrency_limit
     )

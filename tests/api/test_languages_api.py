@@ -480,3 +480,14 @@ def test_java_gets_the_kernels_memory_limit(client, kernels):
     assert run.stdout.startswith("allocated 2000 MiB")
     max_heap = int(run.stdout.split()[-2])
     assert max_heap < 256, run.stdout  # sized from the 256 MiB limit, not the host's RAM
+
+
+def test_build_steps_run_inside_the_kernel(client, kernels):
+    """A compiler is untrusted input too: the build runs jailed, as the program does."""
+    run = batch(
+        client, kernels("c"), build="id -u; hostname; ls /etc/shadow; touch /usr/x", exec=""
+    )
+    build_done = run.statuses.index("build-finished")
+    assert run.stdout == "1000\nsandbox\n"
+    assert "/etc/shadow" in run.stderr and "Read-only file system" in run.stderr
+    assert run.exit_codes[build_done] != 0

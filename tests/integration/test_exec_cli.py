@@ -35,6 +35,11 @@ def test_stdin_passes_through():
     assert r.stdout == "hello from stdin\n"
 
 
+def test_lang_prepares_that_languages_environment():
+    r = sandbox_exec("--lang", "golang", "--", "sh", "-c", "echo $GOCACHE")
+    assert r.stdout == "/tmp/.cache/go-build\n", r.stderr
+
+
 def test_runs_jailed():
     r = sandbox_exec(
         "--", "sh", "-c", "id -u; hostname; ls /proc | grep -c '^[0-9]'; cat /etc/shadow"

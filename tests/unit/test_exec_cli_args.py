@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from sandbox.exec_cli import parse_size
+from sandbox.exec_cli import main, parse_memory, parse_size
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -20,3 +20,16 @@ def test_sizes(text, value):
 def test_bad_sizes(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)
+
+
+def test_a_memory_limit_too_small_to_start_a_kernel_is_refused():
+    with pytest.raises(argparse.ArgumentTypeError, match="a bare number is bytes"):
+        parse_memory("512")
+    assert parse_memory("16M") == 16 << 20
+
+
+def test_an_unknown_lang_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--lang", "cobol", "--", "true"])
+    assert exit_info.value.code == 2
+    assert "unknown 'cobol'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sandbox import languages
 from sandbox.languages import LANGUAGES, batch_command, java_main_class, names, resolve
 
 CANONICAL = ["bash", "c", "cpp", "go", "java", "nodejs", "python3", "rust"]
@@ -190,3 +191,24 @@ def test_installed_version_for_every_row():
     for lang in LANGUAGES:
         version = lang.installed_version()
         assert isinstance(version, str) and version, lang.name
+
+
+def test_a_runtime_that_is_not_installed_is_a_503_naming_the_package(monkeypatch):
+    from server.errors import Problem
+    from server.registry import resolve_lang
+
+    row = languages.Language(
+        "cobol",
+        aliases=(),
+        requires=("no-such-compiler-here",),
+        packages="gnucobol",
+        version=("cobc", "--version"),
+        query=languages.Query("snippet", "main.cob", "cobc -x {dir}/main.cob"),
+    )
+    monkeypatch.setitem(languages._BY_NAME, "cobol", row)
+    with pytest.raises(Problem) as raised:
+        resolve_lang("cobol")
+    assert raised.value.status == 503
+    assert raised.value.kind == "instance-not-available"
+    assert "apt-get install gnucobol" in raised.value.title
+    assert "no-such-compiler-here" in raised.value.title
