@@ -86,6 +86,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _authenticate(request: Request, path: str, body: bytes) -> str | None:
+    """The caller's access key. Under X-Method-Override a client may have signed
+    the method it meant or the POST it sent: either verifies."""
+    methods = [request.method]
+    wire = request.scope.get(WIRE_METHOD)
+    if wire and wire != request.method:
+        methods.append(wire)
+    now = datetime.datetime.now(datetime.UTC)
+    for i, method in enumerate(methods):
+        try:
+            return auth.authenticate(
+                method, path, request.headers, body, request.app.state.lookup_secret, now
+            )
+        except auth.AuthError as e:
+            if i == len(methods) - 1 or e.kind != "auth-failed":
+                raise Problem(e.kind, e.detail) from None
+    return None
+
+
 def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler that needs a verified caller."""
 
@@ -98,17 +117,7 @@ def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             path = request.scope["raw_path"].decode("latin-1")
             if request.scope.get("query_string"):
                 path += "?" + request.scope["query_string"].decode("latin-1")
-            try:
-                access_key = auth.authenticate(
-                    request.method,
-                    path,
-                    request.headers,
-                    body,
-                    state.lookup_secret,
-                    datetime.datetime.now(datetime.UTC),
-                )
-            except auth.AuthError as e:
-                raise Problem(e.kind, e.detail) from None
+            access_key = _authenticate(request, path, body)
             if access_key is None:
                 raise Problem("auth-failed", "Missing authorization header")
             keypair = state.store.get(access_key)
@@ -183,6 +192,29 @@ class ResponseHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+WIRE_METHOD = "sandbox.wire_method"
+OVERRIDABLE = {"GET", "PUT", "PATCH", "DELETE", "REPORT"}
+
+
+class MethodOverride:
+    """ASGI layer: `X-Method-Override: M` on a POST routes it as M ([v3], spec §1).
+    REPORT, DOC-v3's "GET with a JSON body", is routed as GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            for name, value in scope.get("headers", []):
+                if name == b"x-method-override":
+                    method = value.decode("latin-1").strip().upper()
+                    if method in OVERRIDABLE:
+                        target = "GET" if method == "REPORT" else method
+                        scope = {**scope, "method": target, WIRE_METHOD: "POST"}
+                    break
+        await self.app(scope, receive, send)
+
+
 def create_app(config: ServerConfig) -> Starlette:
     from .routes import api_routes
 
@@ -212,5 +244,6 @@ def create_app(config: ServerConfig) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    app.add_middleware(MethodOverride)
     app.add_middleware(ResponseHeaders)
     return app

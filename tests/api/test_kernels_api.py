@@ -283,3 +283,33 @@ def test_exec_timeout_of_a_run_nobody_polls(api):
         assert time.monotonic() < deadline, "the abandoned run outlived its exec timeout"
         time.sleep(0.2)
     problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
+
+
+def test_x_method_override_routes_a_post_as_another_method(api_server):
+    client = api_server.client()
+    kid = client.create().json()["kernelId"]
+    path = f"/v2/kernel/{kid}"
+    # signed as the POST that is sent
+    r = client.request("POST", path, headers={"X-Method-Override": "GET"})
+    assert r.status_code == 200 and r.json()["lang"] == "python3", r.text
+    r = client.request("POST", path, headers={"X-Method-Override": "REPORT"})
+    assert r.status_code == 200 and "memoryUsed" in r.json()
+    # signed as the method it stands for
+    headers = client.headers("DELETE", path, b"", None)
+    headers["X-Method-Override"] = "DELETE"
+    r = client.http.request("POST", path, headers=headers)
+    assert r.status_code == 204, r.text
+    problem(client.request("GET", path), 404, "kernel-not-found")
+
+
+def test_x_method_override_is_not_a_way_around_signing(api_server):
+    client = api_server.client()
+    kid = client.create().json()["kernelId"]
+    try:
+        headers = client.headers("GET", "/v2/authorize", b"", None)  # signed for another path
+        headers["X-Method-Override"] = "DELETE"
+        r = client.http.request("POST", f"/v2/kernel/{kid}", headers=headers)
+        problem(r, 401, "auth-failed")
+        assert client.request("GET", f"/v2/kernel/{kid}").status_code == 200
+    finally:
+        client.request("DELETE", f"/v2/kernel/{kid}")
