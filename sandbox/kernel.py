@@ -92,6 +92,8 @@ class Kernel:
         self._ready = asyncio.Event()
         self._buffered = 0  # console bytes in _events
         self._drained = asyncio.Event()
+        self.max_output_bytes: int | None = None  # per run; beyond it output is dropped
+        self._run_output = 0
         self._replies: dict[int, tuple[str, asyncio.Future]] = {}
         self._next_rid = 1
 
@@ -182,6 +184,7 @@ class Kernel:
 
     async def start(self, op: dict, hold: float = 2.0) -> RunResult:
         """Start a run (a query, exec or batch op) and collect its first response."""
+        self._run_output = 0
         await self.send(op)
         return await self.collect(hold)
 
@@ -205,6 +208,10 @@ class Kernel:
     async def feed_input(self, text: str, hold: float = 2.0) -> RunResult:
         await self.send({"op": "input", "data": text})
         return await self.collect(hold)
+
+    def _send_nowait(self, message: dict) -> None:
+        if not self.gone and self._writer is not None:
+            self._writer.write(protocol.encode(message))
 
     async def interrupt(self) -> None:
         await self.send({"op": "interrupt"})
@@ -245,7 +252,14 @@ class Kernel:
         message, blob = item
         ev = message.get("ev")
         if ev in ("stdout", "stderr"):
-            console.add_text(ev, self._decoders[ev].decode(blob))
+            self._run_output += len(blob)
+            limit = self.max_output_bytes
+            if limit is None or self._run_output <= limit:
+                console.add_text(ev, self._decoders[ev].decode(blob))
+            elif self._run_output - len(blob) <= limit:  # the first chunk over: say so, once
+                note = f"\n[output limit of {limit} bytes reached: the rest was dropped, "
+                console.add_text("stderr", note + "and the run interrupted]\n")
+                self._send_nowait({"op": "interrupt"})
             return None
         self._flush_decoders(console)
         if ev == "waiting-input":

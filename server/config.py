@@ -17,15 +17,34 @@ from sandbox.spec import MiB
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Each `default_*` applies when a create leaves the limit out (or sends 0); a
+    create asking for more than the matching `max_*` gets 406."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "./data"
     hold_seconds: float = 2.0  # how long an execute call waits before "continued"
     max_body_bytes: int = 1 * MiB  # JSON request bodies
+    # per kernel, asked for at create (limits.maxMem, execTimeout, idleTimeout, maxCpuCredit)
     default_memory_bytes: int = 256 * MiB
-    default_exec_timeout_ms: int = 30_000
+    max_memory_bytes: int = 2048 * MiB
+    default_exec_timeout_ms: int = 30_000  # one run
+    max_exec_timeout_ms: int = 600_000
+    default_idle_timeout_ms: int = 600_000  # no execute call for this long: destroyed
+    max_idle_timeout_ms: int = 3_600_000
+    default_cpu_credit_ms: int = 600_000  # CPU time over the kernel's life, restarts included
+    max_cpu_credit_ms: int = 3_600_000
+    # per kernel, set here only
+    pids_per_kernel: int = 128
+    work_bytes: int = 64 * MiB  # /home/work
+    tmp_bytes: int = 64 * MiB  # /tmp and /dev/shm
+    max_output_bytes: int = 64 * MiB  # console output of one run; the rest is dropped
+    # per host and per key
+    max_kernels: int = 1000
     default_concurrency: int = 5
     default_rate_limit: int = 1000
+    # how often the reaper looks at CPU credit (idle and exec timeouts: every 0.5 s)
+    cpu_check_seconds: float = 5.0
 
     @property
     def database_path(self) -> str:

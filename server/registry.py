@@ -11,11 +11,20 @@ time; a call while a run is active continues it (its `code` is ignored), or
 answers the pending `input()` with it; every call holds up to `hold` seconds.
 The explicit `runId` model (§6.3) rides on the same state: `continue` and
 `input` modes name what the implicit model infers.
+
+Lifetimes (spec §5.10): a reaper task destroys kernels whose run is past its
+exec timeout while nobody polls, kernels idle past their idle timeout, and
+(every `cpu_check_seconds`) kernels that used up their CPU credit. A kernel
+whose runner the OOM killer took is restarted (same id, files kept, state
+lost) and the run's last response says so; one that crashed otherwise is
+destroyed. Why a kernel went is kept for a while, so a GET on it answers 404
+with the reason instead of a bare "No such kernel".
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -27,12 +36,17 @@ from sandbox.kernel import Kernel, KernelGone, RunResult
 from sandbox.spawner import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
+from .config import ServerConfig
 from .errors import Problem, bad_params
+from .limits import KernelLimits
 
 log = logging.getLogger("sandbox.server")
 
 IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
-SWEEP_INTERVAL = 0.5  # seconds between checks for runs past their exec timeout
+SWEEP_INTERVAL = 0.5  # seconds between checks of the exec and idle timeouts
+DESTROY_TIMEOUT = 15.0  # a destroy that takes longer is logged and left to the spawner
+OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
+OOM_KILLED = 128 + 9
 
 
 def resolve_lang(lang: str) -> languages.Language:
@@ -61,14 +75,17 @@ class Session:
     token: str
     lang: str
     spec: KernelSpec
-    exec_timeout_ms: int
+    limits: KernelLimits
     kernel: Kernel
+    spawner: SpawnerClient
     created: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     queries: int = 0
     state: str = IDLE
     run_id: str | None = None
     cpu_ms_before_restart: float = 0.0
+    oom_kills_seen: int = 0  # of the current kernel's cgroup
+    oom_restart_pending: bool = False  # the runner died of OOM: restart, don't destroy
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # exec timeout of the current run: seconds left when the clock last (re)started,
     # and when that was; the clock stops while the program waits for input()
@@ -96,7 +113,7 @@ class Session:
 
     def _start_run(self, run_id: str | None) -> None:
         self.run_id = run_id or secrets.token_hex(8)
-        self.run_budget = self.exec_timeout_ms / 1000
+        self.run_budget = self.limits.exec_timeout_ms / 1000
         self.run_clock = time.monotonic()
 
     async def execute(
@@ -129,19 +146,49 @@ class Session:
             elif self.overdue():
                 self.state = TIMED_OUT
                 result = RunResult("exec-timeout", console=result.console)
+            elif self.state == IDLE and (self.kernel.gone or result.exit_code == OOM_KILLED):
+                await self._report_oom(result)
             return result, self.run_id
+
+    async def cpu_ms(self) -> float:
+        """CPU time used over the kernel's life, restarts included."""
+        return self.cpu_ms_before_restart + (await self.stats()).get("cpu_usec", 0) / 1000
+
+    async def stats(self) -> dict:
+        try:
+            return await self.spawner.stats(self.id)
+        except SpawnerError:
+            return {}
+
+    async def out_of_memory(self) -> bool:
+        """Whether the OOM killer struck in this kernel since the last look."""
+        kills = (await self.stats()).get("oom_kills", 0)
+        struck, self.oom_kills_seen = kills > self.oom_kills_seen, max(kills, self.oom_kills_seen)
+        return struck
+
+    async def _report_oom(self, result: RunResult) -> None:
+        if not await self.out_of_memory():
+            return
+        limit = self.limits.memory_bytes // (1024 * 1024)
+        note = f"\n[out of memory: the kernel reached its {limit} MiB limit"
+        if self.kernel.gone:
+            note += "; it was restarted: variables are gone, files in /home/work are kept"
+            self.oom_restart_pending = True
+        result.console.append(["stderr", note + "]\n"])
 
 
 class Registry:
     """All live sessions, and the spawner that makes their kernels."""
 
-    def __init__(self, spawner: SpawnerClient) -> None:
+    def __init__(self, spawner: SpawnerClient, config: ServerConfig) -> None:
         self.spawner = spawner
+        self.config = config
         self.sessions: dict[str, Session] = {}
         self.by_token: dict[tuple[str, str], str] = {}
+        self.obituaries: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         self._create_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task] = set()
-        self._sweeper: asyncio.Task | None = None
+        self._reaper: asyncio.Task | None = None
 
     def count_for(self, access_key: str) -> int:
         return sum(1 for s in self.sessions.values() if s.access_key == access_key)
@@ -149,7 +196,8 @@ class Registry:
     def get(self, access_key: str, kernel_id: str) -> Session:
         session = self.sessions.get(kernel_id)
         if session is None or session.access_key != access_key:
-            raise Problem("kernel-not-found")
+            owner, reason = self.obituaries.get(kernel_id, ("", ""))
+            raise Problem("kernel-not-found", reason if owner == access_key else "")
         return session
 
     async def get_or_create(
@@ -158,7 +206,7 @@ class Registry:
         token: str,
         lang: str,
         spec: KernelSpec,
-        exec_timeout_ms: int,
+        limits: KernelLimits,
         concurrency_limit: int,
     ) -> tuple[Session, bool]:
         async with self._create_lock:
@@ -170,37 +218,50 @@ class Registry:
                 return session, False
             if self.count_for(access_key) >= concurrency_limit:
                 raise Problem("quota-exceeded", f"at most {concurrency_limit} kernels per key")
+            if len(self.sessions) >= self.config.max_kernels:
+                raise Problem(
+                    "instance-not-available",
+                    f"this server runs its maximum of {self.config.max_kernels} kernels",
+                )
             kernel_id = secrets.token_urlsafe(16)
             kernel = await self._start(kernel_id, spec, keep_work=False)
-            session = Session(kernel_id, access_key, token, lang, spec, exec_timeout_ms, kernel)
+            session = Session(
+                kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner
+            )
             self.sessions[kernel_id] = session
             self.by_token[(access_key, token)] = kernel_id
             self._watch(session)
-            if self._sweeper is None:
-                self._sweeper = asyncio.create_task(self._sweep())
+            if self._reaper is None:
+                self._reaper = asyncio.create_task(self._reap())
             log.info("kernel created id=%s key=%s lang=%s", kernel_id, access_key, lang)
             return session, True
 
     async def restart(self, session: Session) -> None:
         """Same id, same /home/work, fresh interpreter; CPU credit carries over."""
         async with session.lock:
-            stats = await self._stats(session)
-            session.cpu_ms_before_restart += stats.get("cpu_usec", 0) / 1000
-            await session.kernel.close()
-            try:
-                await self.spawner.destroy(session.id, keep_work=True)
-                session.kernel = await self._start(session.id, session.spec, keep_work=True)
-            except (SpawnerError, KernelGone) as e:
-                await self.destroy(session, reason="restart failed")
-                raise Problem("kernel-restart-failed", str(e)) from e
-            session.state, session.run_id = IDLE, None
-            session.last_used = time.monotonic()
-            self._watch(session)
+            await self._restart_locked(session)
+
+    async def _restart_locked(self, session: Session) -> None:
+        session.cpu_ms_before_restart = await session.cpu_ms()
+        await session.kernel.close()
+        try:
+            await self.spawner.destroy(session.id, keep_work=True)
+            session.kernel = await self._start(session.id, session.spec, keep_work=True)
+        except (SpawnerError, KernelGone, Problem) as e:
+            await self.destroy(session, reason="its restart failed")
+            raise Problem("kernel-restart-failed", str(e)) from e
+        session.state, session.run_id = IDLE, None
+        session.oom_kills_seen, session.oom_restart_pending = 0, False
+        session.last_used = time.monotonic()
+        self._watch(session)
 
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> None:
         if self.sessions.pop(session.id, None) is None:
             return
         self.by_token.pop((session.access_key, session.token), None)
+        self.obituaries[session.id] = (session.access_key, reason)
+        while len(self.obituaries) > OBITUARIES:
+            self.obituaries.popitem(last=False)
         await session.kernel.close()
         with contextlib.suppress(SpawnerError):
             await self.spawner.destroy(session.id)
@@ -208,38 +269,59 @@ class Registry:
 
     async def info(self, session: Session) -> dict:
         """The flat DOC-v2 info object (spec §5.2), in its units."""
-        stats = await self._stats(session)
+        stats = await session.stats()
         now = time.monotonic()
-        timeout_ms = session.exec_timeout_ms
         return {
             "lang": session.lang,
             "age": round((now - session.created) * 1000, 1),
-            "queryTimeout": timeout_ms,
-            "idleTimeout": -1,
-            "memoryLimit": (session.spec.memory_bytes or 0) // 1024,
-            "maxCpuCredit": timeout_ms,
+            "queryTimeout": session.limits.exec_timeout_ms,
+            "idleTimeout": session.limits.idle_timeout_ms,
+            "memoryLimit": session.limits.memory_bytes // 1024,
+            "maxCpuCredit": session.limits.cpu_credit_ms,
             "numQueriesExecuted": session.queries,
             "idle": round((now - session.last_used) * 1000, 1),
-            "memoryUsed": stats.get("memory_peak", 0) // 1024,
+            "memoryUsed": stats.get("memory_peak", 0) // 1024,  # peak, as v2 reported it
+            "memoryCurrent": stats.get("memory_current", 0) // 1024,
             "cpuCreditUsed": round(
                 session.cpu_ms_before_restart + stats.get("cpu_usec", 0) / 1000, 1
             ),
         }
 
-    async def _sweep(self) -> None:
-        """Destroy kernels whose run is past its exec timeout while nobody polls it
-        (a call in progress holds the lock and reports exec-timeout itself)."""
+    async def _reap(self) -> None:
+        """Destroy kernels past their limits. Never dies: one kernel's trouble is
+        logged and the others are still looked after."""
+        next_cpu_check = time.monotonic() + self.config.cpu_check_seconds
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            check_cpu = now >= next_cpu_check
+            if check_cpu:
+                next_cpu_check = now + self.config.cpu_check_seconds
             for session in list(self.sessions.values()):
-                if session.overdue() and not session.lock.locked():
-                    await self.destroy(session, reason="exec timeout")
+                try:
+                    reason = await self._past_a_limit(session, now, check_cpu)
+                    if reason:
+                        await asyncio.wait_for(self.destroy(session, reason), DESTROY_TIMEOUT)
+                except Exception:  # noqa: BLE001 - the reaper must outlive any one kernel
+                    log.exception("reaper: kernel %s", session.id)
+
+    async def _past_a_limit(self, session: Session, now: float, check_cpu: bool) -> str:
+        """Why the kernel must go, or ""."""
+        limits = session.limits
+        if session.overdue() and not session.lock.locked():
+            return f"exec timeout: a run took longer than {limits.exec_timeout_ms / 1000:g} s"
+        idle_ms = (now - session.last_used) * 1000
+        if idle_ms > limits.idle_timeout_ms and not session.lock.locked():
+            return f"idle timeout: no execute call for {limits.idle_timeout_ms / 1000:g} s"
+        if check_cpu and await session.cpu_ms() > limits.cpu_credit_ms:
+            return f"CPU credit used up: {limits.cpu_credit_ms / 1000:g} s of CPU time"
+        return ""
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await self._reaper
         for session in list(self.sessions.values()):
             await self.destroy(session, reason="server shutdown")
 
@@ -252,6 +334,7 @@ class Registry:
             raise Problem("kernel-creation-failed", str(e)) from e
         try:
             kernel = await Kernel.connect(kernel_id, pid, sock)
+            kernel.max_output_bytes = self.config.max_output_bytes
             await kernel.wait_ready()
         except KernelGone as e:
             with contextlib.suppress(SpawnerError):
@@ -259,23 +342,25 @@ class Registry:
             raise Problem("kernel-creation-failed", str(e)) from e
         return kernel
 
-    async def _stats(self, session: Session) -> dict:
-        try:
-            return await self.spawner.stats(session.id)
-        except SpawnerError:
-            return {}
-
     def _watch(self, session: Session) -> None:
-        """When a kernel's socket closes on its own (crash, OOM), clean it up."""
+        """When a kernel's socket closes on its own: restart it after an OOM kill of
+        its runner, destroy it after any other death."""
         kernel = session.kernel
 
         async def watch() -> None:
             await kernel.wait_gone()
-            # The lock lets a waiting execute call collect the final events first;
-            # a restart holds it too and replaces the kernel, so check after taking it.
+            # The lock lets a waiting execute call collect the final events (and
+            # notice an OOM) first; a restart holds it too and replaces the kernel.
             async with session.lock:
-                if self.sessions.get(session.id) is session and session.kernel is kernel:
-                    await self.destroy(session, reason="the kernel exited")
+                if self.sessions.get(session.id) is not session or session.kernel is not kernel:
+                    return
+                if session.oom_restart_pending or await session.out_of_memory():
+                    log.info("kernel %s ran out of memory: restarting", session.id)
+                    with contextlib.suppress(Problem):
+                        await self._restart_locked(session)
+                    return
+                status = kernel.exit_status
+                await self.destroy(session, reason=f"the kernel exited (wait status {status})")
 
         task = asyncio.create_task(watch())
         self._watchers.add(task)

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from sandbox.kernel import KernelGone
 from sandbox.spec import KernelSpec
 
+from .. import limits
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
 from ..registry import IDLE, Session, resolve_lang
@@ -23,7 +24,6 @@ CREATE_FIELDS = {
     "config",
     "tag",
 }
-LIMIT_FIELDS = {"maxMem", "execTimeout", "timeout"}
 EXECUTE_FIELDS = {"mode", "type", "code", "options", "runId"}
 MODES = {"query", "batch", "continue", "input", "complete"}
 # v2 allowed 8-80 characters, v3 4-64 word characters: accept either, keep it printable.
@@ -34,35 +34,6 @@ def _unknown(data: dict, known: set[str], where: str) -> None:
     extra = sorted(set(data) - known)
     if extra:
         raise bad_params(f"{where}: unknown field {extra[0]!r}")
-
-
-def _non_negative_int(data: dict, name: str, where: str) -> int:
-    value = data.get(name, 0)
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise bad_params(f"{where}.{name}: expected a non-negative integer")
-    return value
-
-
-def _limits(data: dict, call: Call) -> tuple[int, int]:
-    """(memory bytes, exec timeout ms) from limits (v2) / resourceLimits (v1); 0 = default."""
-    config = call.request.app.state.config
-    memory, timeout = 0, 0
-    for where in ("limits", "resourceLimits"):
-        block = data.get(where)
-        if block is None:
-            continue
-        if not isinstance(block, dict):
-            raise bad_params(f"{where}: expected an object")
-        _unknown(block, LIMIT_FIELDS, where)
-        memory = _non_negative_int(block, "maxMem", where) * 1024 or memory
-        timeout = (
-            _non_negative_int(block, "execTimeout", where)
-            or _non_negative_int(block, "timeout", where)
-            or timeout
-        )
-    return memory or config.default_memory_bytes, timeout or config.default_exec_timeout_ms
 
 
 def _mounts(data: dict) -> list[str]:
@@ -91,15 +62,22 @@ async def create(call: Call) -> Response:
     token = data.get("clientSessionToken")
     if not isinstance(token, str) or not TOKEN_RE.match(token):
         raise bad_params("clientSessionToken: required, 4-80 characters of [A-Za-z0-9_.:-]")
-    memory, timeout = _limits(data, call)
+    config = call.request.app.state.config
+    kernel_limits = limits.requested(data, config)
     mounts = _mounts(data)
     language = resolve_lang(lang)
     if mounts:  # virtual folders arrive with their own issue
         raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
     state = call.request.app.state
-    spec = KernelSpec(memory_bytes=memory, env=dict(language.env))
+    spec = KernelSpec(
+        memory_bytes=kernel_limits.memory_bytes,
+        pids=config.pids_per_kernel,
+        work_bytes=config.work_bytes,
+        tmp_bytes=config.tmp_bytes,
+        env=dict(language.env),
+    )
     session, created = await state.registry.get_or_create(
-        call.access_key, token, language.name, spec, timeout, call.keypair.concurrency_limit
+        call.access_key, token, language.name, spec, kernel_limits, call.keypair.concurrency_limit
     )
     return json_response({"kernelId": session.id, "created": created}, status=201)
 
