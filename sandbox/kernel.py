@@ -97,6 +97,11 @@ class Kernel:
         self._replies: dict[int, tuple[str, asyncio.Future]] = {}
         self._next_rid = 1
 
+    @property
+    def dead(self) -> bool:
+        """The runner has exited (its "exited" event arrived) or the socket closed."""
+        return self.gone or self.exit_status is not None
+
     @classmethod
     async def connect(cls, kernel_id: str, pid: int, sock: socket.socket) -> Kernel:
         kernel = cls(kernel_id, pid)

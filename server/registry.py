@@ -146,7 +146,7 @@ class Session:
             elif self.overdue():
                 self.state = TIMED_OUT
                 result = RunResult("exec-timeout", console=result.console)
-            elif self.state == IDLE and (self.kernel.gone or result.exit_code == OOM_KILLED):
+            elif self.state == IDLE and (self.kernel.dead or result.exit_code == OOM_KILLED):
                 await self._report_oom(result)
             return result, self.run_id
 
@@ -171,7 +171,7 @@ class Session:
             return
         limit = self.limits.memory_bytes // (1024 * 1024)
         note = f"\n[out of memory: the kernel reached its {limit} MiB limit"
-        if self.kernel.gone:
+        if self.kernel.dead:
             note += "; it was restarted: variables are gone, files in /home/work are kept"
             self.oom_restart_pending = True
         result.console.append(["stderr", note + "]\n"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import psutil
 import pytest
 
 from server import auth
@@ -29,6 +31,7 @@ class ApiServer:
     secret_key: str
     data_dir: str
     output: list[str]
+    pid: int = 0
 
     def client(self, dialect: str = "sorna", **keys: str) -> SignedClient:
         return SignedClient(
@@ -105,6 +108,66 @@ class SignedClient:
         return results
 
 
+def spawner_pid(server_pid: int) -> int:
+    """The server's spawner: the child that runs sandbox.spawner."""
+    for child in psutil.Process(server_pid).children():
+        if any("spawner" in part for part in child.cmdline()):
+            return child.pid
+    raise AssertionError("the server has no spawner process")
+
+
+class KernelRemains:
+    """Everything one kernel of a server owns on the host, recorded while it runs:
+    the processes in its pid namespace, its cgroups, its /home/work mount and
+    scratch directory (both in the spawner's mount namespace)."""
+
+    def __init__(self, server: ApiServer, kernel_id: str) -> None:
+        self.spawner = spawner_pid(server.pid)
+        self.kernel_id = kernel_id
+        self.cgroup_dirs = []
+        for root, dirs, _files in os.walk("/sys/fs/cgroup"):
+            if kernel_id in dirs:
+                self.cgroup_dirs.append(os.path.join(root, kernel_id))
+            dirs[:] = [d for d in dirs if d != kernel_id]
+        assert self.cgroup_dirs, "the kernel should have cgroups"
+        pids = set()
+        for d in self.cgroup_dirs:
+            with contextlib.suppress(OSError), open(f"{d}/cgroup.procs") as f:
+                pids.update(int(p) for p in f.read().split())
+        self.namespaces = {os.readlink(f"/proc/{p}/ns/pid") for p in pids}
+        assert self.namespaces, "the kernel should have processes"
+        mount = next((m for m in self._mounts() if m.endswith(f"/work/{kernel_id}")), None)
+        assert mount, "the kernel should have a work mount"
+        self.work_dir = f"/proc/{self.spawner}/root{mount}"
+
+    def _mounts(self) -> list[str]:
+        with open(f"/proc/{self.spawner}/mountinfo") as f:
+            return [line.split()[4] for line in f]
+
+    def processes(self) -> list[int]:
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{proc.pid}/ns/pid") in self.namespaces:
+                    found.append(proc.pid)
+        return found
+
+    def assert_processes_gone(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.processes() == [], "processes survived"
+
+    def assert_gone(self, timeout: float = 10) -> None:
+        self.assert_processes_gone(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(os.path.exists(d) for d in self.cgroup_dirs):
+            time.sleep(0.05)
+        assert [d for d in self.cgroup_dirs if os.path.exists(d)] == [], "cgroups survived"
+        assert not any(m.endswith(f"/work/{self.kernel_id}") for m in self._mounts())
+        assert not os.path.exists(self.work_dir), "scratch directory survived"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,6 +206,7 @@ def start_server(
         settings.get("SORNA_SECRET_KEY", ""),
         data_dir,
         output,
+        proc.pid,
     )
     return proc, server
 
