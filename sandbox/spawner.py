@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 from . import cgroups, mounts, process
@@ -61,6 +62,7 @@ class Spawner:
         self.cgroups = cgroup_manager
         self.scratch = scratch
         self.kernels: dict[str, _Kernel] = {}
+        self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
         self.env = process.Environment.prepare(
             scratch, layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE
         )
@@ -95,12 +97,20 @@ class Spawner:
         return started.pid, host_end
 
     def destroy(self, kernel_id: str, keep_work: bool) -> int | None:
+        """Kill the kernel and free what it holds. A kernel that will not die (a
+        process stuck in the kernel's uninterruptible sleep) is given up on after
+        cgroups.KILL_TIMEOUT, logged, and kept in `undead`: the spawner must stay
+        responsive for every other kernel."""
         kernel = self.kernels.pop(kernel_id)
         process.kill_kernel(kernel.pid)
-        if kernel.cgroup is not None:
-            kernel.cgroup.remove()
+        try:
+            if kernel.cgroup is not None:
+                kernel.cgroup.remove()
+        except cgroups.CgroupError as e:
+            print(f"spawner: kernel {kernel_id} will not die: {e}", file=sys.stderr, flush=True)
+            self.undead[kernel_id] = kernel
         if kernel.status is None:
-            kernel.status = _wait(kernel.pid)
+            kernel.status = wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
         if not keep_work:
             self._remove_work(kernel.work)
         return kernel.status
@@ -123,6 +133,10 @@ class Spawner:
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
                 self.destroy(kernel_id, keep_work=False)
+        for kernel in self.undead.values():  # one last try
+            with contextlib.suppress(Exception):
+                if kernel.cgroup is not None:
+                    kernel.cgroup.remove()
         self.cgroups.cleanup()
 
     # -- work directories -----------------------------------------------------
@@ -141,14 +155,24 @@ class Spawner:
             os.rmdir(work)
 
 
-def _wait(pid: int) -> int | None:
+def wait_for_exit(pid: int, timeout: float) -> int | None:
+    """Reap `pid` and return its wait status; None if it is not our child or is
+    still there after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
     while True:
         try:
-            return os.waitpid(pid, 0)[1]
+            reaped, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             return None
         except InterruptedError:
             continue
+        if reaped:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
