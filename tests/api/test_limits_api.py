@@ -355,3 +355,25 @@ def test_a_client_destroy_is_remembered_as_such(client):
     assert client.request("DELETE", f"/v2/kernel/{kid}").status_code == 204
     title = problem(client.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
     assert "destroyed by the client" in title
+
+
+def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
+    """A server whose kernels may hold a single process: pid 1 cannot fork the
+    runner. The create fails cleanly and the server goes on serving."""
+    config = tmp_path / "server.toml"
+    config.write_text("pids_per_kernel = 1\n")
+    proc, broken = start_server(
+        str(tmp_path / "data"), (sys.executable, "-m", "server", "--config", str(config))
+    )
+    threading.Thread(target=lambda: broken.output.extend(proc.stdout), daemon=True).start()
+    try:
+        client = broken.client()
+        problem(client.create(), 500, "kernel-creation-failed")
+        assert client.request("GET", "/v2/authorize").status_code == 200
+        problem(client.create(), 500, "kernel-creation-failed")  # nothing half-made in the way
+    finally:
+        stop_server(proc)
+
+
+def test_an_unknown_folder_in_mounts_is_folder_not_found(client):
+    problem(client.create(mounts=["no-such-folder"]), 404, "folder-not-found")
