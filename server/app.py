@@ -28,6 +28,7 @@ from sandbox.spawner import SpawnerClient
 from . import auth, ratelimit
 from .config import ServerConfig
 from .errors import Problem, bad_params, problem_response
+from .folders import FolderStore
 from .registry import Registry
 from .store import Keypair, KeyStore
 
@@ -228,6 +229,7 @@ def create_app(config: ServerConfig) -> Starlette:
         store = KeyStore(config.database_path)
         app.state.config = config
         app.state.store = store
+        app.state.folders = FolderStore(config.database_path, config.folders_path)
         app.state.limiter = ratelimit.RateLimiter()
         app.state.lookup_secret = lambda ak: kp.secret_key if (kp := store.get(ak)) else None
         app.state.spawner = await SpawnerClient.start()
@@ -237,6 +239,7 @@ def create_app(config: ServerConfig) -> Starlette:
         finally:
             await app.state.registry.close()
             await app.state.spawner.close()
+            app.state.folders.close()
             store.close()
 
     app = Starlette(

@@ -43,12 +43,18 @@ class ServerConfig:
     max_kernels: int = 1000
     default_concurrency: int = 5
     default_rate_limit: int = 1000
+    max_folders_per_key: int = 10
+    max_folder_bytes_per_key: int = 1024 * MiB  # checked on folder uploads
     # how often the reaper looks at CPU credit (idle and exec timeouts: every 0.5 s)
     cpu_check_seconds: float = 5.0
 
     @property
     def database_path(self) -> str:
         return os.path.join(self.data_dir, "sandbox.sqlite")
+
+    @property
+    def folders_path(self) -> str:
+        return os.path.join(self.data_dir, "folders")
 
     @classmethod
     def load(cls, path: str | None, **overrides: object) -> ServerConfig:

@@ -35,6 +35,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     ),
     "image-not-found": (404, "No such environment image."),
     "folder-not-found": (404, "No such virtual folder."),
+    "folder-already-exists": (400, "The virtual folder already exists with the same name."),
     "quota-exceeded": (412, "You have reached your resource limit."),
     "not-acceptable": (406, "The requested limits exceed this server's limits."),
     "rate-limit-exceeded": (429, "You have reached your API query rate limit."),

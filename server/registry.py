@@ -86,11 +86,21 @@ class Session:
     cpu_ms_before_restart: float = 0.0
     oom_kills_seen: int = 0  # of the current kernel's cgroup
     oom_restart_pending: bool = False  # the runner died of OOM: restart, don't destroy
+    mounts: dict[str, str] = field(default_factory=dict)  # path under /home/work -> folder id
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # exec timeout of the current run: seconds left when the clock last (re)started,
     # and when that was; the clock stops while the program waits for input()
     run_budget: float = 0.0
     run_clock: float | None = None
+
+    def mounted_at(self, path: str) -> str | None:
+        """The mount a path in /home/work falls in, if any."""
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        for alias in self.mounts:
+            alias_parts = alias.split("/")
+            if parts[: len(alias_parts)] == alias_parts:
+                return alias
+        return None
 
     @property
     def language(self) -> languages.Language:
@@ -190,6 +200,10 @@ class Registry:
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
 
+    def mounting(self, folder_id: str) -> list[str]:
+        """Ids of the live kernels that mount a folder."""
+        return [s.id for s in self.sessions.values() if folder_id in s.mounts.values()]
+
     def count_for(self, access_key: str) -> int:
         return sum(1 for s in self.sessions.values() if s.access_key == access_key)
 
@@ -208,6 +222,7 @@ class Registry:
         spec: KernelSpec,
         limits: KernelLimits,
         concurrency_limit: int,
+        mounts: dict[str, str] | None = None,
     ) -> tuple[Session, bool]:
         async with self._create_lock:
             existing = self.by_token.get((access_key, token))
@@ -226,8 +241,9 @@ class Registry:
             kernel_id = secrets.token_urlsafe(16)
             kernel = await self._start(kernel_id, spec, keep_work=False)
             session = Session(
-                kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner
-            )
+                kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
+                mounts=dict(mounts or {}),
+            )  # fmt: skip
             self.sessions[kernel_id] = session
             self.by_token[(access_key, token)] = kernel_id
             self._watch(session)

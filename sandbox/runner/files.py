@@ -39,9 +39,15 @@ MAX_LIST_JSON = protocol.MAX_JSON - 64 * 1024
 DIR_MODE = 0o755
 FILE_MODE = 0o644  # for new files, less the umask; an existing file keeps its mode
 
-OPS = frozenset({"upload", "files", "download"})
+OPS = frozenset({"upload", "files", "download", "mkdir", "delete"})
 
-_VERBS = {"upload": "upload", "files": "list", "download": "download"}
+_VERBS = {
+    "upload": "upload",
+    "files": "list",
+    "download": "download",
+    "mkdir": "make directory",
+    "delete": "delete",
+}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK = 256 * 1024
 
@@ -266,6 +272,44 @@ def download(path: object, root: str = WORK_DIR, max_size: int = MAX_DOWNLOAD) -
         os.close(fd)
 
 
+def make_dir(path: object, root: str = WORK_DIR) -> None:
+    """Create root/path and any missing parents (an existing directory is fine)."""
+    _shown, parts = _components(path, "make directory", want_file=False)
+    os.close(_open_dirs(root, parts, True, "make directory", _shown))
+
+
+def delete(path: object, recursive: bool, root: str = WORK_DIR) -> None:
+    """Remove root/path: a file, a symlink (not what it points to), an empty
+    directory, or with `recursive` a directory tree, fd by fd, following nothing."""
+    verb = "delete"
+    shown, parts = _components(path, verb, want_file=True)
+    dir_fd = _open_dirs(root, parts[:-1], False, verb, shown)
+    try:
+        _remove(dir_fd, parts[-1], recursive, verb, shown)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove(dir_fd: int, name: str, recursive: bool, verb: str, shown: str) -> None:
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return
+        if recursive:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                for entry in os.listdir(fd):
+                    _remove(fd, entry, True, verb, shown)
+            finally:
+                os.close(fd)
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ENOTEMPTY:
+            raise FileOpError(f"cannot {verb} {shown}: the directory is not empty") from None
+        raise FileOpError(f"cannot {verb} {shown}: {_reason(e, name)}") from None
+
+
 def handle(
     message: dict, blob: bytes, root: str = WORK_DIR, max_download: int = MAX_DOWNLOAD
 ) -> tuple[dict, bytes]:
@@ -287,6 +331,12 @@ def handle(
             return reply, b""
         if op == "download":
             return reply, download(path, root, max_download)
+        if op == "mkdir":
+            make_dir(path, root)
+            return reply, b""
+        if op == "delete":
+            delete(path, bool(message.get("recursive")), root)
+            return reply, b""
         raise FileOpError(f"unknown file operation {repr(op)[:100]}")
     except FileOpError as e:
         error = str(e)

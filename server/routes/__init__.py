@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import files, kernels, languages
+from . import files, folders, kernels, languages
 
 
 def api_routes(prefix: str) -> list[Route]:
     # languages first: /kernel/languages would otherwise match /kernel/{kernel_id}
-    return languages.routes(prefix) + kernels.routes(prefix) + files.routes(prefix)
+    return (
+        languages.routes(prefix)
+        + kernels.routes(prefix)
+        + files.routes(prefix)
+        + folders.routes(prefix)
+    )

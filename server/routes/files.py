@@ -20,12 +20,12 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.kernel import KernelGone
+from sandbox.kernel import Kernel, KernelGone
 from sandbox.spec import MiB
 
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
-from .kernels import Session, session_for
+from .kernels import session_for
 
 MAX_FILES = 20
 MAX_FILE_BYTES = 1 * MiB
@@ -34,7 +34,7 @@ MAX_DOWNLOADS = 5
 MAX_UPLOAD_BODY = MAX_FILES * (MAX_FILE_BYTES + 64 * 1024)
 
 
-def _check_path(path: object, field: str) -> str:
+def check_path(path: object, field: str) -> str:
     """Reject what is obviously wrong before asking the kernel (which checks for real)."""
     if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
         raise bad_params(f"{field}: expected a relative path")
@@ -43,11 +43,10 @@ def _check_path(path: object, field: str) -> str:
     return path
 
 
-async def _ask(
-    session: Session, op: str, blob: bytes = b"", **fields: object
-) -> tuple[dict, bytes]:
+async def ask(kernel: Kernel, op: str, blob: bytes = b"", **fields: object) -> tuple[dict, bytes]:
+    """A file op done by the kernel's pid 1; 400 naming the problem if it refuses."""
     try:
-        reply, data = await session.kernel.request(op, blob, **fields)
+        reply, data = await kernel.request(op, blob, **fields)
     except KernelGone as e:
         raise Problem("kernel-execution-failed", str(e)) from e
     if not reply.get("ok"):
@@ -55,9 +54,8 @@ async def _ask(
     return reply, data
 
 
-@signed
-async def upload(call: Call) -> Response:
-    session = session_for(call)
+async def read_upload(call: Call) -> list[tuple[str, bytes]]:
+    """The (path, content) pairs of a multipart upload, checked against the limits."""
     request = call.request
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise bad_params("Content-Type: expected multipart/form-data")
@@ -77,22 +75,36 @@ async def upload(call: Call) -> Response:
         raise bad_params(f"Too many files: at most {MAX_FILES}")
     contents = []
     for part in files:
-        path = _check_path(part.filename, "filename")
+        path = check_path(part.filename, "filename")
         data = await part.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise bad_params(f"Too large file: {path} is over {MAX_FILE_BYTES} bytes")
         contents.append((path, data))
     await form.close()
+    return contents
+
+
+@signed
+async def upload(call: Call) -> Response:
+    session = session_for(call)
+    contents = await read_upload(call)
+    for path, _data in contents:
+        alias = session.mounted_at(path)
+        if alias is not None:
+            raise bad_params(
+                f"filename: {path!r} is inside the mounted folder {alias!r}; "
+                "upload into a folder with the folder API"
+            )
     for path, data in contents:
-        await _ask(session, "upload", data, path=path)
+        await ask(session.kernel, "upload", data, path=path)
     return no_content()
 
 
 @signed
 async def list_files(call: Call) -> Response:
     data = call.json()
-    path = _check_path(data.get("path", ".") or ".", "path")
-    reply, _ = await _ask(session_for(call), "files", path=path)
+    path = check_path(data.get("path", ".") or ".", "path")
+    reply, _ = await ask(session_for(call).kernel, "files", path=path)
     return json_response(
         {"files": json.dumps(reply.get("files", [])), "errors": "", "abspath": reply.get("abspath")}
     )
@@ -101,15 +113,18 @@ async def list_files(call: Call) -> Response:
 @signed
 async def download(call: Call) -> Response:
     """Each requested file as one tar archive in a multipart/mixed body (spec §5.9)."""
-    names = call.json().get("files")
+    return await multipart_download(session_for(call).kernel, call.json().get("files"))
+
+
+async def multipart_download(kernel: Kernel, names: object, prefix: str = "") -> Response:
+    """Download `names` (paths under prefix) through the kernel's pid 1."""
     if not isinstance(names, list) or not names or len(names) > MAX_DOWNLOADS:
         raise bad_params(f"files: expected a list of 1 to {MAX_DOWNLOADS} paths")
-    session = session_for(call)
     boundary = secrets.token_hex(16)
     body = io.BytesIO()
     for name in names:
-        path = _check_path(name, "files")
-        _reply, content = await _ask(session, "download", path=path)
+        path = check_path(name, "files")
+        _reply, content = await ask(kernel, "download", path=prefix + path)
         archive = _tar_one(os.path.basename(path), content)
         body.write(f"--{boundary}\r\n".encode())
         body.write(b"Content-Type: application/x-tar\r\n")

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import KernelGone
-from sandbox.spec import KernelSpec
+from sandbox.spec import WORK_DIR, Bind, KernelSpec
 
 from .. import limits
 from ..app import Call, json_response, no_content, signed
@@ -34,6 +34,33 @@ def _unknown(data: dict, known: set[str], where: str) -> None:
     extra = sorted(set(data) - known)
     if extra:
         raise bad_params(f"{where}: unknown field {extra[0]!r}")
+
+
+ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def _mount_plan(mounts: list[str], access_key: str, call: Call) -> tuple[dict[str, str], tuple]:
+    """Resolve `name` / `name:alias` entries to the key's folders: ({alias: folder id},
+    binds at /home/work/<alias>). 404 folder-not-found, 400 for a bad alias."""
+    store = call.request.app.state.folders
+    by_alias: dict[str, str] = {}
+    binds = []
+    for entry in mounts:
+        name, _, alias = entry.partition(":")
+        alias = alias or name
+        parts = alias.split("/")
+        if not ALIAS_RE.match(alias) or any(p in (".", "..") for p in parts):
+            raise bad_params(f"mounts: {entry!r}: the alias must be a relative path in /home/work")
+        if alias in by_alias or any(
+            a.startswith(alias + "/") or alias.startswith(a + "/") for a in by_alias
+        ):
+            raise bad_params(f"mounts: {entry!r}: two folders at or inside one another")
+        folder = store.get(access_key, name)
+        if folder is None:
+            raise Problem("folder-not-found", f"no folder named {name!r}")
+        by_alias[alias] = folder.id
+        binds.append(Bind(store.path(folder), f"{WORK_DIR}/{alias}", readonly=False))
+    return by_alias, tuple(binds)
 
 
 def _mounts(data: dict) -> list[str]:
@@ -66,18 +93,24 @@ async def create(call: Call) -> Response:
     kernel_limits = limits.requested(data, config)
     mounts = _mounts(data)
     language = resolve_lang(lang)
-    if mounts:  # virtual folders arrive with their own issue
-        raise Problem("folder-not-found", f"no folder named {mounts[0]!r}")
+    mounted, binds = _mount_plan(mounts, call.access_key, call)
     state = call.request.app.state
     spec = KernelSpec(
         memory_bytes=kernel_limits.memory_bytes,
         pids=config.pids_per_kernel,
         work_bytes=config.work_bytes,
         tmp_bytes=config.tmp_bytes,
+        binds=binds,
         env=dict(language.env),
     )
     session, created = await state.registry.get_or_create(
-        call.access_key, token, language.name, spec, kernel_limits, call.keypair.concurrency_limit
+        call.access_key,
+        token,
+        language.name,
+        spec,
+        kernel_limits,
+        call.keypair.concurrency_limit,
+        mounted,
     )
     return json_response({"kernelId": session.id, "created": created}, status=201)
 

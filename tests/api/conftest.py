@@ -136,6 +136,10 @@ class KernelRemains:
                 pids.update(int(p) for p in f.read().split())
         self.namespaces = {os.readlink(f"/proc/{p}/ns/pid") for p in pids}
         assert self.namespaces, "the kernel should have processes"
+        # The kernel frees a dead namespace's inode number for reuse, so a later
+        # kernel can show the same "pid:[...]": a namespace is the old one only
+        # while its init (namespace pid 1) is the process recorded here.
+        self.inits = {self._namespace(p): self._identity(p) for p in pids if self._is_init(p)}
         mount = next((m for m in self._mounts() if m.endswith(f"/work/{kernel_id}")), None)
         assert mount, "the kernel should have a work mount"
         self.work_dir = f"/proc/{self.spawner}/root{mount}"
@@ -144,11 +148,35 @@ class KernelRemains:
         with open(f"/proc/{self.spawner}/mountinfo") as f:
             return [line.split()[4] for line in f]
 
+    @staticmethod
+    def _namespace(pid: int) -> str:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+
+    @staticmethod
+    def _identity(pid: int) -> tuple[int, float]:
+        return pid, psutil.Process(pid).create_time()
+
+    @staticmethod
+    def _is_init(pid: int) -> bool:
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next(line for line in f if line.startswith("NSpid:"))
+        return nspid.split()[-1] == "1"
+
+    def _still_ours(self, namespace: str) -> bool:
+        init = self.inits.get(namespace)
+        if init is None:
+            return True  # no init seen: be strict
+        try:
+            return self._identity(init[0]) == init
+        except psutil.Error:
+            return False
+
     def processes(self) -> list[int]:
         found = []
         for proc in psutil.process_iter():
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{proc.pid}/ns/pid") in self.namespaces:
+                namespace = self._namespace(proc.pid)
+                if namespace in self.namespaces and self._still_ours(namespace):
                     found.append(proc.pid)
         return found
 
@@ -156,7 +184,12 @@ class KernelRemains:
         deadline = time.monotonic() + timeout
         while self.processes() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert self.processes() == [], "processes survived"
+        left = []
+        for pid in self.processes():
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(pid)
+                left.append((pid, p.name(), p.status(), p.ppid(), p.cmdline()[:3]))
+        assert left == [], "processes survived"
 
     def assert_gone(self, timeout: float = 10) -> None:
         self.assert_processes_gone(timeout)

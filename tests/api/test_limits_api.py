@@ -32,6 +32,7 @@ pids_per_kernel = 64
 work_bytes = {16 * MiB}
 tmp_bytes = {16 * MiB}
 max_kernels = 12
+max_folder_bytes_per_key = {2 * MiB}
 """
 
 
@@ -377,3 +378,18 @@ def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
 
 def test_an_unknown_folder_in_mounts_is_folder_not_found(client):
     problem(client.create(mounts=["no-such-folder"]), 404, "folder-not-found")
+
+
+def test_folder_bytes_quota(client):
+    from test_files_api import multipart
+
+    assert client.request("POST", "/v2/folders", {"name": "quota"}).status_code == 201
+    try:
+        body, ctype = multipart([(f"f{i}", b"x" * (MiB - 4096)) for i in range(2)])
+        r = client.request("POST", "/v2/folders/quota/upload", raw=body, content_type=ctype)
+        assert r.status_code == 201, r.text
+        body, ctype = multipart([("more", b"x" * MiB)])
+        r = client.request("POST", "/v2/folders/quota/upload", raw=body, content_type=ctype)
+        assert str(2 * MiB) in problem(r, 412, "quota-exceeded")
+    finally:
+        client.request("DELETE", "/v2/folders/quota")

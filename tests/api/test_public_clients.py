@@ -454,3 +454,31 @@ def test_lcc_shows_a_compile_error(api_server, tmp_path):
     assert "error:" in output, shown
     assert "expected ';'" in output.replace("\u2018", "'").replace("\u2019", "'"), shown
     assert "hello" not in proc.stdout, shown
+
+
+def test_sorna_mounts_folders_with_an_alias(api_server, tmp_path):
+    """sorna-client 0.9.8's `mounts` (top-level, DOC-v2): `name` and `name:alias`."""
+    from test_files_api import multipart
+
+    api = api_server.client()  # the key the client scripts use
+    for name, text in (("data", b"from data\n"), ("lib", b"from lib\n")):
+        assert api.request("POST", "/v2/folders", {"name": name}).status_code == 201
+        body, ctype = multipart([("file.txt", text)])
+        r = api.request("POST", f"/v2/folders/{name}/upload", raw=body, content_type=ctype)
+        assert r.status_code == 201
+    try:
+        out = run_script(
+            api_server,
+            "sorna",
+            """
+            kernel = Kernel.get_or_create("python3", mounts=["data", "lib:pkgs"])
+            _kernels.append(kernel)
+            code = "print(open('data/file.txt').read() + open('pkgs/file.txt').read(), end='')"
+            out["stdout"] = run(kernel, code)["stdout"]
+            """,
+            tmp_path,
+        )
+        assert out["stdout"] == "from data\nfrom lib\n"
+    finally:
+        for name in ("data", "lib"):
+            api.request("DELETE", f"/v2/folders/{name}")

@@ -249,3 +249,35 @@ def test_handle_replies(root):
 def test_handle_missing_root_is_an_error_not_a_crash(tmp_path):
     reply, _ = files.handle({"op": "files", "rid": 1, "path": "."}, b"", str(tmp_path / "none"))
     assert reply["ok"] is False and "work directory" in reply["error"]
+
+
+def test_make_dir_and_delete(root):
+    files.make_dir("a/b/c", str(root))
+    assert (root / "a/b/c").is_dir()
+    files.make_dir("a/b", str(root))  # exists: fine
+    (root / "a/b/c/f.txt").write_text("x")
+    with pytest.raises(files.FileOpError, match="not empty"):
+        files.delete("a", False, str(root))
+    files.delete("a/b/c/f.txt", False, str(root))
+    files.delete("a", True, str(root))
+    assert not (root / "a").exists()
+
+
+def test_delete_removes_a_symlink_not_its_target(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "keep.txt").write_text("keep")
+    (root / "link").symlink_to(outside)
+    (root / "d").mkdir()
+    (root / "d/inner").symlink_to(outside)
+    files.delete("link", True, str(root))
+    files.delete("d", True, str(root))
+    assert (outside / "keep.txt").read_text() == "keep"
+    assert not (root / "link").exists() and not (root / "d").exists()
+
+
+def test_make_dir_refuses_a_symlinked_parent(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside2")
+    (root / "link").symlink_to(outside)
+    with pytest.raises(files.FileOpError, match="symbolic link"):
+        files.make_dir("link/new", str(root))
+    assert not (outside / "new").exists()
