@@ -146,7 +146,9 @@ class Kernel:
                     self.exit_status = status if isinstance(status, int) else None
                 await self._events.put((message, body[jlen:]))
                 self._buffered += blen
-                if self._buffered > MAX_BUFFERED:  # back-pressure until a client reads
+                # Back-pressure until a client reads, except while a request (a file
+                # op) waits for its reply, which comes behind the output in the stream.
+                while self._buffered > MAX_BUFFERED and not self._replies:
                     self._drained.clear()
                     await self._drained.wait()
         except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
@@ -179,6 +181,7 @@ class Kernel:
         self._next_rid += 1
         future = asyncio.get_running_loop().create_future()
         self._replies[rid] = ("completions" if op == "complete" else "reply", future)
+        self._drained.set()  # a paused reader goes on until the reply is in
         try:
             await self.send({"op": op, "rid": rid, **fields}, blob)
             return await asyncio.wait_for(future, timeout)

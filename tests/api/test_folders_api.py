@@ -306,3 +306,17 @@ def test_deleting_a_trapped_folder_touches_nothing_outside(api):
     before = sorted(os.listdir("/etc"))
     assert api.request("DELETE", f"/v2/folders/{name}").status_code == 204
     assert sorted(os.listdir("/etc")) == before
+
+
+def test_a_symlink_planted_where_a_mount_goes_fails_the_restart_safely(api, folder):
+    """/home/work survives a restart; kernel code swaps the mount's parent for a
+    symlink to /etc. The restart refuses to bind through it (kernel-restart-failed),
+    the kernel is gone with that reason, and /etc is untouched."""
+    kid = kernel_with(api, [f"{folder}:lib/pkgs"])
+    run(api, kid, "import os; os.rename('lib', 'moved'); os.symlink('/etc', 'lib')")
+    before = sorted(os.listdir("/etc"))
+    title = problem(api.request("PATCH", f"/v2/kernel/{kid}"), 500, "kernel-restart-failed")
+    assert "not a directory" in title
+    gone = problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
+    assert "restart failed" in gone
+    assert sorted(os.listdir("/etc")) == before and not os.path.exists("/etc/pkgs")

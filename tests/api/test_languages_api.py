@@ -491,3 +491,22 @@ def test_build_steps_run_inside_the_kernel(client, kernels):
     assert run.stdout == "1000\nsandbox\n"
     assert "/etc/shadow" in run.stderr and "Read-only file system" in run.stderr
     assert run.exit_codes[build_done] != 0
+
+
+def test_file_requests_are_answered_during_an_output_flood(client, kernels):
+    """The host stops reading a flooding kernel; a file request must still get its
+    reply, which sits behind the output in the kernel's stream."""
+    kid = kernels("bash")
+    r = client.execute(kid, mode="query", code="yes 0123456789012345678901234567890123456789")
+    assert r.json()["result"]["status"] == "continued"
+    import time
+
+    time.sleep(1)  # let the buffer fill and the reader pause
+    r = client.request("GET", f"/v2/kernel/{kid}/files", {"path": "."})
+    assert r.status_code == 200, r.text
+    client.request("POST", f"/v2/kernel/{kid}/interrupt")
+    for _ in range(100):
+        result = client.execute(kid, mode="continue", code="").json()["result"]
+        if result["status"] == "finished":
+            break
+    assert result["status"] == "finished"
