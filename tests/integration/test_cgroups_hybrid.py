@@ -21,7 +21,10 @@ from sandbox.cgroups import CgroupLimits, Layout
 MiB = 1024 * 1024
 LIMITS = CgroupLimits(memory_bytes=64 * MiB, pids=16, cpu_quota=0.5)
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+pytestmark = [
+    pytest.mark.cgroups,
+    pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root"),
+]
 
 
 def _our_dirs() -> list[str]:

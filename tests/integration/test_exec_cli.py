@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.cgroups
+
 SANDBOX_EXEC = [sys.executable, "-m", "sandbox.exec_cli"]
 
 

@@ -11,6 +11,12 @@ import pytest
 
 from sandbox.spec import KernelSpec, MiB
 
+pytestmark = pytest.mark.cgroups
+
+# Read at collection, before any test has started a spawner.
+with open("/proc/self/cgroup") as _f:
+    OWN_CGROUPS_AT_START = {line.strip().split(":", 2)[2] for line in _f}
+
 
 def pid_namespace(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
@@ -185,3 +191,48 @@ def test_closing_a_kernels_socket_ends_it_even_with_others_running(sandbox):
     finally:
         first.destroy()
         second.destroy()
+
+
+def test_cpu_quota_throttles(sandbox):
+    """Two busy processes for a second of wall time under a 0.5-core quota: the
+    kernel gets about half a core, not the two cores the host has."""
+    kernel = sandbox.kernel(KernelSpec(cpu_quota=0.5), name="throttled")
+    try:
+        before = kernel.stats()["cpu_usec"]
+        out = kernel.run(
+            "import multiprocessing, time\n"
+            "def spin():\n"
+            "    end = time.monotonic() + 2\n"
+            "    while time.monotonic() < end: pass\n"
+            "procs = [multiprocessing.Process(target=spin) for _ in range(2)]\n"
+            "start = time.monotonic()\n"
+            "[p.start() for p in procs]; [p.join() for p in procs]\n"
+            "print(round(time.monotonic() - start, 2))\n"
+        )
+        wall = float(out.stdout)
+        used = (kernel.stats()["cpu_usec"] - before) / 1e6
+        assert used / wall < 0.5 * 1.3, (used, wall)  # unthrottled it would be near 2
+    finally:
+        kernel.destroy()
+
+
+def test_kernel_cgroups_nest_under_our_own(sandbox):
+    """Created under the cgroup this process (and so the spawner) started in, never
+    elsewhere in the tree: a delegated subtree is all a server may touch. (On v2 a
+    spawner moves the processes of its cgroup into a leaf below it, the "no
+    internal processes" rule, so where we are now is no guide.)"""
+    kernel = sandbox.kernel(name="nested")
+    try:
+        remains = Remains(sandbox, kernel)
+        own = OWN_CGROUPS_AT_START
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if " - cgroup" in line]
+        for directory in remains.cgroup_dirs:
+            mount = max((m for m in mounts if directory.startswith(m + "/")), key=len)
+            relative = directory[len(mount) :]
+            assert any(relative.startswith(path.rstrip("/") + "/") for path in own), (
+                directory,
+                own,
+            )
+    finally:
+        kernel.destroy()

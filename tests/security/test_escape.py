@@ -367,6 +367,7 @@ def test_interpreter_binary_not_writable_through_proc_self_exe(shared_kernel):
     assert result in ("EROFS", "EACCES", "ETXTBSY"), out
 
 
+@pytest.mark.cgroups
 def test_sys_is_not_mounted(shared_kernel):
     out = run_ok(
         shared_kernel, "import os; print(os.path.exists('/sys/fs/cgroup'), os.listdir('/'))"
@@ -391,3 +392,22 @@ def test_server_packages_not_importable(shared_kernel):
     )
     assert out.splitlines()[0] == "True /usr/bin/python3"
     assert "IMPORTED" not in out, out
+
+
+@pytest.mark.cgroups
+def test_cgroups_cannot_be_reached_or_mounted(shared_kernel):
+    """No cgroup filesystem inside, and none can be mounted: a kernel cannot raise
+    its own limits or move itself out of its cgroup."""
+    out = run_ok(
+        shared_kernel,
+        """
+        import ctypes, errno, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        os.makedirs('/tmp/cg', exist_ok=True)
+        for fstype, options in ((b'cgroup2', None), (b'cgroup', b'memory')):
+            rc = libc.mount(fstype, b'/tmp/cg', fstype, 0, options)
+            print(fstype.decode(), rc, errno.errorcode.get(ctypes.get_errno()))
+        """,
+    )
+    lines = out.split("\n")
+    assert lines[0] == "cgroup2 -1 EPERM" and lines[1] == "cgroup -1 EPERM", out

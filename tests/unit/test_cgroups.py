@@ -19,6 +19,8 @@ from sandbox.cgroups import (
     probe,
 )
 
+pytestmark = pytest.mark.cgroups
+
 MiB = 1024 * 1024
 LIMITS = CgroupLimits(memory_bytes=64 * MiB, pids=16, cpu_quota=0.5)
 
