@@ -683,15 +683,16 @@ class HybridCgroup(V1Cgroup):
 class NoneCgroup(KernelCgroup):
     """No cgroup at all: nothing to join, limit or kill here (the caller applies
     rlimits and kills the pid-namespace init). Accounting sums psutil readings over
-    the pids the caller registers with track(); weaker than a cgroup (forks that
-    exit between samples are missed, there is no OOM or fork-limit count)."""
+    the pids the caller registers with track(); weaker than a cgroup: memory is the
+    sum of RSS (shared pages counted in each process), there is no OOM or
+    fork-limit count. CPU time is exact for processes that were waited for, since
+    a parent's children times include every descendant it reaped."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._pids_fn: Callable[[], list[int]] | None = None
         self._peak = 0
-        # (pid, start time) -> last CPU time seen, so exited processes keep counting.
-        self._cpu: dict[tuple[int, float], float] = {}
+        self._cpu_usec = 0
 
     def track(self, pids_fn: Callable[[], list[int]]) -> None:
         self._pids_fn = pids_fn
@@ -715,21 +716,24 @@ class NoneCgroup(KernelCgroup):
         import psutil  # only this layout needs it; keeps the others' import light
 
         rss = count = 0
+        cpu = 0.0
         for pid in self._pids_fn() if self._pids_fn else []:
             try:
                 proc = psutil.Process(pid)
                 with proc.oneshot():
                     rss += proc.memory_info().rss
                     t = proc.cpu_times()
-                    self._cpu[(pid, proc.create_time())] = t.user + t.system
+                cpu += t.user + t.system + t.children_user + t.children_system
                 count += 1
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         self._peak = max(self._peak, rss)
+        # Never backwards: a child between exit and its parent's wait counts nowhere.
+        self._cpu_usec = max(self._cpu_usec, int(cpu * 1_000_000))
         return CgroupStats(
             memory_current=rss,
             memory_peak=self._peak,
-            cpu_usec=int(sum(self._cpu.values()) * 1_000_000),
+            cpu_usec=self._cpu_usec,
             oom_kills=0,
             pids_current=count,
             pids_limit_hits=0,

@@ -130,15 +130,15 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
     manager = cgroups.detect()
-    cgroup = None
+    cgroup = manager.create(
+        f"exec-{os.getpid()}",
+        cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota),
+    )
     try:
         mounts.mount_work(f"{scratch}/work", spec.work_bytes)
         env = process.Environment.prepare(
             scratch, layout_has_cgroup=manager.layout is not cgroups.Layout.NONE
         )
-        if env.layout_has_cgroup:
-            limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
-            cgroup = manager.create(f"exec-{os.getpid()}", limits)
         try:
             started = process.start_kernel(
                 env,
@@ -156,8 +156,7 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
         _explain(spec, cgroup, code, timed_out, wall_time)
         return code
     finally:
-        if cgroup is not None:
-            cgroup.remove()
+        cgroup.remove()
         manager.cleanup()
         with contextlib.suppress(OSError):
             sc.umount(f"{scratch}/work")
@@ -186,7 +185,7 @@ def _wait(pid: int, wall_time: float | None) -> tuple[int, bool]:
 
 def _explain(
     spec: KernelSpec,
-    cgroup: cgroups.KernelCgroup | None,
+    cgroup: cgroups.KernelCgroup,
     code: int,
     timed_out: bool,
     wall_time: float | None,
@@ -196,15 +195,15 @@ def _explain(
     if timed_out:
         say(f"wall time limit of {wall_time:g} s exceeded; killed")
         return
-    stats = cgroup.stats() if cgroup is not None else None
-    if stats is not None and stats.oom_kills:
+    stats = cgroup.stats()
+    if stats.oom_kills:
         say(f"out of memory: the memory limit of {spec.memory_bytes} bytes was reached")
     # RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard one
-    oom = stats is not None and stats.oom_kills
+    oom = stats.oom_kills
     cpu_signal = code == 128 + signal.SIGXCPU or (code == 128 + signal.SIGKILL and not oom)
     if spec.cpu_time and cpu_signal:
         say(f"CPU time limit of {spec.cpu_time:g} s per process reached")
-    if stats is not None and stats.pids_limit_hits:
+    if stats.pids_limit_hits:
         say(f"the process limit of {spec.pids} was reached {stats.pids_limit_hits} time(s)")
 
 

@@ -122,7 +122,7 @@ def start_kernel(
     env: Environment,
     spec: KernelSpec,
     work: str,
-    cgroup: KernelCgroup | None,
+    cgroup: KernelCgroup,
     payload: Payload,
     host_sock: socket.socket | None = None,
     stdio: tuple[int, int, int] | None = None,
@@ -175,7 +175,7 @@ def _child_a(
     env: Environment,
     spec: KernelSpec,
     work: str,
-    cgroup: KernelCgroup | None,
+    cgroup: KernelCgroup,
     payload: Payload,
     host_sock: socket.socket | None,
     stdio: tuple[int, int, int] | None,
@@ -185,8 +185,7 @@ def _child_a(
     try:
         os.setsid()
         _arrange_fds(host_sock, stdio, status_w)
-        if cgroup is not None:
-            cgroup.join()
+        cgroup.join()
         sc.unshare(NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
@@ -223,6 +222,7 @@ def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) ->
     """Runs in B, pid 1 of the new namespaces. Never returns."""
     step = "setup"
     try:
+        rlimits = _rlimits(spec, env, payload)  # reads /proc/self before the root changes
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
@@ -233,7 +233,7 @@ def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) ->
         socket.sethostname(HOSTNAME)
         step = "privileges"
         os.umask(0o022)
-        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, _rlimits(spec, env))
+        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)
         step = "seccomp"
         env.filter.load()
         _forget_host()
@@ -254,15 +254,29 @@ def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) ->
     runner_init.serve_as_init(_HOST_FD, _runner_main)
 
 
-def _rlimits(spec: KernelSpec, env: Environment) -> privileges.Rlimits:
-    weak = not env.layout_has_cgroup  # rlimits are all we have: documented as weaker
+def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges.Rlimits:
+    # Without a cgroup, rlimits are all we have (README: the none layout). They are
+    # weaker: RLIMIT_AS counts address space, not memory in use, and RLIMIT_NPROC
+    # counts the tasks of the kernel uid, which every kernel shares.
+    weak = not env.layout_has_cgroup
+    address_space = None
+    if weak and spec.memory_bytes:
+        # A runner is a fork of the spawner and starts with its mappings: the limit
+        # is on what the kernel maps beyond them. A payload is exec'd and starts afresh.
+        address_space = spec.memory_bytes + (0 if payload.argv else _address_space())
     return privileges.Rlimits(
         nofile=spec.nofile,
         fsize=spec.fsize_bytes,
         cpu_seconds=int(spec.cpu_time + 0.999) if spec.cpu_time else None,
-        address_space=spec.memory_bytes if weak and spec.memory_bytes else None,
-        nproc=None,
+        address_space=address_space,
+        nproc=spec.pids if weak and spec.pids else None,
     )
+
+
+def _address_space() -> int:
+    """This process's mapped address space, bytes (VmSize)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _forget_host() -> None:

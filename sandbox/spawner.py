@@ -29,6 +29,7 @@ import array
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import select
 import shutil
@@ -50,7 +51,7 @@ from .spec import KernelSpec, SpecError, validate_kernel_id
 @dataclass
 class _Kernel:
     pid: int
-    cgroup: cgroups.KernelCgroup | None
+    cgroup: cgroups.KernelCgroup
     work: str
     status: int | None = None  # wait status once pid 1 has exited
 
@@ -73,12 +74,9 @@ class Spawner:
         if kernel_id in self.kernels:
             raise SpecError(f"id: kernel {kernel_id} already exists")
         work = self._work_dir(kernel_id, spec, keep_work)
-        cgroup = None
-        if self.env.layout_has_cgroup:
-            cgroup = self.cgroups.create(
-                kernel_id,
-                cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota),
-            )
+        cgroup = self.cgroups.create(
+            kernel_id, cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
+        )
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
@@ -86,13 +84,13 @@ class Spawner:
             )
         except BaseException:
             host_end.close()
-            if cgroup is not None:
-                cgroup.remove()
+            cgroup.remove()
             if not keep_work:
                 self._remove_work(work)
             raise
         finally:
             kernel_end.close()
+        cgroup.track(functools.partial(_namespace_pids, started.pid))
         self.kernels[kernel_id] = _Kernel(started.pid, cgroup, work)
         return started.pid, host_end
 
@@ -104,8 +102,7 @@ class Spawner:
         kernel = self.kernels.pop(kernel_id)
         process.kill_kernel(kernel.pid)
         try:
-            if kernel.cgroup is not None:
-                kernel.cgroup.remove()
+            kernel.cgroup.remove()
         except cgroups.CgroupError as e:
             print(f"spawner: kernel {kernel_id} will not die: {e}", file=sys.stderr, flush=True)
             self.undead[kernel_id] = kernel
@@ -118,8 +115,7 @@ class Spawner:
     def stats(self, kernel_id: str) -> dict:
         kernel = self.kernels[kernel_id]
         data = {"alive": kernel.status is None, "pid": kernel.pid}
-        if kernel.cgroup is not None:
-            data.update(dataclasses.asdict(kernel.cgroup.stats()))
+        data.update(dataclasses.asdict(kernel.cgroup.stats()))
         return data
 
     def reap(self) -> None:
@@ -135,8 +131,7 @@ class Spawner:
                 self.destroy(kernel_id, keep_work=False)
         for kernel in self.undead.values():  # one last try
             with contextlib.suppress(Exception):
-                if kernel.cgroup is not None:
-                    kernel.cgroup.remove()
+                kernel.cgroup.remove()
         self.cgroups.cleanup()
 
     # -- work directories -----------------------------------------------------
@@ -153,6 +148,19 @@ class Spawner:
             sc.umount(work)
         with contextlib.suppress(OSError):
             os.rmdir(work)
+
+
+def _namespace_pids(init_pid: int) -> list[int]:
+    """The kernel's pid 1 and every process below it: all of its pid namespace,
+    since orphans there are re-parented to that pid 1 (accounting for the none
+    layout, which has no cgroup to ask)."""
+    import psutil  # only the none layout asks; keeps the spawner's import light
+
+    try:
+        init = psutil.Process(init_pid)
+        return [init_pid, *(p.pid for p in init.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def wait_for_exit(pid: int, timeout: float) -> int | None:
