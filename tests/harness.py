@@ -14,11 +14,18 @@ import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from sandbox import cgroups
 from sandbox.kernel import Kernel, RunResult
 from sandbox.spawner import SpawnerClient
 from sandbox.spec import KernelSpec
 
 _ids = itertools.count(1)
+
+# The layout the spawners of this run pick (honours SANDBOX_CGROUP_LAYOUT, as they
+# do). Under none there are no cgroups, only rlimits and psutil: the cgroup tests
+# assert the weaker guarantees the README documents for it instead.
+LAYOUT = cgroups.detect().layout
+HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
 
 
 @dataclass

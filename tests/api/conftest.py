@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 import pytest
+from harness import HAS_CGROUPS
 
 from server import auth
 
@@ -129,24 +130,32 @@ class KernelRemains:
             if kernel_id in dirs:
                 self.cgroup_dirs.append(os.path.join(root, kernel_id))
             dirs[:] = [d for d in dirs if d != kernel_id]
-        assert self.cgroup_dirs, "the kernel should have cgroups"
-        pids = set()
-        for d in self.cgroup_dirs:
-            with contextlib.suppress(OSError), open(f"{d}/cgroup.procs") as f:
-                pids.update(int(p) for p in f.read().split())
-        self.namespaces = {os.readlink(f"/proc/{p}/ns/pid") for p in pids}
-        assert self.namespaces, "the kernel should have processes"
+        if HAS_CGROUPS:
+            assert self.cgroup_dirs, "the kernel should have cgroups"
+        else:
+            assert self.cgroup_dirs == [], "the none layout makes no cgroups"
+        work = next((m for m in self._mounts() if m[1].endswith(f"/work/{kernel_id}")), None)
+        assert work, "the kernel should have a work mount"
+        self.work_dir = f"/proc/{self.spawner}/root{work[1]}"
+        # Its pid 1 is the spawner's child that has that same tmpfs (same device)
+        # at /home/work: found without any cgroup, so on every layout.
+        inits = [
+            child.pid
+            for child in psutil.Process(self.spawner).children()
+            if (work[0], "/home/work") in self._mounts(child.pid)
+        ]
+        assert len(inits) == 1, inits
+        self.namespaces = {self._namespace(inits[0])}
         # The kernel frees a dead namespace's inode number for reuse, so a later
         # kernel can show the same "pid:[...]": a namespace is the old one only
         # while its init (namespace pid 1) is the process recorded here.
-        self.inits = {self._namespace(p): self._identity(p) for p in pids if self._is_init(p)}
-        mount = next((m for m in self._mounts() if m.endswith(f"/work/{kernel_id}")), None)
-        assert mount, "the kernel should have a work mount"
-        self.work_dir = f"/proc/{self.spawner}/root{mount}"
+        self.inits = {self._namespace(inits[0]): self._identity(inits[0])}
 
-    def _mounts(self) -> list[str]:
-        with open(f"/proc/{self.spawner}/mountinfo") as f:
-            return [line.split()[4] for line in f]
+    def _mounts(self, pid: int | None = None) -> list[tuple[str, str]]:
+        """(device, mount point) of each mount that `pid` (the spawner) sees."""
+        with contextlib.suppress(OSError), open(f"/proc/{pid or self.spawner}/mountinfo") as f:
+            return [(line.split()[2], line.split()[4]) for line in f]
+        return []
 
     @staticmethod
     def _namespace(pid: int) -> str:
@@ -155,12 +164,6 @@ class KernelRemains:
     @staticmethod
     def _identity(pid: int) -> tuple[int, float]:
         return pid, psutil.Process(pid).create_time()
-
-    @staticmethod
-    def _is_init(pid: int) -> bool:
-        with open(f"/proc/{pid}/status") as f:
-            nspid = next(line for line in f if line.startswith("NSpid:"))
-        return nspid.split()[-1] == "1"
 
     def _still_ours(self, namespace: str) -> bool:
         init = self.inits.get(namespace)
@@ -197,7 +200,7 @@ class KernelRemains:
         while time.monotonic() < deadline and any(os.path.exists(d) for d in self.cgroup_dirs):
             time.sleep(0.05)
         assert [d for d in self.cgroup_dirs if os.path.exists(d)] == [], "cgroups survived"
-        assert not any(m.endswith(f"/work/{self.kernel_id}") for m in self._mounts())
+        assert not any(m.endswith(f"/work/{self.kernel_id}") for _, m in self._mounts())
         assert not os.path.exists(self.work_dir), "scratch directory survived"
 
 
