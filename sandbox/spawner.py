@@ -96,18 +96,20 @@ class Spawner:
 
     def destroy(self, kernel_id: str, keep_work: bool) -> int | None:
         """Kill the kernel and free what it holds. A kernel that will not die (a
-        process stuck in the kernel's uninterruptible sleep) is given up on after
-        cgroups.KILL_TIMEOUT, logged, and kept in `undead`: the spawner must stay
-        responsive for every other kernel."""
+        process stuck in the kernel's uninterruptible sleep, or frozen) is given up
+        on after cgroups.KILL_TIMEOUT, logged, and kept in `undead` until its pid 1
+        is reaped (see reap): the spawner must stay responsive for every other kernel."""
         kernel = self.kernels.pop(kernel_id)
         process.kill_kernel(kernel.pid)
         try:
             kernel.cgroup.remove()
+            if kernel.status is None:
+                kernel.status = wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
+            if kernel.status is None:
+                raise cgroups.CgroupError(f"pid {kernel.pid} did not exit")
         except cgroups.CgroupError as e:
             print(f"spawner: kernel {kernel_id} will not die: {e}", file=sys.stderr, flush=True)
             self.undead[kernel_id] = kernel
-        if kernel.status is None:
-            kernel.status = wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
         if not keep_work:
             self._remove_work(kernel.work)
         return kernel.status
@@ -119,11 +121,21 @@ class Spawner:
         return data
 
     def reap(self) -> None:
-        """Collect exited kernels' pid 1 (they come back to us as subreaper)."""
+        """Collect exited kernels' pid 1 (they come back to us as subreaper). An
+        undead kernel whose pid 1 is finally gone has its cgroups removed now."""
         by_pid = {k.pid: k for k in self.kernels.values()}
+        undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
         for pid, status in runner_init.reap_exited().items():
             if pid in by_pid:
                 by_pid[pid].status = status
+            elif pid in undead:
+                kernel = self.undead.pop(undead[pid])
+                try:
+                    kernel.cgroup.remove()
+                except cgroups.CgroupError as e:
+                    print(f"spawner: kernel {undead[pid]}: {e}", file=sys.stderr, flush=True)
+                else:
+                    print(f"spawner: kernel {undead[pid]} died at last", file=sys.stderr, flush=True)
 
     def shutdown(self) -> None:
         for kernel_id in list(self.kernels):

@@ -7,6 +7,7 @@ left on the host and that another kernel still answers.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -412,3 +413,68 @@ def test_folder_bytes_quota(client):
         assert str(2 * MiB) in problem(r, 412, "quota-exceeded")
     finally:
         client.request("DELETE", "/v2/folders/quota")
+
+
+def _own_v1_freezer() -> str | None:
+    """This process's cgroup in the v1 freezer hierarchy, if the host mounts one."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "freezer" in controllers.split(","):
+                directory = "/sys/fs/cgroup/freezer" + path.rstrip("/")
+                return directory if os.path.isdir(directory) else None
+    return None
+
+
+def _wait_for(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.1)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystander):
+    """A kernel frozen by the v1 freezer cannot die: a SIGKILL waits for the thaw, as
+    for a process stuck in uninterruptible sleep. The reaper's destroy gives up on
+    it after the kill timeout, the server goes on serving and reaping the others,
+    and once its processes can die, nothing of it is left."""
+    freezer = _own_v1_freezer()
+    if freezer is None:  # the v2 freezer lets SIGKILL through: nothing to hold it with
+        pytest.skip("needs a cgroup v1 freezer hierarchy to make a kernel that will not die")
+    kid = create(client, idleTimeout=1000)
+    remains = KernelRemains(server, kid)
+    jail = f"{freezer}/sandbox-test-undead-{os.getpid()}"
+    os.mkdir(jail)
+    try:
+        for pid in remains.processes():
+            _write(f"{jail}/cgroup.procs", str(pid))
+        _write(f"{jail}/freezer.state", "FROZEN")
+        _wait_for(lambda: _read(f"{jail}/freezer.state").strip() == "FROZEN", "FROZEN")
+        # The idle timeout fires and the reaper's destroy cannot finish.
+        _wait_for(lambda: any(f"kernel {kid} will not die" in line for line in server.output),
+                  "the spawner to give up on the kernel")  # fmt: skip
+        assert remains.processes(), "the frozen kernel should still be there"
+        assert "idle timeout" in problem(client.request("GET", f"/v2/kernel/{kid}"), 404,
+                                         "kernel-not-found")  # fmt: skip
+        # Meanwhile the server serves, and the reaper still reaps other kernels.
+        still_answers(client, bystander)
+        assert client.request("GET", "/v2/authorize").status_code == 200
+        other = create(client, idleTimeout=1000)
+        _wait_for(lambda: any(f"id={other} reason=idle timeout" in line for line in server.output),
+                  "the reaper to destroy another idle kernel")  # fmt: skip
+    finally:
+        _write(f"{jail}/freezer.state", "THAWED")
+    remains.assert_gone()  # the SIGKILL lands on the thaw; the spawner removes the rest
+    _wait_for(lambda: any(f"kernel {kid} died at last" in line for line in server.output),
+              "the spawner to see the kernel die")  # fmt: skip
+    os.rmdir(jail)
