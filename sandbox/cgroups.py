@@ -525,6 +525,38 @@ def _rmdir_tree(path: str, timeout: float = 1.0) -> None:
             time.sleep(0.01)
 
 
+_STALE_RE = re.compile(r"^sandbox-(\d+)(-supervisor)?$")
+
+
+def _sweep_stale(own_dir: str, own_pid: int) -> None:
+    """Remove the empty sandbox-<pid> trees in `own_dir` whose pid is gone: what a
+    spawner killed by SIGKILL (or a crashed host) left. Cgroups that still hold
+    processes are left alone and logged."""
+    try:
+        entries = [e for e in os.scandir(own_dir) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for entry in entries:
+        m = _STALE_RE.match(entry.name)
+        if not m or int(m.group(1)) == own_pid or _alive(int(m.group(1))):
+            continue
+        try:
+            _rmdir_tree(entry.path, timeout=0.1)
+            log.info("removed the stale cgroup tree %s", entry.path)
+        except CgroupError as e:
+            log.warning("stale cgroup tree %s is still in use: %s", entry.path, e)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class V2Cgroup(_FsCgroup):
     """A kernel cgroup in the unified hierarchy."""
 
@@ -767,7 +799,10 @@ class _FsManager(CgroupManager):
         self.problems = list(problems)
 
     def _prepare(self) -> None:
-        """Create the sandbox-<pid> parents (once)."""
+        """Create the sandbox-<pid> parents (once), after sweeping away those of
+        managers that died without cleaning up."""
+        for d in _unique(self._own.values()):
+            _sweep_stale(d, self._pid)
         for d in _unique(self._base.values()):
             os.makedirs(d, exist_ok=True)
         self._prepared = True

@@ -93,6 +93,7 @@ class Kernel:
         self._buffered = 0  # console bytes in _events
         self._drained = asyncio.Event()
         self.max_output_bytes: int | None = None  # per run; beyond it output is dropped
+        self.reply_timeout = 30.0  # seconds request() waits for pid 1's reply
         self._run_output = 0
         self._replies: dict[int, tuple[str, asyncio.Future]] = {}
         self._next_rid = 1
@@ -172,7 +173,7 @@ class Kernel:
             future.set_result((message, blob))
 
     async def request(
-        self, op: str, blob: bytes = b"", timeout: float = 30.0, **fields: object
+        self, op: str, blob: bytes = b"", timeout: float | None = None, **fields: object
     ) -> tuple[dict, bytes]:
         """An operation with a reply (files, completion), matched by request id.
 
@@ -184,7 +185,7 @@ class Kernel:
         self._drained.set()  # a paused reader goes on until the reply is in
         try:
             await self.send({"op": op, "rid": rid, **fields}, blob)
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, timeout or self.reply_timeout)
         except TimeoutError:
             raise KernelGone(f"the kernel did not answer {op!r}") from None
         finally:

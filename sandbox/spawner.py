@@ -135,7 +135,9 @@ class Spawner:
                 except cgroups.CgroupError as e:
                     print(f"spawner: kernel {undead[pid]}: {e}", file=sys.stderr, flush=True)
                 else:
-                    print(f"spawner: kernel {undead[pid]} died at last", file=sys.stderr, flush=True)
+                    print(
+                        f"spawner: kernel {undead[pid]} died at last", file=sys.stderr, flush=True
+                    )
 
     def shutdown(self) -> None:
         for kernel_id in list(self.kernels):
@@ -229,7 +231,11 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
             _reply(conn, {"ok": False, "kind": "not-found", "error": f"no kernel {kernel_id}"})
         elif op == "destroy":
             status = spawner.destroy(kernel_id, bool(request.get("keep_work")))
-            _reply(conn, {"ok": True, "status": status})
+            if kernel_id in spawner.undead:
+                error = f"a process of kernel {kernel_id} would not die; it is freed once it does"
+                _reply(conn, {"ok": False, "kind": "undead", "error": error})
+            else:
+                _reply(conn, {"ok": True, "status": status})
         elif op == "stats":
             _reply(conn, {"ok": True, **spawner.stats(kernel_id)})
         else:
@@ -327,7 +333,10 @@ class SpawnerClient:
     async def request(self, message: dict) -> tuple[dict, list[int]]:
         async with self._lock:
             loop = asyncio.get_running_loop()
-            await loop.sock_sendall(self._sock, protocol.encode(message))
+            try:
+                await loop.sock_sendall(self._sock, protocol.encode(message))
+            except OSError as e:  # EPIPE, ECONNRESET: it died since the last request
+                raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
             reply, fds = await self._recv()
         if not reply.get("ok"):
             for fd in fds:
@@ -377,6 +386,8 @@ class SpawnerClient:
                 )
             except BlockingIOError:
                 continue
+            except OSError as e:  # ECONNRESET: it died with our request unread
+                raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
             if not data:
                 raise SpawnerError("gone", "the spawner exited")
             fds = _fds_from(ancdata)

@@ -106,6 +106,15 @@ def _authenticate(request: Request, path: str, body: bytes) -> str | None:
     return None
 
 
+def _check_version(request: Request) -> None:
+    """A version header that is not "v<major>.<yyyymmdd>" is a bad request (spec §2.4;
+    0.9.x answered 404, corrected to 400). A missing one is the signature's business."""
+    for name in auth.VERSION_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and not auth.VERSION_RE.match(value.strip()):
+            raise Problem("generic-bad-request", f"Invalid API version: {name}: {value!r}")
+
+
 def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler that needs a verified caller."""
 
@@ -113,6 +122,7 @@ def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         state = request.app.state
         rate_headers: dict[str, str] = {}
         try:
+            _check_version(request)
             multipart = request.headers.get("content-type", "").startswith("multipart/")
             body = b"" if multipart else await read_body(request, state.config.max_body_bytes)
             path = request.scope["raw_path"].decode("latin-1")

@@ -19,6 +19,7 @@ import email.utils
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 
 INVALID = "invalid-auth-params"
@@ -28,6 +29,7 @@ MAX_SKEW = datetime.timedelta(minutes=15)
 AUTH_TYPES = ("Sorna", "BackendAI")
 DATE_HEADERS = ("date", "x-backendai-date", "x-sorna-date")
 VERSION_HEADERS = ("x-backendai-version", "x-sorna-version")  # preferred first
+VERSION_RE = re.compile(r"^v\d+\.\d{8}$")  # "v2.20170315": major, then the date
 DEFAULT_CONTENT_TYPE = "application/octet-stream"  # aiohttp's when none is sent
 
 # Variable-length digests cannot key an HMAC, so they are not signing hashes.

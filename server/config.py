@@ -39,6 +39,7 @@ class ServerConfig:
     work_bytes: int = 64 * MiB  # /home/work
     tmp_bytes: int = 64 * MiB  # /tmp and /dev/shm
     max_output_bytes: int = 64 * MiB  # console output of one run; the rest is dropped
+    kernel_reply_seconds: float = 30.0  # a file operation unanswered this long: 500
     # per host and per key
     max_kernels: int = 1000
     default_concurrency: int = 5

@@ -49,6 +49,17 @@ OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
 OOM_KILLED = 128 + 9
 
 
+def spawner_problem(error: SpawnerError, kind: str, context: str = "") -> Problem:
+    """The problem for a failed spawner request: `kind` (creation, restart, ...)
+    naming the error, but service-unavailable when the spawner itself is gone,
+    since then no kernel can be started until the server is restarted."""
+    detail = f"{context}{error}"
+    if error.kind == "gone":
+        log.critical("the spawner is gone: no kernel can start until the server restarts")
+        return Problem("service-unavailable", f"{detail}; the server must be restarted")
+    return Problem(kind, detail)
+
+
 def resolve_lang(lang: str) -> languages.Language:
     """Resolve an alias (spec §8.2), or raise image-not-found naming what exists;
     instance-not-available when the runtime is not installed on this host."""
@@ -265,23 +276,33 @@ class Registry:
             session.kernel = await self._start(session.id, session.spec, keep_work=True)
         except (SpawnerError, KernelGone, Problem) as e:
             await self.destroy(session, reason="its restart failed")
+            if isinstance(e, SpawnerError):
+                raise spawner_problem(e, "kernel-restart-failed") from e
             raise Problem("kernel-restart-failed", str(e)) from e
         session.state, session.run_id = IDLE, None
         session.oom_kills_seen, session.oom_restart_pending = 0, False
         session.last_used = time.monotonic()
         self._watch(session)
 
-    async def destroy(self, session: Session, reason: str = "destroyed by the client") -> None:
+    async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
+        """Forget the kernel and have the spawner free it. False when a process of it
+        would not die (the spawner frees the rest once it does): the API then says
+        kernel-destruction-failed, though the kernel is gone from the API's view."""
         if self.sessions.pop(session.id, None) is None:
-            return
+            return True
         self.by_token.pop((session.access_key, session.token), None)
         self.obituaries[session.id] = (session.access_key, reason)
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         await session.kernel.close()
-        with contextlib.suppress(SpawnerError):
+        try:
             await self.spawner.destroy(session.id)
+        except SpawnerError as e:
+            if e.kind == "undead":
+                log.warning("kernel destroyed id=%s reason=%s, but %s", session.id, reason, e)
+                return False
         log.info("kernel destroyed id=%s reason=%s", session.id, reason)
+        return True
 
     async def info(self, session: Session) -> dict:
         """The flat DOC-v2 info object (spec §5.2), in its units."""
@@ -309,6 +330,9 @@ class Registry:
         next_cpu_check = time.monotonic() + self.config.cpu_check_seconds
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
+            if self.spawner.proc.poll() is not None:
+                await self._spawner_died()
+                return
             now = time.monotonic()
             check_cpu = now >= next_cpu_check
             if check_cpu:
@@ -320,6 +344,17 @@ class Registry:
                         await asyncio.wait_for(self.destroy(session, reason), DESTROY_TIMEOUT)
                 except Exception:  # noqa: BLE001 - the reaper must outlive any one kernel
                     log.exception("reaper: kernel %s", session.id)
+
+    async def _spawner_died(self) -> None:
+        """The spawner was killed: its kernels are orphans that only their sockets
+        still tie to us. Close those so that every kernel ends itself (pid 1 exits
+        when its host socket closes); a new server's spawner sweeps their cgroups."""
+        log.critical("the spawner died: no kernel can start until the server restarts")
+        for session in list(self.sessions.values()):
+            self.sessions.pop(session.id, None)
+            self.by_token.pop((session.access_key, session.token), None)
+            self.obituaries[session.id] = (session.access_key, "the server's spawner died")
+            await session.kernel.close()
 
     async def _past_a_limit(self, session: Session, now: float, check_cpu: bool) -> str:
         """Why the kernel must go, or ""."""
@@ -347,10 +382,11 @@ class Registry:
         except SpawnerError as e:
             if e.kind == "bad-request":
                 raise bad_params(str(e)) from e
-            raise Problem("kernel-creation-failed", str(e)) from e
+            raise spawner_problem(e, "kernel-creation-failed") from e
         try:
             kernel = await Kernel.connect(kernel_id, pid, sock)
             kernel.max_output_bytes = self.config.max_output_bytes
+            kernel.reply_timeout = self.config.kernel_reply_seconds
             await kernel.wait_ready()
         except KernelGone as e:
             with contextlib.suppress(SpawnerError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import files, folders, kernels, languages
+from . import files, folders, kernels, languages, streams
 
 
 def api_routes(prefix: str) -> list[Route]:
@@ -14,4 +14,5 @@ def api_routes(prefix: str) -> list[Route]:
         + kernels.routes(prefix)
         + files.routes(prefix)
         + folders.routes(prefix)
+        + streams.routes(prefix)
     )

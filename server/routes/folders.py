@@ -26,6 +26,7 @@ from sandbox.spec import WORK_DIR, Bind, KernelSpec, MiB
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
 from ..folders import NAME_RE, Folder, FolderExists
+from ..registry import spawner_problem
 from .files import MAX_FILES, ask, check_path, multipart_download, read_upload
 
 INSIDE = "folder"  # where a folder kernel mounts the folder, under /home/work
@@ -55,7 +56,7 @@ async def folder_kernel(call: Call, folder: Folder) -> AsyncIterator[Kernel]:
     try:
         pid, sock = await state.spawner.spawn(kernel_id, spec)
     except SpawnerError as e:
-        raise Problem("kernel-creation-failed", f"folder access: {e}") from e
+        raise spawner_problem(e, "kernel-creation-failed", "folder access: ") from e
     try:
         kernel = await Kernel.connect(kernel_id, pid, sock)
         try:

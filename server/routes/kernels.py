@@ -133,7 +133,8 @@ async def info(call: Call) -> Response:
 @signed
 async def destroy(call: Call) -> Response:
     session = session_for(call)
-    await call.request.app.state.registry.destroy(session)
+    if not await call.request.app.state.registry.destroy(session):
+        raise Problem("kernel-destruction-failed", "a process of it would not die")
     return no_content()
 
 

@@ -7,6 +7,7 @@ left on the host and that another kernel still answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -443,16 +444,13 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystander):
-    """A kernel frozen by the v1 freezer cannot die: a SIGKILL waits for the thaw, as
-    for a process stuck in uninterruptible sleep. The reaper's destroy gives up on
-    it after the kill timeout, the server goes on serving and reaping the others,
-    and once its processes can die, nothing of it is left."""
+@contextlib.contextmanager
+def frozen(remains: KernelRemains):
+    """Hold a kernel's processes in a v1 freezer cgroup of our own: a SIGKILL waits
+    for the thaw, as for a process stuck in uninterruptible sleep. Thawed on exit."""
     freezer = _own_v1_freezer()
     if freezer is None:  # the v2 freezer lets SIGKILL through: nothing to hold it with
         pytest.skip("needs a cgroup v1 freezer hierarchy to make a kernel that will not die")
-    kid = create(client, idleTimeout=1000)
-    remains = KernelRemains(server, kid)
     jail = f"{freezer}/sandbox-test-undead-{os.getpid()}"
     os.mkdir(jail)
     try:
@@ -460,9 +458,26 @@ def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystande
             _write(f"{jail}/cgroup.procs", str(pid))
         _write(f"{jail}/freezer.state", "FROZEN")
         _wait_for(lambda: _read(f"{jail}/freezer.state").strip() == "FROZEN", "FROZEN")
+        yield
+    finally:
+        _write(f"{jail}/freezer.state", "THAWED")
+        remains.assert_gone()  # the SIGKILL lands on the thaw; the spawner removes the rest
+        os.rmdir(jail)
+
+
+def _logged(server, text: str) -> bool:
+    return any(text in line for line in server.output)
+
+
+def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystander):
+    """The reaper's destroy of a kernel that will not die gives up after the kill
+    timeout; the server goes on serving and reaping the others, and once the
+    kernel's processes can die, nothing of it is left."""
+    kid = create(client, idleTimeout=1000)
+    remains = KernelRemains(server, kid)
+    with frozen(remains):
         # The idle timeout fires and the reaper's destroy cannot finish.
-        _wait_for(lambda: any(f"kernel {kid} will not die" in line for line in server.output),
-                  "the spawner to give up on the kernel")  # fmt: skip
+        _wait_for(lambda: _logged(server, f"kernel {kid} will not die"), "the spawner to give up")
         assert remains.processes(), "the frozen kernel should still be there"
         assert "idle timeout" in problem(client.request("GET", f"/v2/kernel/{kid}"), 404,
                                          "kernel-not-found")  # fmt: skip
@@ -470,11 +485,20 @@ def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystande
         still_answers(client, bystander)
         assert client.request("GET", "/v2/authorize").status_code == 200
         other = create(client, idleTimeout=1000)
-        _wait_for(lambda: any(f"id={other} reason=idle timeout" in line for line in server.output),
+        _wait_for(lambda: _logged(server, f"id={other} reason=idle timeout"),
                   "the reaper to destroy another idle kernel")  # fmt: skip
-    finally:
-        _write(f"{jail}/freezer.state", "THAWED")
-    remains.assert_gone()  # the SIGKILL lands on the thaw; the spawner removes the rest
-    _wait_for(lambda: any(f"kernel {kid} died at last" in line for line in server.output),
-              "the spawner to see the kernel die")  # fmt: skip
-    os.rmdir(jail)
+    _wait_for(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
+
+
+def test_destroying_a_kernel_that_will_not_die_is_kernel_destruction_failed(server, client):
+    """The client hears that the destroy failed; the kernel is gone from the API at
+    once, and from the host once its processes can die."""
+    kid = create(client)
+    remains = KernelRemains(server, kid)
+    with frozen(remains):
+        title = problem(client.request("DELETE", f"/v2/kernel/{kid}"), 500,
+                        "kernel-destruction-failed")  # fmt: skip
+        assert "would not die" in title
+        assert "destroyed by the client" in problem(client.request("GET", f"/v2/kernel/{kid}"),
+                                                    404, "kernel-not-found")  # fmt: skip
+    _wait_for(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
