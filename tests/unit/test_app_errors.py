@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from server.app import create_app
 from server.config import ServerConfig
+from server.errors import CATALOGUE
 
 
 def test_an_unhandled_exception_is_an_internal_server_error_problem(tmp_path):
@@ -33,3 +34,37 @@ def test_an_unhandled_exception_is_an_internal_server_error_problem(tmp_path):
         "title": "Internal server error.",
     }
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+# spec §4.2, with 0.9.x's 404 for generic-bad-request corrected to 400 (spec §12);
+# not-acceptable is the 406 that the seeds' limits text asks for.
+SPEC_STATUSES = {
+    "general-error": 500,
+    "generic-not-found": 404,
+    "generic-bad-request": 400,
+    "method-not-allowed": 405,
+    "request-too-large": 413,
+    "internal-server-error": 500,
+    "service-unavailable": 503,
+    "not-implemented": 503,
+    "invalid-auth-params": 400,
+    "auth-failed": 401,
+    "invalid-api-params": 400,
+    "kernel-not-found": 404,
+    "kernel-already-exists": 400,
+    "image-not-found": 404,
+    "folder-not-found": 404,
+    "folder-already-exists": 400,
+    "quota-exceeded": 412,
+    "not-acceptable": 406,
+    "rate-limit-exceeded": 429,
+    "instance-not-available": 503,
+    "kernel-creation-failed": 500,
+    "kernel-destruction-failed": 500,
+    "kernel-restart-failed": 500,
+    "kernel-execution-failed": 500,
+}
+
+
+def test_the_catalogue_has_the_specs_statuses():
+    assert {kind: status for kind, (status, _title) in CATALOGUE.items()} == SPEC_STATUSES
