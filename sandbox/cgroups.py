@@ -160,6 +160,11 @@ class KernelCgroup(abc.ABC):
     def paths(self) -> list[str]:
         """On-disk directories of this cgroup (tests assert that none is left)."""
 
+    @abc.abstractmethod
+    def set_limits(self, limits: CgroupLimits) -> None:
+        """Change the limits of a live cgroup (a warm kernel given to a user who asked
+        for other limits). CgroupError when it cannot be done."""
+
     def track(self, pids_fn: Callable[[], list[int]]) -> None:  # noqa: B027 (optional hook)
         """Register the kernel's pids for accounting. Only the none layout needs it
         (it has no cgroup to ask); the others ignore it."""
@@ -460,7 +465,14 @@ class _FsCgroup(KernelCgroup):
 
     @abc.abstractmethod
     def _apply_limits(self, limits: CgroupLimits) -> None:
-        """Write the limits into the freshly made directories."""
+        """Write the limits into the directories (fresh ones, or live ones)."""
+
+    def set_limits(self, limits: CgroupLimits) -> None:
+        self._require()
+        try:
+            self._apply_limits(limits)
+        except OSError as e:
+            raise CgroupError(f"cgroup {self.name}: setting {limits}: {e}") from e
 
     @abc.abstractmethod
     def _kill_round(self, first: bool) -> None:
@@ -630,10 +642,16 @@ class V1Cgroup(_FsCgroup):
     def _apply_limits(self, limits: CgroupLimits) -> None:
         if limits.memory_bytes is not None:
             mem = MemoryController(_SpyNode(self._dirs["memory"]))
-            mem.limit_in_bytes = limits.memory_bytes
             # memsw = memory + swap; the same value means no swap at all. Absent when
-            # the kernel does no swap accounting.
-            if os.path.exists(os.path.join(self._dirs["memory"], "memory.memsw.limit_in_bytes")):
+            # the kernel does no swap accounting. memsw may never be below the memory
+            # limit, so a raise writes it first and a cut writes it last.
+            memsw = os.path.exists(
+                os.path.join(self._dirs["memory"], "memory.memsw.limit_in_bytes")
+            )
+            if memsw and limits.memory_bytes > mem.limit_in_bytes:
+                mem.memsw_limit_in_bytes = limits.memory_bytes
+            mem.limit_in_bytes = limits.memory_bytes
+            if memsw:
                 mem.memsw_limit_in_bytes = limits.memory_bytes
         if limits.pids is not None and "pids" in self._dirs:
             _write(os.path.join(self._dirs["pids"], "pids.max"), str(limits.pids))
@@ -743,6 +761,9 @@ class NoneCgroup(KernelCgroup):
 
     def paths(self) -> list[str]:
         return []
+
+    def set_limits(self, limits: CgroupLimits) -> None:
+        raise CgroupError("no cgroup: a kernel's rlimits are fixed when it starts")
 
     def stats(self) -> CgroupStats:
         import psutil  # only this layout needs it; keeps the others' import light

@@ -114,6 +114,9 @@ class Spawner:
             self._remove_work(kernel.work)
         return kernel.status
 
+    def set_limits(self, kernel_id: str, limits: cgroups.CgroupLimits) -> None:
+        self.kernels[kernel_id].cgroup.set_limits(limits)
+
     def stats(self, kernel_id: str) -> dict:
         kernel = self.kernels[kernel_id]
         data = {"alive": kernel.status is None, "pid": kernel.pid}
@@ -238,6 +241,14 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 _reply(conn, {"ok": True, "status": status})
         elif op == "stats":
             _reply(conn, {"ok": True, **spawner.stats(kernel_id)})
+        elif op == "limit":
+            limits = request.get("limits") or {}
+            try:
+                spawner.set_limits(kernel_id, cgroups.CgroupLimits(**limits))
+            except (TypeError, ValueError, cgroups.CgroupError) as e:
+                _reply(conn, {"ok": False, "kind": "bad-request", "error": str(e)})
+            else:
+                _reply(conn, {"ok": True})
         else:
             _reply(conn, {"ok": False, "kind": "bad-request", "error": f"unknown op {op!r}"})
     except SpecError as e:
@@ -360,6 +371,13 @@ class SpawnerClient:
     async def stats(self, kernel_id: str) -> dict:
         reply, _ = await self.request({"op": "stats", "id": kernel_id})
         return reply
+
+    async def set_limits(
+        self, kernel_id: str, memory_bytes: int | None, pids: int | None, cpu_quota: float | None
+    ) -> None:
+        """New cgroup limits for a live kernel (SpawnerError if the layout cannot)."""
+        limits = {"memory_bytes": memory_bytes, "pids": pids, "cpu_quota": cpu_quota}
+        await self.request({"op": "limit", "id": kernel_id, "limits": limits})
 
     async def info(self) -> dict:
         reply, _ = await self.request({"op": "info"})

@@ -244,6 +244,7 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.lookup_secret = lambda ak: kp.secret_key if (kp := store.get(ak)) else None
         app.state.spawner = await SpawnerClient.start()
         app.state.registry = Registry(app.state.spawner, config)
+        app.state.registry.start()
         try:
             yield
         finally:

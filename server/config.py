@@ -48,6 +48,9 @@ class ServerConfig:
     max_folder_bytes_per_key: int = 1024 * MiB  # checked on folder uploads
     # how often the reaper looks at CPU credit (idle and exec timeouts: every 0.5 s)
     cpu_check_seconds: float = 5.0
+    # warm pool (server/pool.py): kernels started ahead of demand, per language
+    pool_size: int = 4
+    pool_languages: tuple[str, ...] = ("python3",)
 
     @property
     def database_path(self) -> str:

@@ -39,6 +39,7 @@ from sandbox.spec import KernelSpec
 from .config import ServerConfig
 from .errors import Problem, bad_params
 from .limits import KernelLimits
+from .pool import WarmPool
 
 log = logging.getLogger("sandbox.server")
 
@@ -210,6 +211,11 @@ class Registry:
         self._create_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
+        self.pool = WarmPool(config, spawner, self._start_fresh)
+
+    def start(self) -> None:
+        """Begin filling the warm pool (needs the running event loop)."""
+        self.pool.start()
 
     def mounting(self, folder_id: str) -> list[str]:
         """Ids of the live kernels that mount a folder."""
@@ -249,8 +255,12 @@ class Registry:
                     "instance-not-available",
                     f"this server runs its maximum of {self.config.max_kernels} kernels",
                 )
-            kernel_id = secrets.token_urlsafe(16)
-            kernel = await self._start(kernel_id, spec, keep_work=False)
+            warm = await self.pool.take(lang, spec)
+            if warm is not None:
+                kernel_id, kernel = warm
+            else:
+                kernel_id = secrets.token_urlsafe(16)
+                kernel = await self._start_fresh(kernel_id, spec)
             session = Session(
                 kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
                 mounts=dict(mounts or {}),
@@ -260,7 +270,10 @@ class Registry:
             self._watch(session)
             if self._reaper is None:
                 self._reaper = asyncio.create_task(self._reap())
-            log.info("kernel created id=%s key=%s lang=%s", kernel_id, access_key, lang)
+            log.info(
+                "kernel created id=%s key=%s lang=%s warm=%s",
+                kernel_id, access_key, lang, warm is not None,
+            )  # fmt: skip
             return session, True
 
     async def restart(self, session: Session) -> None:
@@ -350,6 +363,7 @@ class Registry:
         still tie to us. Close those so that every kernel ends itself (pid 1 exits
         when its host socket closes); a new server's spawner sweeps their cgroups."""
         log.critical("the spawner died: no kernel can start until the server restarts")
+        await self.pool.close()
         for session in list(self.sessions.values()):
             self.sessions.pop(session.id, None)
             self.by_token.pop((session.access_key, session.token), None)
@@ -369,12 +383,16 @@ class Registry:
         return ""
 
     async def close(self) -> None:
+        await self.pool.close()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for session in list(self.sessions.values()):
             await self.destroy(session, reason="server shutdown")
+
+    async def _start_fresh(self, kernel_id: str, spec: KernelSpec) -> Kernel:
+        return await self._start(kernel_id, spec, keep_work=False)
 
     async def _start(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> Kernel:
         try:

@@ -8,11 +8,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import KernelGone
-from sandbox.spec import WORK_DIR, Bind, KernelSpec
+from sandbox.spec import WORK_DIR, Bind
 
 from .. import limits
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
+from ..pool import kernel_spec
 from ..registry import IDLE, Session, resolve_lang
 
 CREATE_FIELDS = {
@@ -95,14 +96,7 @@ async def create(call: Call) -> Response:
     language = resolve_lang(lang)
     mounted, binds = _mount_plan(mounts, call.access_key, call)
     state = call.request.app.state
-    spec = KernelSpec(
-        memory_bytes=kernel_limits.memory_bytes,
-        pids=config.pids_per_kernel,
-        work_bytes=config.work_bytes,
-        tmp_bytes=config.tmp_bytes,
-        binds=binds,
-        env=dict(language.env),
-    )
+    spec = kernel_spec(config, language, kernel_limits.memory_bytes, binds)
     session, created = await state.registry.get_or_create(
         call.access_key,
         token,

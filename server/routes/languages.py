@@ -41,7 +41,12 @@ def _describe() -> list[dict]:
 
 
 async def list_languages(request: Request) -> Response:
-    response = json_response({"languages": await asyncio.to_thread(_describe)})
+    ready = request.app.state.registry.pool.ready
+    rows = [
+        {**row, "warm": len(ready.get(row["lang"], ()))}  # kernels waiting in the pool
+        for row in await asyncio.to_thread(_describe)
+    ]
+    response = json_response({"languages": rows})
     response.headers.update(ratelimit.PUBLIC_HEADERS)
     return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import KernelRemains
 
 PROBS = ("https://api.sorna.io/probs/", "https://api.backend.ai/probs/")
 
@@ -237,25 +238,16 @@ def test_scripts_run_prints_settings_that_work(tmp_path):
         stop_server(proc)
 
 
-def kernel_processes() -> set[int]:
-    """Pids of every kernel's pid 1 and runner on the host."""
-    import psutil
-
-    names = ("kernel-init", "kernel-runner")
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in names}
-
-
-def test_exec_timeout_ends_the_run_and_the_kernel(api):
-    before = kernel_processes()
+def test_exec_timeout_ends_the_run_and_the_kernel(api_server, api):
     kid = api.create(limits={"maxMem": 0, "execTimeout": 1500}).json()["kernelId"]
-    mine = kernel_processes() - before
-    assert len(mine) == 2  # its pid 1 and its runner
+    remains = KernelRemains(api_server, kid)
+    assert len(remains.processes()) == 2  # its pid 1 and its runner
     r = api.execute(kid, mode="query", code="print('start', flush=True)\nwhile True: pass")
     result = r.json()["result"]
     assert result["status"] == "exec-timeout"
     assert result["console"] == [["stdout", "start\n"]]
     problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
-    assert not mine & kernel_processes(), "the timed-out kernel's processes survived"
+    remains.assert_processes_gone()
 
 
 def test_exec_timeout_clock_stops_while_waiting_for_input(api):

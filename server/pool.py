@@ -1,0 +1,147 @@
+"""The warm pool: kernels started ahead of demand, so that a create is an assignment.
+
+Per language in `pool_languages`, `pool_size` kernels wait, started with the
+server's default limits and no folders. A create that mounts no folder takes one
+(popped, so no kernel ever reaches two users); if it asked for another memory
+limit, the spawner changes the kernel's cgroup first, and where that cannot be
+done (the none layout) the kernel goes back and a cold one is started. A
+background task starts a replacement after each take. A waiting kernel has run
+no user code, so it holds nothing of anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+from sandbox import languages
+from sandbox.kernel import Kernel
+from sandbox.spawner import SpawnerClient, SpawnerError
+from sandbox.spec import Bind, KernelSpec
+
+from .config import ServerConfig
+from .errors import Problem
+
+log = logging.getLogger("sandbox.server")
+
+RETRY_SECONDS = 5.0  # after a failed start, before the pool tries that language again
+
+Starter = Callable[[str, KernelSpec], Awaitable[Kernel]]
+
+
+def kernel_spec(
+    config: ServerConfig,
+    language: languages.Language,
+    memory_bytes: int,
+    binds: tuple[Bind, ...] = (),
+) -> KernelSpec:
+    """The spec of a kernel of `language`: the one place that builds it, so that a
+    pooled kernel and a cold one are alike."""
+    return KernelSpec(
+        memory_bytes=memory_bytes,
+        pids=config.pids_per_kernel,
+        work_bytes=config.work_bytes,
+        tmp_bytes=config.tmp_bytes,
+        binds=binds,
+        env=dict(language.env),
+    )
+
+
+class WarmPool:
+    """Ready kernels per language, refilled in the background."""
+
+    def __init__(self, config: ServerConfig, spawner: SpawnerClient, start: Starter) -> None:
+        self.config = config
+        self.spawner = spawner
+        self._start = start
+        rows = [_pooled_language(name) for name in config.pool_languages]
+        for row in rows:
+            if row.missing():
+                log.warning(
+                    "warm pool: no %s kernels: %s is not installed", row.name, row.missing()
+                )
+        self.languages = [row for row in rows if not row.missing()]
+        self.ready: dict[str, collections.deque[tuple[str, Kernel]]] = {
+            row.name: collections.deque() for row in self.languages
+        }
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.config.pool_size > 0 and self.languages and self._task is None:
+            self._wanted.set()
+            self._task = asyncio.create_task(self._refill())
+
+    async def take(self, lang: str, spec: KernelSpec) -> tuple[str, Kernel] | None:
+        """A ready `lang` kernel for `spec` (its id and kernel), or None: then start
+        one cold. Only the memory limit may differ from the pool's spec."""
+        ready = self.ready.get(lang)
+        if ready is None or self.spawner.proc.poll() is not None:
+            return None  # not pooled; or the spawner died, and its kernels with it
+        default = kernel_spec(
+            self.config, languages.resolve(lang), self.config.default_memory_bytes
+        )
+        if dataclasses.replace(spec, memory_bytes=default.memory_bytes) != default:
+            return None
+        while ready:
+            kernel_id, kernel = ready.popleft()
+            self._wanted.set()
+            if kernel.dead:
+                await self._discard(kernel_id, kernel)
+                continue
+            if spec.memory_bytes != default.memory_bytes:
+                try:
+                    await self.spawner.set_limits(
+                        kernel_id, spec.memory_bytes, spec.pids, spec.cpu_quota
+                    )
+                except SpawnerError as e:
+                    log.info("warm kernel %s cannot take the limits asked for: %s", kernel_id, e)
+                    ready.appendleft((kernel_id, kernel))
+                    return None
+            return kernel_id, kernel
+        return None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for ready in self.ready.values():
+            while ready:
+                await self._discard(*ready.popleft())
+
+    async def _refill(self) -> None:
+        """Top every language up to pool_size, one start at a time (the spawner
+        serves one request at a time; creates go between them)."""
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            for language in self.languages:
+                ready = self.ready[language.name]
+                while len(ready) < self.config.pool_size:
+                    kernel_id = secrets.token_urlsafe(16)
+                    spec = kernel_spec(self.config, language, self.config.default_memory_bytes)
+                    try:
+                        ready.append((kernel_id, await self._start(kernel_id, spec)))
+                    except Problem as e:
+                        log.warning("warm pool: a %s kernel did not start: %s", language.name, e)
+                        asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wanted.set)
+                        break
+
+    async def _discard(self, kernel_id: str, kernel: Kernel) -> None:
+        await kernel.close()
+        with contextlib.suppress(SpawnerError):
+            await self.spawner.destroy(kernel_id)
+
+
+def _pooled_language(name: str) -> languages.Language:
+    row = languages.resolve(name)
+    if row is None:
+        raise ValueError(f"pool_languages: unknown language {name!r}")
+    return row

@@ -1,0 +1,171 @@
+"""The warm pool (server/pool.py) over HTTP: creates are served by kernels started
+ahead of demand, never the same kernel twice, with the limits the create asked for,
+and the pool is refilled and, at shutdown, emptied."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from conftest import KernelRemains, spawner_pid, start_server, stop_server
+from harness import HAS_CGROUPS
+
+MiB = 1024 * 1024
+POOL = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("pool-data")
+    config = data / "server.toml"
+    config.write_text(f"pool_size = {POOL}\npool_languages = ['python3', 'bash']\n")
+    proc, server = start_server(
+        str(data / "data"), (sys.executable, "-m", "server", "--config", str(config))
+    )
+    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    yield server
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client(**server.new_key(concurrency=50))
+
+
+def warm(server, kid: str) -> bool:
+    """Whether the server's log says the kernel came from the pool (the log is read
+    by a thread: give it a moment)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for line in server.output:
+            if m := re.search(rf"kernel created id={re.escape(kid)} .* warm=(True|False)", line):
+                return m.group(1) == "True"
+        time.sleep(0.05)
+    raise AssertionError(f"no creation logged for {kid}")
+
+
+def pool_full(server, lang: str = "python3", timeout: float = 30) -> None:
+    """Wait until the pool holds POOL ready kernels of `lang` (GET /v2/kernel/languages
+    says how many wait)."""
+    public = server.client()
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = public.request("GET", "/v2/kernel/languages").json()["languages"]
+        if next(r for r in rows if r["lang"] == lang)["warm"] == POOL:
+            return
+        assert time.monotonic() < deadline, "the pool was not refilled"
+        time.sleep(0.05)
+
+
+def create(client, **extra) -> str:
+    r = client.create(**extra)
+    assert r.status_code == 201, r.text
+    return r.json()["kernelId"]
+
+
+def test_a_create_takes_a_warm_kernel_that_has_run_nothing(server, client):
+    pool_full(server)
+    time.sleep(1)  # the pooled kernel ages; the session must not
+    kid = create(client)
+    try:
+        assert warm(server, kid)
+        info = client.request("GET", f"/v2/kernel/{kid}").json()
+        assert info["age"] < 1000
+        results = client.run(kid, "print(sorted(k for k in globals() if not k.startswith('__')))")
+        assert results[-1]["console"] == [["stdout", "[]\n"]]
+    finally:
+        client.request("DELETE", f"/v2/kernel/{kid}")
+
+
+def test_concurrent_creates_never_share_a_kernel(server, client):
+    """More creates at once than the pool holds, from two keys: every one gets a
+    kernel of its own (its own id and pid namespace, its own variables)."""
+    pool_full(server)
+    other = server.client(**server.new_key(concurrency=50))
+    clients = [client, other] * (POOL + 1)
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as ex:
+        kids = list(ex.map(create, clients))
+    try:
+        assert len(set(kids)) == len(kids)
+        assert sum(warm(server, k) for k in kids) >= POOL  # the pool served some
+        namespaces = set()
+        for kid in kids:
+            namespaces |= KernelRemains(server, kid).namespaces
+        assert len(namespaces) == len(kids)
+        for i, (c, kid) in enumerate(zip(clients, kids, strict=True)):
+            c.run(kid, f"mine = {i}")
+        for i, (c, kid) in enumerate(zip(clients, kids, strict=True)):
+            assert c.run(kid, "print(mine)")[-1]["console"] == [["stdout", f"{i}\n"]]
+    finally:
+        for c, kid in zip(clients, kids, strict=True):
+            c.request("DELETE", f"/v2/kernel/{kid}")
+    pool_full(server)  # and refilled after
+
+
+def test_each_pooled_language_is_served_warm(server, client):
+    pool_full(server, "bash")
+    kid = create(client, lang="sh")
+    try:
+        assert warm(server, kid)
+        assert client.run(kid, "echo $((6 * 7))")[-1]["console"] == [["stdout", "42\n"]]
+    finally:
+        client.request("DELETE", f"/v2/kernel/{kid}")
+
+
+def test_a_language_not_pooled_and_a_create_with_mounts_start_cold(server, client):
+    kid = create(client, lang="c")
+    client.request("DELETE", f"/v2/kernel/{kid}")
+    assert not warm(server, kid)
+    assert client.request("POST", "/v2/folders", {"name": "pooldata"}).status_code == 201
+    try:
+        kid = create(client, mounts=["pooldata"])
+        client.request("DELETE", f"/v2/kernel/{kid}")
+        assert not warm(server, kid)
+    finally:
+        client.request("DELETE", "/v2/folders/pooldata")
+
+
+@pytest.mark.cgroups
+def test_a_warm_kernel_gets_the_memory_limit_the_create_asked_for(server, client):
+    """Under a cgroup layout the pool's kernel takes the new limit; under none
+    (rlimits fixed at start) the create gets a cold kernel with it instead."""
+    pool_full(server)
+    kid = create(client, limits={"maxMem": 48 * 1024})
+    try:
+        assert warm(server, kid) == HAS_CGROUPS
+        assert client.request("GET", f"/v2/kernel/{kid}").json()["memoryLimit"] == 48 * 1024
+        limits = []
+        for d in KernelRemains(server, kid).cgroup_dirs:
+            for name in ("memory.max", "memory.limit_in_bytes"):
+                if os.path.exists(f"{d}/{name}"):
+                    with open(f"{d}/{name}") as f:
+                        limits.append(int(f.read()))
+        assert limits == ([48 * MiB] if HAS_CGROUPS else [])
+        results = client.run(kid, "x = bytearray(96 * 1024 * 1024)\nprint('survived')")
+        out = "".join(t for k, t in results[-1]["console"] if k == "stdout")
+        assert "survived" not in out
+    finally:
+        client.request("DELETE", f"/v2/kernel/{kid}")
+
+
+def test_stopping_the_server_destroys_the_pool(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text(f"pool_size = {POOL}\n")
+    proc, server = start_server(
+        str(tmp_path / "data"), (sys.executable, "-m", "server", "--config", str(config))
+    )
+    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    try:
+        pool_full(server)
+        pooled = psutil.Process(spawner_pid(server.pid)).children()
+        assert len(pooled) == POOL
+    finally:
+        stop_server(proc)
+    gone, alive = psutil.wait_procs(pooled, timeout=10)
+    assert alive == []
