@@ -17,7 +17,6 @@ silently dead. Killing B kills every process of the kernel (pid namespace).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import signal
@@ -135,7 +134,10 @@ def start_kernel(
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid_a = os.fork()
     if pid_a == 0:
-        _child_a(env, spec, work, cgroup, payload, host_sock, stdio, status_w)
+        try:
+            _child_a(env, spec, work, cgroup, payload, host_sock, stdio, status_w)
+        finally:  # A and B never return into the caller's code, whatever happens: in
+            os._exit(1)  # the spawner, its error path would destroy every other kernel
     os.close(status_w)
     try:
         report = _read_all(status_r)
@@ -192,7 +194,7 @@ def _child_a(
             _child_b(env, spec, work, payload)
         os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
         os._exit(0)
-    except BaseException as e:  # report, never return into the caller's code
+    except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
 
@@ -307,11 +309,8 @@ def _runner_main(fd: int) -> None:
 def _report_failure(step: str, error: BaseException) -> None:
     detail = "".join(traceback.format_exception_only(error)).strip()
     message = f"kernel setup failed at {step}: {detail}\n"
-    try:
+    with contextlib.suppress(OSError):  # EPIPE: the spawner is gone, nobody to tell
         os.write(_STATUS_FD, message.encode())
-    except OSError as e:
-        if e.errno != errno.EBADF:
-            raise
 
 
 def kill_kernel(pid: int) -> None:

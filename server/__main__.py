@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         port=config.port,
         server_header=False,
         log_level="info",
+        access_log=config.access_log,
     )
 
 

@@ -230,7 +230,7 @@ def create_app(config: ServerConfig) -> Starlette:
     from .routes import api_routes
 
     routes = [Route(f"/v{n}", version, methods=["GET"]) for n in (1, 2, 3)]
-    for prefix in ("/v1", "/v2", "/v3"):
+    for prefix in ("/v2", "/v3", "/v1"):  # matched in order: the clients' /v2 first
         routes.append(Route(f"{prefix}/authorize", authorize, methods=["GET", "POST"]))
         routes += api_routes(prefix)
 

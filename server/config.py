@@ -23,6 +23,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "./data"
+    access_log: bool = False  # a log line per request: off, it costs more than a query
     hold_seconds: float = 2.0  # how long an execute call waits before "continued"
     max_body_bytes: int = 1 * MiB  # JSON request bodies
     # per kernel, asked for at create (limits.maxMem, execTimeout, idleTimeout, maxCpuCredit)

@@ -48,6 +48,9 @@ SWEEP_INTERVAL = 0.5  # seconds between checks of the exec and idle timeouts
 DESTROY_TIMEOUT = 15.0  # a destroy that takes longer is logged and left to the spawner
 OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
 OOM_KILLED = 128 + 9
+# uvloop rounds timers to the millisecond: a hold that ends at the exec deadline may
+# wake a little before it, and must still count as reaching it.
+TIMER_SLACK = 0.005
 
 
 def spawner_problem(error: SpawnerError, kind: str, context: str = "") -> Problem:
@@ -131,7 +134,7 @@ class Session:
         return self.run_budget - (time.monotonic() - self.run_clock)
 
     def overdue(self) -> bool:
-        return self.state == RUNNING and self.remaining() <= 0
+        return self.state == RUNNING and self.remaining() <= TIMER_SLACK
 
     def _start_run(self, run_id: str | None) -> None:
         self.run_id = run_id or secrets.token_hex(8)

@@ -106,7 +106,7 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     while (r := client.request("GET", f"/v2/kernel/{kid}")).status_code == 200:
         assert time.monotonic() < deadline, "the orphaned kernel was not ended"
         time.sleep(0.1)
-    assert "spawner died" in problem(r, 404, "kernel-not-found")
+    assert "spawner died" in problem(r, 404, "kernel-not-found"), "".join(faulty_server.output)
     remains.assert_processes_gone()
     assert client.request("GET", "/v2/authorize").status_code == 200
     assert client.request("GET", "/v2").status_code == 200
