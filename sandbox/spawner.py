@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import os
 import select
 import shutil
@@ -295,6 +296,10 @@ def main() -> None:
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
         spawner = Spawner(cgroups.detect(), scratch)
+        # Every kernel is a fork of this process. Objects that exist now are moved out
+        # of the collector's sight, so that a collection in a kernel does not write to
+        # (and so copy) every page that holds them.
+        gc.freeze()
         _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
         serve(conn, spawner)
     finally:
