@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import gc
 import os
+import re
 import select
 import shutil
 import signal
@@ -284,6 +285,21 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
         spawner.shutdown()
 
 
+SCRATCH_PREFIX = "sandbox-spawner-"
+
+
+def _sweep_stale_scratch(root: str) -> None:
+    """Remove the scratch directories of spawners that were killed: their tmpfs
+    lived in their own mount namespace, so here each is an empty directory."""
+    pattern = re.compile(rf"^{SCRATCH_PREFIX}(\d+)-")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            m = pattern.match(entry.name)
+            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry.path)
+
+
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD`, FD connected."""
     conn = socket.socket(fileno=int(sys.argv[1]))
@@ -292,7 +308,8 @@ def main() -> None:
     process.become_subreaper()
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    scratch = tempfile.mkdtemp(prefix="sandbox-spawner-")
+    _sweep_stale_scratch(tempfile.gettempdir())
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
         spawner = Spawner(cgroups.detect(), scratch)

@@ -7,9 +7,11 @@ and instance-not-found the manager's internal one: neither is ever answered.)
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -111,6 +113,7 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     assert client.request("GET", "/v2/authorize").status_code == 200
     assert client.request("GET", "/v2").status_code == 200
     assert bool(_cgroup_trees(f"sandbox-{dead}")) == HAS_CGROUPS  # left behind
+    assert glob.glob(f"{tempfile.gettempdir()}/sandbox-spawner-{dead}-*")  # its scratch too
 
     proc, server = start_server(str(tmp_path / "data2"))
     threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
@@ -118,5 +121,6 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
         client = server.client()
         assert client.create().status_code == 201  # its spawner sets up its cgroups
         assert _cgroup_trees(f"sandbox-{dead}") == []
+        assert glob.glob(f"{tempfile.gettempdir()}/sandbox-spawner-{dead}-*") == []
     finally:
         stop_server(proc)
