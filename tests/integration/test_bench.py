@@ -1,0 +1,36 @@
+"""`scripts/bench --quick` still runs end to end and reports every figure. Its numbers
+are measurements, never asserted here (speed is measured, not timed in tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPECTED = [
+    "python3 -c pass",
+    "bwrap python3 -c pass",
+    "signed no-op (POST /v2/authorize)",
+    "query print(1) round trip",
+    "create (POST /v2/kernel/create)",
+    "create until print(1) finished",
+    "query, 32 concurrent",
+    "batch C cycle",
+    "kernel USS, 20 alive",
+    "query print(1), 20 alive",
+]
+
+
+def test_the_quick_benchmark_reports_every_figure():
+    out = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = {f["name"]: f for f in json.loads(out.stdout)["figures"]}
+    for name in EXPECTED:
+        assert name in figures, (name, sorted(figures))
+        assert figures[name]["n"] > 0 and figures[name]["p50"] > 0, figures[name]
+    assert figures["query print(1) round trip"]["baseline"] == "signed no-op (POST /v2/authorize)"
