@@ -100,8 +100,8 @@ def check_cgroups() -> Check:
         return Check(
             "cgroups",
             WARN,
-            detail + "; rlimits only (weaker: memory as address space per process, one"
-            " fork budget shared by all kernels, no CPU quota)",
+            detail + "; rlimits only (weaker: memory as address space per process, a"
+            " fork budget counted on the uid all kernels share, no CPU quota)",
             "run as root on a host with a writable cgroup tree",
         )
     if problems or not all(limits.values()):

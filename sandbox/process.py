@@ -131,11 +131,12 @@ def start_kernel(
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
     """
+    rlimits = _rlimits(spec, env, payload)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid_a = os.fork()
     if pid_a == 0:
         try:
-            _child_a(env, spec, work, cgroup, payload, host_sock, stdio, status_w)
+            _child_a(env, spec, work, cgroup, payload, rlimits, host_sock, stdio, status_w)
         finally:  # A and B never return into the caller's code, whatever happens: in
             os._exit(1)  # the spawner, its error path would destroy every other kernel
     os.close(status_w)
@@ -179,6 +180,7 @@ def _child_a(
     work: str,
     cgroup: KernelCgroup,
     payload: Payload,
+    rlimits: privileges.Rlimits,
     host_sock: socket.socket | None,
     stdio: tuple[int, int, int] | None,
     status_w: int,
@@ -191,7 +193,7 @@ def _child_a(
         sc.unshare(NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
-            _child_b(env, spec, work, payload)
+            _child_b(env, spec, work, payload, rlimits)
         os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
         os._exit(0)
     except BaseException as e:
@@ -220,11 +222,12 @@ def _arrange_fds(
     os.closerange(_STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
 
 
-def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) -> None:
+def _child_b(
+    env: Environment, spec: KernelSpec, work: str, payload: Payload, rlimits: privileges.Rlimits
+) -> None:
     """Runs in B, pid 1 of the new namespaces. Never returns."""
     step = "setup"
     try:
-        rlimits = _rlimits(spec, env, payload)  # reads /proc/self before the root changes
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
@@ -257,22 +260,41 @@ def _child_b(env: Environment, spec: KernelSpec, work: str, payload: Payload) ->
 
 
 def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges.Rlimits:
+    """The kernel's rlimits, computed in the caller before the fork (the kernel
+    starts with the caller's mappings, and sees only its own pid namespace)."""
     # Without a cgroup, rlimits are all we have (README: the none layout). They are
     # weaker: RLIMIT_AS counts address space, not memory in use, and RLIMIT_NPROC
-    # counts the tasks of the kernel uid, which every kernel shares.
+    # counts the tasks of the kernel uid, which every kernel shares: a kernel may
+    # start `pids` tasks beyond those the uid has when it starts.
     weak = not env.layout_has_cgroup
-    address_space = None
+    address_space = nproc = None
     if weak and spec.memory_bytes:
         # A runner is a fork of the spawner and starts with its mappings: the limit
         # is on what the kernel maps beyond them. A payload is exec'd and starts afresh.
         address_space = spec.memory_bytes + (0 if payload.argv else _address_space())
+    if weak and spec.pids:
+        nproc = spec.pids + _tasks_of(KERNEL_UID)
     return privileges.Rlimits(
         nofile=spec.nofile,
         fsize=spec.fsize_bytes,
         cpu_seconds=int(spec.cpu_time + 0.999) if spec.cpu_time else None,
         address_space=address_space,
-        nproc=spec.pids if weak and spec.pids else None,
+        nproc=nproc,
     )
+
+
+def _tasks_of(uid: int) -> int:
+    """Tasks of the processes whose real uid is `uid`: what RLIMIT_NPROC counts
+    (from status, since /proc/<pid> of a non-dumpable process is owned by root)."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, StopIteration, ValueError):
+                with open(f"/proc/{name}/status") as f:
+                    fields = {k: v for k, _, v in (line.partition(":") for line in f)}
+                if int(fields["Uid"].split()[0]) == uid:
+                    count += int(fields["Threads"])
+    return count
 
 
 def _address_space() -> int:

@@ -135,10 +135,10 @@ def test_fork_bomb_stops_at_pids_limit(sandbox):
         )
         assert "fork refused 11" in out.stdout, out  # EAGAIN
         stats = bomb.stats()
-        assert stats["pids_current"] <= 32
         if HAS_CGROUPS:
+            assert stats["pids_current"] <= 32
             assert stats["pids_limit_hits"] > 0
-        else:  # RLIMIT_NPROC refuses the fork; nothing counts the refusals
+        else:  # RLIMIT_NPROC: 32 beyond the kernel uid's tasks at start; no count kept
             assert stats["pids_limit_hits"] == 0
         assert other.run("print(6 * 7)").stdout == "42\n"
     finally:
