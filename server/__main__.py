@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import sys
 
 import uvicorn
@@ -44,6 +45,14 @@ def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> s
     )
 
 
+def _raise_open_files_limit() -> None:
+    """The server holds a socket per kernel: the usual soft limit of 1024 open files
+    would stop it short of max_kernels. Kernels set their own limit (KernelSpec.nofile)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -56,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         print("sandbox-server: must run as root (namespaces and cgroups)", file=sys.stderr)
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _raise_open_files_limit()
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     store = KeyStore(config.database_path)
     if store.count() == 0:

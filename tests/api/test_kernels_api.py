@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from conftest import KernelRemains
 
@@ -231,9 +233,15 @@ def test_scripts_run_prints_settings_that_work(tmp_path):
         assert r.status_code == 200 and r.json()["echo"] == "pasted"
     finally:
         stop_server(proc)
-    proc, again = start_server(str(tmp_path / "data"))  # second start: the same key, none printed
+    # second start: the same key, none printed; started with the usual soft limit of
+    # 1024 open files, which the server raises to the hard one (a socket per kernel)
+    command = ("prlimit", "--nofile=1024:8192", sys.executable, "-m", "server")
+    proc, again = start_server(str(tmp_path / "data"), command=command)
     try:
         assert again.access_key == ""
+        with open(f"/proc/{again.pid}/limits") as f:
+            line = next(line for line in f if line.startswith("Max open files"))
+        assert line.split()[3:5] == ["8192", "8192"], line
     finally:
         stop_server(proc)
 
