@@ -74,7 +74,7 @@ class Environment:
     """Data computed once by the caller and shared by every kernel it starts."""
 
     skeleton: dict[str, tuple[int, bytes]]
-    filter: object  # a built pyseccomp.SyscallFilter
+    filter: bytes  # the seccomp filter compiled to BPF (seccomp.compile_filter)
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
     layout_has_cgroup: bool
 
@@ -85,7 +85,7 @@ class Environment:
         os.makedirs(f"{scratch}/root", exist_ok=True)
         return cls(
             skeleton=mounts.load_skeleton(mounts.ROOTFS),
-            filter=seccomp.build_filter(),
+            filter=seccomp.compile_filter(),
             mountpoint=f"{scratch}/root",
             layout_has_cgroup=layout_has_cgroup,
         )
@@ -240,7 +240,7 @@ def _child_b(
         os.umask(0o022)
         privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)
         step = "seccomp"
-        env.filter.load()
+        sc.seccomp_install(env.filter)
         _forget_host()
         step = "start"
         kernel_env = kernel_environment(spec)

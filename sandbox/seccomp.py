@@ -7,12 +7,14 @@ the process on any foreign architecture: the i386 `int 0x80` ABI and x32
 syscall numbers bypass a filter written for x86_64 numbers (libseccomp applies
 the bad-arch action to both).
 
-The filter is built once in the spawner and loaded in each forked kernel.
+The filter is built and compiled to BPF once in the spawner; each forked kernel
+only installs the program (libseccomp's load would regenerate it every time).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import pyseccomp as sc
@@ -118,3 +120,17 @@ def build_filter() -> sc.SyscallFilter:
         sc.Arg(2, sc.NE, NETLINK_ROUTE),
     )
     return f
+
+
+def compile_filter() -> bytes:
+    """The filter as the raw BPF program the kernel installs (struct sock_filter[])."""
+    read_fd, write_fd = os.pipe()
+    try:
+        with os.fdopen(write_fd, "wb") as out:
+            build_filter().export_bpf(out)
+        with os.fdopen(read_fd, "rb") as program:
+            read_fd = -1
+            return program.read()
+    finally:
+        if read_fd >= 0:
+            os.close(read_fd)
