@@ -119,6 +119,14 @@ class Spawner:
     def set_limits(self, kernel_id: str, limits: cgroups.CgroupLimits) -> None:
         self.kernels[kernel_id].cgroup.set_limits(limits)
 
+    def cpu_usage(self) -> dict[str, int]:
+        """Every live kernel's CPU time (microseconds), for the server's credit checks."""
+        usage = {}
+        for kernel_id, kernel in self.kernels.items():
+            with contextlib.suppress(cgroups.CgroupError, OSError):
+                usage[kernel_id] = kernel.cgroup.cpu_usec()
+        return usage
+
     def stats(self, kernel_id: str) -> dict:
         kernel = self.kernels[kernel_id]
         data = {"alive": kernel.status is None, "pid": kernel.pid}
@@ -230,6 +238,9 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 "cgroups": spawner.cgroups.describe(),
             }
             _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
+            return
+        if op == "cpu":
+            _reply(conn, {"ok": True, "usec": spawner.cpu_usage()})
             return
         kernel_id = validate_kernel_id(request.get("id"))
         if kernel_id not in spawner.kernels:
@@ -393,6 +404,11 @@ class SpawnerClient:
     async def stats(self, kernel_id: str) -> dict:
         reply, _ = await self.request({"op": "stats", "id": kernel_id})
         return reply
+
+    async def cpu_usage(self) -> dict[str, int]:
+        """{kernel id: CPU time in microseconds} of every live kernel, in one request."""
+        reply, _ = await self.request({"op": "cpu"})
+        return reply["usec"]
 
     async def set_limits(
         self, kernel_id: str, memory_bytes: int | None, pids: int | None, cpu_quota: float | None

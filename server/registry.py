@@ -350,12 +350,16 @@ class Registry:
                 await self._spawner_died()
                 return
             now = time.monotonic()
-            check_cpu = now >= next_cpu_check
-            if check_cpu:
+            cpu_usec: dict[str, int] | None = None  # every kernel's, in one spawner request
+            if now >= next_cpu_check and self.sessions:
                 next_cpu_check = now + self.config.cpu_check_seconds
+                try:
+                    cpu_usec = await self.spawner.cpu_usage()
+                except SpawnerError:
+                    log.exception("reaper: reading CPU time")
             for session in list(self.sessions.values()):
                 try:
-                    reason = await self._past_a_limit(session, now, check_cpu)
+                    reason = self._past_a_limit(session, now, cpu_usec)
                     if reason:
                         await asyncio.wait_for(self.destroy(session, reason), DESTROY_TIMEOUT)
                 except Exception:  # noqa: BLE001 - the reaper must outlive any one kernel
@@ -373,15 +377,17 @@ class Registry:
             self.obituaries[session.id] = (session.access_key, "the server's spawner died")
             await session.kernel.close()
 
-    async def _past_a_limit(self, session: Session, now: float, check_cpu: bool) -> str:
-        """Why the kernel must go, or ""."""
+    def _past_a_limit(self, session: Session, now: float, cpu_usec: dict[str, int] | None) -> str:
+        """Why the kernel must go, or "". `cpu_usec` is every kernel's CPU time when
+        this sweep checks CPU credit, else None."""
         limits = session.limits
         if session.overdue() and not session.lock.locked():
             return f"exec timeout: a run took longer than {limits.exec_timeout_ms / 1000:g} s"
         idle_ms = (now - session.last_used) * 1000
         if idle_ms > limits.idle_timeout_ms and not session.lock.locked():
             return f"idle timeout: no execute call for {limits.idle_timeout_ms / 1000:g} s"
-        if check_cpu and await session.cpu_ms() > limits.cpu_credit_ms:
+        used_ms = None if cpu_usec is None else cpu_usec.get(session.id, 0) / 1000
+        if used_ms is not None and session.cpu_ms_before_restart + used_ms > limits.cpu_credit_ms:
             return f"CPU credit used up: {limits.cpu_credit_ms / 1000:g} s of CPU time"
         return ""
 
