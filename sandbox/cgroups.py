@@ -135,9 +135,9 @@ class KernelCgroup(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def join(self) -> None:
-        """Move the calling process in. Called in a freshly forked child before it runs
-        anything, so it only writes "0" to a few cgroup.procs files."""
+    def attach(self, pid: int) -> None:
+        """Move process `pid` in (0: the caller). A kernel's pid 1 is moved in while it
+        builds its root, so this only writes to a few cgroup.procs files."""
 
     @abc.abstractmethod
     def procs(self) -> list[int]:
@@ -440,21 +440,21 @@ class _FsCgroup(KernelCgroup):
         self.name = name
         self._dirs = dict(dirs)
         self._paths = _unique(self._dirs.values())
-        # Precomputed so that join() in a fresh child is a handful of syscalls.
-        self._join_files = tuple(os.path.join(d, "cgroup.procs") for d in self._paths)
+        # Precomputed so that attach() is a handful of syscalls.
+        self._procs_files = tuple(os.path.join(d, "cgroup.procs") for d in self._paths)
         self._on_remove = on_remove
         self._peak_seen = 0
 
-    def join(self) -> None:
-        for path in self._join_files:
+    def attach(self, pid: int) -> None:
+        for path in self._procs_files:
             try:
                 fd = os.open(path, os.O_WRONLY)
                 try:
-                    os.write(fd, b"0")
+                    os.write(fd, str(pid).encode())
                 finally:
                     os.close(fd)
             except OSError as e:
-                raise CgroupError(f"join {path}: {e}") from e
+                raise CgroupError(f"attach {pid} to {path}: {e}") from e
 
     def procs(self) -> list[int]:
         pids: set[int] = set()
@@ -755,7 +755,7 @@ class NoneCgroup(KernelCgroup):
     def track(self, pids_fn: Callable[[], list[int]]) -> None:
         self._pids_fn = pids_fn
 
-    def join(self) -> None:
+    def attach(self, pid: int) -> None:
         pass
 
     def procs(self) -> list[int]:

@@ -1,12 +1,14 @@
 """Starting a kernel: the isolation recipe of design.md, in order, in forked children.
 
     caller (spawner or sandbox-exec; a child subreaper)
-      `-- fork: A  setsid, keep only its fds, clear env, join the cgroup,
-                   unshare mount/pid/net/ipc/uts/cgroup, fork, report B's pid, exit
+      `-- fork: A  setsid, keep only its fds, clear env,
+                   unshare mount/pid/net/ipc/uts, fork, report B's pid, exit
             `-- B  pid 1 of the new pid namespace: build the root and pivot into it,
-                   bring up lo, set the hostname, drop to `work`, load seccomp,
-                   then run the in-kernel init (sandbox.runner.init), which forks
-                   the runner (server mode) or the command (exec mode)
+                   bring up lo, set the hostname; wait until the caller has moved
+                   it into its cgroup (done meanwhile: slow on cgroup v1), unshare
+                   the cgroup namespace, drop to `work`, install seccomp, then run
+                   the in-kernel init (sandbox.runner.init), which forks the runner
+                   (server mode) or the command (exec mode)
 
 A exits at once, so B is re-parented to the caller, which must be a child
 subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
@@ -23,33 +25,30 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import prctl
 
 from . import mounts, network, privileges, seccomp
 from . import syscalls as sc
-from .cgroups import KernelCgroup
+from .cgroups import CgroupError, KernelCgroup
 from .runner import init as runner_init
 from .runner import main as runner_main
 from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
 
-NAMESPACES = (
-    sc.CLONE_NEWNS
-    | sc.CLONE_NEWPID
-    | sc.CLONE_NEWNET
-    | sc.CLONE_NEWIPC
-    | sc.CLONE_NEWUTS
-    | sc.CLONE_NEWCGROUP
-)
+# A unshares these; B unshares the cgroup namespace itself, once it is in its cgroup,
+# so that the namespace's root is the kernel's own cgroup.
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
 HOSTNAME = "sandbox"
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
 DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
-# Fd numbers in A and B. The status pipe is closed before user code runs.
+# Fd numbers in A and B. The status and placed pipes are closed before user code runs.
 _HOST_FD = 3
 _STATUS_FD = 4
+_PLACED_FD = 5  # B reads one byte here once the caller has moved it into its cgroup
 
 
 class KernelStartError(RuntimeError):
@@ -133,34 +132,69 @@ def start_kernel(
     """
     rlimits = _rlimits(spec, env, payload)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
     pid_a = os.fork()
     if pid_a == 0:
         try:
-            _child_a(env, spec, work, cgroup, payload, rlimits, host_sock, stdio, status_w)
+            _child_a(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
         finally:  # A and B never return into the caller's code, whatever happens: in
             os._exit(1)  # the spawner, its error path would destroy every other kernel
     os.close(status_w)
+    os.close(placed_r)
+    problems: list[str] = []
     try:
-        report = _read_all(status_r)
+        # A writes "pid N" and exits; meanwhile B builds its root. Moving B into its
+        # cgroup (slow on cgroup v1: each move waits for an RCU grace period) happens
+        # now, beside that work; B waits for the byte on the placed pipe before it
+        # drops privileges. B writes "ok" or its error.
+        reader = _LineReader(status_r)
+        pid_b = None
+        for line in reader:
+            if line.startswith("pid "):
+                pid_b = int(line[4:])
+                break
+            problems.append(line)
+        if pid_b is not None:
+            try:
+                cgroup.attach(pid_b)
+                os.write(placed_w, b"p")
+            except (OSError, CgroupError) as e:
+                problems.append(f"kernel setup failed at cgroup: {e}")
+        os.close(placed_w)
+        placed_w = -1
+        problems += list(reader)
     finally:
+        if placed_w >= 0:
+            os.close(placed_w)
         os.close(status_r)
         _wait_exited(pid_a)
-    # A writes "pid N", B writes "ok" or its error: in either order.
-    lines = report.decode(errors="replace").splitlines()
-    pids = [int(line[4:]) for line in lines if line.startswith("pid ")]
-    others = [line for line in lines if not line.startswith("pid ")]
-    if pids and others == ["ok"]:
-        return Started(pid=pids[0])
-    if pids:
-        _wait_exited(pids[0])
+    if pid_b is not None and problems == ["ok"]:
+        return Started(pid=pid_b)
+    if pid_b is not None:
+        _wait_exited(pid_b)
+    others = [p for p in problems if p != "ok"]
     raise KernelStartError("; ".join(others) or "kernel setup died before reporting")
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _LineReader:
+    """The lines of a pipe, as they arrive, until EOF."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                yield line.decode(errors="replace")
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                if self.buffer:
+                    yield self.buffer.decode(errors="replace")
+                    self.buffer = b""
+                return
+            self.buffer += chunk
 
 
 def _wait_exited(pid: int) -> None:
@@ -178,18 +212,17 @@ def _child_a(
     env: Environment,
     spec: KernelSpec,
     work: str,
-    cgroup: KernelCgroup,
     payload: Payload,
     rlimits: privileges.Rlimits,
     host_sock: socket.socket | None,
     stdio: tuple[int, int, int] | None,
     status_w: int,
+    placed_r: int,
 ) -> None:
     """Runs in A. Never returns."""
     try:
         os.setsid()
-        _arrange_fds(host_sock, stdio, status_w)
-        cgroup.join()
+        _arrange_fds(host_sock, stdio, status_w, placed_r)
         sc.unshare(NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
@@ -202,12 +235,17 @@ def _child_a(
 
 
 def _arrange_fds(
-    host_sock: socket.socket | None, stdio: tuple[int, int, int] | None, status_w: int
+    host_sock: socket.socket | None,
+    stdio: tuple[int, int, int] | None,
+    status_w: int,
+    placed_r: int,
 ) -> None:
-    """Leave exactly: 0/1/2, the host socket at 3 (server mode), the status pipe at 4."""
+    """Leave exactly: 0/1/2, the host socket at 3 (server mode), the status pipe at 4,
+    the placed pipe at 5."""
     # Move everything we keep above the target numbers first, so that a source
     # that happens to be 0-4 cannot be clobbered by another dup2.
     status = fcntl.fcntl(status_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    placed = fcntl.fcntl(placed_r, fcntl.F_DUPFD_CLOEXEC, 10)
     host = fcntl.fcntl(host_sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 10) if host_sock else None
     if stdio is None:
         stdio = (os.open("/dev/null", os.O_RDWR),) * 3
@@ -215,11 +253,12 @@ def _arrange_fds(
     for target, fd in enumerate(std):
         os.dup2(fd, target)
     os.dup2(status, _STATUS_FD, inheritable=False)
+    os.dup2(placed, _PLACED_FD, inheritable=False)
     if host is not None:
         os.dup2(host, _HOST_FD, inheritable=False)
     else:
         os.closerange(_HOST_FD, _HOST_FD + 1)
-    os.closerange(_STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    os.closerange(_PLACED_FD + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def _child_b(
@@ -236,6 +275,11 @@ def _child_b(
         step = "network"
         network.loopback_up()
         socket.sethostname(HOSTNAME)
+        step = "cgroup"
+        if os.read(_PLACED_FD, 1) != b"p":
+            raise RuntimeError("the caller did not place the kernel in its cgroup")
+        os.close(_PLACED_FD)
+        sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
         step = "privileges"
         os.umask(0o022)
         privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)

@@ -375,6 +375,16 @@ def test_sys_is_not_mounted(shared_kernel):
     assert out.startswith("False"), out
 
 
+@pytest.mark.cgroups
+def test_own_cgroup_is_the_root_of_its_cgroup_namespace(shared_kernel):
+    """/proc/self/cgroup names no host cgroup, no sandbox-<pid> parent and no kernel
+    id: the kernel's cgroup namespace is rooted at its own cgroup."""
+    out = run_ok(shared_kernel, "print(open('/proc/self/cgroup').read(), end='')")
+    paths = [line.split(":", 2)[2] for line in out.splitlines()]
+    assert paths and all(p == "/" for p in paths), out
+    assert shared_kernel.id not in out and "sandbox-" not in out
+
+
 def test_server_packages_not_importable(shared_kernel):
     out = run_ok(
         shared_kernel,

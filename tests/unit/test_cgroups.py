@@ -322,7 +322,7 @@ def test_v2_join_stats_and_kill(tmp_path, writes, monkeypatch) -> None:
     # what the kernel provides in a new cgroup
     (k / "cgroup.procs").write_text("")
     (k / "cgroup.kill").write_text("")
-    cg.join()
+    cg.attach(0)
     assert (k / "cgroup.procs").read_text() == "0"
 
     (k / "memory.current").write_text("1000\n")
@@ -425,7 +425,7 @@ def test_hybrid_detect_create_join_stats(tmp_path, writes) -> None:
 
     for d in (mem, pids, cpu, uni):
         (d / "cgroup.procs").write_text("")
-    cg.join()
+    cg.attach(0)
     assert all((d / "cgroup.procs").read_text() == "0" for d in (mem, pids, cpu, uni))
     assert not (cgfs / "cpuacct/sandbox-4242").exists()  # CPU time comes from cgroup2
 
@@ -548,7 +548,7 @@ def test_hybrid_without_pids_and_cpu_still_works(tmp_path) -> None:
 def test_none_layout_tracks_pids_with_psutil() -> None:
     m = cgroups.detect(Layout.NONE)
     cg = m.create("k1", LIMITS)
-    cg.join()
+    cg.attach(0)
     assert cg.procs() == [] and cg.paths() == []
     assert cg.stats() == cgroups.CgroupStats(0, 0, 0, 0, 0, 0)
     cg.track(lambda: [os.getpid(), 999999])  # a vanished pid is skipped
