@@ -5,12 +5,15 @@ it with `sandbox-admin` (concurrency and rate limit high enough never to
 refuse), writes a config raising `max_kernels` to 2000, and starts the server
 as users do, `python -m server`, on a free loopback port. Every server figure is
 measured from the client's side over HTTP: requests signed as server.auth
-verifies them (Sorna v2 headers), sent through httpx.AsyncClient on keep-alive
-connections, timed with perf_counter from before the request to the end of the
-response, and their output checked. The client shares the machine's cores with
-the server, as the baselines do. At the end the server gets SIGTERM (it
-destroys what is left) and the directory is removed, also after an error,
-Ctrl-C or SIGTERM.
+verifies them (Sorna v2 headers) on keep-alive connections, timed with
+perf_counter from before the request to the end of the response, and their output
+checked. The client shares the machine's cores with the server, as the baselines
+do, so it is kept lean to weigh on the figures as little as it can: a minimal
+HTTP/1.1 client on asyncio streams (the whole request in one write; only the status
+code and the Content-Length body read back), and a Date of whole seconds, so a
+request repeated within a second reuses its signed headers instead of signing
+anew. At the end the server gets SIGTERM (it destroys what is left) and the
+directory is removed, also after an error, Ctrl-C or SIGTERM.
 
 Every figure names a baseline measured in the same run and is printed as a
 multiple of it (of its median), because absolute numbers from a noisy 2-core
@@ -54,6 +57,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import email.utils
 import json
 import os
 import shutil
@@ -384,61 +388,168 @@ def gateway_baseline(runs: int, tmp: str) -> Figure | None:
 # -- the server over HTTP -------------------------------------------------------------
 
 
-class Api:
-    """Signed requests, verified as server.auth verifies them, over keep-alive connections."""
+class Connection:
+    """A minimal HTTP/1.1 client on one keep-alive loopback connection.
+
+    A request is written whole, in one write; of the answer only the status code and
+    the body are read (the server always sends Content-Length). After a `Connection:
+    close` answer, or once the server has closed the idle connection (its keep-alive
+    timeout), the next request opens a new one; a request that met such a close before
+    any answer is sent once more on a new connection: the server never read it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """(status code, body) of the answer to one complete request."""
+        while True:
+            reused = self.reader is not None and not self.reader.at_eof()
+            if not reused:
+                await self.close()
+                self.reader, self.writer = await asyncio.open_connection(*self.address)
+            reader, writer = self.reader, self.writer
+            assert reader is not None and writer is not None
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                await self.close()
+                if reused and not getattr(e, "partial", b""):
+                    continue  # closed while idle, before our request
+                raise
+            return await self._rest(reader, head)
+
+    async def _rest(self, reader: asyncio.StreamReader, head: bytes) -> tuple[int, bytes]:
+        lines = head.split(b"\r\n")
+        status, length, close = int(lines[0].split(b" ", 2)[1]), -1, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        if length < 0:
+            await self.close()
+            raise RuntimeError(f"an answer without Content-Length: {lines[0]!r}")
+        body = await reader.readexactly(length)
+        if close:
+            await self.close()
+        return status, body
+
+
+class Signer:
+    """Request heads (request line and headers) signed as server.auth verifies them.
+
+    The Date has whole seconds, so a head is kept per (method, path, content type,
+    body) and reused while the second lasts: the same request repeated is signed
+    once a second, not once a request (the server allows 15 minutes of skew)."""
 
     def __init__(self, server: Server) -> None:
         self.keys = (server.access_key, server.secret_key)
         self.host = server.endpoint.split("://", 1)[1]
-        self.http = httpx.AsyncClient(base_url=server.endpoint, timeout=120)
+        self.second, self.date = -1, ""
+        self.heads: dict[tuple[str, str, str, bytes], bytes] = {}
+
+    def head(self, method: str, path: str, mime: str, body: bytes) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.heads = now, {}
+            self.date = email.utils.formatdate(now, usegmt=True)  # RFC 1123
+        key = (method, path, mime, body)
+        head = self.heads.get(key)
+        if head is None:
+            headers = {"Host": self.host, "Date": self.date, "X-Sorna-Version": API_VERSION}
+            if mime:
+                headers["Content-Type"] = mime
+            headers["Authorization"] = auth.sign(method, path, headers, body, *self.keys)
+            headers["Content-Length"] = str(len(body))
+            lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+            head = self.heads[key] = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return head
+
+
+def encoded(body: dict) -> bytes:
+    return json.dumps(body).encode()
+
+
+NOOP_BODY = encoded({"echo": "bench"})
+QUERY_BODY = encoded(QUERY)
+CONTINUE_BODY = encoded({"mode": "continue", "code": ""})
+BATCH_BODY = encoded(BATCH)
+JSON = "application/json"
+
+
+class Api:
+    """The server's API on keep-alive Connections, signed by a Signer (shared by the
+    clients of a throughput figure). Requests one after the other use one connection;
+    concurrent ones (destroying many kernels at once) open more, kept for reuse."""
+
+    def __init__(self, server: Server, signer: Signer | None = None) -> None:
+        self.signer = signer or Signer(server)
+        host, port = server.endpoint.split("://", 1)[1].rsplit(":", 1)
+        self.address = (host, int(port))
+        self.idle: list[Connection] = []
 
     async def close(self) -> None:
-        await self.http.aclose()
+        idle, self.idle = self.idle, []
+        await asyncio.gather(*(connection.close() for connection in idle))
 
-    async def request(
-        self, method: str, path: str, body: dict | None = None, raw: bytes = b"", mime: str = ""
-    ) -> httpx.Response:
-        if body is not None:
-            raw, mime = json.dumps(body).encode(), "application/json"
-        date = datetime.datetime.now(datetime.UTC).isoformat()
-        headers = {"Date": date, "Host": self.host, "X-Sorna-Version": API_VERSION}
-        if mime:
-            headers["Content-Type"] = mime
-        headers["Authorization"] = auth.sign(method, path, headers, raw, *self.keys)
-        response = await self.http.request(method, path, content=raw, headers=headers)
-        expect(not response.is_error, f"{method} {path}: {response.status_code} {response.text}")
-        return response
+    async def request(self, method: str, path: str, body: bytes = b"", mime: str = "") -> bytes:
+        """The answer's body; an error status raises."""
+        request = self.signer.head(method, path, mime, body) + body
+        connection = self.idle.pop() if self.idle else Connection(*self.address)
+        try:
+            async with asyncio.timeout(120):
+                status, answer = await connection.exchange(request)
+        except BaseException:
+            await connection.close()
+            raise
+        self.idle.append(connection)
+        expect(status < 400, f"{method} {path}: {status} {answer[:1000]!r}")
+        return answer
 
     async def noop(self) -> None:
-        await self.request("POST", "/v2/authorize", {"echo": "bench"})
+        await self.request("POST", "/v2/authorize", NOOP_BODY, JSON)
 
     async def create(self, lang: str = "python3") -> str:
-        body = {"lang": lang, "clientSessionToken": f"bench-{uuid.uuid4().hex}"}
-        return (await self.request("POST", "/v2/kernel/create", body)).json()["kernelId"]
+        body = encoded({"lang": lang, "clientSessionToken": f"bench-{uuid.uuid4().hex}"})
+        return json.loads(await self.request("POST", "/v2/kernel/create", body, JSON))["kernelId"]
 
     async def destroy(self, kernel_id: str) -> None:
         await self.request("DELETE", f"/v2/kernel/{kernel_id}")
 
     async def upload(self, kernel_id: str, name: str, data: bytes) -> None:
+        """multipart/form-data built here; server.auth signs its body as empty."""
         boundary = uuid.uuid4().hex
         part = f'Content-Disposition: form-data; name="src"; filename="{name}"\r\n'
         body = f"--{boundary}\r\n{part}\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
         mime = f"multipart/form-data; boundary={boundary}"
-        await self.request("POST", f"/v2/kernel/{kernel_id}/upload", raw=body, mime=mime)
+        await self.request("POST", f"/v2/kernel/{kernel_id}/upload", body, mime)
 
-    async def execute(self, kernel_id: str, body: dict) -> str:
+    async def execute(self, kernel_id: str, body: bytes) -> str:
         """Run to "finished", continuing while the server holds the run; its stdout."""
         stdout = []
+        path = f"/v2/kernel/{kernel_id}"
         while True:
-            result = (await self.request("POST", f"/v2/kernel/{kernel_id}", body)).json()["result"]
+            result = json.loads(await self.request("POST", path, body, JSON))["result"]
             stdout += [text for kind, text in result["console"] if kind == "stdout"]
             if result["status"] == "finished":
                 return "".join(stdout)
             expect(result["status"] != "waiting-input", f"unexpected waiting-input: {result}")
-            body = {"mode": "continue", "code": ""}
+            body = CONTINUE_BODY
 
     async def query(self, kernel_id: str) -> None:
-        stdout = await self.execute(kernel_id, QUERY)
+        stdout = await self.execute(kernel_id, QUERY_BODY)
         expect(stdout == "1\n", f"print(1) printed {stdout!r}")
 
 
@@ -533,7 +644,7 @@ async def measure_throughput(api: Api, server: Server, seconds: float) -> list[F
     """No-op and query load from 1, 8 and 32 clients, each with its own connection and
     (for queries) its own kernel."""
     kernels = [await api.create() for _ in range(max(CLIENTS))]
-    clients = [Api(server) for _ in kernels]
+    clients = [Api(server, api.signer) for _ in kernels]
     meter = CpuMeter(server)
     figures = []
     for n in CLIENTS:
@@ -556,7 +667,7 @@ async def measure_batch_c(api: Api, runs: int) -> list[Figure]:
         kernel_id = await api.create("c")
         await api.upload(kernel_id, "main.c", HELLO_C)
         t_call = time.perf_counter()
-        stdout = await api.execute(kernel_id, BATCH)
+        stdout = await api.execute(kernel_id, BATCH_BODY)
         calls.append(ms_since(t_call))
         expect(stdout == "hello world\n", f"the C program printed {stdout!r}")
         await api.destroy(kernel_id)
@@ -738,7 +849,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="the HTTP API's latency, throughput and density beside baselines"
     )
-    parser.add_argument("--quick", action="store_true", help="a CI-sized smoke run (~15 s)")
+    parser.add_argument("--quick", action="store_true", help="a CI-sized smoke run (~10 s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--runs", type=positive,
