@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         server_header=False,
         log_level="info",
         access_log=config.access_log,
+        proxy_headers=False,  # nothing is trusted to forward: X-Forwarded-* is ignored
     )
 
 

@@ -87,19 +87,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _authenticate(request: Request, path: str, body: bytes) -> str | None:
-    """The caller's access key. Under X-Method-Override a client may have signed
-    the method it meant or the POST it sent: either verifies."""
+def _authenticate(request: Request, path: str, body: bytes) -> Keypair | None:
+    """The caller's keypair (active or not), looked up once. Under X-Method-Override
+    a client may have signed the method it meant or the POST it sent: either verifies."""
     methods = [request.method]
     wire = request.scope.get(WIRE_METHOD)
     if wire and wire != request.method:
         methods.append(wire)
     now = datetime.datetime.now(datetime.UTC)
+    store: KeyStore = request.app.state.store
+    found: dict[str, Keypair | None] = {}
+
+    def secret_of(access_key: str) -> str | None:
+        if access_key not in found:
+            found[access_key] = store.get(access_key)
+        keypair = found[access_key]
+        return keypair.secret_key if keypair else None
+
     for i, method in enumerate(methods):
         try:
-            return auth.authenticate(
-                method, path, request.headers, body, request.app.state.lookup_secret, now
-            )
+            access_key = auth.authenticate(method, path, request.headers, body, secret_of, now)
+            return None if access_key is None else found[access_key]
         except auth.AuthError as e:
             if i == len(methods) - 1 or e.kind != "auth-failed":
                 raise Problem(e.kind, e.detail) from None
@@ -128,13 +136,12 @@ def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             path = request.scope["raw_path"].decode("latin-1")
             if request.scope.get("query_string"):
                 path += "?" + request.scope["query_string"].decode("latin-1")
-            access_key = _authenticate(request, path, body)
-            if access_key is None:
+            keypair = _authenticate(request, path, body)
+            if keypair is None:
                 raise Problem("auth-failed", "Missing authorization header")
-            keypair = state.store.get(access_key)
-            if keypair is None or not keypair.is_active:
+            if not keypair.is_active:
                 raise Problem("auth-failed", "Access key disabled")
-            allowed, rate_headers = state.limiter.hit(access_key, keypair.rate_limit)
+            allowed, rate_headers = state.limiter.hit(keypair.access_key, keypair.rate_limit)
             if not allowed:
                 raise Problem("rate-limit-exceeded")
             response = await handler(Call(request, keypair, body))
@@ -241,7 +248,6 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.store = store
         app.state.folders = FolderStore(config.database_path, config.folders_path)
         app.state.limiter = ratelimit.RateLimiter()
-        app.state.lookup_secret = lambda ak: kp.secret_key if (kp := store.get(ak)) else None
         app.state.spawner = await SpawnerClient.start()
         app.state.registry = Registry(app.state.spawner, config)
         app.state.registry.start()
