@@ -32,8 +32,11 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     idle python3 USS, PSS         bare interpreters idling at once
     server, spawner RSS at start  before the first kernel
   server figures
-    create                        POST /v2/kernel/create (python3), until its 201
+    create (warm pool)            POST /v2/kernel/create (python3), until its 201, each
+                                  once the warm pool is full again (untimed wait)
     create until print(1)         the same, then the first query until "finished"
+    create (no pool)              the same two on a second server with pool_size = 0:
+                                  every create starts a kernel
     query print(1)                one query round trip in a ready kernel
     no-op | query, C concurrent   C clients (own connection, own kernel) back to back
                                   for a fixed time: latency, requests/s, and the CPU
@@ -83,6 +86,8 @@ API_VERSION = "v2.20170315"
 MiB = 1024 * 1024
 UNLIMITED = 1_000_000_000  # concurrency and rate limit of the benchmark's keypair
 SERVER_CONFIG = "max_kernels = 2000\n"
+POOL_SIZE = 4  # the server's default pool_size, written out so the figures can name it
+COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
 CLIENTS = (1, 8, 32)
 
 PYTHON_PASS = ["/usr/bin/python3", "-c", "pass"]
@@ -108,7 +113,8 @@ KERNEL_GATEWAY = "kernelgateway start+print(1)"
 NOOP = "signed no-op (POST /v2/authorize)"
 IDLE_USS, IDLE_PSS = "idle python3 USS", "idle python3 PSS"
 SERVER_RSS, SPAWNER_RSS = "server RSS at start", "spawner RSS at start"
-CREATE = "create (POST /v2/kernel/create)"
+CREATE = "create (warm pool)"
+COLD_CREATE = "create (no pool)"
 QUERY_RT = "query print(1) round trip"
 
 
@@ -262,10 +268,12 @@ def service(argv: list[str], health_url: str, log_path: str) -> Iterator[subproc
 
 
 @contextlib.contextmanager
-def sandbox_server(tmp: str) -> Iterator[Server]:
-    data_dir, config = os.path.join(tmp, "data"), os.path.join(tmp, "server.toml")
+def sandbox_server(
+    tmp: str, name: str = "server", settings: str = SERVER_CONFIG
+) -> Iterator[Server]:
+    data_dir, config = os.path.join(tmp, f"{name}-data"), os.path.join(tmp, f"{name}.toml")
     with open(config, "w") as f:
-        f.write(SERVER_CONFIG)
+        f.write(settings)
     keys = json.loads(
         subprocess.run(
             [os.path.join(VENV_BIN, "sandbox-admin"), "--data-dir", data_dir, "keys", "create",
@@ -277,7 +285,7 @@ def sandbox_server(tmp: str) -> Iterator[Server]:
     endpoint = f"http://127.0.0.1:{port}"
     argv = [os.path.join(VENV_BIN, "python"), "-m", "server", "--port", str(port),
             "--data-dir", data_dir, "--config", config]  # fmt: skip
-    with service(argv, f"{endpoint}/v2", os.path.join(tmp, "server.log")) as proc:
+    with service(argv, f"{endpoint}/v2", os.path.join(tmp, f"{name}.log")) as proc:
         yield Server(proc, endpoint, keys["accessKey"], keys["secretKey"])
 
 
@@ -518,6 +526,11 @@ class Api:
         expect(status < 400, f"{method} {path}: {status} {answer[:1000]!r}")
         return answer
 
+    async def warm(self, lang: str = "python3") -> int:
+        """How many `lang` kernels wait in the server's pool (a public endpoint)."""
+        rows = json.loads(await self.request("GET", "/v2/kernel/languages"))["languages"]
+        return next(row["warm"] for row in rows if row["lang"] == lang)
+
     async def noop(self) -> None:
         await self.request("POST", "/v2/authorize", NOOP_BODY, JSON)
 
@@ -572,10 +585,14 @@ async def measure_queries(api: Api, runs: int) -> list[Figure]:
     return [Figure(NOOP, noop), Figure(QUERY_RT, queries, baseline=NOOP)]
 
 
-async def time_creates(api: Api, runs: int) -> tuple[list[float], list[float]]:
-    """(create, create until print(1) finished) in ms; each kernel destroyed untimed."""
+async def time_creates(api: Api, runs: int, pool: int) -> tuple[list[float], list[float]]:
+    """(create, create until print(1) finished) in ms; each kernel destroyed untimed.
+    With a pool, each create waits (untimed) until the pool is full again, so that it
+    measures taking a warm kernel and no refill competes with it."""
     created, executable = [], []
     for _ in range(runs):
+        while pool and await api.warm() < pool:
+            await asyncio.sleep(0.005)
         t = time.perf_counter()
         kernel_id = await api.create()
         created.append(ms_since(t))
@@ -696,7 +713,7 @@ async def measure_density(api: Api, server: Server, plan: Plan) -> list[Figure]:
     uss, pss = kernel_memory(spawner)  # a warm pool's kernels, if any, included
     expect(len(uss) >= n, f"{n} kernels alive, but {len(uss)} under the spawner")
     server_rss = rss_mib(psutil.Process(server.proc.pid))
-    creates, _ = await time_creates(api, plan.probes)
+    creates, _ = await time_creates(api, plan.probes, POOL_SIZE)
     queries = []
     for kernel_id in kernels[:: max(1, n // plan.probes)][: plan.probes]:
         t = time.perf_counter()
@@ -719,7 +736,7 @@ async def measure_server(server: Server, plan: Plan, executable_baseline: str) -
         step(f"no-op and query round trips ({plan.queries} each)")
         figures = await measure_queries(api, plan.queries)
         step(f"creates ({plan.runs})")
-        created, executable = await time_creates(api, plan.runs)
+        created, executable = await time_creates(api, plan.runs, POOL_SIZE)
         figures += [
             Figure(CREATE, created, baseline=BWRAP),
             Figure("create until print(1) finished", executable, baseline=executable_baseline),
@@ -768,7 +785,22 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
             executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
             figures += asyncio.run(measure_server(server, plan, executable_baseline))
+        step(f"cold creates, no warm pool ({plan.runs})")
+        with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
+            figures += asyncio.run(measure_cold_creates(server, plan.runs))
     return figures, notes
+
+
+async def measure_cold_creates(server: Server, runs: int) -> list[Figure]:
+    api = Api(server)
+    try:
+        created, executable = await time_creates(api, runs, pool=0)
+    finally:
+        await api.close()
+    return [
+        Figure(COLD_CREATE, created, baseline=BWRAP),
+        Figure("cold create until print(1) finished", executable, baseline=BWRAP),
+    ]
 
 
 def ratios(figure: Figure, by_name: dict[str, Figure]) -> tuple[float | None, float | None]:
