@@ -211,11 +211,22 @@ def _free_port() -> int:
 
 
 def start_server(
-    data_dir: str, command: tuple[str, ...] = (sys.executable, "-m", "server")
+    data_dir: str,
+    command: tuple[str, ...] = (sys.executable, "-m", "server"),
+    config: str | None = None,
 ) -> tuple[subprocess.Popen, ApiServer]:
+    """A server on a free loopback port, once it serves. `config` is the text of a
+    --config file (written beside the data dir). Its output keeps being collected
+    in ApiServer.output, so that the pipe never fills."""
     port = _free_port()
+    argv = [*command, "--port", str(port), "--data-dir", data_dir]
+    if config is not None:
+        path = data_dir.rstrip("/") + ".toml"
+        with open(path, "w") as f:
+            f.write(config)
+        argv += ["--config", path]
     proc = subprocess.Popen(
-        [*command, "--port", str(port), "--data-dir", data_dir],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -244,6 +255,7 @@ def start_server(
         output,
         proc.pid,
     )
+    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
     return proc, server
 
 
@@ -259,8 +271,6 @@ def stop_server(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def api_server(tmp_path_factory):
     proc, server = start_server(str(tmp_path_factory.mktemp("server-data")))
-    # keep the server's output flowing so its pipe never fills
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
     yield server
     stop_server(proc)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import sys
 import tempfile
-import threading
 import time
 
 import pytest
@@ -55,12 +53,7 @@ def test_streams_and_logs_are_not_implemented(api_server, kernel_id, path):
 @pytest.fixture
 def faulty_server(tmp_path):
     """A server of its own, since these tests break it; kernels' replies time out fast."""
-    config = tmp_path / "server.toml"
-    config.write_text("kernel_reply_seconds = 1.0\n")
-    proc, server = start_server(
-        str(tmp_path / "data"), (sys.executable, "-m", "server", "--config", str(config))
-    )
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    proc, server = start_server(str(tmp_path / "data"), config="kernel_reply_seconds = 1.0\n")
     yield server
     stop_server(proc)
 
@@ -116,7 +109,6 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     assert glob.glob(f"{tempfile.gettempdir()}/sandbox-spawner-{dead}-*")  # its scratch too
 
     proc, server = start_server(str(tmp_path / "data2"))
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
     try:
         client = server.client()
         assert client.create().status_code == 201  # its spawner sets up its cgroups

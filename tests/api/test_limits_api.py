@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import threading
 import time
 
 import psutil
@@ -44,12 +42,7 @@ max_folder_bytes_per_key = {2 * MiB}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("limits-data")
-    config = data / "server.toml"
-    config.write_text(CONFIG)
-    proc, server = start_server(
-        str(data / "data"), (sys.executable, "-m", "server", "--config", str(config))
-    )
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    proc, server = start_server(str(data / "data"), config=CONFIG)
     yield server
     stop_server(proc)
 
@@ -388,12 +381,7 @@ def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
     kernel uid's tasks at start), and a folder's directory vanished behind the
     server's back cannot be mounted. Each create fails cleanly and the server goes
     on serving."""
-    config = tmp_path / "server.toml"
-    config.write_text("pids_per_kernel = 1\n")
-    proc, broken = start_server(
-        str(tmp_path / "data"), (sys.executable, "-m", "server", "--config", str(config))
-    )
-    threading.Thread(target=lambda: broken.output.extend(proc.stdout), daemon=True).start()
+    proc, broken = start_server(str(tmp_path / "data"), config="pids_per_kernel = 1\n")
     try:
         client = broken.client()
         if HAS_CGROUPS:

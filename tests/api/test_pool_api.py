@@ -7,8 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
-import sys
-import threading
 import time
 
 import psutil
@@ -23,12 +21,8 @@ POOL = 2
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("pool-data")
-    config = data / "server.toml"
-    config.write_text(f"pool_size = {POOL}\npool_languages = ['python3', 'bash']\n")
-    proc, server = start_server(
-        str(data / "data"), (sys.executable, "-m", "server", "--config", str(config))
-    )
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    config = f"pool_size = {POOL}\npool_languages = ['python3', 'bash']\n"
+    proc, server = start_server(str(data / "data"), config=config)
     yield server
     stop_server(proc)
 
@@ -155,12 +149,7 @@ def test_a_warm_kernel_gets_the_memory_limit_the_create_asked_for(server, client
 
 
 def test_stopping_the_server_destroys_the_pool(tmp_path):
-    config = tmp_path / "server.toml"
-    config.write_text(f"pool_size = {POOL}\n")
-    proc, server = start_server(
-        str(tmp_path / "data"), (sys.executable, "-m", "server", "--config", str(config))
-    )
-    threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+    proc, server = start_server(str(tmp_path / "data"), config=f"pool_size = {POOL}\n")
     try:
         pool_full(server)
         pooled = psutil.Process(spawner_pid(server.pid)).children()
