@@ -59,21 +59,23 @@ class WarmPool:
         self.config = config
         self.spawner = spawner
         self._start = start
-        rows = [_pooled_language(name) for name in config.pool_languages]
-        for row in rows:
-            if row.missing():
-                log.warning(
-                    "warm pool: no %s kernels: %s is not installed", row.name, row.missing()
-                )
-        self.languages = [row for row in rows if not row.missing()]
+        # The spec of each pooled language's kernels: what a create must match.
+        self.specs: dict[str, KernelSpec] = {}
+        for name in config.pool_languages:
+            row = _pooled_language(name)
+            missing = row.missing()
+            if missing:
+                log.warning("warm pool: no %s kernels: %s is not installed", row.name, missing)
+            else:
+                self.specs[row.name] = kernel_spec(config, row, config.default_memory_bytes)
         self.ready: dict[str, collections.deque[tuple[str, Kernel]]] = {
-            row.name: collections.deque() for row in self.languages
+            name: collections.deque() for name in self.specs
         }
         self._wanted = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        if self.config.pool_size > 0 and self.languages and self._task is None:
+        if self.config.pool_size > 0 and self.specs and self._task is None:
             self._wanted.set()
             self._task = asyncio.create_task(self._refill())
 
@@ -83,9 +85,7 @@ class WarmPool:
         ready = self.ready.get(lang)
         if ready is None or self.spawner.proc.poll() is not None:
             return None  # not pooled; or the spawner died, and its kernels with it
-        default = kernel_spec(
-            self.config, languages.resolve(lang), self.config.default_memory_bytes
-        )
+        default = self.specs[lang]
         if dataclasses.replace(spec, memory_bytes=default.memory_bytes) != default:
             return None
         while ready:
@@ -122,15 +122,14 @@ class WarmPool:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            for language in self.languages:
-                ready = self.ready[language.name]
+            for name, spec in self.specs.items():
+                ready = self.ready[name]
                 while len(ready) < self.config.pool_size:
                     kernel_id = secrets.token_urlsafe(16)
-                    spec = kernel_spec(self.config, language, self.config.default_memory_bytes)
                     try:
                         ready.append((kernel_id, await self._start(kernel_id, spec)))
                     except Problem as e:
-                        log.warning("warm pool: a %s kernel did not start: %s", language.name, e)
+                        log.warning("warm pool: a %s kernel did not start: %s", name, e)
                         asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wanted.set)
                         break
 

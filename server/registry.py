@@ -304,12 +304,8 @@ class Registry:
         """Forget the kernel and have the spawner free it. False when a process of it
         would not die (the spawner frees the rest once it does): the API then says
         kernel-destruction-failed, though the kernel is gone from the API's view."""
-        if self.sessions.pop(session.id, None) is None:
+        if not self._forget(session, reason):
             return True
-        self.by_token.pop((session.access_key, session.token), None)
-        self.obituaries[session.id] = (session.access_key, reason)
-        while len(self.obituaries) > OBITUARIES:
-            self.obituaries.popitem(last=False)
         await session.kernel.close()
         try:
             await self.spawner.destroy(session.id)
@@ -365,6 +361,17 @@ class Registry:
                 except Exception:  # noqa: BLE001 - the reaper must outlive any one kernel
                     log.exception("reaper: kernel %s", session.id)
 
+    def _forget(self, session: Session, reason: str) -> bool:
+        """Drop the session from the registry, keeping why it went for later 404s.
+        False if it was gone already."""
+        if self.sessions.pop(session.id, None) is None:
+            return False
+        self.by_token.pop((session.access_key, session.token), None)
+        self.obituaries[session.id] = (session.access_key, reason)
+        while len(self.obituaries) > OBITUARIES:
+            self.obituaries.popitem(last=False)
+        return True
+
     async def _spawner_died(self) -> None:
         """The spawner was killed: its kernels are orphans that only their sockets
         still tie to us. Close those so that every kernel ends itself (pid 1 exits
@@ -372,9 +379,7 @@ class Registry:
         log.critical("the spawner died: no kernel can start until the server restarts")
         await self.pool.close()
         for session in list(self.sessions.values()):
-            self.sessions.pop(session.id, None)
-            self.by_token.pop((session.access_key, session.token), None)
-            self.obituaries[session.id] = (session.access_key, "the server's spawner died")
+            self._forget(session, "the server's spawner died")
             await session.kernel.close()
 
     def _past_a_limit(self, session: Session, now: float, cpu_usec: dict[str, int] | None) -> str:
