@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandbox.spawner import SpawnerClient
+from sandbox.spawner_client import SpawnerClient
 
 from . import auth, ratelimit
 from .config import ServerConfig

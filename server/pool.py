@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from sandbox import languages
 from sandbox.kernel import Kernel
-from sandbox.spawner import SpawnerClient, SpawnerError
+from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import Bind, KernelSpec
 
 from .config import ServerConfig

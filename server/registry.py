@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from sandbox import languages
 from sandbox.kernel import Kernel, KernelGone, RunResult
-from sandbox.spawner import SpawnerClient, SpawnerError
+from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
 from .config import ServerConfig

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sandbox import cgroups
 from sandbox.kernel import Kernel, RunResult
-from sandbox.spawner import SpawnerClient
+from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec
 
 _ids = itertools.count(1)

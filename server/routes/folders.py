@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import Kernel, KernelGone
-from sandbox.spawner import SpawnerError
+from sandbox.spawner_client import SpawnerError
 from sandbox.spec import WORK_DIR, Bind, KernelSpec, MiB
 
 from ..app import Call, json_response, no_content, signed

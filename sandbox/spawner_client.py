@@ -1,0 +1,145 @@
+"""The server's side of the spawner (`sandbox.spawner`): start it, and ask it over
+its socket.
+
+Kept apart from the spawner's own module so that the spawner process, whose
+memory every kernel is forked from, never imports asyncio and what comes with it
+(its modules, their at-fork handlers, a larger heap to copy page tables of).
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+from .runner import protocol
+from .spec import KernelSpec
+
+
+class SpawnerError(RuntimeError):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SpawnerClient:
+    """The server's asyncio handle on its spawner process. Requests are serialised."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._sock = sock
+        self._reader = protocol.FrameReader()
+        self._pending: list[tuple[dict, list[int]]] = []
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, env: dict[str, str] | None = None) -> SpawnerClient:
+        """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is ready."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env if env is not None else dict(os.environ),
+        )
+        theirs.close()
+        ours.setblocking(False)
+        client = cls(proc, ours)
+        hello, _ = await client._recv()
+        if not hello.get("ready"):
+            raise SpawnerError("start-failed", f"spawner did not start: {hello}")
+        return client
+
+    async def request(self, message: dict) -> tuple[dict, list[int]]:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.sock_sendall(self._sock, protocol.encode(message))
+            except OSError as e:  # EPIPE, ECONNRESET: it died since the last request
+                raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
+            reply, fds = await self._recv()
+        if not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerError(reply.get("kind", "error"), reply.get("error", "spawner error"))
+        return reply, fds
+
+    async def spawn(
+        self, kernel_id: str, spec: KernelSpec, keep_work: bool = False
+    ) -> tuple[int, socket.socket]:
+        request = {"op": "spawn", "id": kernel_id, "spec": spec.to_json(), "keep_work": keep_work}
+        reply, fds = await self.request(request)
+        if len(fds) != 1:
+            raise SpawnerError("start-failed", "spawner sent no kernel socket")
+        return reply["pid"], socket.socket(fileno=fds[0])
+
+    async def destroy(self, kernel_id: str, keep_work: bool = False) -> int | None:
+        reply, _ = await self.request({"op": "destroy", "id": kernel_id, "keep_work": keep_work})
+        return reply.get("status")
+
+    async def stats(self, kernel_id: str) -> dict:
+        reply, _ = await self.request({"op": "stats", "id": kernel_id})
+        return reply
+
+    async def cpu_usage(self) -> dict[str, int]:
+        """{kernel id: CPU time in microseconds} of every live kernel, in one request."""
+        reply, _ = await self.request({"op": "cpu"})
+        return reply["usec"]
+
+    async def set_limits(
+        self, kernel_id: str, memory_bytes: int | None, pids: int | None, cpu_quota: float | None
+    ) -> None:
+        """New cgroup limits for a live kernel (SpawnerError if the layout cannot)."""
+        limits = {"memory_bytes": memory_bytes, "pids": pids, "cpu_quota": cpu_quota}
+        await self.request({"op": "limit", "id": kernel_id, "limits": limits})
+
+    async def info(self) -> dict:
+        reply, _ = await self.request({"op": "info"})
+        return reply
+
+    async def close(self) -> None:
+        """Close the connection: the spawner destroys every kernel and exits."""
+        self._sock.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.proc.wait)
+
+    async def _recv(self) -> tuple[dict, list[int]]:
+        loop = asyncio.get_running_loop()
+        while not self._pending:
+            fut = loop.create_future()
+            loop.add_reader(self._sock.fileno(), fut.set_result, None)
+            try:
+                await fut
+            finally:
+                loop.remove_reader(self._sock.fileno())
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    65536, socket.CMSG_SPACE(16 * array.array("i").itemsize)
+                )
+            except BlockingIOError:
+                continue
+            except OSError as e:  # ECONNRESET: it died with our request unread
+                raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
+            if not data:
+                raise SpawnerError("gone", "the spawner exited")
+            fds = _fds_from(ancdata)
+            self._reader.feed(data)
+            frames = self._reader.frames()
+            for i, (message, _blob, _raw) in enumerate(frames):
+                self._pending.append((message, fds if i == 0 else []))
+            if not frames:
+                for fd in fds:
+                    os.close(fd)
+        return self._pending.pop(0)
+
+
+def _fds_from(ancdata: list) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return list(fds)
