@@ -391,6 +391,10 @@ def test_server_packages_not_importable(shared_kernel):
         """
         import importlib, sys
         print(all(p == "" or p.startswith("/usr/") for p in sys.path), sys.executable)
+        kept = [name for name, m in list(sys.modules.items())
+                if not (getattr(m, "__file__", None) or "/usr/").startswith("/usr/")
+                and name != "sandbox" and not name.startswith("sandbox.runner")]
+        print("kept from the host:", kept)
         for name in ("prctl", "pyseccomp", "cgroupspy", "sandbox.spawner", "sandbox.cgroups"):
             sys.modules.pop(name, None)
             try:
@@ -401,6 +405,7 @@ def test_server_packages_not_importable(shared_kernel):
         """,
     )
     assert out.splitlines()[0] == "True /usr/bin/python3"
+    assert out.splitlines()[1] == "kept from the host: []", out
     assert "IMPORTED" not in out, out
 
 
