@@ -58,9 +58,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime
 import email.utils
+import itertools
 import json
 import os
 import shutil
@@ -591,8 +593,7 @@ async def time_creates(api: Api, runs: int, pool: int) -> tuple[list[float], lis
     measures taking a warm kernel and no refill competes with it."""
     created, executable = [], []
     for _ in range(runs):
-        while pool and await api.warm() < pool:
-            await asyncio.sleep(0.005)
+        await wait_pool_full(api, pool)
         t = time.perf_counter()
         kernel_id = await api.create()
         created.append(ms_since(t))
@@ -695,24 +696,146 @@ async def measure_batch_c(api: Api, runs: int) -> list[Figure]:
     ]
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PFN_MASK = (1 << 55) - 1  # /proc/<pid>/pagemap: bits 0-54 the frame, bit 63 "present"
+
+
+def mapped_frames(pid: int) -> list[int]:
+    """The physical frames of every page `pid` has in memory (root only: a reader
+    without CAP_SYS_ADMIN gets zeros)."""
+    frames: list[int] = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb", 0) as pagemap:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+            if start >= 1 << 47:  # [vsyscall]: not in the page tables
+                continue
+            pagemap.seek(start // PAGE * 8)
+            entries = memoryview(pagemap.read((end - start) // PAGE * 8)).cast("Q")
+            frames.extend(e & PFN_MASK for e in entries if e >> 63)
+    return frames
+
+
+def frame_map_counts() -> memoryview:
+    """How many page-table entries map each physical frame (/proc/kpagecount)."""
+    chunks = []
+    with open("/proc/kpagecount", "rb", 0) as f:
+        while chunk := f.read(1 << 24):
+            chunks.append(chunk)
+    return memoryview(b"".join(chunks)).cast("Q")
+
+
 def kernel_memory(spawner: psutil.Process) -> tuple[list[float], list[float]]:
-    """USS and PSS (MiB) of each kernel: the spawner's child (its pid 1) and descendants."""
-    uss, pss = [], []
+    """Unique memory and PSS (MiB) of each kernel: its pid 1 (the spawner's child)
+    and that one's descendants.
+
+    Unique memory is the pages that only this kernel's processes map, each
+    counted once: what destroying the kernel frees. A sum of the processes' USS
+    would miss the pages that pid 1 and the runner share with each other (those
+    pid 1 wrote before it forked the runner) and no one else.
+    """
+    kernels = []
     for init in spawner.children():
-        with contextlib.suppress(psutil.NoSuchProcess):  # one ending as we look
-            infos = [p.memory_full_info() for p in (init, *init.children(recursive=True))]
-            uss.append(sum(i.uss for i in infos) / MiB)
-            pss.append(sum(i.pss for i in infos) / MiB)
-    return uss, pss
+        with contextlib.suppress(psutil.NoSuchProcess, OSError):  # one ending as we look
+            procs = [init, *init.children(recursive=True)]
+            pss = sum(p.memory_full_info().pss for p in procs)
+            kernels.append(([mapped_frames(p.pid) for p in procs], pss))
+    counts = frame_map_counts()
+    unique, pss = [], []
+    for frames, kernel_pss in kernels:
+        mine = collections.Counter(itertools.chain.from_iterable(frames))
+        unique.append(sum(1 for f, n in mine.items() if counts[f] == n) * PAGE / MiB)
+        pss.append(kernel_pss / MiB)
+    return unique, pss
 
 
-async def measure_density(api: Api, server: Server, plan: Plan) -> list[Figure]:
+def mem_available() -> int:
+    """The host's MemAvailable, bytes: what kernels can still take before the OOM killer."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+async def settled_mem_available(timeout: float = 10.0) -> int:
+    """MemAvailable once it stops moving: kernels destroyed just before give their
+    memory back over the next moments (cgroups and namespaces are freed after an
+    RCU grace period), which would make the next difference meaningless."""
+    deadline = time.monotonic() + timeout
+    last = mem_available()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = mem_available()
+        if abs(now - last) < MiB:
+            return now
+        last = now
+    return last
+
+
+async def wait_pool_full(api: Api, pool: int = POOL_SIZE) -> None:
+    """Until `pool` kernels wait in the warm pool (at once when pool is 0)."""
+    while pool and await api.warm() < pool:
+        await asyncio.sleep(0.005)
+
+
+def host_tasks() -> int:
+    """Tasks (threads) on the host: what kernel.pid_max bounds."""
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[1])
+
+
+def read_int(path: str) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
+@dataclass
+class Footprint:
+    """What one more idle kernel takes from each host resource that could run out."""
+
+    memory: float  # bytes of MemAvailable
+    tasks: float
+    server_fds: float
+
+
+def ceiling_note(n: int, per_kernel: Footprint, server: psutil.Process) -> str:
+    """How many idle python3 kernels this host could hold, and what runs out first,
+    projected from the footprint of the N alive now (README: the ceiling)."""
+    nofile = server.rlimit(psutil.RLIMIT_NOFILE)[0]
+    limits = {
+        "memory (MemAvailable)": mem_available() / per_kernel.memory,
+        "tasks (kernel.pid_max)": (read_int("/proc/sys/kernel/pid_max") - host_tasks())
+        / per_kernel.tasks,
+        "the server's open files": (nofile - server.num_fds()) / max(per_kernel.server_fds, 1e-9),
+    }
+    ranked = sorted(limits.items(), key=lambda item: item[1])
+    (first, room), *others = ranked
+    rest = ", ".join(f"{name} at {n + r:,.0f}" for name, r in others)
+    return (
+        f"ceiling: about {n + room:,.0f} idle python3 kernels, set by {first}: each takes "
+        f"{per_kernel.memory / MiB:.2f} MiB, {per_kernel.tasks:.1f} tasks and "
+        f"{per_kernel.server_fds:.1f} server fds; then {rest} (max_kernels aside)"
+    )
+
+
+async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]) -> list[Figure]:
     n = plan.density
+    server_proc = psutil.Process(server.proc.pid)
+    await wait_pool_full(api)
+    before = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
     kernels = [await api.create() for _ in range(n)]
+    await wait_pool_full(api)
+    after = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
+    per_kernel = Footprint(
+        (before.memory - after.memory) / n,
+        (after.tasks - before.tasks) / n,
+        (after.server_fds - before.server_fds) / n,
+    )
+    notes.append(ceiling_note(n, per_kernel, server_proc))
     spawner = spawner_of(server)
     uss, pss = kernel_memory(spawner)  # a warm pool's kernels, if any, included
     expect(len(uss) >= n, f"{n} kernels alive, but {len(uss)} under the spawner")
-    server_rss = rss_mib(psutil.Process(server.proc.pid))
+    server_rss = rss_mib(server_proc)
     creates, _ = await time_creates(api, plan.probes, POOL_SIZE)
     queries = []
     for kernel_id in kernels[:: max(1, n // plan.probes)][: plan.probes]:
@@ -722,8 +845,9 @@ async def measure_density(api: Api, server: Server, plan: Plan) -> list[Figure]:
         queries.append(ms_since(t))
     await asyncio.gather(*(api.destroy(k) for k in kernels))
     return [
-        Figure(f"kernel USS, {n} alive", uss, unit="MiB", baseline=IDLE_USS),
+        Figure(f"kernel unique memory, {n} alive", uss, unit="MiB", baseline=IDLE_USS),
         Figure(f"kernel PSS, {n} alive", pss, unit="MiB", baseline=IDLE_PSS),
+        Figure(f"host memory per kernel, {n} alive", [per_kernel.memory / MiB], unit="MiB"),
         Figure(f"server RSS, {n} alive", [server_rss], unit="MiB", baseline=SERVER_RSS),
         Figure(f"spawner RSS, {n} alive", [rss_mib(spawner)], unit="MiB", baseline=SPAWNER_RSS),
         Figure(f"create, {n} alive", creates, baseline=CREATE),
@@ -731,7 +855,9 @@ async def measure_density(api: Api, server: Server, plan: Plan) -> list[Figure]:
     ]
 
 
-async def measure_server(server: Server, plan: Plan, executable_baseline: str) -> list[Figure]:
+async def measure_server(
+    server: Server, plan: Plan, executable_baseline: str, notes: list[str]
+) -> list[Figure]:
     api = Api(server)
     try:
         step(f"no-op and query round trips ({plan.queries} each)")
@@ -747,7 +873,7 @@ async def measure_server(server: Server, plan: Plan, executable_baseline: str) -
         step(f"batch C cycles ({plan.runs})")
         figures += await measure_batch_c(api, plan.runs)
         step(f"density ({plan.density} kernels)")
-        figures += await measure_density(api, server, plan)
+        figures += await measure_density(api, server, plan, notes)
         return figures
     finally:
         await api.close()
@@ -785,7 +911,7 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures.append(Figure(SERVER_RSS, [server_rss], unit="MiB"))
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
             executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
-            figures += asyncio.run(measure_server(server, plan, executable_baseline))
+            figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
         step(f"cold creates, no warm pool ({plan.runs})")
         with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs))

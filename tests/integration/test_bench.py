@@ -19,7 +19,7 @@ EXPECTED = [
     "create until print(1) finished",
     "query, 32 concurrent",
     "batch C cycle",
-    "kernel USS, 20 alive",
+    "kernel unique memory, 20 alive",
     "query print(1), 20 alive",
 ]
 
