@@ -10,6 +10,13 @@
                    the in-kernel init (sandbox.runner.init), which forks the runner
                    (server mode) or the command (exec mode)
 
+A spare (`Spare`) is an A forked ahead of demand that has already moved itself
+into a fresh cgroup, started its session, unshared the network, IPC and UTS
+namespaces and set up lo and the hostname there: a kernel started from one skips
+the fork of the caller, those steps and, above all, the move, which waits for an
+RCU grace period (5-15 ms here) the first time in a while that any process
+changes cgroup.
+
 A exits at once, so B is re-parented to the caller, which must be a child
 subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
 stopped it to a status pipe, so a kernel that cannot start is reported, not
@@ -18,9 +25,11 @@ silently dead. Killing B kills every process of the kernel (pid namespace).
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -38,8 +47,12 @@ from .runner import main as runner_main
 from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
 
 # A unshares these; B unshares the cgroup namespace itself, once it is in its cgroup,
-# so that the namespace's root is the kernel's own cgroup.
-NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+# so that the namespace's root is the kernel's own cgroup. A spare unshares the
+# first three (and sets up lo and the hostname) while it waits: nothing that
+# happens later depends on them. The mount namespace must be made late, to hold the
+# kernel's /home/work tmpfs, mounted by the caller when the kernel is asked for.
+EARLY_NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+NAMESPACES = EARLY_NAMESPACES | sc.CLONE_NEWNS | sc.CLONE_NEWPID
 HOSTNAME = "sandbox"
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
@@ -126,29 +139,46 @@ def start_kernel(
     payload: Payload,
     host_sock: socket.socket | None = None,
     stdio: tuple[int, int, int] | None = None,
+    spare: Spare | None = None,
 ) -> Started:
     """Fork a kernel and wait until it is set up (or failed). Returns its pid 1.
 
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
+    With a `spare` (server mode only), that spare becomes A, and `cgroup` must be
+    the spare's, its limits already the kernel's (the caller sets them).
     """
     rlimits = _rlimits(spec, env, payload)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
-    pid_a = os.fork()
-    if pid_a == 0:
-        try:
-            _child_a(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
-        finally:  # A and B never return into the caller's code, whatever happens: in
-            os._exit(1)  # the spawner, its error path would destroy every other kernel
-    os.close(status_w)
-    os.close(placed_r)
     problems: list[str] = []
+    if spare is not None:
+        if host_sock is None:
+            raise ValueError("a spare starts server-mode kernels only")
+        pid_a, status_r = spare.pid, spare.take_status()
+        os.write(placed_w, b"p")  # it is in its cgroup already: B need not wait
+        os.close(placed_w)
+        placed_w = -1
+        try:
+            spare.send(spec, work, payload, rlimits, host_sock, placed_r)
+        except OSError as e:  # it died: what it wrote before, if anything, follows
+            problems.append(f"kernel setup failed at spare: {e}")
+        finally:
+            os.close(placed_r)
+    else:
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        pid_a = os.fork()
+        if pid_a == 0:
+            try:
+                _child_a(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
+            finally:  # A and B never return into the caller's code, whatever happens: in
+                os._exit(1)  # the spawner, its error path would destroy every other kernel
+        os.close(status_w)
+        os.close(placed_r)
     try:
         # A writes "pid N" and exits; meanwhile B builds its root. Moving B into its
-        # cgroup (slow on cgroup v1: each move waits for an RCU grace period) happens
-        # now, beside that work; B waits for the byte on the placed pipe before it
-        # drops privileges. B writes "ok" or its error.
+        # cgroup (slow: see Spare) happens now, beside that work; B waits for the
+        # byte on the placed pipe before it drops privileges. B writes "ok" or its
+        # error.
         reader = _LineReader(status_r)
         pid_b = None
         for line in reader:
@@ -156,14 +186,15 @@ def start_kernel(
                 pid_b = int(line[4:])
                 break
             problems.append(line)
-        if pid_b is not None:
+        if pid_b is not None and placed_w >= 0:
             try:
                 cgroup.attach(pid_b)
                 os.write(placed_w, b"p")
             except (OSError, CgroupError) as e:
                 problems.append(f"kernel setup failed at cgroup: {e}")
-        os.close(placed_w)
-        placed_w = -1
+        if placed_w >= 0:
+            os.close(placed_w)
+            placed_w = -1
         problems += list(reader)
     finally:
         if placed_w >= 0:
@@ -176,6 +207,120 @@ def start_kernel(
         _wait_exited(pid_b)
     others = [p for p in problems if p != "ok"]
     raise KernelStartError("; ".join(others) or "kernel setup died before reporting")
+
+
+class Spare:
+    """A child of the caller, forked ahead of demand, that moves itself into a fresh
+    cgroup and then waits to become some kernel's A (`start_kernel(spare=...)`).
+
+    The move costs the spare, not the caller: the caller goes on serving while the
+    spare waits out the grace period. The spare holds only its request socket and
+    its status pipe; it exits when the caller closes the socket (`discard`) or
+    dies. Its cgroup has no limits until the caller gives it a kernel's.
+    """
+
+    def __init__(self, pid: int, cgroup: KernelCgroup, conn: socket.socket, status_r: int):
+        self.pid = pid
+        self.cgroup = cgroup
+        self._conn = conn
+        self.status_r = status_r
+
+    @classmethod
+    def fork(cls, env: Environment, cgroup: KernelCgroup) -> Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _spare_main(env, cgroup, theirs.detach(), status_w)
+            finally:  # as in start_kernel: never back into the caller's code
+                os._exit(1)
+        theirs.close()
+        os.close(status_w)
+        return cls(pid, cgroup, ours, status_r)
+
+    def send(
+        self,
+        spec: KernelSpec,
+        work: str,
+        payload: Payload,
+        rlimits: privileges.Rlimits,
+        host_sock: socket.socket,
+        placed_r: int,
+    ) -> None:
+        """Hand the spare its kernel; it goes on as A does (start_kernel reads the rest)."""
+        fds = [placed_r, host_sock.fileno()]
+        request = pickle.dumps((spec, work, payload, rlimits))
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        try:
+            self._conn.sendmsg([request], ancillary)
+        finally:
+            self._conn.close()
+
+    def take_status(self) -> int:
+        """The status pipe, now the caller's to read and close."""
+        fd, self.status_r = self.status_r, -1
+        return fd
+
+    def discard(self) -> None:
+        """End an unused spare (the caller reaps it and removes its cgroup)."""
+        self._conn.close()
+        if self.status_r >= 0:
+            os.close(self.status_r)
+            self.status_r = -1
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: int) -> None:
+    """Runs in a spare. Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)  # the caller's: about to be closed
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        # Nothing of the caller's but stdio: another spare's socket held here would
+        # keep that spare from seeing its end.
+        for low, high in _gaps_between(3, sorted((conn_fd, status_w)), os.sysconf("SC_OPEN_MAX")):
+            os.closerange(low, high)
+        cgroup.attach(0)
+        os.setsid()
+        sc.unshare(EARLY_NAMESPACES)
+        _network_and_hostname()
+        conn = socket.socket(fileno=conn_fd)
+        request, ancillary, _flags, _addr = conn.recvmsg(
+            1 << 20, socket.CMSG_SPACE(2 * array.array("i").itemsize)
+        )
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if not request:
+            os._exit(0)  # discarded
+        spec, work, payload, rlimits = pickle.loads(request)
+        placed_r, host_fd = fds
+        host_sock = socket.socket(fileno=host_fd)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.write(status_w, f"kernel setup failed at spare: {e}\n".encode())
+        os._exit(1)
+    _child_a(env, spec, work, payload, rlimits, host_sock, None, status_w, placed_r, early=True)
+
+
+def _network_and_hostname() -> None:
+    """In the kernel's new network and UTS namespaces: lo up, the kernel's hostname."""
+    network.loopback_up()
+    socket.sethostname(HOSTNAME)
+
+
+def _gaps_between(low: int, keep: list[int], high: int) -> list[tuple[int, int]]:
+    """The [start, end) ranges from low to high that contain none of `keep` (sorted)."""
+    gaps, start = [], low
+    for fd in keep:
+        if fd >= start:
+            gaps.append((start, fd))
+            start = fd + 1
+    gaps.append((start, high))
+    return gaps
 
 
 class _LineReader:
@@ -220,15 +365,17 @@ def _child_a(
     stdio: tuple[int, int, int] | None,
     status_w: int,
     placed_r: int,
+    early: bool = False,
 ) -> None:
-    """Runs in A. Never returns."""
+    """Runs in A (a spare: `early`, EARLY_NAMESPACES done already). Never returns."""
     try:
-        os.setsid()
+        if not early:
+            os.setsid()
         _arrange_fds(host_sock, stdio, status_w, placed_r)
-        sc.unshare(NAMESPACES)
+        sc.unshare(NAMESPACES & ~EARLY_NAMESPACES if early else NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
-            _child_b(env, spec, work, payload, rlimits)
+            _child_b(env, spec, work, payload, rlimits, early)
         os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
         os._exit(0)
     except BaseException as e:
@@ -264,9 +411,15 @@ def _arrange_fds(
 
 
 def _child_b(
-    env: Environment, spec: KernelSpec, work: str, payload: Payload, rlimits: privileges.Rlimits
+    env: Environment,
+    spec: KernelSpec,
+    work: str,
+    payload: Payload,
+    rlimits: privileges.Rlimits,
+    early: bool,
 ) -> None:
-    """Runs in B, pid 1 of the new namespaces. Never returns."""
+    """Runs in B, pid 1 of the new namespaces (`early`: lo and the hostname are set up
+    already, by the spare it comes from). Never returns."""
     step = "setup"
     try:
         step = "root filesystem"
@@ -274,9 +427,9 @@ def _child_b(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
         )
         mounts.build_root(plan, env.mountpoint)
-        step = "network"
-        network.loopback_up()
-        socket.sethostname(HOSTNAME)
+        if not early:
+            step = "network"
+            _network_and_hostname()
         step = "cgroup"
         if os.read(_PLACED_FD, 1) != b"p":
             raise RuntimeError("the caller did not place the kernel in its cgroup")

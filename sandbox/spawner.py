@@ -17,9 +17,11 @@ Requests (one at a time, each answered in order):
   {"op": "spawn", "id": str, "spec": KernelSpec JSON, "keep_work": bool}
       -> {"ok": true, "pid": int} + the kernel's socket as SCM_RIGHTS
   {"op": "destroy", "id": str, "keep_work": bool} -> {"ok": true, "status": int|null}
-  {"op": "stats", "id": str} -> {"ok": true, "alive": bool, ...CgroupStats}
+  {"op": "stats", "id": str} -> {"ok": true, "alive": bool, "pid": int,
+                                  "cgroups": [its directories], ...CgroupStats}
   {"op": "info"} -> {"ok": true, "layout": str, "cgroups": {...}, "pid": int,
-                     "scratch": str (in the spawner's mount namespace)}
+                     "scratch": str (in the spawner's mount namespace),
+                     "spares": [pids of the spares ready now]}
 Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error": str}
 """
 
@@ -30,6 +32,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import itertools
 import os
 import re
 import select
@@ -58,7 +61,7 @@ class _Kernel:
 class Spawner:
     """The spawner's state and request handlers (runs in the spawner process)."""
 
-    def __init__(self, cgroup_manager: cgroups.CgroupManager, scratch: str) -> None:
+    def __init__(self, cgroup_manager: cgroups.CgroupManager, scratch: str, spares: int) -> None:
         self.cgroups = cgroup_manager
         self.scratch = scratch
         self.kernels: dict[str, _Kernel] = {}
@@ -66,6 +69,12 @@ class Spawner:
         self.env = process.Environment.prepare(
             scratch, layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE
         )
+        # Kept ready when there are cgroups to move into (process.Spare); a cgroup is
+        # made for a spare before anyone knows which kernel it will be, so cgroups
+        # are named k0, k1, ... (ask `stats` for a kernel's), not after kernels.
+        self.spares_wanted = spares if self.env.layout_has_cgroup else 0
+        self.spares: list[process.Spare] = []
+        self._cgroup_names = (f"k{n}" for n in itertools.count())
 
     # -- requests -------------------------------------------------------------
 
@@ -73,13 +82,25 @@ class Spawner:
         if kernel_id in self.kernels:
             raise SpecError(f"id: kernel {kernel_id} already exists")
         work = self._work_dir(kernel_id, spec, keep_work)
-        cgroup = self.cgroups.create(
-            kernel_id, cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
-        )
+        limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
+        spare = self.spares.pop(0) if self.spares else None
+        try:
+            if spare is None:
+                cgroup = self.cgroups.create(next(self._cgroup_names), limits)
+            else:
+                cgroup = spare.cgroup
+                cgroup.set_limits(limits)
+        except BaseException:
+            if spare is not None:
+                spare.discard()
+                spare.cgroup.remove()
+            if not keep_work:
+                self._remove_work(work)
+            raise
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
-                self.env, spec, work, cgroup, process.Payload(), host_sock=kernel_end
+                self.env, spec, work, cgroup, process.Payload(), host_sock=kernel_end, spare=spare
             )
         except BaseException:
             host_end.close()
@@ -126,17 +147,40 @@ class Spawner:
 
     def stats(self, kernel_id: str) -> dict:
         kernel = self.kernels[kernel_id]
-        data = {"alive": kernel.status is None, "pid": kernel.pid}
+        data = {"alive": kernel.status is None, "pid": kernel.pid, "cgroups": kernel.cgroup.paths()}
         data.update(dataclasses.asdict(kernel.cgroup.stats()))
         return data
 
+    def refill_spares(self) -> None:
+        """Fork spares up to the number wanted (after a request has been answered)."""
+        while len(self.spares) < self.spares_wanted:
+            try:
+                cgroup = self.cgroups.create(next(self._cgroup_names), cgroups.CgroupLimits())
+            except cgroups.CgroupError as e:
+                print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
+                return
+            try:
+                self.spares.append(process.Spare.fork(self.env, cgroup))
+            except OSError as e:
+                cgroup.remove()
+                print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
+                return
+
     def reap(self) -> None:
         """Collect exited kernels' pid 1 (they come back to us as subreaper). An
-        undead kernel whose pid 1 is finally gone has its cgroups removed now."""
+        undead kernel whose pid 1 is finally gone has its cgroups removed now, and
+        a spare that died unused is dropped with its cgroup."""
         by_pid = {k.pid: k for k in self.kernels.values()}
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
+        spares = {spare.pid: spare for spare in self.spares}
         for pid, status in runner_init.reap_exited().items():
-            if pid in by_pid:
+            if pid in spares:
+                spare = spares[pid]
+                self.spares.remove(spare)
+                spare.discard()
+                with contextlib.suppress(cgroups.CgroupError):
+                    spare.cgroup.remove()
+            elif pid in by_pid:
                 by_pid[pid].status = status
             elif pid in undead:
                 kernel = self.undead.pop(undead[pid])
@@ -150,6 +194,13 @@ class Spawner:
                     )
 
     def shutdown(self) -> None:
+        self.spares_wanted = 0
+        for spare in self.spares:
+            spare.discard()
+            with contextlib.suppress(cgroups.CgroupError):
+                spare.cgroup.remove()
+        self.spares.clear()
+        runner_init.reap_exited()
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
                 self.destroy(kernel_id, keep_work=False)
@@ -234,6 +285,7 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 "scratch": spawner.scratch,
                 "cgroups": spawner.cgroups.describe(),
             }
+            info["spares"] = [spare.pid for spare in spawner.spares]
             _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
             return
         if op == "cpu":
@@ -289,11 +341,13 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
             for request, _blob, _raw in reader.frames():
                 spawner.reap()
                 _handle(spawner, conn, request)
+            spawner.refill_spares()
     finally:
         spawner.shutdown()
 
 
 SCRATCH_PREFIX = "sandbox-spawner-"
+DEFAULT_SPARES = 2  # process.Spare: kept ready to start kernels from
 
 
 def _sweep_stale_scratch(root: str) -> None:
@@ -309,7 +363,8 @@ def _sweep_stale_scratch(root: str) -> None:
 
 
 def main() -> None:
-    """Entry point of the spawner process: `python -m sandbox.spawner FD`, FD connected."""
+    """Entry point of the spawner process: `python -m sandbox.spawner FD [SPARES]`, FD
+    connected to the server, SPARES how many process.Spare to keep (DEFAULT_SPARES)."""
     conn = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
@@ -322,11 +377,13 @@ def main() -> None:
     os.mkdir(scratch, 0o700)
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
-        spawner = Spawner(cgroups.detect(), scratch)
+        spares = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_SPARES
+        spawner = Spawner(cgroups.detect(), scratch, spares)
         # Every kernel is a fork of this process. Objects that exist now are moved out
         # of the collector's sight, so that a collection in a kernel does not write to
         # (and so copy) every page that holds them.
         gc.freeze()
+        spawner.refill_spares()
         _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
         serve(conn, spawner)
     finally:

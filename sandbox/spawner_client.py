@@ -37,11 +37,15 @@ class SpawnerClient:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, env: dict[str, str] | None = None) -> SpawnerClient:
-        """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is ready."""
+    async def start(
+        cls, env: dict[str, str] | None = None, spares: int | None = None
+    ) -> SpawnerClient:
+        """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
+        ready. `spares`: how many spare processes it keeps (None: its default)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra = [] if spares is None else [str(spares)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno())],
+            [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env if env is not None else dict(os.environ),

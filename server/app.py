@@ -248,7 +248,7 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.store = store
         app.state.folders = FolderStore(config.database_path, config.folders_path)
         app.state.limiter = ratelimit.RateLimiter()
-        app.state.spawner = await SpawnerClient.start()
+        app.state.spawner = await SpawnerClient.start(spares=config.spare_processes)
         app.state.registry = Registry(app.state.spawner, config)
         app.state.registry.start()
         try:

@@ -52,6 +52,9 @@ class ServerConfig:
     # warm pool (server/pool.py): kernels started ahead of demand, per language
     pool_size: int = 4
     pool_languages: tuple[str, ...] = ("python3",)
+    # processes the spawner forks ahead of demand, already in a fresh cgroup, that any
+    # kernel (pooled or not) starts from (sandbox.process.Spare); 0: none
+    spare_processes: int = 2
 
     @property
     def database_path(self) -> str:

@@ -28,6 +28,35 @@ LAYOUT = cgroups.detect().layout
 HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
 
 
+def sandbox_cgroup_dirs(pid: int) -> list[str]:
+    """The directories of the sandbox's cgroups (below a sandbox-<pid> parent) that
+    process `pid` is in, one per mounted hierarchy. Kernel cgroups are named k0,
+    k1, ... (a spare's is made before its kernel is known), so a kernel's are found
+    through its pid 1. [] under the none layout: the kernel stays where we are."""
+    mounts = []  # (root, mount point, "cgroup2" or the v1 mount's super options)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype, options = fields[fields.index("-") + 1], fields[fields.index("-") + 3]
+            if fstype == "cgroup2":
+                mounts.append((fields[3], fields[4], None))
+            elif fstype == "cgroup":
+                mounts.append((fields[3], fields[4], set(options.split(","))))
+    found = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _id, controllers, path = line.rstrip("\n").split(":", 2)
+            if "/sandbox-" not in path:
+                continue
+            wanted = set(controllers.split(",")) if controllers else None
+            for root, point, options in mounts:
+                matches = options is None if wanted is None else options and wanted <= options
+                if matches and (path + "/").startswith(root.rstrip("/") + "/"):
+                    found.append(point + path[len(root.rstrip("/")) :])
+                    break
+    return found
+
+
 @dataclass
 class Output:
     """A whole run, gathered across `continued` responses."""
@@ -50,11 +79,11 @@ class Output:
 
 
 class Sandbox:
-    def __init__(self) -> None:
+    def __init__(self, spares: int | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.client: SpawnerClient = self.run(SpawnerClient.start())
+        self.client: SpawnerClient = self.run(SpawnerClient.start(spares=spares))
 
     def run(self, coro: Coroutine, timeout: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 import pytest
-from harness import HAS_CGROUPS
+from harness import HAS_CGROUPS, sandbox_cgroup_dirs
 
 from server import auth
 
@@ -125,15 +125,6 @@ class KernelRemains:
     def __init__(self, server: ApiServer, kernel_id: str) -> None:
         self.spawner = spawner_pid(server.pid)
         self.kernel_id = kernel_id
-        self.cgroup_dirs = []
-        for root, dirs, _files in os.walk("/sys/fs/cgroup"):
-            if kernel_id in dirs:
-                self.cgroup_dirs.append(os.path.join(root, kernel_id))
-            dirs[:] = [d for d in dirs if d != kernel_id]
-        if HAS_CGROUPS:
-            assert self.cgroup_dirs, "the kernel should have cgroups"
-        else:
-            assert self.cgroup_dirs == [], "the none layout makes no cgroups"
         work = next((m for m in self._mounts() if m[1].endswith(f"/work/{kernel_id}")), None)
         assert work, "the kernel should have a work mount"
         self.work_dir = f"/proc/{self.spawner}/root{work[1]}"
@@ -145,6 +136,11 @@ class KernelRemains:
             if (work[0], "/home/work") in self._mounts(child.pid)
         ]
         assert len(inits) == 1, inits
+        self.cgroup_dirs = sandbox_cgroup_dirs(inits[0])
+        if HAS_CGROUPS:
+            assert self.cgroup_dirs, "the kernel should have cgroups"
+        else:
+            assert self.cgroup_dirs == [], "the none layout makes no cgroups"
         self.namespaces = {self._namespace(inits[0])}
         # The kernel frees a dead namespace's inode number for reuse, so a later
         # kernel can show the same "pid:[...]": a namespace is the old one only

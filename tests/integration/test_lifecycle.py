@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS
+from harness import HAS_CGROUPS, sandbox_cgroup_dirs
 
 from sandbox.spec import KernelSpec, MiB
 
@@ -47,7 +47,7 @@ class Remains:
         self.kernel_id = kernel.id
         self.ns = pid_namespace(kernel.pid)
         assert processes_in_namespace(self.ns), "the kernel should have processes"
-        self.cgroup_dirs = self._cgroup_dirs()
+        self.cgroup_dirs = sandbox_cgroup_dirs(kernel.pid)
         if HAS_CGROUPS:
             assert self.cgroup_dirs, "the kernel should have cgroups"
         else:
@@ -57,15 +57,6 @@ class Remains:
         scratch = sandbox.run(sandbox.client.info())["scratch"]
         self.work_dir = f"/proc/{sandbox.client.pid}/root{scratch}/work/{kernel.id}"
         assert os.path.isdir(self.work_dir)
-
-    def _cgroup_dirs(self) -> list[str]:
-        """Every directory named after the kernel under a sandbox-* parent, in any hierarchy."""
-        found = []
-        for root, dirs, _files in os.walk("/sys/fs/cgroup"):
-            if self.kernel_id in dirs:
-                found.append(os.path.join(root, self.kernel_id))
-            dirs[:] = [d for d in dirs if d != self.kernel_id]
-        return found
 
     def assert_gone(self) -> None:
         deadline = time.monotonic() + 5

@@ -1,0 +1,143 @@
+"""Spares: processes the spawner forks ahead of demand, each already in a fresh
+cgroup, that kernels start from (sandbox.process.Spare)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
+
+from sandbox.spec import KernelSpec
+
+MiB = 1024 * 1024
+
+
+def spares_of(box: Sandbox) -> list[int]:
+    return box.run(box.client.info())["spares"]
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def limit_files(dirs: list[str]) -> dict[str, str]:
+    """The memory and pids limits written in a kernel's cgroup directories."""
+    found = {}
+    for d in dirs:
+        for name in ("memory.max", "memory.limit_in_bytes", "pids.max"):
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                with open(path) as f:
+                    found[name] = f.read().strip()
+    return found
+
+
+@pytest.fixture(scope="module")
+def box():
+    box = Sandbox(spares=2)
+    yield box
+    box.close()
+
+
+@pytest.mark.cgroups
+def test_spares_wait_in_cgroups_of_their_own(box):
+    if not HAS_CGROUPS:
+        assert spares_of(box) == []  # none: no cgroup to move into, so no spare
+        return
+    wait_for(lambda: len(spares_of(box)) == 2)
+    dirs = [sandbox_cgroup_dirs(pid) for pid in spares_of(box)]
+    # each spare moves itself in; moving waits out a grace period, so look again
+    wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in spares_of(box)))
+    dirs = [sandbox_cgroup_dirs(pid) for pid in spares_of(box)]
+    assert dirs[0] and dirs[1] and set(dirs[0]).isdisjoint(dirs[1]), dirs
+
+
+@pytest.mark.cgroups
+def test_a_kernel_starts_from_a_spare_with_its_own_limits(box):
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups (the test above shows there are none)")
+    wait_for(lambda: len(spares_of(box)) == 2)
+    first = spares_of(box)[0]
+    wait_for(lambda: bool(sandbox_cgroup_dirs(first)))
+    spare_dirs = sandbox_cgroup_dirs(first)
+    spare_limits = limit_files(spare_dirs)
+    kernel = box.kernel(KernelSpec(memory_bytes=96 * MiB, pids=77), name="spare")
+    try:
+        # the kernel's cgroups are the spare's, now with the kernel's limits
+        assert sandbox_cgroup_dirs(kernel.pid) == spare_dirs
+        assert sorted(kernel.stats()["cgroups"]) == sorted(spare_dirs)
+        limits = limit_files(spare_dirs)
+        assert limits.get("pids.max") == "77" != spare_limits.get("pids.max"), limits
+        memory = limits.get("memory.max", limits.get("memory.limit_in_bytes"))
+        assert memory == str(96 * MiB), limits
+        out = kernel.run("print(sum(range(10)))")
+        assert out.stdout == "45\n", out
+        # and the spare it was is no spare any more; another one takes its place
+        assert first not in spares_of(box)
+        wait_for(lambda: len(spares_of(box)) == 2)
+    finally:
+        kernel.destroy()
+    assert [d for d in spare_dirs if os.path.exists(d)] == []
+
+
+@pytest.mark.cgroups
+def test_a_spare_that_dies_is_replaced_and_its_cgroup_removed(box):
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    wait_for(lambda: len(spares_of(box)) == 2)
+    victim = spares_of(box)[0]
+    wait_for(lambda: bool(sandbox_cgroup_dirs(victim)))
+    victim_dirs = sandbox_cgroup_dirs(victim)
+    os.kill(victim, signal.SIGKILL)
+    # the spawner notices at its next request: a kernel starts all the same
+    kernel = box.kernel(name="after-a-dead-spare")
+    try:
+        assert kernel.run("print('ok')").stdout == "ok\n"
+        assert victim not in spares_of(box)
+        wait_for(lambda: len(spares_of(box)) == 2)
+        assert [d for d in victim_dirs if os.path.exists(d)] == []
+        assert not psutil.pid_exists(victim) or psutil.Process(victim).status() != "zombie"
+    finally:
+        kernel.destroy()
+
+
+@pytest.mark.cgroups
+def test_without_spares_kernels_are_moved_into_their_cgroups():
+    box = Sandbox(spares=0)
+    try:
+        assert spares_of(box) == []
+        kernel = box.kernel(KernelSpec(pids=55), name="no-spare")
+        try:
+            dirs = sandbox_cgroup_dirs(kernel.pid)
+            assert bool(dirs) == HAS_CGROUPS
+            if HAS_CGROUPS:
+                assert limit_files(dirs)["pids.max"] == "55"
+            assert kernel.run("print(2 + 2)").stdout == "4\n"
+        finally:
+            kernel.destroy()
+        assert spares_of(box) == []
+    finally:
+        box.close()
+
+
+@pytest.mark.cgroups
+def test_closing_the_spawner_ends_its_spares_and_their_cgroups():
+    box = Sandbox(spares=3)
+    try:
+        if HAS_CGROUPS:
+            wait_for(lambda: len(spares_of(box)) == 3)
+            wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in spares_of(box)))
+        pids = spares_of(box)
+        dirs = [d for pid in pids for d in sandbox_cgroup_dirs(pid)]
+    finally:
+        box.close()
+    for pid in pids:
+        assert not psutil.pid_exists(pid), pid
+    assert [d for d in dirs if os.path.exists(d)] == []
