@@ -36,7 +36,10 @@ A last note says how busy the rest of the host kept the CPUs during the run.
                                   once the warm pool is full again (untimed wait)
     create until print(1)         the same, then the first query until "finished"
     create (no pool)              the same two on a second server with pool_size = 0:
-                                  every create starts a kernel
+                                  every create starts a kernel, from one of the
+                                  spawner's spare processes (already in a cgroup)
+    create (no pool, no spares)   and on a third with spare_processes = 0 as well:
+                                  every create forks and moves a process
     query print(1)                one query round trip in a ready kernel
     no-op | query, C concurrent   C clients (own connection, own kernel) back to back
                                   for a fixed time: latency, requests/s, and the CPU
@@ -90,6 +93,7 @@ UNLIMITED = 1_000_000_000  # concurrency and rate limit of the benchmark's keypa
 SERVER_CONFIG = "max_kernels = 2000\n"
 POOL_SIZE = 4  # the server's default pool_size, written out so the figures can name it
 COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
+BARE_CONFIG = COLD_CONFIG + "spare_processes = 0\n"
 CLIENTS = (1, 8, 32)
 
 PYTHON_PASS = ["/usr/bin/python3", "-c", "pass"]
@@ -117,6 +121,7 @@ IDLE_USS, IDLE_PSS = "idle python3 USS", "idle python3 PSS"
 SERVER_RSS, SPAWNER_RSS = "server RSS at start", "spawner RSS at start"
 CREATE = "create (warm pool)"
 COLD_CREATE = "create (no pool)"
+BARE_CREATE = "create (no pool, no spares)"
 QUERY_RT = "query print(1) round trip"
 
 
@@ -736,6 +741,8 @@ def kernel_memory(spawner: psutil.Process) -> tuple[list[float], list[float]]:
     kernels = []
     for init in spawner.children():
         with contextlib.suppress(psutil.NoSuchProcess, OSError):  # one ending as we look
+            if init.name() != "kernel-init":  # a spare process, not (yet) a kernel
+                continue
             procs = [init, *init.children(recursive=True)]
             pss = sum(p.memory_full_info().pss for p in procs)
             kernels.append(([mapped_frames(p.pid) for p in procs], pss))
@@ -914,19 +921,22 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
         step(f"cold creates, no warm pool ({plan.runs})")
         with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
-            figures += asyncio.run(measure_cold_creates(server, plan.runs))
+            figures += asyncio.run(measure_cold_creates(server, plan.runs, COLD_CREATE))
+        step(f"cold creates, no warm pool and no spare processes ({plan.runs})")
+        with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
+            figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))
     return figures, notes
 
 
-async def measure_cold_creates(server: Server, runs: int) -> list[Figure]:
+async def measure_cold_creates(server: Server, runs: int, name: str) -> list[Figure]:
     api = Api(server)
     try:
         created, executable = await time_creates(api, runs, pool=0)
     finally:
         await api.close()
     return [
-        Figure(COLD_CREATE, created, baseline=BWRAP),
-        Figure("cold create until print(1) finished", executable, baseline=BWRAP),
+        Figure(name, created, baseline=BWRAP),
+        Figure(f"{name} until print(1) finished", executable, baseline=BWRAP),
     ]
 
 

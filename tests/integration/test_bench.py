@@ -16,6 +16,8 @@ EXPECTED = [
     "query print(1) round trip",
     "create (warm pool)",
     "create (no pool)",
+    "create (no pool, no spares)",
+    "host memory per kernel, 20 alive",
     "create until print(1) finished",
     "query, 32 concurrent",
     "batch C cycle",
