@@ -68,6 +68,11 @@ class KernelStartError(RuntimeError):
     """The kernel could not be set up; the message says which step failed."""
 
 
+class SpareLost(KernelStartError):
+    """The spare given to start_kernel died before it started the kernel's pid 1 (it
+    was killed, or exited): the kernel may well start without one."""
+
+
 @dataclass(frozen=True)
 class Payload:
     """What the kernel runs: the runner (server mode) or a command (exec mode)."""
@@ -206,7 +211,8 @@ def start_kernel(
     if pid_b is not None:
         _wait_exited(pid_b)
     others = [p for p in problems if p != "ok"]
-    raise KernelStartError("; ".join(others) or "kernel setup died before reporting")
+    message = "; ".join(others) or "kernel setup died before reporting"
+    raise SpareLost(message) if spare is not None and pid_b is None else KernelStartError(message)
 
 
 class Spare:

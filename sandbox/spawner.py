@@ -82,21 +82,40 @@ class Spawner:
         if kernel_id in self.kernels:
             raise SpecError(f"id: kernel {kernel_id} already exists")
         work = self._work_dir(kernel_id, spec, keep_work)
-        limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
-        spare = self.spares.pop(0) if self.spares else None
         try:
-            if spare is None:
-                cgroup = self.cgroups.create(next(self._cgroup_names), limits)
-            else:
-                cgroup = spare.cgroup
-                cgroup.set_limits(limits)
+            try:
+                pid, cgroup, host_end = self._start(spec, work, self._take_spare())
+            except process.SpareLost as e:
+                print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
+                      "without one", file=sys.stderr, flush=True)  # fmt: skip
+                pid, cgroup, host_end = self._start(spec, work, None)
         except BaseException:
-            if spare is not None:
-                spare.discard()
-                spare.cgroup.remove()
             if not keep_work:
                 self._remove_work(work)
             raise
+        cgroup.track(functools.partial(_namespace_pids, pid))
+        self.kernels[kernel_id] = _Kernel(pid, cgroup, work)
+        return pid, host_end
+
+    def _take_spare(self) -> process.Spare | None:
+        return self.spares.pop(0) if self.spares else None
+
+    def _start(
+        self, spec: KernelSpec, work: str, spare: process.Spare | None
+    ) -> tuple[int, cgroups.KernelCgroup, socket.socket]:
+        """Start a kernel in a new cgroup, or in the spare's. Leaves nothing behind
+        when it fails (the work directory aside)."""
+        limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
+        if spare is None:
+            cgroup = self.cgroups.create(next(self._cgroup_names), limits)
+        else:
+            cgroup = spare.cgroup
+            try:
+                cgroup.set_limits(limits)
+            except cgroups.CgroupError as e:
+                spare.discard()
+                cgroup.remove()
+                raise process.SpareLost(f"its cgroup: {e}") from e
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
@@ -105,14 +124,10 @@ class Spawner:
         except BaseException:
             host_end.close()
             cgroup.remove()
-            if not keep_work:
-                self._remove_work(work)
             raise
         finally:
             kernel_end.close()
-        cgroup.track(functools.partial(_namespace_pids, started.pid))
-        self.kernels[kernel_id] = _Kernel(started.pid, cgroup, work)
-        return started.pid, host_end
+        return started.pid, cgroup, host_end
 
     def destroy(self, kernel_id: str, keep_work: bool) -> int | None:
         """Kill the kernel and free what it holds. A kernel that will not die (a
@@ -319,6 +334,12 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
         _reply(conn, {"ok": False, "kind": "start-failed", "error": str(e)})
 
 
+# After a request, spares are forked once the spawner has had no request for this
+# long (at once when none is left): a fork beside the start of the kernel just
+# asked for would compete with it for the CPUs.
+REFILL_IDLE_SECONDS = 0.01
+
+
 def serve(conn: socket.socket, spawner: Spawner) -> None:
     """Answer requests until the server closes its end, then clean up everything."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -327,7 +348,14 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
     reader = protocol.FrameReader()
     try:
         while True:
-            ready, _, _ = select.select([conn, wake_r], [], [])
+            if len(spawner.spares) >= spawner.spares_wanted:
+                timeout = None
+            else:
+                timeout = REFILL_IDLE_SECONDS if spawner.spares else 0
+            ready, _, _ = select.select([conn, wake_r], [], [], timeout)
+            if not ready:
+                spawner.refill_spares()
+                continue
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
@@ -341,7 +369,6 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
             for request, _blob, _raw in reader.frames():
                 spawner.reap()
                 _handle(spawner, conn, request)
-            spawner.refill_spares()
     finally:
         spawner.shutdown()
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import psutil
 import pytest
 from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
 
+from sandbox import cgroups, process
 from sandbox.spec import KernelSpec
 
 MiB = 1024 * 1024
@@ -88,22 +90,25 @@ def test_a_kernel_starts_from_a_spare_with_its_own_limits(box):
 
 
 @pytest.mark.cgroups
-def test_a_spare_that_dies_is_replaced_and_its_cgroup_removed(box):
+def test_spares_that_die_are_replaced_and_their_cgroups_removed(box):
+    """Killed just before a create: the spawner may not have noticed yet and hand the
+    kernel to a dead spare, which it then starts without one."""
     if not HAS_CGROUPS:
         pytest.skip("no spares without cgroups")
     wait_for(lambda: len(spares_of(box)) == 2)
-    victim = spares_of(box)[0]
-    wait_for(lambda: bool(sandbox_cgroup_dirs(victim)))
-    victim_dirs = sandbox_cgroup_dirs(victim)
-    os.kill(victim, signal.SIGKILL)
-    # the spawner notices at its next request: a kernel starts all the same
-    kernel = box.kernel(name="after-a-dead-spare")
+    victims = spares_of(box)
+    wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in victims))
+    victim_dirs = [d for pid in victims for d in sandbox_cgroup_dirs(pid)]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    kernel = box.kernel(name="after-dead-spares")
     try:
         assert kernel.run("print('ok')").stdout == "ok\n"
-        assert victim not in spares_of(box)
+        assert set(victims).isdisjoint(spares_of(box))
         wait_for(lambda: len(spares_of(box)) == 2)
         assert [d for d in victim_dirs if os.path.exists(d)] == []
-        assert not psutil.pid_exists(victim) or psutil.Process(victim).status() != "zombie"
+        for pid in victims:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != "zombie"
     finally:
         kernel.destroy()
 
@@ -141,3 +146,27 @@ def test_closing_the_spawner_ends_its_spares_and_their_cgroups():
     for pid in pids:
         assert not psutil.pid_exists(pid), pid
     assert [d for d in dirs if os.path.exists(d)] == []
+
+
+@pytest.mark.cgroups
+def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
+    """What the spawner retries without a spare (a spare killed while a create is
+    under way): start_kernel must say SpareLost, and not hang or blame the spec."""
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    manager = cgroups.detect()
+    env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True)
+    cgroup = manager.create("spare-lost", cgroups.CgroupLimits())
+    try:
+        spare = process.Spare.fork(env, cgroup)
+        os.kill(spare.pid, signal.SIGKILL)
+        host_end, kernel_end = socket.socketpair()
+        with host_end, kernel_end, pytest.raises(process.SpareLost):
+            process.start_kernel(
+                env, KernelSpec(), str(tmp_path), cgroup, process.Payload(),
+                host_sock=kernel_end, spare=spare,
+            )  # fmt: skip
+        assert not psutil.pid_exists(spare.pid)  # reaped by start_kernel
+    finally:
+        cgroup.remove()
+        manager.cleanup()
