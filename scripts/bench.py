@@ -37,9 +37,11 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     create until print(1)         the same, then the first query until "finished"
     create (no pool)              the same two on a second server with pool_size = 0:
                                   every create starts a kernel, from one of the
-                                  spawner's spare processes (already in a cgroup)
-    create (no pool, no spares)   and on a third with spare_processes = 0 as well:
-                                  every create forks and moves a process
+                                  spawner's spare processes (already in a cgroup);
+                                  each after an untimed 50 ms pause (a create on a
+                                  server not busy creating), and then back to back
+    create (no pool, no spares)   spaced so on a third with spare_processes = 0 as
+                                  well: every create forks and moves a process
     query print(1)                one query round trip in a ready kernel
     no-op | query, C concurrent   C clients (own connection, own kernel) back to back
                                   for a fixed time: latency, requests/s, and the CPU
@@ -95,6 +97,7 @@ POOL_SIZE = 4  # the server's default pool_size, written out so the figures can 
 COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
 BARE_CONFIG = COLD_CONFIG + "spare_processes = 0\n"
 CLIENTS = (1, 8, 32)
+COLD_PAUSE = 0.05  # s, untimed, before each spaced cold create
 
 PYTHON_PASS = ["/usr/bin/python3", "-c", "pass"]
 IDLE_PYTHON = ["/usr/bin/python3", "-c", "import sys; print(flush=True); sys.stdin.read()"]
@@ -592,13 +595,18 @@ async def measure_queries(api: Api, runs: int) -> list[Figure]:
     return [Figure(NOOP, noop), Figure(QUERY_RT, queries, baseline=NOOP)]
 
 
-async def time_creates(api: Api, runs: int, pool: int) -> tuple[list[float], list[float]]:
+async def time_creates(
+    api: Api, runs: int, pool: int, pause: float = 0.0
+) -> tuple[list[float], list[float]]:
     """(create, create until print(1) finished) in ms; each kernel destroyed untimed.
     With a pool, each create waits (untimed) until the pool is full again, so that it
-    measures taking a warm kernel and no refill competes with it."""
+    measures taking a warm kernel and no refill competes with it; with a pause, it
+    waits that long (untimed) first, as a create on a server that is not busy
+    creating sees it."""
     created, executable = [], []
     for _ in range(runs):
         await wait_pool_full(api, pool)
+        await asyncio.sleep(pause)
         t = time.perf_counter()
         kernel_id = await api.create()
         created.append(ms_since(t))
@@ -796,6 +804,33 @@ def read_int(path: str) -> int:
         return int(f.read())
 
 
+def memory_cgroup_room(pid: int) -> float:
+    """What the memory cgroup `pid` is in may still take (inf without a limit): kernels
+    are created below it, so its limit bounds them too. Ancestors' limits are not
+    looked at."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _id, controllers, path in lines:
+        if "memory" in controllers.split(","):  # v1
+            d = f"/sys/fs/cgroup/memory{path}"
+            limit, usage = "memory.limit_in_bytes", "memory.usage_in_bytes"
+            break
+    else:
+        path = next((p for _i, c, p in lines if c == ""), None)
+        d = f"/sys/fs/cgroup{path}"
+        limit, usage = "memory.max", "memory.current"
+    try:
+        with open(os.path.join(d, limit)) as f:
+            text = f.read().strip()
+        with open(os.path.join(d, usage)) as f:
+            used = int(f.read())
+    except (OSError, ValueError, TypeError):
+        return float("inf")
+    if text == "max" or int(text) >= 1 << 62:
+        return float("inf")
+    return max(int(text) - used, 0)
+
+
 @dataclass
 class Footprint:
     """What one more idle kernel takes from each host resource that could run out."""
@@ -811,11 +846,12 @@ def ceiling_note(n: int, per_kernel: Footprint, server: psutil.Process) -> str:
     nofile = server.rlimit(psutil.RLIMIT_NOFILE)[0]
     limits = {
         "memory (MemAvailable)": mem_available() / per_kernel.memory,
+        "the server's memory cgroup": memory_cgroup_room(server.pid) / per_kernel.memory,
         "tasks (kernel.pid_max)": (read_int("/proc/sys/kernel/pid_max") - host_tasks())
         / per_kernel.tasks,
         "the server's open files": (nofile - server.num_fds()) / max(per_kernel.server_fds, 1e-9),
     }
-    ranked = sorted(limits.items(), key=lambda item: item[1])
+    ranked = sorted((i for i in limits.items() if i[1] != float("inf")), key=lambda i: i[1])
     (first, room), *others = ranked
     rest = ", ".join(f"{name} at {n + r:,.0f}" for name, r in others)
     return (
@@ -919,19 +955,24 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
             executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
             figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
-        step(f"cold creates, no warm pool ({plan.runs})")
+        step(f"cold creates, no warm pool ({plan.runs} spaced, {plan.runs} back to back)")
         with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, COLD_CREATE))
-        step(f"cold creates, no warm pool and no spare processes ({plan.runs})")
+            figures += asyncio.run(
+                measure_cold_creates(server, plan.runs, f"{COLD_CREATE}, back to back", 0.0)
+            )
+        step(f"cold creates, no warm pool and no spare processes ({plan.runs} spaced)")
         with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))
     return figures, notes
 
 
-async def measure_cold_creates(server: Server, runs: int, name: str) -> list[Figure]:
+async def measure_cold_creates(
+    server: Server, runs: int, name: str, pause: float = COLD_PAUSE
+) -> list[Figure]:
     api = Api(server)
     try:
-        created, executable = await time_creates(api, runs, pool=0)
+        created, executable = await time_creates(api, runs, pool=0, pause=pause)
     finally:
         await api.close()
     return [
