@@ -135,7 +135,8 @@ class Spawner:
         on after cgroups.KILL_TIMEOUT, logged, and kept in `undead` until its pid 1
         is reaped (see reap): the spawner must stay responsive for every other kernel."""
         kernel = self.kernels.pop(kernel_id)
-        process.kill_kernel(kernel.pid)
+        if kernel.status is None:  # once reaped, its pid may be another process's
+            process.kill_kernel(kernel.pid)
         try:
             kernel.cgroup.remove()
             if kernel.status is None:
@@ -210,12 +211,12 @@ class Spawner:
 
     def shutdown(self) -> None:
         self.spares_wanted = 0
-        for spare in self.spares:
+        spares, self.spares = self.spares, []
+        for spare in spares:
             spare.discard()
             with contextlib.suppress(cgroups.CgroupError):
                 spare.cgroup.remove()
-        self.spares.clear()
-        runner_init.reap_exited()
+        self.reap()  # the spares, and any kernel that has exited (keeping its status)
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
                 self.destroy(kernel_id, keep_work=False)

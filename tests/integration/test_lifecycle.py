@@ -8,7 +8,7 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, sandbox_cgroup_dirs
+from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
 
 from sandbox.spec import KernelSpec, MiB
 
@@ -244,3 +244,25 @@ def test_kernel_cgroups_nest_under_our_own(sandbox):
             )
     finally:
         kernel.destroy()
+
+
+def test_closing_the_spawner_after_a_kernel_ended_on_its_own(capfd):
+    """A kernel whose pid 1 has exited (its host socket closed) before the server's
+    connection closes: at shutdown the spawner knows it ended, and neither kills
+    its pid again nor reports it as a kernel that will not die."""
+    box = Sandbox()
+    try:
+        kernel = box.kernel(name="ended")
+        box.run(kernel.k.close())  # pid 1 exits when its host socket closes
+        deadline = time.monotonic() + 10
+        while True:  # until it has exited (a zombie, or reaped by the spawner already)
+            try:
+                if psutil.Process(kernel.pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        box.close()
+    assert "will not die" not in capfd.readouterr().err
