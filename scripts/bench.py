@@ -2,7 +2,7 @@
 
 Method. The script makes a temporary data directory, creates an API keypair in
 it with `sandbox-admin` (concurrency and rate limit high enough never to
-refuse), writes a config raising `max_kernels` to 2000, and starts the server
+refuse), writes a config raising `max_kernels` (to 2000, or above --density), and starts the server
 as users do, `python -m server`, on a free loopback port. Every server figure is
 measured from the client's side over HTTP: requests signed as server.auth
 verifies them (Sorna v2 headers) on keep-alive connections, timed with
@@ -92,7 +92,6 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 API_VERSION = "v2.20170315"
 MiB = 1024 * 1024
 UNLIMITED = 1_000_000_000  # concurrency and rate limit of the benchmark's keypair
-SERVER_CONFIG = "max_kernels = 2000\n"
 POOL_SIZE = 4  # the server's default pool_size, written out so the figures can name it
 COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
 BARE_CONFIG = COLD_CONFIG + "spare_processes = 0\n"
@@ -278,9 +277,7 @@ def service(argv: list[str], health_url: str, log_path: str) -> Iterator[subproc
 
 
 @contextlib.contextmanager
-def sandbox_server(
-    tmp: str, name: str = "server", settings: str = SERVER_CONFIG
-) -> Iterator[Server]:
+def sandbox_server(tmp: str, name: str = "server", settings: str = "") -> Iterator[Server]:
     data_dir, config = os.path.join(tmp, f"{name}-data"), os.path.join(tmp, f"{name}.toml")
     with open(config, "w") as f:
         f.write(settings)
@@ -949,7 +946,9 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
         else:
             figures.append(gateway)
         step("starting the server")
-        with sandbox_server(tmp) as server:
+        # room for the density's kernels, the probes' and the warm pool's
+        max_kernels = max(2000, plan.density + plan.probes + POOL_SIZE + 10)
+        with sandbox_server(tmp, settings=f"max_kernels = {max_kernels}\n") as server:
             server_rss = rss_mib(psutil.Process(server.proc.pid))
             figures.append(Figure(SERVER_RSS, [server_rss], unit="MiB"))
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))

@@ -210,6 +210,7 @@ class Registry:
         self.config = config
         self.sessions: dict[str, Session] = {}
         self.by_token: dict[tuple[str, str], str] = {}
+        self.per_key: collections.Counter[str] = collections.Counter()  # live sessions
         self.obituaries: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         self._create_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task] = set()
@@ -225,7 +226,9 @@ class Registry:
         return [s.id for s in self.sessions.values() if folder_id in s.mounts.values()]
 
     def count_for(self, access_key: str) -> int:
-        return sum(1 for s in self.sessions.values() if s.access_key == access_key)
+        """Live sessions of the key: counted as they come and go, since a scan of every
+        session on each create grows with the host's kernels."""
+        return self.per_key[access_key]
 
     def get(self, access_key: str, kernel_id: str) -> Session:
         session = self.sessions.get(kernel_id)
@@ -270,6 +273,7 @@ class Registry:
             )  # fmt: skip
             self.sessions[kernel_id] = session
             self.by_token[(access_key, token)] = kernel_id
+            self.per_key[access_key] += 1
             self._watch(session)
             if self._reaper is None:
                 self._reaper = asyncio.create_task(self._reap())
@@ -367,6 +371,9 @@ class Registry:
         if self.sessions.pop(session.id, None) is None:
             return False
         self.by_token.pop((session.access_key, session.token), None)
+        self.per_key[session.access_key] -= 1
+        if not self.per_key[session.access_key]:
+            del self.per_key[session.access_key]
         self.obituaries[session.id] = (session.access_key, reason)
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
