@@ -30,9 +30,11 @@ import contextlib
 import fcntl
 import os
 import pickle
+import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +59,8 @@ HOSTNAME = "sandbox"
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
 DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+START_TIMEOUT = 10.0  # s: a start takes milliseconds; this long means it is stuck
 
 # Fd numbers in A and B. The status and placed pipes are closed before user code runs.
 _HOST_FD = 3
@@ -145,9 +149,12 @@ def start_kernel(
     host_sock: socket.socket | None = None,
     stdio: tuple[int, int, int] | None = None,
     spare: Spare | None = None,
+    timeout: float = START_TIMEOUT,
 ) -> Started:
     """Fork a kernel and wait until it is set up (or failed). Returns its pid 1.
 
+    A start that takes longer than `timeout` seconds (its A or B stuck, or a spare
+    stopped) is killed and fails: the caller serves every other kernel too.
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
     With a `spare` (server mode only), that spare becomes A, and `cgroup` must be
@@ -184,23 +191,29 @@ def start_kernel(
         # cgroup (slow: see Spare) happens now, beside that work; B waits for the
         # byte on the placed pipe before it drops privileges. B writes "ok" or its
         # error.
-        reader = _LineReader(status_r)
+        reader = _LineReader(status_r, time.monotonic() + timeout)
         pid_b = None
-        for line in reader:
-            if line.startswith("pid "):
-                pid_b = int(line[4:])
-                break
-            problems.append(line)
-        if pid_b is not None and placed_w >= 0:
-            try:
-                cgroup.attach(pid_b)
-                os.write(placed_w, b"p")
-            except (OSError, CgroupError) as e:
-                problems.append(f"kernel setup failed at cgroup: {e}")
-        if placed_w >= 0:
-            os.close(placed_w)
-            placed_w = -1
-        problems += list(reader)
+        try:
+            for line in reader:
+                if line.startswith("pid "):
+                    pid_b = int(line[4:])
+                    break
+                problems.append(line)
+            if pid_b is not None and placed_w >= 0:
+                try:
+                    cgroup.attach(pid_b)
+                    os.write(placed_w, b"p")
+                except (OSError, CgroupError) as e:
+                    problems.append(f"kernel setup failed at cgroup: {e}")
+            if placed_w >= 0:
+                os.close(placed_w)
+                placed_w = -1
+            problems += list(reader)
+        except TimeoutError:
+            problems.append(f"kernel setup timed out after {timeout:g} s")
+            for pid in (pid_a, pid_b):
+                if pid is not None:
+                    kill_kernel(pid)
     finally:
         if placed_w >= 0:
             os.close(placed_w)
@@ -330,10 +343,12 @@ def _gaps_between(low: int, keep: list[int], high: int) -> list[tuple[int, int]]
 
 
 class _LineReader:
-    """The lines of a pipe, as they arrive, until EOF."""
+    """The lines of a pipe, as they arrive, until EOF; TimeoutError at `deadline`
+    (time.monotonic())."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, deadline: float) -> None:
         self.fd = fd
+        self.deadline = deadline
         self.buffer = b""
 
     def __iter__(self) -> Iterator[str]:
@@ -341,6 +356,9 @@ class _LineReader:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 yield line.decode(errors="replace")
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise TimeoutError
             chunk = os.read(self.fd, 4096)
             if not chunk:
                 if self.buffer:

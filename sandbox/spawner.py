@@ -27,6 +27,7 @@ Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error":
 
 from __future__ import annotations
 
+import argparse
 import array
 import contextlib
 import dataclasses
@@ -61,9 +62,16 @@ class _Kernel:
 class Spawner:
     """The spawner's state and request handlers (runs in the spawner process)."""
 
-    def __init__(self, cgroup_manager: cgroups.CgroupManager, scratch: str, spares: int) -> None:
+    def __init__(
+        self,
+        cgroup_manager: cgroups.CgroupManager,
+        scratch: str,
+        spares: int = 0,
+        start_timeout: float = process.START_TIMEOUT,
+    ) -> None:
         self.cgroups = cgroup_manager
         self.scratch = scratch
+        self.start_timeout = start_timeout
         self.kernels: dict[str, _Kernel] = {}
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
         self.env = process.Environment.prepare(
@@ -119,8 +127,9 @@ class Spawner:
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
-                self.env, spec, work, cgroup, process.Payload(), host_sock=kernel_end, spare=spare
-            )
+                self.env, spec, work, cgroup, process.Payload(),
+                host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
+            )  # fmt: skip
         except BaseException:
             host_end.close()
             cgroup.remove()
@@ -391,9 +400,15 @@ def _sweep_stale_scratch(root: str) -> None:
 
 
 def main() -> None:
-    """Entry point of the spawner process: `python -m sandbox.spawner FD [SPARES]`, FD
-    connected to the server, SPARES how many process.Spare to keep (DEFAULT_SPARES)."""
-    conn = socket.socket(fileno=int(sys.argv[1]))
+    """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
+    [--start-timeout S]`, FD connected to the server; N process.Spare kept ready
+    (DEFAULT_SPARES), S seconds before a kernel start is given up on."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
+    parser.add_argument("fd", type=int)
+    parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
+    parser.add_argument("--start-timeout", type=float, default=process.START_TIMEOUT)
+    args = parser.parse_args()
+    conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     process.become_subreaper()
@@ -405,8 +420,7 @@ def main() -> None:
     os.mkdir(scratch, 0o700)
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
-        spares = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_SPARES
-        spawner = Spawner(cgroups.detect(), scratch, spares)
+        spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout)
         # Every kernel is a fork of this process. Objects that exist now are moved out
         # of the collector's sight, so that a collection in a kernel does not write to
         # (and so copy) every page that holds them.

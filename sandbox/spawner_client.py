@@ -38,12 +38,17 @@ class SpawnerClient:
 
     @classmethod
     async def start(
-        cls, env: dict[str, str] | None = None, spares: int | None = None
+        cls,
+        env: dict[str, str] | None = None,
+        spares: int | None = None,
+        start_timeout: float | None = None,
     ) -> SpawnerClient:
         """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
-        ready. `spares`: how many spare processes it keeps (None: its default)."""
+        ready. `spares`: how many spare processes it keeps; `start_timeout`: seconds
+        before it gives up on a kernel start (None: its defaults)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        extra = [] if spares is None else [str(spares)]
+        extra = [] if spares is None else ["--spares", str(spares)]
+        extra += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],

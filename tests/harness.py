@@ -79,11 +79,13 @@ class Output:
 
 
 class Sandbox:
-    def __init__(self, spares: int | None = None) -> None:
+    def __init__(self, spares: int | None = None, start_timeout: float | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.client: SpawnerClient = self.run(SpawnerClient.start(spares=spares))
+        self.client: SpawnerClient = self.run(
+            SpawnerClient.start(spares=spares, start_timeout=start_timeout)
+        )
 
     def run(self, coro: Coroutine, timeout: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

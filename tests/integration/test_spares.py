@@ -3,6 +3,7 @@ cgroup, that kernels start from (sandbox.process.Spare)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -170,3 +171,35 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
     finally:
         cgroup.remove()
         manager.cleanup()
+
+
+@pytest.mark.cgroups
+def test_a_stuck_spare_is_given_up_on_and_the_kernel_starts_without_it():
+    """A start that hangs (here: spares SIGSTOPped, so the request sent to one is never
+    read) is killed after the spawner's start timeout, and the kernel starts the
+    usual way: the spawner never hangs on one kernel."""
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    box = Sandbox(spares=2, start_timeout=1.0)
+    try:
+        wait_for(lambda: len(spares_of(box)) == 2)
+        stopped = spares_of(box)
+        wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in stopped))
+        dirs_of = {pid: sandbox_cgroup_dirs(pid) for pid in stopped}
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        # each create tries the oldest spare first: both stuck ones, one after the other
+        for attempt in range(2):
+            kernel = box.kernel(name=f"after-a-stuck-spare-{attempt}")
+            try:
+                assert kernel.run("print('ok')").stdout == "ok\n"
+            finally:
+                kernel.destroy()
+            tried = stopped[attempt]
+            assert tried not in spares_of(box) and not psutil.pid_exists(tried)
+            assert [d for d in dirs_of[tried] if os.path.exists(d)] == []
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        box.close()
