@@ -55,8 +55,7 @@ def test_spares_wait_in_cgroups_of_their_own(box):
         assert spares_of(box) == []  # none: no cgroup to move into, so no spare
         return
     wait_for(lambda: len(spares_of(box)) == 2)
-    dirs = [sandbox_cgroup_dirs(pid) for pid in spares_of(box)]
-    # each spare moves itself in; moving waits out a grace period, so look again
+    # each spare moves itself in, which waits out a grace period
     wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in spares_of(box)))
     dirs = [sandbox_cgroup_dirs(pid) for pid in spares_of(box)]
     assert dirs[0] and dirs[1] and set(dirs[0]).isdisjoint(dirs[1]), dirs
