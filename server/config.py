@@ -64,6 +64,41 @@ class ServerConfig:
     def folders_path(self) -> str:
         return os.path.join(self.data_dir, "folders")
 
+    def __post_init__(self) -> None:
+        """Check every setting's type and range, so that a wrong one stops the server at
+        start with its name, not somewhere later (a spawner that cannot start, a pool
+        that never fills). ValueError."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "tuple[str, ...]":
+                if isinstance(value, list):
+                    object.__setattr__(self, f.name, value := tuple(value))
+                ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+                wanted = "a list of strings"
+            elif f.type == "float":
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                wanted = "a number"
+            else:
+                kind = {"str": str, "int": int, "bool": bool}[f.type]
+                ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+                wanted = {"str": "a string", "int": "a whole number", "bool": "true or false"}[
+                    f.type
+                ]
+            if not ok:
+                raise ValueError(f"{f.name} must be {wanted}, not {value!r}")
+            if f.type in ("int", "float") and value < 0:
+                raise ValueError(f"{f.name} must not be negative, not {value!r}")
+        if self.port > 65535:
+            raise ValueError(f"port must be at most 65535, not {self.port}")
+        for name in ("hold_seconds", "kernel_reply_seconds", "cpu_check_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0")
+        for f in dataclasses.fields(self):
+            if f.name.startswith("default_") and hasattr(self, "max_" + f.name[8:]):
+                most = getattr(self, "max_" + f.name[8:])
+                if getattr(self, f.name) > most:
+                    raise ValueError(f"{f.name} must not be more than max_{f.name[8:]} ({most})")
+
     @classmethod
     def load(cls, path: str | None, **overrides: object) -> ServerConfig:
         """Defaults, then the TOML file, then non-None overrides (the flags)."""
