@@ -76,3 +76,21 @@ def test_interrupt_stops_a_busy_loop(kernel):
     assert result.exit_code == 130
     assert "KeyboardInterrupt" in "".join(text for _, text in result.console)
     assert kernel.run("print('still alive')").stdout == "still alive\n"
+
+
+def test_kernels_forked_from_one_spawner_do_not_share_random_state(sandbox):
+    """Every kernel is a fork of the same spawner (through a spare): each must draw
+    its own random numbers, uuid4s and temporary names, not replay the spawner's."""
+    code = (
+        "import random, tempfile, uuid\n"
+        "print(random.random(), uuid.uuid4(), next(tempfile._get_candidate_names()))"
+    )
+    kernels = [sandbox.kernel(name=f"random-{i}") for i in range(3)]
+    try:
+        draws = [k.run(code).stdout.split() for k in kernels]
+    finally:
+        for k in kernels:
+            k.destroy()
+    assert all(len(d) == 3 for d in draws), draws
+    for column in zip(*draws, strict=True):
+        assert len(set(column)) == 3, draws
