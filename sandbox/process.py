@@ -299,8 +299,7 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
             signal.signal(sig, signal.SIG_DFL)
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.
-        for low, high in _gaps_between(3, sorted((conn_fd, status_w)), os.sysconf("SC_OPEN_MAX")):
-            os.closerange(low, high)
+        runner_init.close_fds_from(3, keep=(conn_fd, status_w))
         cgroup.attach(0)
         os.setsid()
         sc.unshare(EARLY_NAMESPACES)
@@ -329,17 +328,6 @@ def _network_and_hostname() -> None:
     """In the kernel's new network and UTS namespaces: lo up, the kernel's hostname."""
     network.loopback_up()
     socket.sethostname(HOSTNAME)
-
-
-def _gaps_between(low: int, keep: list[int], high: int) -> list[tuple[int, int]]:
-    """The [start, end) ranges from low to high that contain none of `keep` (sorted)."""
-    gaps, start = [], low
-    for fd in keep:
-        if fd >= start:
-            gaps.append((start, fd))
-            start = fd + 1
-    gaps.append((start, high))
-    return gaps
 
 
 class _LineReader:

@@ -72,7 +72,7 @@ def _report_crash(prefix: str) -> None:
         os.write(2, (prefix + traceback.format_exc()).encode("utf-8", "replace"))
 
 
-def _close_fds_from(low: int, keep: Iterable[int] = ()) -> None:
+def close_fds_from(low: int, keep: Iterable[int] = ()) -> None:
     """Close every fd >= low except those in keep."""
     try:
         high = max((int(name) for name in os.listdir("/proc/self/fd")), default=low)
@@ -177,7 +177,7 @@ def _become_runner(
         ]
         for target, source in enumerate(sources):
             os.dup2(source, target, inheritable=target != 3)
-        _close_fds_from(4)
+        close_fds_from(4)
     except BaseException:
         _report_crash("kernel runner setup: ")
         os._exit(EXIT_SETUP_FAILED)
@@ -550,7 +550,7 @@ def _exec_child(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[
         for sig in (*_FORWARDED, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        _close_fds_from(3, pass_fds)
+        close_fds_from(3, pass_fds)
         for fd in pass_fds:
             os.set_inheritable(fd, True)
     except BaseException:
