@@ -25,7 +25,6 @@ silently dead. Killing B kills every process of the kernel (pid namespace).
 
 from __future__ import annotations
 
-import array
 import contextlib
 import fcntl
 import os
@@ -270,9 +269,8 @@ class Spare:
         """Hand the spare its kernel; it goes on as A does (start_kernel reads the rest)."""
         fds = [placed_r, host_sock.fileno()]
         request = pickle.dumps((spec, work, payload, rlimits))
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         try:
-            self._conn.sendmsg([request], ancillary)
+            socket.send_fds(self._conn, [request], fds)
         finally:
             self._conn.close()
 
@@ -305,13 +303,7 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         sc.unshare(EARLY_NAMESPACES)
         _network_and_hostname()
         conn = socket.socket(fileno=conn_fd)
-        request, ancillary, _flags, _addr = conn.recvmsg(
-            1 << 20, socket.CMSG_SPACE(2 * array.array("i").itemsize)
-        )
-        fds = array.array("i")
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 2)
         if not request:
             os._exit(0)  # discarded
         spec, work, payload, rlimits = pickle.loads(request)

@@ -28,7 +28,6 @@ Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error":
 from __future__ import annotations
 
 import argparse
-import array
 import contextlib
 import dataclasses
 import functools
@@ -286,8 +285,7 @@ def wait_for_exit(pid: int, timeout: float) -> int | None:
 def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
     data = protocol.encode(message)
     if fds:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        sent = conn.sendmsg([data], ancillary)
+        sent = socket.send_fds(conn, [data], fds)
         if sent < len(data):
             conn.sendall(data[sent:])
     else:

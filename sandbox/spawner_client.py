@@ -8,7 +8,6 @@ memory every kernel is forked from, never imports asyncio and what comes with it
 
 from __future__ import annotations
 
-import array
 import asyncio
 import os
 import socket
@@ -126,16 +125,13 @@ class SpawnerClient:
             finally:
                 loop.remove_reader(self._sock.fileno())
             try:
-                data, ancdata, _flags, _addr = self._sock.recvmsg(
-                    65536, socket.CMSG_SPACE(16 * array.array("i").itemsize)
-                )
+                data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, 16)
             except BlockingIOError:
                 continue
             except OSError as e:  # ECONNRESET: it died with our request unread
                 raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
             if not data:
                 raise SpawnerError("gone", "the spawner exited")
-            fds = _fds_from(ancdata)
             self._reader.feed(data)
             frames = self._reader.frames()
             for i, (message, _blob, _raw) in enumerate(frames):
@@ -144,11 +140,3 @@ class SpawnerClient:
                 for fd in fds:
                     os.close(fd)
         return self._pending.pop(0)
-
-
-def _fds_from(ancdata: list) -> list[int]:
-    fds = array.array("i")
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return list(fds)
