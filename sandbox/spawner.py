@@ -120,8 +120,7 @@ class Spawner:
             try:
                 cgroup.set_limits(limits)
             except cgroups.CgroupError as e:
-                spare.discard()
-                cgroup.remove()
+                self._drop_spare(spare)
                 raise process.SpareLost(f"its cgroup: {e}") from e
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -190,6 +189,13 @@ class Spawner:
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
                 return
 
+    @staticmethod
+    def _drop_spare(spare: process.Spare) -> None:
+        """End a spare that will start no kernel, and remove its cgroup."""
+        spare.discard()
+        with contextlib.suppress(cgroups.CgroupError):
+            spare.cgroup.remove()
+
     def reap(self) -> None:
         """Collect exited kernels' pid 1 (they come back to us as subreaper). An
         undead kernel whose pid 1 is finally gone has its cgroups removed now, and
@@ -199,11 +205,8 @@ class Spawner:
         spares = {spare.pid: spare for spare in self.spares}
         for pid, status in runner_init.reap_exited().items():
             if pid in spares:
-                spare = spares[pid]
-                self.spares.remove(spare)
-                spare.discard()
-                with contextlib.suppress(cgroups.CgroupError):
-                    spare.cgroup.remove()
+                self.spares.remove(spares[pid])
+                self._drop_spare(spares[pid])
             elif pid in by_pid:
                 by_pid[pid].status = status
             elif pid in undead:
@@ -221,9 +224,7 @@ class Spawner:
         self.spares_wanted = 0
         spares, self.spares = self.spares, []
         for spare in spares:
-            spare.discard()
-            with contextlib.suppress(cgroups.CgroupError):
-                spare.cgroup.remove()
+            self._drop_spare(spare)
         self.reap()  # the spares, and any kernel that has exited (keeping its status)
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
