@@ -33,28 +33,10 @@ def sandbox_cgroup_dirs(pid: int) -> list[str]:
     process `pid` is in, one per mounted hierarchy. Kernel cgroups are named k0,
     k1, ... (a spare's is made before its kernel is known), so a kernel's are found
     through its pid 1. [] under the none layout: the kernel stays where we are."""
-    mounts = []  # (root, mount point, "cgroup2" or the v1 mount's super options)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            fstype, options = fields[fields.index("-") + 1], fields[fields.index("-") + 3]
-            if fstype == "cgroup2":
-                mounts.append((fields[3], fields[4], None))
-            elif fstype == "cgroup":
-                mounts.append((fields[3], fields[4], set(options.split(","))))
-    found = []
     with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _id, controllers, path = line.rstrip("\n").split(":", 2)
-            if "/sandbox-" not in path:
-                continue
-            wanted = set(controllers.split(",")) if controllers else None
-            for root, point, options in mounts:
-                matches = options is None if wanted is None else options and wanted <= options
-                if matches and (path + "/").startswith(root.rstrip("/") + "/"):
-                    found.append(point + path[len(root.rstrip("/")) :])
-                    break
-    return found
+        host = cgroups.probe(proc_cgroup=f.read())
+    found = {h.own_dir for h in (*host.v1.values(), host.v2) if h is not None and h.own_dir}
+    return sorted(d for d in found if "/sandbox-" in d)
 
 
 @dataclass
