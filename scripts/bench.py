@@ -85,6 +85,7 @@ from dataclasses import asdict, dataclass, field
 import httpx
 import psutil
 
+from sandbox import cgroups
 from server import auth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -806,22 +807,23 @@ def memory_cgroup_room(pid: int) -> float:
     are created below it, so its limit bounds them too. Ancestors' limits are not
     looked at."""
     with open(f"/proc/{pid}/cgroup") as f:
-        lines = [line.rstrip("\n").split(":", 2) for line in f]
-    for _id, controllers, path in lines:
-        if "memory" in controllers.split(","):  # v1
-            d = f"/sys/fs/cgroup/memory{path}"
-            limit, usage = "memory.limit_in_bytes", "memory.usage_in_bytes"
-            break
+        host = cgroups.probe(proc_cgroup=f.read())
+    if "memory" in host.v1:
+        hierarchy, limit, usage = (
+            host.v1["memory"],
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+        )
     else:
-        path = next((p for _i, c, p in lines if c == ""), None)
-        d = f"/sys/fs/cgroup{path}"
-        limit, usage = "memory.max", "memory.current"
+        hierarchy, limit, usage = host.v2, "memory.max", "memory.current"
+    if hierarchy is None or hierarchy.own_dir is None:
+        return float("inf")
     try:
-        with open(os.path.join(d, limit)) as f:
+        with open(os.path.join(hierarchy.own_dir, limit)) as f:
             text = f.read().strip()
-        with open(os.path.join(d, usage)) as f:
+        with open(os.path.join(hierarchy.own_dir, usage)) as f:
             used = int(f.read())
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         return float("inf")
     if text == "max" or int(text) >= 1 << 62:
         return float("inf")
