@@ -1,8 +1,15 @@
 """The kernel's root filesystem: a tmpfs of read-only host binds, then pivot_root.
 
-Runs in the forked kernel process, inside its own (private) mount namespace, as
-root, before privileges are dropped. Nothing here can change the host's mount
-table: the first step makes every mount private to this namespace.
+Runs in the forked kernel process, inside its own mount namespace, as root,
+before privileges are dropped. Nothing here can change the host's mount table:
+the first step makes every mount a slave (nothing flows back to the host), and
+the last makes the kernel's own mounts private.
+
+A spare builds the part that is the same for every kernel (`prepare_root`)
+while it waits, and the rest (`finish_root`) once it is given a kernel. Its
+mount namespace is made before the kernel's `/home/work` exists: the spawner
+mounts each one under a shared `work_root` (`make_work_root`), which reaches
+the spare's copy of it as a slave.
 
 The root is built from:
 * read-only, nosuid, nodev binds of the host's runtime directories (`/usr` and
@@ -94,23 +101,50 @@ def mount_work(path: str, size: int) -> None:
     sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
 
 
+def make_work_root(path: str) -> None:
+    """Make `path` (in the caller's private mount namespace) the shared mount that
+    kernels' /home/work tmpfs mounts go under, so that each also appears in the
+    mount namespaces of spares made before it (`prepare_root`)."""
+    os.makedirs(path, exist_ok=True)
+    sc.mount(path, path, None, sc.MS_BIND)
+    sc.mount(None, path, None, sc.MS_SHARED)
+
+
 def build_root(plan: RootPlan, mountpoint: str) -> None:
     """Build the kernel's root at `mountpoint` and pivot into it. Leaves cwd at `/`."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    prepare_root(plan.skeleton, mountpoint, plan.host_paths)
+    finish_root(plan, mountpoint)
+
+
+def prepare_root(
+    skeleton: dict[str, tuple[int, bytes]],
+    mountpoint: str,
+    host_paths: tuple[str, ...] = HOST_PATHS,
+) -> None:
+    """The part of a root that no kernel's spec changes: the host binds, the
+    skeleton, /proc and /dev (but /dev/shm)."""
+    # Slaves, not private: a work directory mounted later by the caller still
+    # arrives here. finish_root makes the kernel's mounts private.
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     _mount_tmpfs(mountpoint, 4 * 1024 * 1024, 0o755)
     root = mountpoint.rstrip("/")
-
-    for path in plan.host_paths:
+    for path in host_paths:
         _mirror_host_path(root, path)
-    for inside, (mode, content) in plan.skeleton.items():
+    for inside, (mode, content) in skeleton.items():
         _write_file(root + inside, mode, content)
-
     _mount_proc(root)
-    _mount_dev(root, plan.tmp_bytes)
-    _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
+    _mount_dev(root)
     _mkdir(root + "/var", 0o755)
     os.symlink("/tmp", root + "/var/tmp")
     _mkdir(root + WORK_DIR, 0o755)
+
+
+def finish_root(plan: RootPlan, mountpoint: str) -> None:
+    """The kernel's own part of its root (/tmp, /dev/shm, /home/work, binds), then
+    pivot into it (a prepare_root'ed `mountpoint`). Leaves cwd at `/`."""
+    root = mountpoint.rstrip("/")
+    _mount_tmpfs(root + "/dev/shm", min(plan.tmp_bytes, 64 * 1024 * 1024), 0o1777)
+    _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
     sc.mount(plan.work, root + WORK_DIR, None, sc.MS_BIND)
     sc.mount(None, root + WORK_DIR, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV)
     for bind in plan.binds:
@@ -121,6 +155,7 @@ def build_root(plan: RootPlan, mountpoint: str) -> None:
     sc.pivot_root(".", ".")
     sc.umount(".", sc.MNT_DETACH)
     os.chdir("/")
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
 
 
 def _mirror_host_path(root: str, path: str) -> None:
@@ -152,7 +187,7 @@ def _mount_proc(root: str) -> None:
             sc.mount(None, path, None, _RO_FLAGS | sc.MS_NOEXEC)
 
 
-def _mount_dev(root: str, tmp_bytes: int) -> None:
+def _mount_dev(root: str) -> None:
     dev = root + "/dev"
     # not nodev: the device nodes bound below must work (they keep their own flags)
     _mount_tmpfs(dev, 64 * 1024, 0o755, sc.MS_NOSUID | sc.MS_NOEXEC)
@@ -168,7 +203,6 @@ def _mount_dev(root: str, tmp_bytes: int) -> None:
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
     os.symlink("pts/ptmx", dev + "/ptmx")
-    _mount_tmpfs(dev + "/shm", min(tmp_bytes, 64 * 1024 * 1024), 0o1777)
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

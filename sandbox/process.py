@@ -10,12 +10,14 @@
                    the in-kernel init (sandbox.runner.init), which forks the runner
                    (server mode) or the command (exec mode)
 
-A spare (`Spare`) is an A forked ahead of demand that has already moved itself
-into a fresh cgroup, started its session, unshared the network, IPC and UTS
-namespaces and set up lo and the hostname there: a kernel started from one skips
-the fork of the caller, those steps and, above all, the move, which waits for an
-RCU grace period (5-15 ms here) the first time in a while that any process
-changes cgroup.
+A spare (`Spare`) is an A and its B forked ahead of demand: A has moved itself
+into a fresh cgroup, started its session, unshared the namespaces and forked B;
+B has set up lo and the hostname and built the part of the root that is the same
+for every kernel (`mounts.prepare_root`), and waits for a kernel to become. A
+kernel started from one skips the two forks, those steps and, above all, the
+move, which waits for an RCU grace period (5-15 ms here) the first time in a
+while that any process changes cgroup. A spare's A stays until its B has taken a
+kernel, so that killing A (B has it as its parent-death signal) ends the spare.
 
 A exits at once, so B is re-parented to the caller, which must be a child
 subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
@@ -48,12 +50,8 @@ from .runner import main as runner_main
 from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
 
 # A unshares these; B unshares the cgroup namespace itself, once it is in its cgroup,
-# so that the namespace's root is the kernel's own cgroup. A spare unshares the
-# first three (and sets up lo and the hostname) while it waits: nothing that
-# happens later depends on them. The mount namespace must be made late, to hold the
-# kernel's /home/work tmpfs, mounted by the caller when the kernel is asked for.
-EARLY_NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
-NAMESPACES = EARLY_NAMESPACES | sc.CLONE_NEWNS | sc.CLONE_NEWPID
+# so that the namespace's root is the kernel's own cgroup.
+NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS | sc.CLONE_NEWPID
 HOSTNAME = "sandbox"
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
@@ -65,6 +63,9 @@ START_TIMEOUT = 10.0  # s: a start takes milliseconds; this long means it is stu
 _HOST_FD = 3
 _STATUS_FD = 4
 _PLACED_FD = 5  # B reads one byte here once the caller has moved it into its cgroup
+# What a spare's B writes to the status pipe when it has taken its kernel: a start
+# whose spare never wrote it can be retried without one (SpareLost).
+_TOOK = "took"
 
 
 class KernelStartError(RuntimeError):
@@ -156,26 +157,23 @@ def start_kernel(
     stopped) is killed and fails: the caller serves every other kernel too.
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
-    With a `spare` (server mode only), that spare becomes A, and `cgroup` must be
-    the spare's, its limits already the kernel's (the caller sets them).
+    With a `spare` (server mode only), that spare's B becomes the kernel, and
+    `cgroup` must be the spare's, its limits already the kernel's (the caller sets
+    them). SpareLost if the spare was gone before it took the kernel.
     """
     rlimits = _rlimits(spec, env, payload)
-    placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
     problems: list[str] = []
+    placed_w = -1
     if spare is not None:
         if host_sock is None:
             raise ValueError("a spare starts server-mode kernels only")
         pid_a, status_r = spare.pid, spare.take_status()
-        os.write(placed_w, b"p")  # it is in its cgroup already: B need not wait
-        os.close(placed_w)
-        placed_w = -1
         try:
-            spare.send(spec, work, payload, rlimits, host_sock, placed_r)
+            spare.send(spec, work, payload, rlimits, host_sock)
         except OSError as e:  # it died: what it wrote before, if anything, follows
             problems.append(f"kernel setup failed at spare: {e}")
-        finally:
-            os.close(placed_r)
     else:
+        placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         pid_a = os.fork()
         if pid_a == 0:
@@ -189,7 +187,7 @@ def start_kernel(
         # A writes "pid N" and exits; meanwhile B builds its root. Moving B into its
         # cgroup (slow: see Spare) happens now, beside that work; B waits for the
         # byte on the placed pipe before it drops privileges. B writes "ok" or its
-        # error.
+        # error. (A spare's A wrote its line long ago; its B writes _TOOK first.)
         reader = _LineReader(status_r, time.monotonic() + timeout)
         pid_b = None
         try:
@@ -217,24 +215,29 @@ def start_kernel(
         if placed_w >= 0:
             os.close(placed_w)
         os.close(status_r)
+        if spare is not None:  # its A waits for nothing any more (and may be stopped)
+            kill_kernel(pid_a)
         _wait_exited(pid_a)
+    took = spare is None or _TOOK in problems
+    problems = [p for p in problems if p != _TOOK]
     if pid_b is not None and problems == ["ok"]:
         return Started(pid=pid_b)
     if pid_b is not None:
         _wait_exited(pid_b)
     others = [p for p in problems if p != "ok"]
     message = "; ".join(others) or "kernel setup died before reporting"
-    raise SpareLost(message) if spare is not None and pid_b is None else KernelStartError(message)
+    raise KernelStartError(message) if took else SpareLost(message)
 
 
 class Spare:
-    """A child of the caller, forked ahead of demand, that moves itself into a fresh
-    cgroup and then waits to become some kernel's A (`start_kernel(spare=...)`).
+    """A child of the caller (A), forked ahead of demand, that moves itself into a
+    fresh cgroup and forks a B that waits, with its root half built, to become some
+    kernel's pid 1 (`start_kernel(spare=...)`).
 
-    The move costs the spare, not the caller: the caller goes on serving while the
-    spare waits out the grace period. The spare holds only its request socket and
-    its status pipe; it exits when the caller closes the socket (`discard`) or
-    dies. Its cgroup has no limits until the caller gives it a kernel's.
+    The move and the forks cost the spare, not the caller: the caller goes on
+    serving meanwhile. B holds only its request socket and the status pipe; it
+    exits when the caller closes the socket (`discard`) or A dies. Its cgroup has
+    no limits until the caller gives it a kernel's.
     """
 
     def __init__(self, pid: int, cgroup: KernelCgroup, conn: socket.socket, status_r: int):
@@ -264,13 +267,11 @@ class Spare:
         payload: Payload,
         rlimits: privileges.Rlimits,
         host_sock: socket.socket,
-        placed_r: int,
     ) -> None:
-        """Hand the spare its kernel; it goes on as A does (start_kernel reads the rest)."""
-        fds = [placed_r, host_sock.fileno()]
+        """Hand the spare's B its kernel (start_kernel reads the rest)."""
         request = pickle.dumps((spec, work, payload, rlimits))
         try:
-            socket.send_fds(self._conn, [request], fds)
+            socket.send_fds(self._conn, [request], [host_sock.fileno()])
         finally:
             self._conn.close()
 
@@ -279,18 +280,19 @@ class Spare:
         fd, self.status_r = self.status_r, -1
         return fd
 
-    def discard(self) -> None:
-        """End an unused spare (the caller reaps it and removes its cgroup)."""
+    def discard(self, reaped: bool = False) -> None:
+        """End an unused spare (the caller reaps it, unless `reaped` already, and
+        removes its cgroup, which ends its B if its parent-death signal has not)."""
         self._conn.close()
         if self.status_r >= 0:
             os.close(self.status_r)
             self.status_r = -1
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        if not reaped:  # else its pid may be another process's by now
+            kill_kernel(self.pid)
 
 
 def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: int) -> None:
-    """Runs in a spare. Never returns."""
+    """Runs in a spare's A. Never returns."""
     try:
         signal.set_wakeup_fd(-1)  # the caller's: about to be closed
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -300,20 +302,50 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         runner_init.close_fds_from(3, keep=(conn_fd, status_w))
         cgroup.attach(0)
         os.setsid()
-        sc.unshare(EARLY_NAMESPACES)
-        _network_and_hostname()
-        conn = socket.socket(fileno=conn_fd)
-        request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 2)
-        if not request:
-            os._exit(0)  # discarded
-        spec, work, payload, rlimits = pickle.loads(request)
-        placed_r, host_fd = fds
-        host_sock = socket.socket(fileno=host_fd)
+        sc.unshare(NAMESPACES)
+        took_r, took_w = os.pipe2(os.O_CLOEXEC)
+        pid_b = os.fork()
+        if pid_b == 0:
+            try:
+                os.close(took_r)
+                _spare_b(env, conn_fd, status_w, took_w)
+            finally:
+                os._exit(1)
+        os.close(took_w)
+        os.close(conn_fd)
+        os.write(status_w, f"pid {pid_b}\n".encode())
+        os.close(status_w)
+        os.read(took_r, 1)  # end of file: B has taken its kernel, or died
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.write(status_w, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
-    _child_a(env, spec, work, payload, rlimits, host_sock, None, status_w, placed_r, early=True)
+    os._exit(0)
+
+
+def _spare_b(env: Environment, conn_fd: int, status_w: int, took_w: int) -> None:
+    """Runs in a spare's B, pid 1 of its namespaces. Never returns."""
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # A killed: the spare is no more
+        _network_and_hostname()
+        mounts.prepare_root(env.skeleton, env.mountpoint)
+        conn = socket.socket(fileno=conn_fd)
+        request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
+        if not request:
+            os._exit(0)  # discarded
+        spec, work, payload, rlimits = pickle.loads(request)
+        (host_fd,) = fds
+        host_sock = socket.socket(fileno=host_fd)
+        conn.close()
+        sc.prctl(sc.PR_SET_PDEATHSIG, 0)  # A exits now: B outlives it as the kernel
+        os.write(status_w, f"{_TOOK}\n".encode())
+        os.close(took_w)
+        _arrange_fds(host_sock, None, status_w, None)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.write(status_w, f"kernel setup failed at spare: {e}\n".encode())
+        os._exit(1)
+    _child_b(env, spec, work, payload, rlimits, spare=True)
 
 
 def _network_and_hostname() -> None:
@@ -369,17 +401,15 @@ def _child_a(
     stdio: tuple[int, int, int] | None,
     status_w: int,
     placed_r: int,
-    early: bool = False,
 ) -> None:
-    """Runs in A (a spare: `early`, EARLY_NAMESPACES done already). Never returns."""
+    """Runs in A. Never returns."""
     try:
-        if not early:
-            os.setsid()
+        os.setsid()
         _arrange_fds(host_sock, stdio, status_w, placed_r)
-        sc.unshare(NAMESPACES & ~EARLY_NAMESPACES if early else NAMESPACES)
+        sc.unshare(NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
-            _child_b(env, spec, work, payload, rlimits, early)
+            _child_b(env, spec, work, payload, rlimits, spare=False)
         os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
         os._exit(0)
     except BaseException as e:
@@ -391,14 +421,14 @@ def _arrange_fds(
     host_sock: socket.socket | None,
     stdio: tuple[int, int, int] | None,
     status_w: int,
-    placed_r: int,
+    placed_r: int | None,
 ) -> None:
     """Leave exactly: 0/1/2, the host socket at 3 (server mode), the status pipe at 4,
-    the placed pipe at 5."""
+    the placed pipe at 5 (unless None: a spare's B is in its cgroup already)."""
     # Move everything we keep above the target numbers first, so that a source
     # that happens to be 0-4 cannot be clobbered by another dup2.
     status = fcntl.fcntl(status_w, fcntl.F_DUPFD_CLOEXEC, 10)
-    placed = fcntl.fcntl(placed_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    placed = fcntl.fcntl(placed_r, fcntl.F_DUPFD_CLOEXEC, 10) if placed_r is not None else None
     host = fcntl.fcntl(host_sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 10) if host_sock else None
     if stdio is None:
         stdio = (os.open("/dev/null", os.O_RDWR),) * 3
@@ -406,12 +436,13 @@ def _arrange_fds(
     for target, fd in enumerate(std):
         os.dup2(fd, target)
     os.dup2(status, _STATUS_FD, inheritable=False)
-    os.dup2(placed, _PLACED_FD, inheritable=False)
+    if placed is not None:
+        os.dup2(placed, _PLACED_FD, inheritable=False)
     if host is not None:
         os.dup2(host, _HOST_FD, inheritable=False)
     else:
         os.closerange(_HOST_FD, _HOST_FD + 1)
-    os.closerange(_PLACED_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    os.closerange(_PLACED_FD + (placed is not None), os.sysconf("SC_OPEN_MAX"))
 
 
 def _child_b(
@@ -420,24 +451,27 @@ def _child_b(
     work: str,
     payload: Payload,
     rlimits: privileges.Rlimits,
-    early: bool,
+    spare: bool,
 ) -> None:
-    """Runs in B, pid 1 of the new namespaces (`early`: lo and the hostname are set up
-    already, by the spare it comes from). Never returns."""
+    """Runs in B, pid 1 of the new namespaces (`spare`: a spare's B, in its cgroup,
+    with lo, the hostname and most of its root set up already). Never returns."""
     step = "setup"
     try:
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
         )
-        mounts.build_root(plan, env.mountpoint)
-        if not early:
+        if spare:
+            mounts.finish_root(plan, env.mountpoint)
+        else:
+            mounts.build_root(plan, env.mountpoint)
             step = "network"
             _network_and_hostname()
-        step = "cgroup"
-        if os.read(_PLACED_FD, 1) != b"p":
-            raise RuntimeError("the caller did not place the kernel in its cgroup")
-        os.close(_PLACED_FD)
+            step = "cgroup"
+            if os.read(_PLACED_FD, 1) != b"p":
+                raise RuntimeError("the caller did not place the kernel in its cgroup")
+            os.close(_PLACED_FD)
+        step = "cgroup namespace"
         sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
         step = "privileges"
         os.umask(0o022)

@@ -190,9 +190,9 @@ class Spawner:
                 return
 
     @staticmethod
-    def _drop_spare(spare: process.Spare) -> None:
+    def _drop_spare(spare: process.Spare, reaped: bool = False) -> None:
         """End a spare that will start no kernel, and remove its cgroup."""
-        spare.discard()
+        spare.discard(reaped)
         with contextlib.suppress(cgroups.CgroupError):
             spare.cgroup.remove()
 
@@ -206,7 +206,7 @@ class Spawner:
         for pid, status in runner_init.reap_exited().items():
             if pid in spares:
                 self.spares.remove(spares[pid])
-                self._drop_spare(spares[pid])
+                self._drop_spare(spares[pid], reaped=True)
             elif pid in by_pid:
                 by_pid[pid].status = status
             elif pid in undead:
@@ -238,7 +238,7 @@ class Spawner:
 
     def _work_dir(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> str:
         """The kernel's /home/work tmpfs; reused when a restart keeps it."""
-        work = f"{self.scratch}/work/{kernel_id}"
+        work = f"{self.scratch}/{WORK_ROOT}/{kernel_id}"
         if not (keep_work and os.path.ismount(work)):
             mounts.mount_work(work, spec.work_bytes)
         return work
@@ -383,6 +383,7 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
 
 
 SCRATCH_PREFIX = "sandbox-spawner-"
+WORK_ROOT = "work"  # under the scratch directory: mounts.make_work_root
 DEFAULT_SPARES = 2  # process.Spare: kept ready to start kernels from
 
 
@@ -419,6 +420,7 @@ def main() -> None:
     os.mkdir(scratch, 0o700)
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
+        mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout)
         # Every kernel is a fork of this process. Objects that exist now are moved out
         # of the collector's sight, so that a collection in a kernel does not write to

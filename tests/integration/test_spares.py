@@ -174,9 +174,9 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
 
 @pytest.mark.cgroups
 def test_a_stuck_spare_is_given_up_on_and_the_kernel_starts_without_it():
-    """A start that hangs (here: spares SIGSTOPped, so the request sent to one is never
-    read) is killed after the spawner's start timeout, and the kernel starts the
-    usual way: the spawner never hangs on one kernel."""
+    """A start that hangs (here: spares' processes SIGSTOPped, so the request sent to
+    one is never read) is killed after the spawner's start timeout, and the kernel
+    starts the usual way: the spawner never hangs on one kernel."""
     if not HAS_CGROUPS:
         pytest.skip("no spares without cgroups")
     box = Sandbox(spares=2, start_timeout=1.0)
@@ -185,8 +185,8 @@ def test_a_stuck_spare_is_given_up_on_and_the_kernel_starts_without_it():
         stopped = spares_of(box)
         wait_for(lambda: all(sandbox_cgroup_dirs(pid) for pid in stopped))
         dirs_of = {pid: sandbox_cgroup_dirs(pid) for pid in stopped}
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
+        for pid in stopped:  # a spare's A and the B it forked: its process group
+            os.killpg(pid, signal.SIGSTOP)
         # each create tries the oldest spare first: both stuck ones, one after the other
         for attempt in range(2):
             kernel = box.kernel(name=f"after-a-stuck-spare-{attempt}")
@@ -200,5 +200,5 @@ def test_a_stuck_spare_is_given_up_on_and_the_kernel_starts_without_it():
     finally:
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+                os.killpg(pid, signal.SIGCONT)
         box.close()
