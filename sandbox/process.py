@@ -6,18 +6,23 @@
             `-- B  pid 1 of the new pid namespace: build the root and pivot into it,
                    bring up lo, set the hostname; wait until the caller has moved
                    it into its cgroup (done meanwhile: slow on cgroup v1), unshare
-                   the cgroup namespace, drop to `work`, install seccomp, then run
-                   the in-kernel init (sandbox.runner.init), which forks the runner
-                   (server mode) or the command (exec mode)
+                   the cgroup namespace; in server mode fork the runner (C) and
+                   send it its start frame; drop to `work`, install seccomp, then
+                   run the in-kernel init (sandbox.runner.init): relay for C
+                   (server mode) or fork the command (exec mode)
+                  `-- C  forget the host's modules; on B's start frame drop to
+                         `work` and install seccomp itself (beside B doing the
+                         same), take the kernel's environment, run the runner
 
 A spare (`Spare`) is an A and its B forked ahead of demand: A has moved itself
 into a fresh cgroup, started its session, unshared the namespaces and forked B;
 B has set up lo and the hostname and built the part of the root that is the same
-for every kernel (`mounts.prepare_root`), and waits for a kernel to become. A
-kernel started from one skips the two forks, those steps and, above all, the
-move, which waits for an RCU grace period (5-15 ms here) the first time in a
-while that any process changes cgroup. A spare's A stays until its B has taken a
-kernel, so that killing A (B has it as its parent-death signal) ends the spare.
+for every kernel (`mounts.prepare_root`), unshared its cgroup namespace and
+forked C, and waits for a kernel to become. A kernel started from one skips the
+three forks, those steps and, above all, the move, which waits for an RCU grace
+period (5-15 ms here) the first time in a while that any process changes
+cgroup. A spare's A stays until its B has taken a kernel, so that killing A (B
+has it as its parent-death signal) ends the spare.
 
 A exits at once, so B is re-parented to the caller, which must be a child
 subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import pickle
 import select
@@ -38,7 +44,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import prctl
 
@@ -47,12 +53,14 @@ from . import syscalls as sc
 from .cgroups import CgroupError, KernelCgroup
 from .runner import init as runner_init
 from .runner import main as runner_main
+from .runner import protocol
 from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
 
 # A unshares these; B unshares the cgroup namespace itself, once it is in its cgroup,
 # so that the namespace's root is the kernel's own cgroup.
 NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS | sc.CLONE_NEWPID
 HOSTNAME = "sandbox"
+SERVER_TASKS = 2  # a server-mode kernel's own processes: pid 1 and the runner
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
 DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -327,25 +335,28 @@ def _spare_b(env: Environment, conn_fd: int, status_w: int, took_w: int) -> None
     """Runs in a spare's B, pid 1 of its namespaces. Never returns."""
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # A killed: the spare is no more
+        conn_fd, took_w = _arrange_fds(None, None, status_w, None, keep=(conn_fd, took_w))
         _network_and_hostname()
         mounts.prepare_root(env.skeleton, env.mountpoint)
+        sc.unshare(sc.CLONE_NEWCGROUP)  # it is in its cgroup already
+        runner = runner_init.fork_runner(functools.partial(_runner_main, env))
         conn = socket.socket(fileno=conn_fd)
         request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
         if not request:
             os._exit(0)  # discarded
         spec, work, payload, rlimits = pickle.loads(request)
         (host_fd,) = fds
-        host_sock = socket.socket(fileno=host_fd)
         conn.close()
+        if not runner.alive():
+            raise RuntimeError("its runner has exited")
         sc.prctl(sc.PR_SET_PDEATHSIG, 0)  # A exits now: B outlives it as the kernel
-        os.write(status_w, f"{_TOOK}\n".encode())
+        os.write(_STATUS_FD, f"{_TOOK}\n".encode())
         os.close(took_w)
-        _arrange_fds(host_sock, None, status_w, None)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            os.write(status_w, f"kernel setup failed at spare: {e}\n".encode())
+            os.write(_STATUS_FD, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, spare=True)
+    _child_b(env, spec, work, payload, rlimits, host_fd, runner)
 
 
 def _network_and_hostname() -> None:
@@ -409,7 +420,7 @@ def _child_a(
         sc.unshare(NAMESPACES)
         pid_b = os.fork()
         if pid_b == 0:
-            _child_b(env, spec, work, payload, rlimits, spare=False)
+            _child_b(env, spec, work, payload, rlimits, _HOST_FD, None)
         os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
         os._exit(0)
     except BaseException as e:
@@ -422,9 +433,11 @@ def _arrange_fds(
     stdio: tuple[int, int, int] | None,
     status_w: int,
     placed_r: int | None,
-) -> None:
+    keep: tuple[int, ...] = (),
+) -> tuple[int, ...]:
     """Leave exactly: 0/1/2, the host socket at 3 (server mode), the status pipe at 4,
-    the placed pipe at 5 (unless None: a spare's B is in its cgroup already)."""
+    the placed pipe at 5 (unless None: a spare's B is in its cgroup already), and
+    `keep`, returned at their new numbers (above those)."""
     # Move everything we keep above the target numbers first, so that a source
     # that happens to be 0-4 cannot be clobbered by another dup2.
     status = fcntl.fcntl(status_w, fcntl.F_DUPFD_CLOEXEC, 10)
@@ -433,6 +446,7 @@ def _arrange_fds(
     if stdio is None:
         stdio = (os.open("/dev/null", os.O_RDWR),) * 3
     std = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in stdio]
+    kept = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in keep)
     for target, fd in enumerate(std):
         os.dup2(fd, target)
     os.dup2(status, _STATUS_FD, inheritable=False)
@@ -442,7 +456,8 @@ def _arrange_fds(
         os.dup2(host, _HOST_FD, inheritable=False)
     else:
         os.closerange(_HOST_FD, _HOST_FD + 1)
-    os.closerange(_PLACED_FD + (placed is not None), os.sysconf("SC_OPEN_MAX"))
+    runner_init.close_fds_from(_PLACED_FD + (placed is not None), keep=kept)
+    return kept
 
 
 def _child_b(
@@ -451,17 +466,19 @@ def _child_b(
     work: str,
     payload: Payload,
     rlimits: privileges.Rlimits,
-    spare: bool,
+    host_fd: int,
+    runner: runner_init.Runner | None,
 ) -> None:
-    """Runs in B, pid 1 of the new namespaces (`spare`: a spare's B, in its cgroup,
-    with lo, the hostname and most of its root set up already). Never returns."""
+    """Runs in B, pid 1 of the new namespaces. With a `runner`, B is a spare's: in
+    its cgroup and cgroup namespace, with lo, the hostname, most of its root and
+    its runner (C) set up already. Never returns."""
     step = "setup"
     try:
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
         )
-        if spare:
+        if runner is not None:
             mounts.finish_root(plan, env.mountpoint)
         else:
             mounts.build_root(plan, env.mountpoint)
@@ -471,19 +488,25 @@ def _child_b(
             if os.read(_PLACED_FD, 1) != b"p":
                 raise RuntimeError("the caller did not place the kernel in its cgroup")
             os.close(_PLACED_FD)
-        step = "cgroup namespace"
-        sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
+            sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
+        kernel_env = kernel_environment(spec)
+        if not payload.argv:
+            step = "runner"
+            if runner is None:
+                runner = runner_init.fork_runner(functools.partial(_runner_main, env))
+            # C drops its privileges itself, beside B's doing the same
+            runner.start({"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)})
         step = "privileges"
         os.umask(0o022)
         privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)
         step = "seccomp"
         sc.seccomp_install(env.filter)
-        _forget_host(env.host_modules)
         step = "start"
-        kernel_env = kernel_environment(spec)
-        os.environ.clear()
-        os.environ.update(kernel_env)
-        os.chdir(WORK_DIR)
+        if payload.argv:
+            _forget_host(env.host_modules)
+            os.environ.clear()
+            os.environ.update(kernel_env)
+            os.chdir(WORK_DIR)
         prctl.set_name("kernel-init")
         sc.set_cmdline("kernel-init")
         os.write(_STATUS_FD, b"ok\n")
@@ -493,7 +516,7 @@ def _child_b(
         os._exit(1)
     if payload.argv:
         runner_init.exec_as_init(list(payload.argv), kernel_env, payload.cwd)
-    runner_init.serve_as_init(_HOST_FD, _runner_main)
+    runner.serve(host_fd)
 
 
 def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges.Rlimits:
@@ -584,8 +607,25 @@ def _forget_host(modules: HostModules) -> None:
         sys.modules.pop(name, None)
 
 
-def _runner_main(fd: int) -> None:
+def _runner_main(env: Environment, fd: int) -> None:
+    """Runs in C, fds 0-3 set up: B's setup for C's own sake (B may have forked it
+    before it had a kernel), once B's start frame has come; then the runner."""
     prctl.set_name("kernel-runner")
+    sc.set_cmdline("kernel-runner")
+    _forget_host(env.host_modules)
+    sock = socket.socket(fileno=fd)
+    try:
+        start, _blob = protocol.recv_frame(sock)
+    except EOFError:
+        os._exit(0)  # B is gone (a spare discarded)
+    finally:
+        sock.detach()
+    os.umask(0o022)
+    privileges.drop_privileges(KERNEL_UID, KERNEL_GID, privileges.Rlimits(**start["rlimits"]))
+    sc.seccomp_install(env.filter)
+    os.environ.clear()
+    os.environ.update(start["env"])
+    os.chdir(WORK_DIR)
     runner_main.serve(fd)
 
 

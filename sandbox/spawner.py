@@ -91,7 +91,7 @@ class Spawner:
         work = self._work_dir(kernel_id, spec, keep_work)
         try:
             try:
-                pid, cgroup, host_end = self._start(spec, work, self._take_spare())
+                pid, cgroup, host_end = self._start(spec, work, self._take_spare(spec))
             except process.SpareLost as e:
                 print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
                       "without one", file=sys.stderr, flush=True)  # fmt: skip
@@ -104,8 +104,12 @@ class Spawner:
         self.kernels[kernel_id] = _Kernel(pid, cgroup, work)
         return pid, host_end
 
-    def _take_spare(self) -> process.Spare | None:
-        return self.spares.pop(0) if self.spares else None
+    def _take_spare(self, spec: KernelSpec) -> process.Spare | None:
+        """The oldest spare; none for a pids limit too small for the pid 1 and
+        runner a spare has already (the usual start then fails as it should)."""
+        if not self.spares or (spec.pids and spec.pids < process.SERVER_TASKS):
+            return None
+        return self.spares.pop(0)
 
     def _start(
         self, spec: KernelSpec, work: str, spare: process.Spare | None

@@ -3,11 +3,15 @@
 The isolation library forks a process that becomes pid 1 of the kernel's pid
 namespace, builds the root, drops privileges, then calls one of:
 
-* `serve_as_init(host_fd, child_main)`: server mode. Pid 1 ("B") forks the
-  runner ("C") and relays between the host socket and C:
+* `fork_runner(child_main)`, then `Runner.serve(host_fd)`: server mode. Pid 1
+  ("B") forks the runner ("C") and relays between the host socket and C:
 
       host socket  <->  B  <->  C: fd 3 (control socket, framed)
                          ^-----  C: fd 1, fd 2 (pipes; only B reads them)
+
+  B may fork C before it has a host (a spare), and before either has dropped
+  privileges: child_main(3) then does C's own setup. `Runner.start(message)`
+  sends C one frame first, before any of the host's, to say it may go on.
 
   C sees exactly fds 0 (/dev/null), 1, 2 and 3. Python-level output comes as
   frames on fd 3; fd-level output (os.write, subprocesses, C extensions) comes
@@ -45,6 +49,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import traceback
 from collections.abc import Callable, Iterable
 from typing import NoReturn
@@ -115,21 +120,44 @@ def _reset_signals_for_python() -> None:
 # -- server mode -----------------------------------------------------------------
 
 
-def serve_as_init(
-    host_fd: int, child_main: Callable[[int], object], work_dir: str = files.WORK_DIR
-) -> NoReturn:
-    """Be pid 1 in server mode: fork the runner and relay until it or the host is gone.
+class Runner:
+    """C as pid 1 sees it, between `fork_runner` and `serve`."""
 
-    work_dir is the root of the file operations pid 1 does itself (`files`).
-    """
-    try:
-        _serve_as_init(host_fd, child_main, work_dir)
-    except BaseException:
-        _report_crash("kernel init: ")
-    os._exit(EXIT_SETUP_FAILED)
+    def __init__(self, pid: int, ctl_fd: int, out_r: int, err_r: int, wake_r: int) -> None:
+        self.pid = pid
+        self.ctl_fd = ctl_fd
+        self.out_r = out_r
+        self.err_r = err_r
+        self.wake_r = wake_r
+
+    def alive(self) -> bool:
+        """False once C has exited (left unreaped: `serve` reports its end)."""
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
+    def start(self, message: dict) -> None:
+        """Send C its first frame (child_main reads it from fd 3 before anything else)."""
+        protocol.write_all(self.ctl_fd, protocol.encode(message))
+
+    def serve(self, host_fd: int, work_dir: str = files.WORK_DIR) -> NoReturn:
+        """Relay between the host and C until either is gone; then exit.
+
+        work_dir is the root of the file operations pid 1 does itself (`files`).
+        """
+        try:
+            _Relay(
+                host_fd, self.pid, self.ctl_fd, self.out_r, self.err_r, self.wake_r, work_dir
+            ).run()
+        except BaseException:
+            _report_crash("kernel init: ")
+        os._exit(EXIT_SETUP_FAILED)
 
 
-def _serve_as_init(host_fd: int, child_main: Callable[[int], object], work_dir: str) -> None:
+def fork_runner(child_main: Callable[[int], object]) -> Runner:
+    """Fork C, which runs child_main(3) with fds 0-3 set up (see the module's
+    docstring). Sets pid 1's signals for serving: call it in pid 1 only."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -156,7 +184,7 @@ def _serve_as_init(host_fd: int, child_main: Callable[[int], object], work_dir: 
         os.close(fd)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
-    _Relay(host_fd, pid, ctl_fd, out_r, err_r, wake_r, work_dir).run()
+    return Runner(pid, ctl_fd, out_r, err_r, wake_r)
 
 
 def _become_runner(
@@ -166,9 +194,8 @@ def _become_runner(
     try:
         _reset_signals_for_python()
         os.setpgid(0, 0)
-        with contextlib.suppress(Exception):
-            import faulthandler
-
+        faulthandler = sys.modules.get("faulthandler")  # not imported here if not loaded
+        if faulthandler is not None:
             faulthandler.disable()  # it may hold an fd that is about to be closed
         devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         # Move the sources above 3 first so that no dup2 overwrites one of them.

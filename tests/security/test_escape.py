@@ -84,6 +84,7 @@ def test_no_host_paths_in_mountinfo_or_hostname(shared_kernel):
         print(socket.gethostname())
         print(open("/proc/self/mountinfo").read())
         print(open("/proc/1/cmdline").read())
+        print(open("/proc/self/cmdline").read())
         """,
     )
     assert out.splitlines()[0] == "sandbox"

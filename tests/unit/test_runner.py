@@ -2,7 +2,7 @@
 
 Each test forks a process that plays pid 1 (PR_SET_CHILD_SUBREAPER makes
 orphans come back to it, as they would to the real pid 1) and calls
-`init.serve_as_init` with `main.serve` as the runner. The test is the host: it
+`init.fork_runner` with `main.serve` as the runner. The test is the host: it
 speaks protocol frames over the other end of a socketpair.
 """
 
@@ -126,10 +126,10 @@ class Kernel:
                 host.close()
                 _become_subreaper()
                 if work_dir is None:
-                    init.serve_as_init(kernel.detach(), main.serve)
+                    init.fork_runner(main.serve).serve(kernel.detach())
                 else:
                     serve = functools.partial(main.serve, work_dir=work_dir)
-                    init.serve_as_init(kernel.detach(), serve, work_dir=work_dir)
+                    init.fork_runner(serve).serve(kernel.detach(), work_dir=work_dir)
             finally:
                 os._exit(99)
         kernel.close()
