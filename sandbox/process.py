@@ -336,10 +336,10 @@ def _spare_b(env: Environment, conn_fd: int, status_w: int, took_w: int) -> None
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # A killed: the spare is no more
         conn_fd, took_w = _arrange_fds(None, None, status_w, None, keep=(conn_fd, took_w))
-        _network_and_hostname()
-        mounts.prepare_root(env.skeleton, env.mountpoint)
         sc.unshare(sc.CLONE_NEWCGROUP)  # it is in its cgroup already
         runner = runner_init.fork_runner(functools.partial(_runner_main, env))
+        _network_and_hostname()
+        mounts.prepare_root(env.skeleton, env.mountpoint)
         conn = socket.socket(fileno=conn_fd)
         request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
         if not request:
