@@ -1,34 +1,33 @@
 """Starting a kernel: the isolation recipe of design.md, in order, in forked children.
 
-    caller (spawner or sandbox-exec; a child subreaper)
-      `-- fork: A  setsid, keep only its fds, clear env,
-                   unshare mount/pid/net/ipc/uts, fork, report B's pid, exit
-            `-- B  pid 1 of the new pid namespace: build the root and pivot into it,
-                   bring up lo, set the hostname; wait until the caller has moved
-                   it into its cgroup (done meanwhile: slow on cgroup v1), unshare
-                   the cgroup namespace; in server mode fork the runner (C) and
-                   send it its start frame; drop to `work`, install seccomp, then
-                   run the in-kernel init (sandbox.runner.init): relay for C
-                   (server mode) or fork the command (exec mode)
-                  `-- C  forget the host's modules; on B's start frame drop to
-                         `work` and install seccomp itself (beside B doing the
-                         same), take the kernel's environment, run the runner
+    caller (spawner or sandbox-exec; single-threaded)
+      `-- fork into a new pid namespace (`_fork_pid1`): B, its pid 1
+            setsid, keep only its fds, unshare mount/net/ipc/uts, build the root
+            and pivot into it, bring up lo, set the hostname; wait until the
+            caller has moved it into its cgroup (done meanwhile: slow on cgroup
+            v1), unshare the cgroup namespace; in server mode fork the runner (C)
+            and send it its start frame; drop to `work`, install seccomp, then run
+            the in-kernel init (sandbox.runner.init): relay for C (server mode) or
+            fork the command (exec mode)
+            `-- C  forget the host's modules; on B's start frame drop to `work`
+                   and install seccomp itself (beside B doing the same), take the
+                   kernel's environment, run the runner
 
-A spare (`Spare`) is an A and its B forked ahead of demand: A has moved itself
-into a fresh cgroup, started its session, unshared the namespaces and forked B;
-B has set up lo and the hostname and built the part of the root that is the same
-for every kernel (`mounts.prepare_root`), unshared its cgroup namespace and
-forked C, and waits for a kernel to become. A kernel started from one skips the
-three forks, those steps and, above all, the move, which waits for an RCU grace
-period (5-15 ms here) the first time in a while that any process changes
-cgroup. A spare's A stays until its B has taken a kernel, so that killing A (B
-has it as its parent-death signal) ends the spare.
+The caller unshares the pid namespace for its next child and setns's back
+right after the fork, so B is its own child: no intermediate process, whose
+fork and exit would cost every kernel memory and time.
 
-A exits at once, so B is re-parented to the caller, which must be a child
-subreaper (`become_subreaper`) to reap it. B writes "ok" or the error that
-stopped it to a status pipe, so a kernel that cannot start is reported, not
-silently dead. Killing B kills every process of the kernel (pid namespace).
-"""
+A spare (`Spare`) is a B forked ahead of demand: it has moved itself into a
+fresh cgroup, started its session, unshared the namespaces, forked C, set up lo
+and the hostname and built the part of the root that is the same for every
+kernel (`mounts.prepare_root`), and waits for a kernel to become. A kernel
+started from one skips the forks, those steps and, above all, the move, which
+waits for an RCU grace period (5-15 ms here) the first time in a while that any
+process changes cgroup. A spare has SIGKILL as its parent-death signal.
+
+B writes "ok" or the error that stopped it to a status pipe, so a kernel that
+cannot start is reported, not silently dead. Killing B kills every process of
+the kernel (pid namespace)."""
 
 from __future__ import annotations
 
@@ -56,9 +55,10 @@ from .runner import main as runner_main
 from .runner import protocol
 from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
 
-# A unshares these; B unshares the cgroup namespace itself, once it is in its cgroup,
-# so that the namespace's root is the kernel's own cgroup.
-NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS | sc.CLONE_NEWPID
+# B unshares these (its pid namespace is made by its fork, `_fork_pid1`), then the
+# cgroup namespace once it is in its cgroup, so that the namespace's root is the
+# kernel's own cgroup.
+NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS
 HOSTNAME = "sandbox"
 SERVER_TASKS = 2  # a server-mode kernel's own processes: pid 1 and the runner
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
@@ -67,7 +67,7 @@ DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/u
 
 START_TIMEOUT = 10.0  # s: a start takes milliseconds; this long means it is stuck
 
-# Fd numbers in A and B. The status and placed pipes are closed before user code runs.
+# Fd numbers in B. The status and placed pipes are closed before user code runs.
 _HOST_FD = 3
 _STATUS_FD = 4
 _PLACED_FD = 5  # B reads one byte here once the caller has moved it into its cgroup
@@ -123,7 +123,8 @@ class Environment:
 
 
 def become_subreaper() -> None:
-    """Orphaned descendants (each kernel's pid 1, once A exits) come back to us."""
+    """Orphaned descendants (a kernel's processes whose pid 1 died first) come back
+    to us, to be reaped."""
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
 
 
@@ -161,11 +162,11 @@ def start_kernel(
 ) -> Started:
     """Fork a kernel and wait until it is set up (or failed). Returns its pid 1.
 
-    A start that takes longer than `timeout` seconds (its A or B stuck, or a spare
-    stopped) is killed and fails: the caller serves every other kernel too.
+    A start that takes longer than `timeout` seconds (B stuck, or a spare stopped)
+    is killed and fails: the caller serves every other kernel too.
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
-    With a `spare` (server mode only), that spare's B becomes the kernel, and
+    With a `spare` (server mode only), that spare becomes the kernel, and
     `cgroup` must be the spare's, its limits already the kernel's (the caller sets
     them). SpareLost if the spare was gone before it took the kernel.
     """
@@ -175,7 +176,7 @@ def start_kernel(
     if spare is not None:
         if host_sock is None:
             raise ValueError("a spare starts server-mode kernels only")
-        pid_a, status_r = spare.pid, spare.take_status()
+        pid, status_r = spare.pid, spare.take_status()
         try:
             spare.send(spec, work, payload, rlimits, host_sock)
         except OSError as e:  # it died: what it wrote before, if anything, follows
@@ -183,69 +184,72 @@ def start_kernel(
     else:
         placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        pid_a = os.fork()
-        if pid_a == 0:
+        pid = _fork_pid1()
+        if pid == 0:
             try:
-                _child_a(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
-            finally:  # A and B never return into the caller's code, whatever happens: in
+                _new_b(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
+            finally:  # B never returns into the caller's code, whatever happens: in
                 os._exit(1)  # the spawner, its error path would destroy every other kernel
         os.close(status_w)
         os.close(placed_r)
     try:
-        # A writes "pid N" and exits; meanwhile B builds its root. Moving B into its
-        # cgroup (slow: see Spare) happens now, beside that work; B waits for the
-        # byte on the placed pipe before it drops privileges. B writes "ok" or its
-        # error. (A spare's A wrote its line long ago; its B writes _TOOK first.)
+        # B builds its root meanwhile; moving it into its cgroup (slow: see Spare)
+        # happens now, beside that work, and B waits for the byte on the placed pipe
+        # before it drops privileges. B writes "ok" or its error (a spare _TOOK first).
         reader = _LineReader(status_r, time.monotonic() + timeout)
-        pid_b = None
         try:
-            for line in reader:
-                if line.startswith("pid "):
-                    pid_b = int(line[4:])
-                    break
-                problems.append(line)
-            if pid_b is not None and placed_w >= 0:
+            if placed_w >= 0:
                 try:
-                    cgroup.attach(pid_b)
+                    cgroup.attach(pid)
                     os.write(placed_w, b"p")
                 except (OSError, CgroupError) as e:
                     problems.append(f"kernel setup failed at cgroup: {e}")
-            if placed_w >= 0:
                 os.close(placed_w)
                 placed_w = -1
             problems += list(reader)
         except TimeoutError:
             problems.append(f"kernel setup timed out after {timeout:g} s")
-            for pid in (pid_a, pid_b):
-                if pid is not None:
-                    kill_kernel(pid)
+            kill_kernel(pid)
     finally:
         if placed_w >= 0:
             os.close(placed_w)
         os.close(status_r)
-        if spare is not None:  # its A waits for nothing any more (and may be stopped)
-            kill_kernel(pid_a)
-        _wait_exited(pid_a)
     took = spare is None or _TOOK in problems
     problems = [p for p in problems if p != _TOOK]
-    if pid_b is not None and problems == ["ok"]:
-        return Started(pid=pid_b)
-    if pid_b is not None:
-        _wait_exited(pid_b)
+    if problems == ["ok"]:
+        return Started(pid=pid)
+    _wait_exited(pid)
     others = [p for p in problems if p != "ok"]
     message = "; ".join(others) or "kernel setup died before reporting"
     raise KernelStartError(message) if took else SpareLost(message)
 
 
+def _fork_pid1() -> int:
+    """os.fork(), the child as pid 1 of a new pid namespace. The caller's later
+    children are in its own namespace again. The caller must be single-threaded."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.unshare(sc.CLONE_NEWPID)  # for the children made from now on
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                sc.setns(own, sc.CLONE_NEWPID)  # back to ours; raises if it cannot
+        return pid
+    finally:
+        os.close(own)
+
+
 class Spare:
-    """A child of the caller (A), forked ahead of demand, that moves itself into a
-    fresh cgroup and forks a B that waits, with its root half built, to become some
-    kernel's pid 1 (`start_kernel(spare=...)`).
+    """A kernel's B, forked by the caller ahead of demand, that moves itself into a
+    fresh cgroup, forks its runner and builds its root's common part, then waits to
+    become some kernel (`start_kernel(spare=...)`).
 
     The move and the forks cost the spare, not the caller: the caller goes on
-    serving meanwhile. B holds only its request socket and the status pipe; it
-    exits when the caller closes the socket (`discard`) or A dies. Its cgroup has
-    no limits until the caller gives it a kernel's.
+    serving meanwhile. It holds only its request socket and the status pipe; it
+    exits when the caller closes the socket (`discard`) or dies. Its cgroup has no
+    limits until the caller gives it a kernel's.
     """
 
     def __init__(self, pid: int, cgroup: KernelCgroup, conn: socket.socket, status_r: int):
@@ -258,7 +262,7 @@ class Spare:
     def fork(cls, env: Environment, cgroup: KernelCgroup) -> Spare:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        pid = _fork_pid1()
         if pid == 0:
             try:
                 _spare_main(env, cgroup, theirs.detach(), status_w)
@@ -276,7 +280,7 @@ class Spare:
         rlimits: privileges.Rlimits,
         host_sock: socket.socket,
     ) -> None:
-        """Hand the spare's B its kernel (start_kernel reads the rest)."""
+        """Hand the spare its kernel (start_kernel reads the rest)."""
         request = pickle.dumps((spec, work, payload, rlimits))
         try:
             socket.send_fds(self._conn, [request], [host_sock.fileno()])
@@ -290,7 +294,7 @@ class Spare:
 
     def discard(self, reaped: bool = False) -> None:
         """End an unused spare (the caller reaps it, unless `reaped` already, and
-        removes its cgroup, which ends its B if its parent-death signal has not)."""
+        removes its cgroup)."""
         self._conn.close()
         if self.status_r >= 0:
             os.close(self.status_r)
@@ -300,8 +304,10 @@ class Spare:
 
 
 def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: int) -> None:
-    """Runs in a spare's A. Never returns."""
+    """Runs in a spare, pid 1 of its pid namespace. Never returns."""
+    status = status_w
     try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller gone: so is the spare
         signal.set_wakeup_fd(-1)  # the caller's: about to be closed
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
@@ -311,31 +317,8 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         cgroup.attach(0)
         os.setsid()
         sc.unshare(NAMESPACES)
-        took_r, took_w = os.pipe2(os.O_CLOEXEC)
-        pid_b = os.fork()
-        if pid_b == 0:
-            try:
-                os.close(took_r)
-                _spare_b(env, conn_fd, status_w, took_w)
-            finally:
-                os._exit(1)
-        os.close(took_w)
-        os.close(conn_fd)
-        os.write(status_w, f"pid {pid_b}\n".encode())
-        os.close(status_w)
-        os.read(took_r, 1)  # end of file: B has taken its kernel, or died
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.write(status_w, f"kernel setup failed at spare: {e}\n".encode())
-        os._exit(1)
-    os._exit(0)
-
-
-def _spare_b(env: Environment, conn_fd: int, status_w: int, took_w: int) -> None:
-    """Runs in a spare's B, pid 1 of its namespaces. Never returns."""
-    try:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # A killed: the spare is no more
-        conn_fd, took_w = _arrange_fds(None, None, status_w, None, keep=(conn_fd, took_w))
+        (conn_fd,) = _arrange_fds(None, None, status_w, None, keep=(conn_fd,))
+        status = _STATUS_FD
         sc.unshare(sc.CLONE_NEWCGROUP)  # it is in its cgroup already
         runner = runner_init.fork_runner(functools.partial(_runner_main, env))
         _network_and_hostname()
@@ -349,12 +332,10 @@ def _spare_b(env: Environment, conn_fd: int, status_w: int, took_w: int) -> None
         conn.close()
         if not runner.alive():
             raise RuntimeError("its runner has exited")
-        sc.prctl(sc.PR_SET_PDEATHSIG, 0)  # A exits now: B outlives it as the kernel
         os.write(_STATUS_FD, f"{_TOOK}\n".encode())
-        os.close(took_w)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            os.write(_STATUS_FD, f"kernel setup failed at spare: {e}\n".encode())
+            os.write(status, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
     _child_b(env, spec, work, payload, rlimits, host_fd, runner)
 
@@ -402,7 +383,7 @@ def _wait_exited(pid: int) -> None:
             continue
 
 
-def _child_a(
+def _new_b(
     env: Environment,
     spec: KernelSpec,
     work: str,
@@ -413,19 +394,15 @@ def _child_a(
     status_w: int,
     placed_r: int,
 ) -> None:
-    """Runs in A. Never returns."""
+    """Runs in B forked for a kernel at once (not a spare). Never returns."""
     try:
         os.setsid()
         _arrange_fds(host_sock, stdio, status_w, placed_r)
         sc.unshare(NAMESPACES)
-        pid_b = os.fork()
-        if pid_b == 0:
-            _child_b(env, spec, work, payload, rlimits, _HOST_FD, None)
-        os.write(_STATUS_FD, f"pid {pid_b}\n".encode())
-        os._exit(0)
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
+    _child_b(env, spec, work, payload, rlimits, _HOST_FD, None)
 
 
 def _arrange_fds(
