@@ -49,7 +49,7 @@ import prctl
 
 from . import mounts, network, privileges, seccomp
 from . import syscalls as sc
-from .cgroups import CgroupError, KernelCgroup
+from .cgroups import KILL_TIMEOUT, CgroupError, KernelCgroup
 from .runner import init as runner_init
 from .runner import main as runner_main
 from .runner import protocol
@@ -77,7 +77,16 @@ _TOOK = "took"
 
 
 class KernelStartError(RuntimeError):
-    """The kernel could not be set up; the message says which step failed."""
+    """The kernel could not be set up; the message says which step failed.
+
+    `undead`: the pid of a pid 1 that was killed but would not die (a process stuck
+    in uninterruptible sleep, or frozen): the caller's reaper collects it later,
+    and only then can its cgroup go.
+    """
+
+    def __init__(self, message: str, undead: int | None = None) -> None:
+        super().__init__(message)
+        self.undead = undead
 
 
 class SpareLost(KernelStartError):
@@ -218,10 +227,14 @@ def start_kernel(
     problems = [p for p in problems if p != _TOOK]
     if problems == ["ok"]:
         return Started(pid=pid)
-    _wait_exited(pid)
+    undead = None
+    kill_kernel(pid)  # it is our child and not reaped yet: the pid is still its own
+    if wait_for_exit(pid, KILL_TIMEOUT) is None:  # the caller must go on serving
+        undead = pid
+        problems.append(f"its pid 1 ({pid}) would not die")
     others = [p for p in problems if p != "ok"]
     message = "; ".join(others) or "kernel setup died before reporting"
-    raise KernelStartError(message) if took else SpareLost(message)
+    raise KernelStartError(message, undead) if took else SpareLost(message, undead)
 
 
 def _fork_pid1() -> int:
@@ -372,15 +385,24 @@ class _LineReader:
             self.buffer += chunk
 
 
-def _wait_exited(pid: int) -> None:
+def wait_for_exit(pid: int, timeout: float) -> int | None:
+    """Reap `pid` and return its wait status; None if it is not our child or is
+    still there after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
     while True:
         try:
-            os.waitpid(pid, 0)
-            return
+            reaped, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
+            return None
         except InterruptedError:
             continue
+        if reaped:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _new_b(

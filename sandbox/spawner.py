@@ -40,7 +40,6 @@ import shutil
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass
 
 from . import cgroups, mounts, process
@@ -132,6 +131,15 @@ class Spawner:
                 self.env, spec, work, cgroup, process.Payload(),
                 host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
             )  # fmt: skip
+        except process.KernelStartError as e:
+            host_end.close()
+            if e.undead is None:
+                cgroup.remove()
+            else:  # as for a destroy (see there): its cgroup goes once it is reaped
+                print(f"spawner: pid {e.undead} of a failed start will not die",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                self.undead[f"start-{e.undead}"] = _Kernel(e.undead, cgroup, work)
+            raise
         except BaseException:
             host_end.close()
             cgroup.remove()
@@ -151,7 +159,7 @@ class Spawner:
         try:
             kernel.cgroup.remove()
             if kernel.status is None:
-                kernel.status = wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
+                kernel.status = process.wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
             if kernel.status is None:
                 raise cgroups.CgroupError(f"pid {kernel.pid} did not exit")
         except cgroups.CgroupError as e:
@@ -265,26 +273,6 @@ def _namespace_pids(init_pid: int) -> list[int]:
         return [init_pid, *(p.pid for p in init.children(recursive=True))]
     except psutil.NoSuchProcess:
         return []
-
-
-def wait_for_exit(pid: int, timeout: float) -> int | None:
-    """Reap `pid` and return its wait status; None if it is not our child or is
-    still there after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
-        try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        except InterruptedError:
-            continue
-        if reaped:
-            return status
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:

@@ -8,10 +8,12 @@ namespaces and cgroups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
 from sandbox import cgroups
@@ -37,6 +39,61 @@ def sandbox_cgroup_dirs(pid: int) -> list[str]:
         host = cgroups.probe(proc_cgroup=f.read())
     found = {h.own_dir for h in (*host.v1.values(), host.v2) if h is not None and h.own_dir}
     return sorted(d for d in found if "/sandbox-" in d)
+
+
+def own_v1_freezer() -> str | None:
+    """This process's cgroup in the v1 freezer hierarchy, if the host mounts one."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "freezer" in controllers.split(","):
+                directory = "/sys/fs/cgroup/freezer" + path.rstrip("/")
+                return directory if os.path.isdir(directory) else None
+    return None
+
+
+@contextlib.contextmanager
+def frozen(pids: Iterable[int], name: str = "undead"):
+    """Hold processes in a v1 freezer cgroup of our own (only that hierarchy
+    changes): a SIGKILL waits for the thaw, as for a process stuck in uninterruptible
+    sleep. Thawed on exit; the cgroup is removed once its processes are gone.
+    Skips the test where there is no v1 freezer (the v2 one lets SIGKILL through)."""
+    import pytest
+
+    freezer = own_v1_freezer()
+    if freezer is None:
+        pytest.skip("needs a cgroup v1 freezer hierarchy to make a process that will not die")
+    jail = f"{freezer}/sandbox-test-{name}-{os.getpid()}"
+    os.mkdir(jail)
+    try:
+        for pid in pids:
+            _write(f"{jail}/cgroup.procs", str(pid))
+        _write(f"{jail}/freezer.state", "FROZEN")
+        wait_until(lambda: _read(f"{jail}/freezer.state").strip() == "FROZEN", "FROZEN")
+        yield
+    finally:
+        _write(f"{jail}/freezer.state", "THAWED")
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not _read(f"{jail}/cgroup.procs").strip(), "the thawed to go")
+        with contextlib.suppress(OSError):
+            os.rmdir(jail)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 @dataclass

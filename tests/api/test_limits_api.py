@@ -8,13 +8,13 @@ left on the host and that another kernel still answers.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import psutil
 import pytest
 from conftest import KernelRemains, start_server, stop_server
-from harness import HAS_CGROUPS
+from harness import HAS_CGROUPS, wait_until
+from harness import frozen as harness_frozen
 from test_kernels_api import problem
 
 pytestmark = pytest.mark.cgroups
@@ -416,53 +416,17 @@ def test_folder_bytes_quota(client):
         client.request("DELETE", "/v2/folders/quota")
 
 
-def _own_v1_freezer() -> str | None:
-    """This process's cgroup in the v1 freezer hierarchy, if the host mounts one."""
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "freezer" in controllers.split(","):
-                directory = "/sys/fs/cgroup/freezer" + path.rstrip("/")
-                return directory if os.path.isdir(directory) else None
-    return None
-
-
 def _wait_for(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.1)
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+    wait_until(condition, what, timeout)
 
 
 @contextlib.contextmanager
 def frozen(remains: KernelRemains):
-    """Hold a kernel's processes in a v1 freezer cgroup of our own: a SIGKILL waits
-    for the thaw, as for a process stuck in uninterruptible sleep. Thawed on exit."""
-    freezer = _own_v1_freezer()
-    if freezer is None:  # the v2 freezer lets SIGKILL through: nothing to hold it with
-        pytest.skip("needs a cgroup v1 freezer hierarchy to make a kernel that will not die")
-    jail = f"{freezer}/sandbox-test-undead-{os.getpid()}"
-    os.mkdir(jail)
-    try:
-        for pid in remains.processes():
-            _write(f"{jail}/cgroup.procs", str(pid))
-        _write(f"{jail}/freezer.state", "FROZEN")
-        _wait_for(lambda: _read(f"{jail}/freezer.state").strip() == "FROZEN", "FROZEN")
+    """Hold a kernel's processes frozen (harness.frozen): a SIGKILL waits for the
+    thaw, as for a process stuck in uninterruptible sleep. Thawed on exit."""
+    with harness_frozen(remains.processes()):
         yield
-    finally:
-        _write(f"{jail}/freezer.state", "THAWED")
-        remains.assert_gone()  # the SIGKILL lands on the thaw; the spawner removes the rest
-        os.rmdir(jail)
+    remains.assert_gone()  # the SIGKILL lands on the thaw; the spawner removes the rest
 
 
 def _logged(server, text: str) -> bool:

@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
+from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs
 
 from sandbox import cgroups, process
 from sandbox.spec import KernelSpec
@@ -204,4 +204,36 @@ def test_a_stuck_spare_is_given_up_on_and_the_kernel_starts_without_it():
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGCONT)
+        box.close()
+
+
+@pytest.mark.cgroups
+def test_a_start_whose_pid_1_will_not_die_is_given_up_on():
+    """A spare frozen as a process stuck in uninterruptible sleep is: the start times
+    out, its SIGKILL cannot land, and after the kill timeout the spawner gives up on
+    it and starts the kernel without it, serving meanwhile. Once the spare can die,
+    the spawner reaps it and removes its cgroup."""
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    box = Sandbox(spares=1, start_timeout=1.0)
+    try:
+        wait_for(lambda: len(spares_of(box)) == 1)
+        (stuck,) = spares_of(box)
+        wait_for(lambda: bool(sandbox_cgroup_dirs(stuck)))
+        dirs = sandbox_cgroup_dirs(stuck)
+        processes = [stuck, *(p.pid for p in psutil.Process(stuck).children(recursive=True))]
+        with frozen(processes, name="stuck-spare"):
+            kernel = box.kernel(name="after-a-frozen-spare")
+            try:
+                assert kernel.run("print('ok')").stdout == "ok\n"
+                assert sandbox_cgroup_dirs(kernel.pid) != dirs
+            finally:
+                kernel.destroy()
+            assert psutil.pid_exists(stuck) and stuck not in spares_of(box)
+            assert all(os.path.exists(d) for d in dirs)  # kept while its pid 1 lives
+        # thawed: the SIGKILL lands, the spawner reaps it and removes its cgroup
+        wait_for(lambda: not psutil.pid_exists(stuck))
+        wait_for(lambda: not any(os.path.exists(d) for d in dirs))
+        box.run(box.client.info())  # the spawner still answers
+    finally:
         box.close()
