@@ -90,8 +90,8 @@ class KernelStartError(RuntimeError):
 
 
 class SpareLost(KernelStartError):
-    """The spare given to start_kernel died before it started the kernel's pid 1 (it
-    was killed, or exited): the kernel may well start without one."""
+    """The spare given to start_kernel was gone (killed, exited, stuck) before it
+    took the kernel: the kernel may well start without one."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,6 @@ def start_kernel(
             problems += list(reader)
         except TimeoutError:
             problems.append(f"kernel setup timed out after {timeout:g} s")
-            kill_kernel(pid)
     finally:
         if placed_w >= 0:
             os.close(placed_w)

@@ -131,18 +131,15 @@ class Spawner:
                 self.env, spec, work, cgroup, process.Payload(),
                 host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
             )  # fmt: skip
-        except process.KernelStartError as e:
+        except BaseException as e:
             host_end.close()
-            if e.undead is None:
+            undead = e.undead if isinstance(e, process.KernelStartError) else None
+            if undead is None:
                 cgroup.remove()
             else:  # as for a destroy (see there): its cgroup goes once it is reaped
-                print(f"spawner: pid {e.undead} of a failed start will not die",
+                print(f"spawner: pid {undead} of a failed start will not die",
                       file=sys.stderr, flush=True)  # fmt: skip
-                self.undead[f"start-{e.undead}"] = _Kernel(e.undead, cgroup, work)
-            raise
-        except BaseException:
-            host_end.close()
-            cgroup.remove()
+                self.undead[f"start-{undead}"] = _Kernel(undead, cgroup, work)
             raise
         finally:
             kernel_end.close()
