@@ -416,10 +416,6 @@ def test_folder_bytes_quota(client):
         client.request("DELETE", "/v2/folders/quota")
 
 
-def _wait_for(condition, what: str, timeout: float = 30) -> None:
-    wait_until(condition, what, timeout)
-
-
 @contextlib.contextmanager
 def frozen(remains: KernelRemains):
     """Hold a kernel's processes frozen (harness.frozen): a SIGKILL waits for the
@@ -441,7 +437,7 @@ def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystande
     remains = KernelRemains(server, kid)
     with frozen(remains):
         # The idle timeout fires and the reaper's destroy cannot finish.
-        _wait_for(lambda: _logged(server, f"kernel {kid} will not die"), "the spawner to give up")
+        wait_until(lambda: _logged(server, f"kernel {kid} will not die"), "the spawner to give up")
         assert remains.processes(), "the frozen kernel should still be there"
         assert "idle timeout" in problem(client.request("GET", f"/v2/kernel/{kid}"), 404,
                                          "kernel-not-found")  # fmt: skip
@@ -449,9 +445,9 @@ def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystande
         still_answers(client, bystander)
         assert client.request("GET", "/v2/authorize").status_code == 200
         other = create(client, idleTimeout=1000)
-        _wait_for(lambda: _logged(server, f"id={other} reason=idle timeout"),
+        wait_until(lambda: _logged(server, f"id={other} reason=idle timeout"),
                   "the reaper to destroy another idle kernel")  # fmt: skip
-    _wait_for(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
+    wait_until(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
 
 
 def test_destroying_a_kernel_that_will_not_die_is_kernel_destruction_failed(server, client):
@@ -465,4 +461,4 @@ def test_destroying_a_kernel_that_will_not_die_is_kernel_destruction_failed(serv
         assert "would not die" in title
         assert "destroyed by the client" in problem(client.request("GET", f"/v2/kernel/{kid}"),
                                                     404, "kernel-not-found")  # fmt: skip
-    _wait_for(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
+    wait_until(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
