@@ -30,6 +30,8 @@ from .runner import protocol
 RESPONSE_CHARS = 1024 * 1024
 MAX_BUFFERED = 8 * 1024 * 1024
 RESUME_BUFFERED = 2 * 1024 * 1024
+# Events the host takes only from pid 1 (flagged FOR_PID1; see runner/kernel_init.c).
+PID1_EVENTS = frozenset({"reply", "exited"})
 
 
 @dataclass
@@ -131,18 +133,22 @@ class Kernel:
         try:
             while True:
                 header = await reader.readexactly(protocol.HEADER.size)
-                jlen, blen = protocol.HEADER.unpack(header)
+                jword, blen = protocol.HEADER.unpack(header)
+                jlen, from_pid1 = jword & ~protocol.FLAGS, bool(jword & protocol.FOR_PID1)
                 if jlen > protocol.MAX_JSON or blen > protocol.MAX_BLOB:
                     raise protocol.ProtocolError("frame too large")
                 body = await reader.readexactly(jlen + blen)
                 message = protocol.decode_body(body[:jlen])
-                if message.get("ev") == "ready":
+                ev = message.get("ev")
+                if ev in PID1_EVENTS and not from_pid1:
+                    continue  # user code writing frames to fd 3: only pid 1 says these
+                if ev == "ready":
                     self._ready.set()
                     continue
-                if message.get("ev") in ("reply", "completions"):
+                if ev in ("reply", "completions"):
                     self._resolve(message, body[jlen:])
                     continue
-                if message.get("ev") == "exited":
+                if ev == "exited":
                     status = message.get("status")
                     self.exit_status = status if isinstance(status, int) else None
                 await self._events.put((message, body[jlen:]))
@@ -162,9 +168,9 @@ class Kernel:
             await self._events.put(None)
 
     def _resolve(self, message: dict, blob: bytes) -> None:
-        """Match a reply to its request. Pid 1 answers file ops ("reply", which it never
-        relays from user code); the runner answers completion ("completions"), which user
-        code could forge, so a reply only counts when its kind matches the op."""
+        """Match a reply to its request. Pid 1 answers file ops ("reply", which only
+        counts when pid 1 flagged it); the runner answers completion ("completions"),
+        which user code could forge, so a reply only counts when its kind matches the op."""
         expected = self._replies.get(message.get("rid"))  # unknown rids are dropped
         if expected is None:
             return
@@ -204,7 +210,7 @@ class Kernel:
     async def send(self, message: dict, blob: bytes = b"") -> None:
         if self.gone or self._writer is None:
             raise KernelGone("the kernel is gone")
-        self._writer.write(protocol.encode(message, blob))
+        self._writer.write(protocol.encode_op(message, blob))
         try:
             await self._writer.drain()
         except (ConnectionError, OSError) as e:
@@ -220,7 +226,7 @@ class Kernel:
 
     def _send_nowait(self, message: dict) -> None:
         if not self.gone and self._writer is not None:
-            self._writer.write(protocol.encode(message))
+            self._writer.write(protocol.encode_op(message))
 
     async def interrupt(self) -> None:
         await self.send({"op": "interrupt"})

@@ -6,9 +6,9 @@
             and pivot into it, bring up lo, set the hostname; wait until the
             caller has moved it into its cgroup (done meanwhile: slow on cgroup
             v1), unshare the cgroup namespace; in server mode fork the runner (C)
-            and send it its start frame; drop to `work`, install seccomp, then run
-            the in-kernel init (sandbox.runner.init): relay for C (server mode) or
-            fork the command (exec mode)
+            and send it its start frame; drop to `work`, install seccomp, then
+            exec kernel-init, the relay between the host and C (server mode,
+            sandbox.runner.init), or fork the command (exec mode)
             `-- C  forget the host's modules; on B's start frame drop to `work`
                    and install seccomp itself (beside B doing the same), take the
                    kernel's environment, run the runner
@@ -25,8 +25,9 @@ started from one skips the forks, those steps and, above all, the move, which
 waits for an RCU grace period (5-15 ms here) the first time in a while that any
 process changes cgroup. A spare has SIGKILL as its parent-death signal.
 
-B writes "ok" or the error that stopped it to a status pipe, so a kernel that
-cannot start is reported, not silently dead. Killing B kills every process of
+B (or kernel-init, once B has exec'd it) writes "ok", or B the error that
+stopped it, to a status pipe, so a kernel that cannot start is reported, not
+silently dead. Killing B kills every process of
 the kernel (pid namespace)."""
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from dataclasses import asdict, dataclass
 
 import prctl
 
-from . import mounts, network, privileges, seccomp
+from . import kernel_init, mounts, network, privileges, seccomp
 from . import syscalls as sc
 from .cgroups import KILL_TIMEOUT, CgroupError, KernelCgroup
 from .runner import init as runner_init
@@ -116,6 +117,7 @@ class Environment:
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
     layout_has_cgroup: bool
     host_modules: HostModules
+    kernel_init: kernel_init.KernelInit  # pid 1's program in server mode
 
     @classmethod
     def prepare(cls, scratch: str, layout_has_cgroup: bool) -> Environment:
@@ -128,6 +130,7 @@ class Environment:
             mountpoint=f"{scratch}/root",
             layout_has_cgroup=layout_has_cgroup,
             host_modules=HostModules.find(),
+            kernel_init=kernel_init.prepare(),
         )
 
 
@@ -325,11 +328,12 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
             signal.signal(sig, signal.SIG_DFL)
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.
-        runner_init.close_fds_from(3, keep=(conn_fd, status_w))
+        helper_fd = env.kernel_init.helper_fd
+        runner_init.close_fds_from(3, keep=(conn_fd, status_w, helper_fd))
         cgroup.attach(0)
         os.setsid()
         sc.unshare(NAMESPACES)
-        (conn_fd,) = _arrange_fds(None, None, status_w, None, keep=(conn_fd,))
+        conn_fd, helper_fd = _arrange_fds(None, None, status_w, None, keep=(conn_fd, helper_fd))
         status = _STATUS_FD
         sc.unshare(sc.CLONE_NEWCGROUP)  # it is in its cgroup already
         runner = runner_init.fork_runner(functools.partial(_runner_main, env))
@@ -349,7 +353,7 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         with contextlib.suppress(OSError):
             os.write(status, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, host_fd, runner)
+    _child_b(env, spec, work, payload, rlimits, host_fd, helper_fd, runner)
 
 
 def _network_and_hostname() -> None:
@@ -418,12 +422,13 @@ def _new_b(
     """Runs in B forked for a kernel at once (not a spare). Never returns."""
     try:
         os.setsid()
-        _arrange_fds(host_sock, stdio, status_w, placed_r)
+        keep = (env.kernel_init.helper_fd,)
+        (helper_fd,) = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
         sc.unshare(NAMESPACES)
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, _HOST_FD, None)
+    _child_b(env, spec, work, payload, rlimits, _HOST_FD, helper_fd, None)
 
 
 def _arrange_fds(
@@ -465,13 +470,20 @@ def _child_b(
     payload: Payload,
     rlimits: privileges.Rlimits,
     host_fd: int,
+    helper_fd: int,
     runner: runner_init.Runner | None,
 ) -> None:
     """Runs in B, pid 1 of the new namespaces. With a `runner`, B is a spare's: in
     its cgroup and cgroup namespace, with lo, the hostname, most of its root and
-    its runner (C) set up already. Never returns."""
+    its runner (C) set up already. helper_fd: env.kernel_init's, as B holds it.
+    Never returns."""
     step = "setup"
     try:
+        program = None
+        if not payload.argv:  # opened while the host's files are still in sight
+            step = "kernel-init"
+            init = env.kernel_init
+            program = runner_init.InitProgram.open(init.binary, helper_fd, init.python)
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
@@ -505,6 +517,9 @@ def _child_b(
             os.environ.clear()
             os.environ.update(kernel_env)
             os.chdir(WORK_DIR)
+        if program is not None:
+            step = "kernel-init"
+            runner.serve(host_fd, program, status_fd=_STATUS_FD)  # it says "ok"
         prctl.set_name("kernel-init")
         sc.set_cmdline("kernel-init")
         os.write(_STATUS_FD, b"ok\n")
@@ -512,9 +527,7 @@ def _child_b(
     except BaseException as e:
         _report_failure(step, e)
         os._exit(1)
-    if payload.argv:
-        runner_init.exec_as_init(list(payload.argv), kernel_env, payload.cwd)
-    runner.serve(host_fd)
+    runner_init.exec_as_init(list(payload.argv), kernel_env, payload.cwd)
 
 
 def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges.Rlimits:

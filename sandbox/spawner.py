@@ -42,7 +42,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, mounts, process
+from . import cgroups, kernel_init, mounts, process
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol
@@ -410,7 +410,11 @@ def main() -> None:
     sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
-        spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout)
+        try:
+            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout)
+        except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
+            _reply(conn, {"ok": False, "ready": False, "error": str(e)})
+            return
         # Every kernel is a fork of this process. Objects that exist now are moved out
         # of the collector's sight, so that a collection in a kernel does not write to
         # (and so copy) every page that holds them.

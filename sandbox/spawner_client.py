@@ -59,7 +59,8 @@ class SpawnerClient:
         client = cls(proc, ours)
         hello, _ = await client._recv()
         if not hello.get("ready"):
-            raise SpawnerError("start-failed", f"spawner did not start: {hello}")
+            reason = hello.get("error", hello)
+            raise SpawnerError("start-failed", f"the spawner did not start: {reason}")
         return client
 
     async def request(self, message: dict) -> tuple[dict, list[int]]:

@@ -1,17 +1,19 @@
-"""File operations on a kernel's work directory, done by pid 1 ("B") itself.
+"""File operations on a kernel's work directory, done by pid 1's file helper.
 
 The host never resolves a path inside a kernel: it sends the path as the user
-gave it, and B (which runs as the kernel's user, in the kernel's mount
-namespace) does the work. B is always responsive, even while the runner is busy
-with user code, and these are quick local calls, so B makes them inline.
+gave it, and the helper (which runs as the kernel's user, in the kernel's mount
+namespace) does the work. Pid 1 (runner/kernel_init.c) starts it on the first
+file operation, as `python3 -I -S` running this module from a zip (`serve`),
+and ends it when it has been idle a while: pid 1 itself is not Python, and the
+runner may be busy with user code.
 
 The work directory belongs to user code, which may plant symlinks, FIFOs or
-directories anywhere in it while B works. So a path is never resolved by the
+directories anywhere in it while the helper works. So a path is never resolved by the
 kernel's path lookup as a whole: it is walked one component at a time from a
 directory fd of the root, each directory opened with O_DIRECTORY|O_NOFOLLOW
 relative to the previous one, and the last component opened with O_NOFOLLOW
 and O_NONBLOCK, then checked with fstat. A symlink anywhere in the path is
-refused (not followed), a FIFO never blocks B, and nothing outside the root is
+refused (not followed), a FIFO never blocks the helper, and nothing outside the root is
 ever opened.
 
 Paths: relative, non-empty, no NUL, at most MAX_PATH_BYTES bytes once encoded,
@@ -26,6 +28,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import socket
 import stat
 
 from . import protocol
@@ -39,7 +42,7 @@ MAX_LIST_JSON = protocol.MAX_JSON - 64 * 1024
 DIR_MODE = 0o755
 FILE_MODE = 0o644  # for new files, less the umask; an existing file keeps its mode
 
-OPS = frozenset({"upload", "files", "download", "mkdir", "delete"})
+OPS = protocol.FILE_OPS
 
 _VERBS = {
     "upload": "upload",
@@ -340,8 +343,21 @@ def handle(
         raise FileOpError(f"unknown file operation {repr(op)[:100]}")
     except FileOpError as e:
         error = str(e)
-    except Exception as e:  # a bug here must not take pid 1 down
+    except Exception as e:  # a bug here must not end the helper
         verb = _VERBS.get(op, str(op)) if isinstance(op, str) else "do"
         shown = _show(path) if isinstance(path, str) else repr(path)[:100]
         error = f"cannot {verb} {shown}: {type(e).__name__}: {e}"
     return {"ev": "reply", "rid": rid, "ok": False, "error": error}, b""
+
+
+def serve(fd: int, root: str = WORK_DIR) -> None:
+    """The file helper's loop: one reply frame per request frame on the socket
+    `fd`, in order, until pid 1 closes it."""
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            message, blob = protocol.recv_frame(sock)
+        except EOFError:
+            return
+        reply, reply_blob = handle(message, blob, root)
+        sock.sendall(protocol.encode(reply, reply_blob))

@@ -27,8 +27,9 @@ Messages, host -> kernel (the key is "op"):
                                       idle (it is answered when the runner
                                       next reads an op). options is unused
 
-File operations, done by pid 1 itself even while the runner is busy. "rid" is
-chosen by the host and echoed in the reply. A path is relative to /home/work,
+File operations, done by pid 1's file helper even while the runner is busy
+(flagged FOR_PID1, see `encode_op` and runner/kernel_init.c). "rid" is chosen by
+the host and echoed in the reply. A path is relative to /home/work,
 non-empty, without NUL or "..", at most 4096 bytes; a symlink anywhere in it
 is refused, never followed:
   {"op": "upload", "rid": int, "path": str} + blob
@@ -63,7 +64,9 @@ Messages, kernel -> host (the key is "ev"):
                                       matches ("print(" for a callable),
                                       deduplicated, at most 100; [] if none
   {"ev": "reply", "rid": int, "ok": true, ...}
-                                      answer to a file operation, from pid 1:
+                                      answer to a file operation, from pid 1
+                                      (flagged FOR_PID1; the host drops a
+                                      "reply" or "exited" without the flag):
                                       upload: no more fields; download: the
                                       file's bytes as the blob; files:
                                       "files": [{"mode": "-rw-r--r--", "size":
@@ -93,9 +96,8 @@ Inside a kernel, between pid 1 and the runner (never seen by the host):
                                       The runner waits for it before a write
                                       returns, so fd-level output written after
                                       a print() cannot overtake that print.
-                                      Pid 1 drops "ack" frames from the host.
-  Pid 1 drops "reply" frames from the runner (unacknowledged): only pid 1
-  answers file operations, and user code must not be able to forge one.
+  A frame from the runner with a flag set is a protocol violation: only pid 1
+  marks frames FOR_PID1, so user code cannot forge a reply or an "exited".
 
 This module is standard library only: it is imported on both sides.
 """
@@ -110,16 +112,35 @@ import struct
 HEADER = struct.Struct(">II")
 MAX_JSON = 4 * 1024 * 1024
 MAX_BLOB = 16 * 1024 * 1024
+# The top two bits of a header's first word are flags, not part of the JSON length.
+# Host -> kernel, they say who handles an op: FOR_PID1 marks a file operation,
+# INTERRUPT the interrupt; the rest go to the runner. Kernel -> host, FOR_PID1
+# marks a frame made by pid 1 itself ("reply", "exited"), which only pid 1 can
+# set: the host believes those events only with it.
+FOR_PID1 = 1 << 31
+INTERRUPT = 1 << 30
+FLAGS = FOR_PID1 | INTERRUPT
+FILE_OPS = frozenset({"upload", "files", "download", "mkdir", "delete"})
 
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid frame."""
 
 
-def encode(message: dict, blob: bytes = b"") -> bytes:
+def encode(message: dict, blob: bytes = b"", flags: int = 0) -> bytes:
     """Serialise one frame."""
     body = json.dumps(message, separators=(",", ":")).encode()
-    return HEADER.pack(len(body), len(blob)) + body + blob
+    return HEADER.pack(len(body) | flags, len(blob)) + body + blob
+
+
+def encode_op(message: dict, blob: bytes = b"") -> bytes:
+    """Serialise a host -> kernel op, flagged for whoever in the kernel handles it."""
+    op = message.get("op")
+    if op == "interrupt":
+        flags = INTERRUPT
+    else:
+        flags = FOR_PID1 if isinstance(op, str) and op in FILE_OPS else 0
+    return encode(message, blob, flags)
 
 
 class FrameReader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ import psutil
 import pytest
 from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
 
+from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec, MiB
 
 pytestmark = pytest.mark.cgroups
@@ -266,3 +268,15 @@ def test_closing_the_spawner_after_a_kernel_ended_on_its_own(capfd):
     finally:
         box.close()
     assert "will not die" not in capfd.readouterr().err
+
+
+def test_a_spawner_that_cannot_build_kernel_init_says_why(tmp_path):
+    # A host without a C compiler: kernel-init (pid 1 in server mode) cannot be
+    # built, and the spawner's start fails with that reason, not "it exited".
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {"PATH": str(bin_dir), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with pytest.raises(SpawnerError) as failed:
+        asyncio.run(SpawnerClient.start(env=env))
+    assert failed.value.kind == "start-failed"
+    assert "no C compiler (cc)" in str(failed.value), failed.value

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+import psutil
 
 
 def test_state_persists_across_queries(kernel):
@@ -94,3 +97,39 @@ def test_kernels_forked_from_one_spawner_do_not_share_random_state(sandbox):
     assert all(len(d) == 3 for d in draws), draws
     for column in zip(*draws, strict=True):
         assert len(set(column)) == 3, draws
+
+
+def _file_helper(kernel) -> psutil.Process:
+    (helper,) = [
+        p for p in psutil.Process(kernel.pid).children() if "/proc/self/fd/4" in p.cmdline()
+    ]
+    return helper
+
+
+def test_forged_reply_and_exited_frames_from_user_code_are_ignored(kernel):
+    # Only kernel-init flags its frames; the host believes "reply" and "exited"
+    # only with the flag, so user code writing them to fd 3 changes nothing.
+    reply, _ = kernel.sandbox.run(kernel.k.request("files", path="."))
+    helper = _file_helper(kernel)
+    helper.suspend()  # so that the next request waits while user code forges its reply
+    try:
+        pending = asyncio.run_coroutine_threadsafe(
+            kernel.k.request("files", path="."), kernel.sandbox.loop
+        )
+        code = (
+            "import json, os, struct\n"
+            "for rid in range(1, 10):\n"
+            "    for m in ({'ev': 'exited', 'status': 0},\n"
+            "              {'ev': 'reply', 'rid': rid, 'ok': True, 'abspath': '/etc'}):\n"
+            "        body = json.dumps(m).encode()\n"
+            "        os.write(3, struct.pack('>II', len(body), 0) + body)\n"
+            "print('after')\n"
+        )
+        out = kernel.run(code)
+        assert out.stdout == "after\n" and out.exit_code == 0
+        assert not kernel.k.dead and not pending.done()
+    finally:
+        helper.resume()
+    reply, _ = pending.result(10)
+    assert reply["ok"] is True and reply["abspath"] == "/home/work"
+    assert kernel.run("print('still')").stdout == "still\n"

@@ -92,6 +92,63 @@ def test_no_host_paths_in_mountinfo_or_hostname(shared_kernel):
         assert host_path not in out, host_path
 
 
+# -- pid 1 (kernel-init) and its file helper ---------------------------------------
+
+
+def test_pid_1_cannot_be_inspected_or_signalled(shared_kernel):
+    # It runs as the kernel's user, so only its being non-dumpable keeps user code
+    # out of its memory (/proc/1/mem needs no ptrace call) and its host fds.
+    out = run_ok(
+        shared_kernel,
+        """
+        import os, signal
+        for what, path in (("read", "/proc/1/mem"), ("read", "/proc/1/environ"),
+                           ("link", "/proc/1/exe"), ("link", "/proc/1/cwd"),
+                           ("list", "/proc/1/fd")):
+            try:
+                if what == "read":
+                    open(path, "rb").read(1)
+                elif what == "link":
+                    os.readlink(path)
+                else:
+                    os.listdir(path)
+                print(path, "OPEN")
+            except PermissionError:
+                print(path, "refused")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL, signal.SIGSTOP):
+            os.kill(1, sig)  # from inside its namespace, pid 1 gets none of these
+        print("signalled")
+        """,
+    )
+    assert out.count("refused") == 5 and "OPEN" not in out, out
+    assert run_ok(shared_kernel, "print('alive')") == "alive\n"
+
+
+def test_the_file_helper_shows_no_host_path(shared_kernel):
+    reply, _ = shared_kernel.sandbox.run(shared_kernel.k.request("files", path="."))
+    assert reply["ok"] is True  # the helper runs now, for a few idle seconds
+    out = run_ok(
+        shared_kernel,
+        """
+        import os
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"/proc/self/fd/4" not in f.read():
+                        continue
+            except OSError:
+                continue
+            print("HELPER", pid, open(f"/proc/{pid}/environ").read())
+            print(os.readlink(f"/proc/{pid}/exe"), os.readlink(f"/proc/{pid}/cwd"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                print(fd, os.readlink(f"/proc/{pid}/fd/{fd}"))
+        """,
+    )
+    assert out.count("HELPER") == 1 and "memfd:file-helper.zip" in out, out
+    for host_path in ("/work/main", "/tmp/sandbox-spawner", ".venv", "/root", "/.cache"):
+        assert host_path not in out, out
+
+
 # -- processes ------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from sandbox import kernel_init
 from sandbox.runner import init, main, protocol
 
 pytestmark = pytest.mark.timeout(10)
@@ -62,6 +63,25 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("kernel-init closed the socket")
+        data += chunk
+    return data
+
+
+def _recv_flagged(sock: socket.socket) -> tuple[dict, bytes, bool]:
+    """One frame from kernel-init: (message, blob, whether pid 1 flagged it)."""
+    jword, blen = protocol.HEADER.unpack(_recv_exact(sock, protocol.HEADER.size))
+    assert not jword & protocol.INTERRUPT, "kernel-init never sends INTERRUPT"
+    jlen = jword & ~protocol.FLAGS
+    body = _recv_exact(sock, jlen + blen)
+    return protocol.decode_body(body[:jlen]), body[jlen:], bool(jword & protocol.FOR_PID1)
+
+
 def _wait_pid(pid: int, timeout: float) -> int | None:
     """Reap pid within timeout; its wait status, or None if it is still running."""
     deadline = time.monotonic() + timeout
@@ -77,6 +97,7 @@ def _wait_pid(pid: int, timeout: float) -> int | None:
 @dataclass
 class Run:
     events: list[tuple[dict, bytes, float]] = field(default_factory=list)
+    from_pid1: list[bool] = field(default_factory=list)  # each event's FOR_PID1 flag
 
     @property
     def last(self) -> dict:
@@ -112,24 +133,38 @@ class Run:
         return items
 
 
+_programs: list[kernel_init.KernelInit] = []
+
+
+def _kernel_init() -> kernel_init.KernelInit:
+    """kernel-init and a helper zip, made once for this module."""
+    if not _programs:
+        _programs.append(kernel_init.prepare())
+    return _programs[0]
+
+
 class Kernel:
-    """A forked pid-1 stand-in running the python3 runner, seen from the host side.
+    """A forked pid-1 stand-in running the python3 runner, seen from the host side:
+    the test's process forks, becomes a subreaper, forks the runner and execs
+    kernel-init, as B does in a real kernel.
 
     work_dir: the root of pid 1's file operations and the runner's batch steps.
     """
 
     def __init__(self, work_dir: str | None = None) -> None:
+        built = _kernel_init()
         host, kernel = socket.socketpair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             try:
                 host.close()
                 _become_subreaper()
+                program = init.InitProgram.open(built.binary, built.helper_fd, built.python)
                 if work_dir is None:
-                    init.fork_runner(main.serve).serve(kernel.detach())
+                    init.fork_runner(main.serve).serve(kernel.detach(), program)
                 else:
                     serve = functools.partial(main.serve, work_dir=work_dir)
-                    init.fork_runner(serve).serve(kernel.detach(), work_dir=work_dir)
+                    init.fork_runner(serve).serve(kernel.detach(), program, work_dir=work_dir)
             finally:
                 os._exit(99)
         kernel.close()
@@ -140,16 +175,20 @@ class Kernel:
         assert ready.last == {"ev": "ready"}
 
     def send(self, blob: bytes = b"", **message: object) -> None:
-        protocol.send_frame(self.sock, message, blob)
+        self.sock.sendall(protocol.encode_op(message, blob))
 
     def collect(self, until: tuple[str, ...] = ("finished", "exited"), timeout: float = 5.0) -> Run:
+        """Frames until one whose "ev" is in `until` (a "reply" or "exited" only
+        counts with pid 1's flag, as for the host)."""
         run = Run()
         deadline = time.monotonic() + timeout
         while True:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            message, blob = protocol.recv_frame(self.sock)
+            message, blob, from_pid1 = _recv_flagged(self.sock)
             run.events.append((message, blob, time.monotonic()))
-            if message.get("ev") in until:
+            run.from_pid1.append(from_pid1)
+            ev = message.get("ev")
+            if ev in until and (from_pid1 or ev not in ("reply", "exited")):
                 return run
 
     def query(self, code: str, until: tuple[str, ...] = ("finished", "exited"), **kw) -> Run:
@@ -510,26 +549,90 @@ def test_file_ops_answered_while_the_runner_is_busy(wkernel, work):
     assert wkernel.collect().exit_code == 130
 
 
-def _frame_code(message: dict) -> str:
+def _helpers(kernel: Kernel) -> list[int]:
+    """The file helpers running under a kernel's pid 1 (not zombies)."""
+    found = []
+    for pid in _descendants(kernel.pid):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"/proc/self/fd/4" in f.read() and _alive(pid):
+                found.append(pid)
+    return found
+
+
+def _until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_file_helper_starts_on_demand_and_ends_when_idle(wkernel, work):
+    assert _helpers(wkernel) == []
+    wkernel.send(op="upload", rid=1, path="a.txt", blob=b"a")
+    assert wkernel.collect(until=("reply",)).last["ok"] is True
+    (helper,) = _helpers(wkernel)
+    # idle for 5 s (HELPER_IDLE_MS), it is told to go; the next op starts another
+    assert _until(lambda: _helpers(wkernel) == [], timeout=10.0)
+    wkernel.send(op="download", rid=2, path="a.txt")
+    assert wkernel.collect(until=("reply",)).events[-1][1] == b"a"
+    assert _helpers(wkernel) not in ([], [helper])
+
+
+def test_a_killed_file_helper_fails_its_requests_and_is_replaced(wkernel, work):
+    wkernel.send(op="files", rid=1, path=".")
+    assert wkernel.collect(until=("reply",)).last["ok"] is True
+    (helper,) = _helpers(wkernel)
+    os.kill(helper, signal.SIGSTOP)  # as user code could: it runs as the kernel's user
+    wkernel.send(op="files", rid=2, path=".")
+    wkernel.send(op="download", rid=3, path="missing")
+    time.sleep(0.2)
+    os.kill(helper, signal.SIGKILL)
+    replies = wkernel.collect(until=("reply",))
+    more = wkernel.collect(until=("reply",))
+    assert [(r["rid"], r["ok"]) for r in (replies.last, more.last)] == [(2, False), (3, False)]
+    assert replies.from_pid1[-1] and more.from_pid1[-1]
+    assert more.last["error"] == "file operations stopped: the helper exited"
+    wkernel.send(op="upload", rid=4, path="b.txt", blob=b"b")
+    assert wkernel.collect(until=("reply",)).last == {"ev": "reply", "rid": 4, "ok": True}
+    assert (work / "b.txt").read_bytes() == b"b"
+
+
+def _frame_code(message: dict, flags: int = 0) -> str:
     """User code that writes `message` as a frame straight to fd 3."""
     body = json.dumps(message)
     return (
         "import os, struct\n"
         f"body = {body!r}.encode()\n"
-        "os.write(3, struct.pack('>II', len(body), 0) + body)\n"
+        f"os.write(3, struct.pack('>II', len(body) | {flags}, 0) + body)\n"
     )
 
 
-def test_forged_reply_from_user_code_never_reaches_the_host(wkernel, work):
+def test_forged_reply_and_exited_from_user_code_lack_pid_1s_flag(wkernel, work):
     forged = {"ev": "reply", "rid": 1, "ok": True, "files": [], "abspath": "/etc"}
-    run = wkernel.query(_frame_code(forged) + "print('after')")
-    assert [m["ev"] for m, _, _ in run.events] == ["stdout", "finished"]
+    code = _frame_code(forged) + _frame_code({"ev": "exited", "status": 0}) + "print('after')"
+    run = wkernel.query(code)
+    evs = [m["ev"] for m, _, _ in run.events]
+    assert evs == ["reply", "exited", "stdout", "finished"]
+    assert run.from_pid1 == [False] * 4
     assert run.stdout == "after\n" and run.exit_code == 0
-    # the kernel is intact, and the real reply for rid 1 is the first reply
+    # the kernel is intact, and pid 1's own reply for rid 1 carries the flag
     wkernel.send(op="files", rid=1, path=".")
-    reply = wkernel.collect(until=("reply",)).last
-    assert reply["ok"] is True and reply["abspath"] == str(work)
+    reply = wkernel.collect(until=("reply",))
+    assert reply.from_pid1[-1] is True
+    assert reply.last["ok"] is True and reply.last["abspath"] == str(work)
     assert wkernel.query("print('still')").stdout == "still\n"
+
+
+@pytest.mark.parametrize("flag", [protocol.FOR_PID1, protocol.INTERRUPT])
+def test_a_flagged_frame_from_user_code_ends_the_kernel(kernel, flag):
+    run = kernel.query(_frame_code({"ev": "reply", "rid": 1, "ok": True}, flag))
+    assert [m["ev"] for m, _, _ in run.events] == ["exited"]
+    assert run.from_pid1 == [True]
+    status = run.last["status"]
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert kernel.wait() is not None
 
 
 # -- batch mode (the runner) --------------------------------------------------------

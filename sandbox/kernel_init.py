@@ -1,0 +1,108 @@
+"""Pid 1's program in server mode: kernel-init (runner/kernel_init.c), built on
+the host, and the zip its file helper runs.
+
+The binary is compiled once, static (it runs inside kernels, whose roots bind
+the host's /usr but whose pid 1 should not map a libc it does not need), and
+cached by the hash of its source and compiler command in the user's cache
+directory, so that a spawner start compiles only after the source changed. The
+helper's zip holds runner/files.py and runner/protocol.py as they are on disk,
+with a __main__ that runs `files.serve`. Each spawner keeps it in a sealed
+memfd that every kernel's pid 1 inherits: no host path shows in a helper's
+/proc/<pid>/fd, and no kernel can change what another's helper runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNNER_DIR = Path(__file__).parent / "runner"
+SOURCE = RUNNER_DIR / "kernel_init.c"
+COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
+HELPER_MAIN = "import sys\nfrom sandbox.runner import files\nfiles.serve(3, sys.argv[1])\n"
+
+
+class BuildError(Exception):
+    """kernel-init could not be compiled; str() says why (the compiler's output)."""
+
+
+@dataclass(frozen=True)
+class KernelInit:
+    """kernel-init's path on the host (B opens it before its root is pivoted),
+    the helper's zip (a sealed memfd, inheritable by forks only) and the
+    interpreter that runs the helper, at its path inside a kernel."""
+
+    binary: str
+    helper_fd: int
+    python: str
+
+
+def prepare(cache_dir: str | None = None) -> KernelInit:
+    """Build (or find) kernel-init and put the helper's zip in a memfd."""
+    return KernelInit(
+        binary=build(cache_dir or _default_cache_dir()),
+        helper_fd=_sealed_memfd("file-helper.zip", _helper_zip()),
+        python=os.path.join(sys.base_prefix, "bin", "python3"),
+    )
+
+
+def build(cache_dir: str) -> str:
+    """The path of kernel-init compiled from the current source, compiling it if
+    it is not in cache_dir yet. The file is written whole, then renamed, so that
+    spawners starting at once never see half of one."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(" ".join(COMPILE).encode() + b"\0" + source).hexdigest()[:16]
+    binary = os.path.join(cache_dir, f"kernel-init-{key}")
+    if os.path.exists(binary):
+        return binary
+    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=".kernel-init-", dir=cache_dir)
+    os.close(fd)
+    try:
+        result = subprocess.run(
+            [*COMPILE, "-o", partial, str(SOURCE)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise BuildError(f"cannot compile {SOURCE}: {result.stderr.strip()}")
+        os.chmod(partial, 0o755)
+        os.replace(partial, binary)
+    except FileNotFoundError as e:
+        raise BuildError(f"cannot compile {SOURCE}: no C compiler ({e.filename})") from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return binary
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sandbox-server")
+
+
+def _sealed_memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+def _helper_zip() -> bytes:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("sandbox/__init__.py", "")
+        z.writestr("sandbox/runner/__init__.py", "")
+        for name in ("files.py", "protocol.py"):
+            z.writestr(f"sandbox/runner/{name}", (RUNNER_DIR / name).read_text())
+        z.writestr("__main__.py", HELPER_MAIN)
+    return data.getvalue()

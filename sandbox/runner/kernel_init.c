@@ -1,0 +1,612 @@
+/*
+ * kernel-init: pid 1 of a kernel in server mode, the relay between the host and
+ * the runner.
+ *
+ * B (sandbox/process.py) builds the kernel, forks the runner ("C", a fork of
+ * the spawner's Python: sandbox/runner/init.py) and then execs this program in
+ * its own place (init.Runner.serve). A Python pid 1 held about 2.5 MiB of pages
+ * of its own in every kernel, idle or not; this one holds a few.
+ *
+ *     host socket  <->  kernel-init  <->  C: fd 3 (control socket, framed)
+ *                           ^  ^-------  C: fd 1, fd 2 (pipes; only we read them)
+ *                           `--------->  file helper (python3 -I -S, on demand)
+ *
+ * Frames (sandbox/runner/protocol.py): an 8-byte header, two big-endian u32
+ * (JSON length, blob length), the JSON, the blob. The top two bits of the JSON
+ * length are flags, never part of the length:
+ *   FOR_PID1  host -> kernel: a file operation, which the file helper does;
+ *             kernel -> host: a frame pid 1 made (a file operation's "reply",
+ *             "exited"). The host believes those two events only with it.
+ *   INTERRUPT host -> kernel: SIGINT the runner's process group.
+ * Host frames without flags go to C as they are. C is untrusted (user code
+ * can write anything to fd 3): a frame from C with a flag, or over the size
+ * limits, or C closing fd 3 is a protocol violation: C's process group is
+ * killed and the kernel ends with "exited" once C is reaped. The JSON of C's
+ * frames is not parsed here; the host checks it.
+ *
+ * Order of output: before each frame from C is forwarded, the pipes are
+ * drained (their data goes first, as "stdout"/"stderr" frames), and each frame
+ * is acknowledged to C with {"op":"ack"}; C's writes wait for that ack (see
+ * runner/channel.py), so nothing C writes to a pipe after a frame can be
+ * drained ahead of it.
+ *
+ * File operations run in a helper, `PYTHON -I -S /proc/self/fd/4 WORK_DIR`
+ * (fd 4: the zip of runner/files.py and its __main__), started at the first
+ * operation and told to end (its socket closed) once it has had nothing to do
+ * for HELPER_IDLE_MS. It runs as the kernel's user, like everything here, and
+ * answers one frame per request, in order. Its frames must be replies; each
+ * is forwarded with FOR_PID1. If it cannot start or dies with requests
+ * outstanding, each of those gets an error reply from here.
+ *
+ * When C exits: what it left in fd 3 and the pipes is forwarded, then
+ * {"ev":"exited","status":<wait status>}, and we exit; the pid namespace takes
+ * everything else down. When the host socket closes we exit at once.
+ *
+ * Usage: kernel-init C_PID PYTHON WORK_DIR STATUS_FD
+ *   fds: 3 host socket, 5 C's control socket, 6 C's stdout pipe, 7 its stderr
+ *   pipe, 8 the helper's zip; STATUS_FD (or -1): "ok\n" is written to it and
+ *   it is closed once we run (the spawner's sign that the kernel started).
+ *
+ * Standard C library only: this runs inside the kernel. Built (static) by
+ * sandbox/kernel_init.py.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
+
+#define HEADER_SIZE 8
+#define MAX_JSON (4u * 1024 * 1024)
+#define MAX_BLOB (16u * 1024 * 1024)
+#define FOR_PID1 0x80000000u
+#define INTERRUPT 0x40000000u
+#define FLAGS (FOR_PID1 | INTERRUPT)
+#define READ_CHUNK (64 * 1024)
+/* One drain of a pipe reads at most this much: a full pipe (at most 1 MiB,
+ * Linux's default pipe-max-size) plus a chunk, so a background process that
+ * floods a pipe cannot keep us in the drain loop forever. */
+#define DRAIN_LIMIT (1024 * 1024 + READ_CHUNK)
+#define HELPER_IDLE_MS 5000
+#define MAX_PENDING 64 /* file operations outstanding at the helper */
+#define RID_SIZE 24
+
+static const char ACK[] = "\0\0\0\x0c\0\0\0\0{\"op\":\"ack\"}";
+#define ACK_SIZE (sizeof ACK - 1)
+static const char REPLY_PREFIX[] = "{\"ev\":\"reply\",";
+
+/* A byte queue: data[start, end) is pending. */
+struct buf {
+    char *data;
+    size_t start, end, cap;
+};
+
+static pid_t c_pid;
+static int c_reading = 1; /* 0 after a protocol violation or EOF on fd 3 */
+static int c_status = -1; /* wait status once C is reaped */
+static int c_reaped;
+static int pipes[2] = {OUT_FD, ERR_FD}; /* -1 once closed */
+static const char *const pipe_names[2] = {"stdout", "stderr"};
+static struct buf host_in, c_in, c_out, helper_in, helper_out;
+
+static const char *python, *work_dir;
+static pid_t helper_pid;
+static int helper_fd = -1;
+static char pending[MAX_PENDING][RID_SIZE]; /* rids sent to the helper, oldest first */
+static int n_pending;
+static struct timespec helper_idle_since;
+
+/* -- small helpers ---------------------------------------------------------- */
+
+static void die(const char *what) {
+    dprintf(2, "kernel-init: %s: %s\n", what, strerror(errno));
+    if (c_pid > 0)
+        kill(-c_pid, SIGKILL);
+    _exit(125);
+}
+
+static void *grow(void *p, size_t size) {
+    p = realloc(p, size);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+static size_t buf_len(const struct buf *b) { return b->end - b->start; }
+
+static void buf_add(struct buf *b, const void *data, size_t n) {
+    if (b->start == b->end)
+        b->start = b->end = 0;
+    if (b->end + n > b->cap) {
+        if (b->start) { /* move what is pending to the front first */
+            memmove(b->data, b->data + b->start, b->end - b->start);
+            b->end -= b->start;
+            b->start = 0;
+        }
+        if (b->end + n > b->cap) {
+            b->cap = b->end + n > 2 * b->cap ? b->end + n : 2 * b->cap;
+            b->data = grow(b->data, b->cap);
+        }
+    }
+    memcpy(b->data + b->end, data, n);
+    b->end += n;
+}
+
+/* Drop n consumed bytes; a large buffer that is empty again goes back to the system. */
+static void buf_take(struct buf *b, size_t n) {
+    b->start += n;
+    if (b->start == b->end && b->cap > 256 * 1024) {
+        free(b->data);
+        memset(b, 0, sizeof *b);
+    }
+}
+
+/* Read what fd has into b: >0 bytes read, 0 at EOF (or an error), -1 if nothing is there. */
+static ssize_t buf_read(struct buf *b, int fd, size_t max) {
+    if (b->start == b->end)
+        b->start = b->end = 0;
+    if (b->cap - b->end < max) {
+        b->cap = b->end + max;
+        b->data = grow(b->data, b->cap);
+    }
+    ssize_t n = read(fd, b->data + b->end, max);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? -1 : 0;
+    b->end += (size_t)n;
+    return n;
+}
+
+/* Write what b holds to a non-blocking fd; returns -1 if the fd is broken. */
+static int buf_flush(struct buf *b, int fd) {
+    while (buf_len(b)) {
+        ssize_t n = write(fd, b->data + b->start, buf_len(b));
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        buf_take(b, (size_t)n);
+    }
+    return 0;
+}
+
+static uint32_t get_u32(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+static void put_header(char *p, uint32_t jlen, uint32_t blen) {
+    for (int i = 0; i < 4; i++) {
+        p[i] = (char)(jlen >> (24 - 8 * i));
+        p[4 + i] = (char)(blen >> (24 - 8 * i));
+    }
+}
+
+/* A complete frame at the front of b: its header words (flags kept) and size,
+ * 0 if it is not all there yet, -1 if its lengths are over the limits. */
+static long frame_at(const struct buf *b, uint32_t *jword, uint32_t *blen) {
+    if (buf_len(b) < HEADER_SIZE)
+        return 0;
+    *jword = get_u32(b->data + b->start);
+    *blen = get_u32(b->data + b->start + 4);
+    if ((*jword & ~FLAGS) > MAX_JSON || *blen > MAX_BLOB)
+        return -1;
+    size_t total = HEADER_SIZE + (*jword & ~FLAGS) + (size_t)*blen;
+    return buf_len(b) < total ? 0 : (long)total;
+}
+
+static long ms_since(const struct timespec *t) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* -- the host ----------------------------------------------------------------- */
+
+static _Noreturn void host_gone(void) {
+    kill(-c_pid, SIGKILL);
+    _exit(0);
+}
+
+/* Blocking writes to the host: back-pressure when it does not read. */
+static void to_host_iov(struct iovec *iov, int n) {
+    while (n) {
+        ssize_t done = writev(HOST_FD, iov, n);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            host_gone();
+        }
+        while (n && (size_t)done >= iov->iov_len) {
+            done -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= (size_t)done;
+        }
+    }
+}
+
+static void to_host(const void *data, size_t n) {
+    struct iovec iov = {(void *)data, n};
+    to_host_iov(&iov, 1);
+}
+
+/* A frame of pid 1's own: FOR_PID1, a JSON made here, no blob. */
+static void to_host_pid1(const char *json) {
+    char header[HEADER_SIZE];
+    put_header(header, (uint32_t)strlen(json) | FOR_PID1, 0);
+    struct iovec iov[2] = {{header, HEADER_SIZE}, {(void *)json, strlen(json)}};
+    to_host_iov(iov, 2);
+}
+
+/* -- the pipes ---------------------------------------------------------------- */
+
+/* Read up to limit bytes from pipe i and send them as its frames. */
+static void read_pipe(int i, size_t limit) {
+    static char chunk[READ_CHUNK];
+    size_t total = 0;
+    while (pipes[i] >= 0 && total < limit) {
+        ssize_t n = read(pipes[i], chunk, sizeof chunk);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        if (n <= 0) {
+            close(pipes[i]);
+            pipes[i] = -1;
+            break;
+        }
+        total += (size_t)n;
+        char json[32], header[HEADER_SIZE];
+        int jlen = snprintf(json, sizeof json, "{\"ev\":\"%s\"}", pipe_names[i]);
+        put_header(header, (uint32_t)jlen, (uint32_t)n);
+        struct iovec iov[3] = {{header, HEADER_SIZE}, {json, (size_t)jlen}, {chunk, (size_t)n}};
+        to_host_iov(iov, 3);
+    }
+}
+
+/* Forward whatever is in the pipes now. */
+static void drain_pipes(void) {
+    struct pollfd p[2];
+    int n = 0;
+    for (int i = 0; i < 2; i++)
+        if (pipes[i] >= 0)
+            p[n++] = (struct pollfd){.fd = pipes[i], .events = POLLIN};
+    if (n == 0 || poll(p, (nfds_t)n, 0) <= 0)
+        return;
+    for (int k = 0; k < n; k++)
+        if (p[k].revents)
+            read_pipe(p[k].fd == OUT_FD ? 0 : 1, DRAIN_LIMIT);
+}
+
+/* -- C ------------------------------------------------------------------------ */
+
+static void violation(void) {
+    kill(-c_pid, SIGKILL);
+    c_reading = 0;
+    c_out.start = c_out.end = 0;
+}
+
+static void flush_c(void) {
+    if (buf_flush(&c_out, CTL_FD) < 0) /* C closed its end or died; reaping will tell */
+        c_out.start = c_out.end = 0;
+}
+
+/* Take what C sent and forward each whole frame after the pipe data before it.
+ * Returns 0 when there was nothing more to read. */
+static int read_c(int final) {
+    ssize_t n = buf_read(&c_in, CTL_FD, 4 * READ_CHUNK);
+    if (n < 0)
+        return 0;
+    if (n == 0) {
+        if (!final)
+            violation();
+        c_reading = 0;
+        return 0;
+    }
+    for (;;) {
+        uint32_t jword, blen;
+        long total = frame_at(&c_in, &jword, &blen);
+        if (total < 0 || (total > 0 && (jword & FLAGS))) {
+            if (!final)
+                violation();
+            c_reading = 0;
+            return 0;
+        }
+        if (total == 0)
+            break;
+        drain_pipes();
+        buf_add(&c_out, ACK, ACK_SIZE);
+        flush_c(); /* let C go on while the host write below may block */
+        to_host(c_in.data + c_in.start, (size_t)total);
+        buf_take(&c_in, (size_t)total);
+    }
+    return 1;
+}
+
+/* C is gone: forward what it left behind, report its status, exit. */
+static _Noreturn void finish(void) {
+    for (int i = 0; c_reading && i < 64; i++) /* bounded: a grandchild may still spam fd 3 */
+        if (!read_c(1))
+            break;
+    for (int i = 0; i < 2; i++)
+        if (pipes[i] >= 0)
+            read_pipe(i, DRAIN_LIMIT);
+    char json[64];
+    snprintf(json, sizeof json, "{\"ev\":\"exited\",\"status\":%d}", c_status);
+    to_host_pid1(json);
+    kill(-c_pid, SIGKILL);
+    _exit(0);
+}
+
+/* -- the file helper ---------------------------------------------------------- */
+
+/* The "rid" of a file operation's JSON as its text ("null" if it has none): the
+ * host's encoder writes "rid":<integer>. */
+static void find_rid(const char *json, size_t len, char rid[RID_SIZE]) {
+    static const char key[] = "\"rid\":";
+    strcpy(rid, "null");
+    const char *p = memmem(json, len, key, sizeof key - 1);
+    if (!p)
+        return;
+    p += sizeof key - 1;
+    size_t n = 0;
+    while (p + n < json + len && n < RID_SIZE - 1 && (p[n] == '-' || (p[n] >= '0' && p[n] <= '9')))
+        n++;
+    if (n) {
+        memcpy(rid, p, n);
+        rid[n] = 0;
+    }
+}
+
+static void fail_request(const char *rid, const char *reason) {
+    char json[256];
+    snprintf(json, sizeof json, "{\"ev\":\"reply\",\"rid\":%s,\"ok\":false,\"error\":\"%s\"}",
+             rid, reason);
+    to_host_pid1(json);
+}
+
+/* The helper is gone or never came: every request it held fails. */
+static void helper_lost(const char *reason) {
+    if (helper_fd >= 0)
+        close(helper_fd);
+    helper_fd = -1;
+    helper_in.start = helper_in.end = 0;
+    helper_out.start = helper_out.end = 0;
+    for (int i = 0; i < n_pending; i++)
+        fail_request(pending[i], reason);
+    n_pending = 0;
+}
+
+static int start_helper(void) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int sig = 1; sig < NSIG; sig++)
+            signal(sig, SIG_DFL);
+        signal(SIGPIPE, SIG_IGN); /* as Python sets it: an EPIPE instead */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+            dup2(sv[1], 3) < 0 || dup2(HELPER_ZIP_FD, 4) < 0)
+            _exit(127);
+        close_range(5, ~0U, 0);
+        char *argv[] = {(char *)python, "-I", "-S", "/proc/self/fd/4", (char *)work_dir, NULL};
+        char *envp[] = {"LC_ALL=C.UTF-8", NULL};
+        execve(python, argv, envp);
+        _exit(127);
+    }
+    close(sv[1]);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    helper_pid = pid;
+    helper_fd = sv[0];
+    return 0;
+}
+
+/* A file operation from the host (its header's flag cleared): to the helper. */
+static void file_op(const char *frame, size_t total) {
+    uint32_t jlen = get_u32(frame) & ~FLAGS;
+    char rid[RID_SIZE];
+    find_rid(frame + HEADER_SIZE, jlen, rid);
+    if (n_pending == MAX_PENDING) {
+        fail_request(rid, "too many file operations at once");
+        return;
+    }
+    if (helper_fd < 0 && start_helper() < 0) {
+        char reason[128];
+        snprintf(reason, sizeof reason, "file operations cannot start: %s", strerror(errno));
+        fail_request(rid, reason);
+        return;
+    }
+    strcpy(pending[n_pending++], rid);
+    char header[HEADER_SIZE];
+    put_header(header, jlen, get_u32(frame + 4));
+    buf_add(&helper_out, header, HEADER_SIZE);
+    buf_add(&helper_out, frame + HEADER_SIZE, total - HEADER_SIZE);
+    if (buf_flush(&helper_out, helper_fd) < 0)
+        helper_lost("file operations stopped: the helper is gone");
+}
+
+static void read_helper(void) {
+    ssize_t n = buf_read(&helper_in, helper_fd, 4 * READ_CHUNK);
+    if (n < 0)
+        return;
+    if (n == 0) {
+        helper_lost("file operations stopped: the helper exited");
+        return;
+    }
+    for (;;) {
+        uint32_t jword, blen;
+        long total = frame_at(&helper_in, &jword, &blen);
+        if (total == 0)
+            return;
+        const char *json = helper_in.data + helper_in.start + HEADER_SIZE;
+        if (total < 0 || (jword & FLAGS) || n_pending == 0 || jword < sizeof REPLY_PREFIX - 1 ||
+            memcmp(json, REPLY_PREFIX, sizeof REPLY_PREFIX - 1) != 0) {
+            kill(helper_pid, SIGKILL); /* not what our helper sends: user code got to it */
+            helper_lost("file operations stopped: the helper misbehaved");
+            return;
+        }
+        char *frame = helper_in.data + helper_in.start;
+        put_header(frame, jword | FOR_PID1, blen);
+        to_host(frame, (size_t)total);
+        buf_take(&helper_in, (size_t)total);
+        memmove(pending[0], pending[1], (size_t)--n_pending * RID_SIZE);
+        if (n_pending == 0)
+            clock_gettime(CLOCK_MONOTONIC, &helper_idle_since);
+    }
+}
+
+/* -- host -> C, and the rest --------------------------------------------------- */
+
+static void read_host(void) {
+    ssize_t n = buf_read(&host_in, HOST_FD, 4 * READ_CHUNK);
+    if (n < 0)
+        return;
+    if (n == 0)
+        host_gone();
+    for (;;) {
+        uint32_t jword, blen;
+        long total = frame_at(&host_in, &jword, &blen);
+        if (total < 0)
+            host_gone();
+        if (total == 0)
+            break;
+        const char *frame = host_in.data + host_in.start;
+        if (jword & INTERRUPT)
+            kill(-c_pid, SIGINT);
+        else if (jword & FOR_PID1)
+            file_op(frame, (size_t)total);
+        else if (c_reading)
+            buf_add(&c_out, frame, (size_t)total);
+        buf_take(&host_in, (size_t)total);
+    }
+    flush_c();
+}
+
+static void reap(void) {
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == c_pid) {
+            c_status = status;
+            c_reaped = 1;
+        } else if (pid == helper_pid) {
+            helper_pid = 0;
+            if (helper_fd >= 0)
+                helper_lost("file operations stopped: the helper exited");
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) {
+        dprintf(2, "usage: kernel-init C_PID PYTHON WORK_DIR STATUS_FD\n");
+        return 125;
+    }
+    /* Not dumpable: user code runs as our uid, and /proc/1/mem would be its way in. */
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_NAME, "kernel-init");
+    c_pid = atoi(argv[1]);
+    python = argv[2];
+    work_dir = argv[3];
+    int status_fd = atoi(argv[4]);
+
+    /* User code runs as the same uid: it must not stop us with a signal. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sig_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd < 0)
+        die("signalfd");
+    for (int fd = CTL_FD; fd <= HELPER_ZIP_FD; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(CTL_FD, F_SETFL, O_NONBLOCK);
+    fcntl(OUT_FD, F_SETFL, O_NONBLOCK);
+    fcntl(ERR_FD, F_SETFL, O_NONBLOCK);
+    fcntl(HOST_FD, F_SETFD, FD_CLOEXEC);
+    fcntl(HOST_FD, F_SETFL, fcntl(HOST_FD, F_GETFL) & ~O_NONBLOCK);
+    if (status_fd >= 0) {
+        if (write(status_fd, "ok\n", 3) != 3)
+            die("status");
+        close(status_fd);
+    }
+
+    for (;;) {
+        reap();
+        if (c_reaped)
+            finish();
+        struct pollfd p[6];
+        nfds_t n = 0;
+        p[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = HOST_FD, .events = POLLIN};
+        short c_events = (short)((c_reading ? POLLIN : 0) | (buf_len(&c_out) ? POLLOUT : 0));
+        p[n++] = (struct pollfd){.fd = c_events ? CTL_FD : -1, .events = c_events};
+        for (int i = 0; i < 2; i++)
+            p[n++] = (struct pollfd){.fd = pipes[i], .events = POLLIN};
+        int timeout = -1;
+        if (helper_fd >= 0) {
+            p[n++] = (struct pollfd){
+                .fd = helper_fd, .events = (short)(POLLIN | (buf_len(&helper_out) ? POLLOUT : 0))};
+            if (n_pending == 0) {
+                long left = HELPER_IDLE_MS - ms_since(&helper_idle_since);
+                if (left <= 0) { /* idle: it exits when it sees EOF */
+                    close(helper_fd);
+                    helper_fd = -1;
+                    continue;
+                }
+                timeout = (int)left;
+            }
+        }
+        if (poll(p, n, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll");
+        }
+        if (p[0].revents) {
+            struct signalfd_siginfo info;
+            while (read(sig_fd, &info, sizeof info) > 0)
+                ;
+        }
+        if (p[2].revents & POLLOUT)
+            flush_c();
+        if (p[2].revents & (POLLIN | POLLHUP | POLLERR))
+            read_c(0);
+        for (int i = 0; i < 2; i++)
+            if (p[3 + i].revents && pipes[i] >= 0)
+                read_pipe(i, READ_CHUNK);
+        if (n > 5 && helper_fd >= 0 && p[5].revents) {
+            if (p[5].revents & POLLOUT && buf_flush(&helper_out, helper_fd) < 0)
+                helper_lost("file operations stopped: the helper is gone");
+            else if (p[5].revents & (POLLIN | POLLHUP | POLLERR))
+                read_helper();
+        }
+        if (p[1].revents)
+            read_host();
+    }
+}
