@@ -233,8 +233,12 @@ class Spawner:
         self.spares_wanted = 0
         spares, self.spares = self.spares, []
         for spare in spares:
-            self._drop_spare(spare)
-        self.reap()  # the spares, and any kernel that has exited (keeping its status)
+            spare.discard()
+        for spare in spares:  # reaped here: none outlives us, not even as a zombie
+            process.wait_for_exit(spare.pid, cgroups.KILL_TIMEOUT)
+            with contextlib.suppress(cgroups.CgroupError):
+                spare.cgroup.remove()
+        self.reap()  # any kernel that has exited (keeping its status)
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
                 self.destroy(kernel_id, keep_work=False)
