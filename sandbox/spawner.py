@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from . import cgroups, kernel_init, mounts, process
 from . import syscalls as sc
 from .runner import init as runner_init
-from .runner import protocol
+from .runner import protocol, python_repl
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
 
@@ -419,9 +419,11 @@ def main() -> None:
         except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return
-        # Every kernel is a fork of this process. Objects that exist now are moved out
-        # of the collector's sight, so that a collection in a kernel does not write to
-        # (and so copy) every page that holds them.
+        # Every kernel is a fork of this process: what every python3 kernel does
+        # first (the system site's .pth files) is done here once. Objects that exist
+        # now are moved out of the collector's sight, so that a collection in a kernel
+        # does not write to (and so copy) every page that holds them.
+        python_repl.kernel_sys_path()
         gc.freeze()
         spawner.refill_spares()
         _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})

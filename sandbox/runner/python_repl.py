@@ -263,14 +263,23 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _clean_sys_path() -> None:
-    """sys.path as the system interpreter's REPL has it.
+_kernel_sys_path: list[str] = []  # kernel_sys_path()'s answer, once made
 
-    The runner is forked from the host's process, which may run in a
-    virtualenv, from a script directory, with the project on its path: user code
-    must see none of that. Kept: "" (the working directory), the entries under
-    the system interpreter's prefix, and its site directories.
+
+def kernel_sys_path() -> list[str]:
+    """sys.path as the system interpreter's REPL has it, made once per process.
+
+    The runner is forked from a host process that may run in a virtualenv, from
+    a script directory, with the project on its path: user code must see none
+    of that. Kept: "" (the working directory), the entries under the system
+    interpreter's prefix, and its site directories, whose .pth files are
+    processed here (their import lines run in this process, as at a python3
+    start). The spawner calls this before it forks kernels, so that those lines
+    and their imports run once, not in every kernel (about 0.6 MiB each). The
+    caller's own sys.path is left as it was.
     """
+    if _kernel_sys_path:
+        return _kernel_sys_path
     system = {sys.base_prefix, sys.base_exec_prefix}
     venv = {sys.prefix, sys.exec_prefix} - system
     kept = [""]
@@ -282,11 +291,21 @@ def _clean_sys_path() -> None:
             _under(full, root) for root in venv
         ):
             kept.append(full)
-    sys.path[:] = kept
+    saved = sys.path[:]
+    try:
+        sys.path[:] = kept
+        for directory in site.getsitepackages([sys.base_prefix]):
+            if directory not in sys.path and os.path.isdir(directory):
+                site.addsitedir(directory)
+        _kernel_sys_path.extend(sys.path)
+    finally:
+        sys.path[:] = saved
+    return _kernel_sys_path
+
+
+def _clean_sys_path() -> None:
+    sys.path[:] = kernel_sys_path()
     sys.prefix, sys.exec_prefix = sys.base_prefix, sys.base_exec_prefix
-    for directory in site.getsitepackages([sys.base_prefix]):
-        if directory not in sys.path and os.path.isdir(directory):
-            site.addsitedir(directory)
 
 
 class PythonRepl:
