@@ -600,6 +600,11 @@ class HostModules:
         return cls(tuple(names), len(sys.modules))
 
 
+# The host's modules a kernel dropped from sys.modules, kept alive: freeing them
+# would write to (and so copy) every page their objects share with the spawner.
+_forgotten: list[object] = []
+
+
 def _forget_host(modules: HostModules) -> None:
     """Drop what the forked interpreter knows of the host before user code runs.
 
@@ -615,7 +620,7 @@ def _forget_host(modules: HostModules) -> None:
     if len(sys.modules) != modules.seen:  # the caller imported more since: look again
         modules = HostModules.find()
     for name in modules.names:
-        sys.modules.pop(name, None)
+        _forgotten.append(sys.modules.pop(name, None))
 
 
 def _runner_main(env: Environment, fd: int) -> None:
