@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 from .runner import protocol
 from .spec import KernelSpec
@@ -34,6 +35,26 @@ class SpawnerClient:
         self._reader = protocol.FrameReader()
         self._pending: list[tuple[dict, list[int]]] = []
         self._lock = asyncio.Lock()
+        self._exit_fd: int | None = None  # a pidfd of the spawner, while watched
+
+    def when_exited(self, callback: Callable[[], object]) -> None:
+        """Call `callback` from the event loop as soon as the spawner process exits
+        (not at `close`). A pidfd: no polling, no thread."""
+        self._exit_fd = os.pidfd_open(self.proc.pid)
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            self._unwatch()
+            self.proc.poll()  # reap it: a zombie's pid would still look alive
+            callback()
+
+        loop.add_reader(self._exit_fd, exited)
+
+    def _unwatch(self) -> None:
+        if self._exit_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._exit_fd)
+            os.close(self._exit_fd)
+            self._exit_fd = None
 
     @classmethod
     async def start(
@@ -112,6 +133,7 @@ class SpawnerClient:
 
     async def close(self) -> None:
         """Close the connection: the spawner destroys every kernel and exits."""
+        self._unwatch()
         self._sock.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.proc.wait)

@@ -218,8 +218,15 @@ class Registry:
         self.pool = WarmPool(config, spawner, self._start_fresh)
 
     def start(self) -> None:
-        """Begin filling the warm pool (needs the running event loop)."""
+        """Begin filling the warm pool and watching the spawner (needs the running
+        event loop)."""
         self.pool.start()
+        self.spawner.when_exited(self._on_spawner_exit)
+
+    def _on_spawner_exit(self) -> None:
+        task = asyncio.create_task(self._spawner_died())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
 
     def mounting(self, folder_id: str) -> list[str]:
         """Ids of the live kernels that mount a folder."""
@@ -346,9 +353,6 @@ class Registry:
         next_cpu_check = time.monotonic() + self.config.cpu_check_seconds
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            if self.spawner.proc.poll() is not None:
-                await self._spawner_died()
-                return
             now = time.monotonic()
             cpu_usec: dict[str, int] | None = None  # every kernel's, in one spawner request
             if now >= next_cpu_check and self.sessions:
@@ -384,6 +388,8 @@ class Registry:
         still tie to us. Close those so that every kernel ends itself (pid 1 exits
         when its host socket closes); a new server's spawner sweeps their cgroups."""
         log.critical("the spawner died: no kernel can start until the server restarts")
+        if self._reaper is not None:
+            self._reaper.cancel()
         await self.pool.close()
         for session in list(self.sessions.values()):
             self._forget(session, "the server's spawner died")
