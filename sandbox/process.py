@@ -118,6 +118,7 @@ class Environment:
     layout_has_cgroup: bool
     host_modules: HostModules
     kernel_init: kernel_init.KernelInit  # pid 1's program in server mode
+    argv_area: tuple[int, int]  # sc.argv_area(), the same in every fork
 
     @classmethod
     def prepare(cls, scratch: str, layout_has_cgroup: bool) -> Environment:
@@ -131,6 +132,7 @@ class Environment:
             layout_has_cgroup=layout_has_cgroup,
             host_modules=HostModules.find(),
             kernel_init=kernel_init.prepare(),
+            argv_area=sc.argv_area(),
         )
 
 
@@ -240,14 +242,15 @@ def start_kernel(
 
 
 def _fork_pid1() -> int:
-    """os.fork(), the child as pid 1 of a new pid namespace. The caller's later
-    children are in its own namespace again. The caller must be single-threaded."""
+    """A fork (runner_init.lean_fork), the child as pid 1 of a new pid namespace.
+    The caller's later children are in its own namespace again. The caller must
+    be single-threaded."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.unshare(sc.CLONE_NEWPID)  # for the children made from now on
         pid = -1
         try:
-            pid = os.fork()
+            pid = runner_init.lean_fork()
         finally:
             if pid != 0:
                 sc.setns(own, sc.CLONE_NEWPID)  # back to ours; raises if it cannot
@@ -323,20 +326,25 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
     status = status_w
     try:
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller gone: so is the spare
+        # The runner is forked first, as soon as it can be in the kernel's cgroup and
+        # namespaces (its own session it starts itself). Pages this process wrote
+        # before that fork would be the runner's own once this process execs
+        # kernel-init; what it writes after, it copies for itself alone.
+        cgroup.attach(0)
+        sc.unshare(NAMESPACES | sc.CLONE_NEWCGROUP)  # the cgroup one: after the move
+        runner = runner_init.fork_runner(functools.partial(_runner_main, env))
         signal.set_wakeup_fd(-1)  # the caller's: about to be closed
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.
         helper_fd = env.kernel_init.helper_fd
-        runner_init.close_fds_from(3, keep=(conn_fd, status_w, helper_fd))
-        cgroup.attach(0)
+        keep = (conn_fd, status_w, helper_fd, runner.ctl_fd, runner.out_r, runner.err_r)
+        runner_init.close_fds_from(3, keep=keep)
         os.setsid()
-        sc.unshare(NAMESPACES)
-        conn_fd, helper_fd = _arrange_fds(None, None, status_w, None, keep=(conn_fd, helper_fd))
+        keep = (conn_fd, helper_fd, runner.ctl_fd, runner.out_r, runner.err_r)
+        conn_fd, helper_fd, *runner_fds = _arrange_fds(None, None, status_w, None, keep=keep)
+        runner = runner_init.Runner(runner.pid, *runner_fds)
         status = _STATUS_FD
-        sc.unshare(sc.CLONE_NEWCGROUP)  # it is in its cgroup already
-        runner = runner_init.fork_runner(functools.partial(_runner_main, env))
         _network_and_hostname()
         mounts.prepare_root(env.skeleton, env.mountpoint)
         conn = socket.socket(fileno=conn_fd)
@@ -521,7 +529,7 @@ def _child_b(
             step = "kernel-init"
             runner.serve(host_fd, program, status_fd=_STATUS_FD)  # it says "ok"
         prctl.set_name("kernel-init")
-        sc.set_cmdline("kernel-init")
+        sc.set_cmdline("kernel-init", env.argv_area)
         os.write(_STATUS_FD, b"ok\n")
         os.close(_STATUS_FD)
     except BaseException as e:
@@ -627,7 +635,7 @@ def _runner_main(env: Environment, fd: int) -> None:
     """Runs in C, fds 0-3 set up: B's setup for C's own sake (B may have forked it
     before it had a kernel), once B's start frame has come; then the runner."""
     prctl.set_name("kernel-runner")
-    sc.set_cmdline("kernel-runner")
+    sc.set_cmdline("kernel-runner", env.argv_area)
     _forget_host(env.host_modules)
     sock = socket.socket(fileno=fd)
     try:

@@ -112,17 +112,23 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
-def set_cmdline(text: str) -> None:
-    """Overwrite this process's argv area, which /proc/<pid>/cmdline shows.
-
-    A forked kernel's argv is the spawner's, which names host paths (the
-    virtualenv's interpreter). The area's bounds are fields 48-49 of
-    /proc/self/stat; the rest of it is zeroed. The interpreter copied argv long
-    ago, so nothing reads this memory again.
-    """
+def argv_area() -> tuple[int, int]:
+    """The bounds of this process's argv area, which /proc/<pid>/cmdline shows
+    (fields 48-49 of /proc/self/stat). A fork has it at the same addresses."""
     with open("/proc/self/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[45]), int(fields[46])
+    return int(fields[45]), int(fields[46])
+
+
+def set_cmdline(text: str, area: tuple[int, int]) -> None:
+    """Overwrite the argv area (`argv_area`, which a kernel's parent reads once:
+    the kernel itself reads no file for it), the rest of it zeroed.
+
+    A forked kernel's argv is the spawner's, which names host paths (the
+    virtualenv's interpreter). The interpreter copied argv long ago, so nothing
+    reads this memory again.
+    """
+    start, end = area
     data = text.encode()[: end - start - 1]
     ctypes.memset(start, 0, end - start)
     ctypes.memmove(start, data, len(data))

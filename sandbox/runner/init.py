@@ -30,13 +30,16 @@ Standard library only: this runs inside the kernel.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import signal
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from typing import NoReturn
 
 from . import files, protocol
 
+_FD_LIMIT = 2**31 - 1  # above any fd: os.closerange then closes "from start on"
 KERNEL_INIT = "kernel-init"  # pid 1's name in server mode (argv[0] and comm)
 SI_KERNEL = 0x80  # siginfo si_code of a signal sent by the kernel (e.g. a tty's ^C)
 EXIT_SETUP_FAILED = 125  # pid 1 itself failed (as `docker run` uses 125)
@@ -61,34 +65,36 @@ def _report_crash(prefix: str) -> None:
 
 
 def close_fds_from(low: int, keep: Iterable[int] = ()) -> None:
-    """Close every fd >= low except those in keep."""
-    try:
-        high = max((int(name) for name in os.listdir("/proc/self/fd")), default=low)
-    except OSError:
-        high = max(os.sysconf("SC_OPEN_MAX"), 1024)
+    """Close every fd >= low except those in keep: a close_range(2) per gap, with no
+    listing of /proc/self/fd (in a forked kernel, every object made is memory)."""
     start = low
     for fd in sorted(k for k in set(keep) if k >= low):
         os.closerange(start, fd)
         start = fd + 1
-    os.closerange(start, high + 1)
+    os.closerange(start, _FD_LIMIT)
 
 
 def _reset_signals_for_python() -> None:
-    """Signal state of a fresh Python process: undo what pid 1 (or its parent) set."""
-    signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    """Signal state of a fresh Python process: undo what pid 1 (or its parent) set.
+
+    Through _signal, the module under `signal`: signal's functions turn every
+    number and handler into an enum member, and each of those lookups reads
+    (and so copies, in a forked kernel) objects all over the enum machinery.
+    """
+    _signal.set_wakeup_fd(-1)
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
-        if sig == signal.SIGINT:
-            handler: object = signal.default_int_handler
-        elif sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            handler = signal.SIG_IGN  # as Python sets them at start-up
+        if sig == _signal.SIGINT:
+            handler: object = _signal.default_int_handler
+        elif sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+            handler = _signal.SIG_IGN  # as Python sets them at start-up
         else:
-            handler = signal.SIG_DFL
+            handler = _signal.SIG_DFL
         with contextlib.suppress(OSError, ValueError):
-            if signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            if _signal.getsignal(sig) != handler:
+                _signal.signal(sig, handler)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 # -- server mode -----------------------------------------------------------------
@@ -155,6 +161,36 @@ class Runner:
         os.execve(binary, argv, {})
 
 
+# fork(2) itself. PyDLL: the calling thread keeps the GIL across the call, so the
+# child's interpreter state is the parent's exactly, GIL included.
+_libc_fork = ctypes.PyDLL(None, use_errno=True).fork
+
+
+def lean_fork() -> int:
+    """os.fork() without CPython's after-fork work in the child, when the caller
+    is single-threaded (the spawner, a kernel's pid 1).
+
+    That work is for threads the child does not have: it reinitialises locks
+    other threads may have held and runs the at-fork hooks of threading and
+    logging. It runs Python code in the child, and every page that code reads
+    is copied: about 0.65 MiB per forked process, for nothing in one thread.
+    The one hook that matters with one thread is kept: random's generator is
+    reseeded, so that kernels never draw the same numbers. A caller with
+    threads (a test process, say) gets os.fork() itself.
+    """
+    if threading.active_count() != 1:
+        return os.fork()
+    pid = _libc_fork()
+    if pid < 0:
+        errno_ = ctypes.get_errno()
+        raise OSError(errno_, os.strerror(errno_))
+    if pid == 0:
+        generator = sys.modules.get("random")
+        if generator is not None:
+            generator.seed()
+    return pid
+
+
 def fork_runner(child_main: Callable[[int], object]) -> Runner:
     """Fork C, which runs child_main(3) with fds 0-3 set up (see the module's
     docstring). Sets pid 1's signals for serving: call it in pid 1 only."""
@@ -165,28 +201,26 @@ def fork_runner(child_main: Callable[[int], object]) -> Runner:
     # collected, and in the runner that number may belong to a user's file.
     ctl_fd, child_ctl_fd = parent_sock.detach(), child_sock.detach()
 
-    # User code runs as the same uid: it must not be able to stop pid 1 with a
-    # signal. (A namespace's pid 1 is already immune to those left at SIG_DFL.)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-
-    pid = os.fork()
+    pid = lean_fork()
     if pid == 0:
         _become_runner(out_w, err_w, child_ctl_fd, child_main)
     for fd in (out_w, err_w, child_ctl_fd):
         os.close(fd)
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, pid)  # also done by the child; whichever runs first wins
+    # User code runs as the same uid: it must not be able to stop pid 1 with a
+    # signal. (A namespace's pid 1 is already immune to those left at SIG_DFL.)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
     return Runner(pid, ctl_fd, out_r, err_r)
 
 
 def _become_runner(
     out_w: int, err_w: int, ctl_fd: int, child_main: Callable[[int], object]
 ) -> NoReturn:
-    """In C: set up fds 0-3 and signals, then run child_main(3)."""
+    """In C: its own session (and so process group), signals and fds 0-3, then
+    run child_main(3)."""
     try:
         _reset_signals_for_python()
-        os.setpgid(0, 0)
+        os.setsid()
         faulthandler = sys.modules.get("faulthandler")  # not imported here if not loaded
         if faulthandler is not None:
             faulthandler.disable()  # it may hold an fd that is about to be closed
