@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, languages, process
+from . import cgroups, kernel_init, languages, process
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -118,6 +118,16 @@ def check_filesystems() -> Check:
     return Check("filesystems", OK, f"tmpfs, proc, devpts; {overlay}")
 
 
+def check_kernel_init() -> Check:
+    """Pid 1 of a server-mode kernel is a small C program, compiled on this host."""
+    try:
+        built = kernel_init.prepare()
+    except kernel_init.BuildError as e:
+        return Check("kernel-init", FAIL, str(e)[-300:], "apt-get install gcc libc6-dev")
+    os.close(built.helper_fd)
+    return Check("kernel-init", OK, f"compiled: {built.binary}")
+
+
 def check_kernel_start() -> Check:
     """The whole recipe, end to end: start a kernel that runs /bin/true."""
     result = subprocess.run(
@@ -169,6 +179,7 @@ def run_checks() -> list[Check]:
         check_seccomp(),
         check_cgroups(),
         check_filesystems(),
+        check_kernel_init(),
         check_kernel_start(),
     ]
     return checks + check_runtimes()

@@ -24,7 +24,7 @@ def test_doctor_reports_this_host():
     )
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert result.returncode == 0, result.stdout
-    for name in ("root", "namespaces", "seccomp", "filesystems", "kernel start"):
+    for name in ("root", "namespaces", "seccomp", "filesystems", "kernel-init", "kernel start"):
         assert checks[name]["status"] == "ok", checks[name]
     assert f"layout {LAYOUT.value}" in checks["cgroups"]["detail"]
     # no cgroups is allowed, and said to be weaker; any real layout is fine
