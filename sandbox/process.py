@@ -637,13 +637,10 @@ def _runner_main(env: Environment, fd: int) -> None:
     prctl.set_name("kernel-runner")
     sc.set_cmdline("kernel-runner", env.argv_area)
     _forget_host(env.host_modules)
-    sock = socket.socket(fileno=fd)
     try:
-        start, _blob = protocol.recv_frame(sock)
+        start, _blob = protocol.read_frame(fd)
     except EOFError:
         os._exit(0)  # B is gone (a spare discarded)
-    finally:
-        sock.detach()
     os.umask(0o022)
     privileges.drop_privileges(KERNEL_UID, KERNEL_GID, privileges.Rlimits(**start["rlimits"]))
     sc.seccomp_install(env.filter)

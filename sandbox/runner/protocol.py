@@ -106,7 +106,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
 
 HEADER = struct.Struct(">II")
@@ -146,7 +145,7 @@ def encode_op(message: dict, blob: bytes = b"") -> bytes:
 class FrameReader:
     """Incremental frame decoder: feed bytes, take whole frames out.
 
-    Used by event-loop code that reads whatever is available; `recv_frame`
+    Used by event-loop code that reads whatever is available; `read_frame`
     below is the blocking counterpart.
     """
 
@@ -192,10 +191,10 @@ def decode_body(body: bytes) -> dict:
     return message
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _read_exact(fd: int, n: int) -> bytes:
     chunks = []
     while n:
-        chunk = sock.recv(n)
+        chunk = os.read(fd, n)
         if not chunk:
             raise EOFError("peer closed the connection")
         chunks.append(chunk)
@@ -203,13 +202,13 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock: socket.socket) -> tuple[dict, bytes]:
-    """Read one frame from a blocking socket. Raises EOFError at end of stream."""
-    jlen, blen = HEADER.unpack(_recv_exact(sock, HEADER.size))
+def read_frame(fd: int) -> tuple[dict, bytes]:
+    """Read one frame from a blocking fd (a socket). Raises EOFError at end of stream."""
+    jlen, blen = HEADER.unpack(_read_exact(fd, HEADER.size))
     if jlen > MAX_JSON or blen > MAX_BLOB:
         raise ProtocolError(f"frame too large ({jlen} + {blen} bytes)")
-    message = decode_body(_recv_exact(sock, jlen))
-    blob = _recv_exact(sock, blen) if blen else b""
+    message = decode_body(_read_exact(fd, jlen))
+    blob = _read_exact(fd, blen) if blen else b""
     return message, blob
 
 
@@ -218,7 +217,3 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def send_frame(sock: socket.socket, message: dict, blob: bytes = b"") -> None:
-    sock.sendall(encode(message, blob))

@@ -41,8 +41,8 @@ def test_malformed_body(body):
 def test_blocking_send_and_receive():
     a, b = socket.socketpair()
     with a, b:
-        protocol.send_frame(a, {"op": "query", "code": "print(1)"}, b"blob")
-        assert protocol.recv_frame(b) == ({"op": "query", "code": "print(1)"}, b"blob")
+        a.sendall(protocol.encode({"op": "query", "code": "print(1)"}, b"blob"))
+        assert protocol.read_frame(b.fileno()) == ({"op": "query", "code": "print(1)"}, b"blob")
         a.close()
         with pytest.raises(EOFError):
-            protocol.recv_frame(b)
+            protocol.read_frame(b.fileno())
