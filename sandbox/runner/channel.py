@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import mmap
 import os
 import select
 import socket
@@ -108,6 +109,11 @@ class Channel:
         self._forked = False
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
+        # Received into, not allocated per recv: user code that filled the kernel's
+        # address-space limit (the none layout's RLIMIT_AS) must not make the next
+        # recv's buffer fail, and the runner with it. Anonymous memory, so that only
+        # the pages a recv touches are the kernel's (a bytearray is zeroed: all 64).
+        self._recv_buffer = mmap.mmap(-1, _RECV_SIZE)
         os.register_at_fork(after_in_child=self._after_fork)
 
     # -- sending ---------------------------------------------------------------
@@ -240,11 +246,12 @@ class Channel:
 
     def _receive(self) -> None:
         try:
-            data = self._sock.recv(_RECV_SIZE)
+            n = self._sock.recv_into(self._recv_buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            n = 0
+        data = bytes(self._recv_buffer[:n])
         if not data:
             self._eof = True
             return
