@@ -387,7 +387,14 @@ class Registry:
         """The spawner was killed: its kernels are orphans that only their sockets
         still tie to us. Close those so that every kernel ends itself (pid 1 exits
         when its host socket closes); a new server's spawner sweeps their cgroups."""
-        log.critical("the spawner died: no kernel can start until the server restarts")
+        status = self.spawner.proc.returncode
+        # 0: it was told to stop (SIGTERM), as a service manager stopping the whole
+        # server does; anything else is a crash or a kill.
+        log.log(
+            logging.WARNING if status == 0 else logging.CRITICAL,
+            "the spawner exited (status %s): no kernel can start until the server restarts",
+            status,
+        )
         if self._reaper is not None:
             self._reaper.cancel()
         await self.pool.close()
