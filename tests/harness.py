@@ -79,6 +79,16 @@ def frozen(pids: Iterable[int], name: str = "undead"):
             os.rmdir(jail)
 
 
+def alive(pid: int) -> bool:
+    """pid exists and has not exited (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

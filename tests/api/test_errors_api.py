@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import KernelRemains, spawner_pid, start_server, stop_server
-from harness import HAS_CGROUPS, wait_until
+from harness import HAS_CGROUPS, alive, wait_until
 from test_kernels_api import problem
 
 from server.routes.streams import UNSUPPORTED
@@ -74,15 +74,6 @@ def test_a_kernel_that_does_not_answer_is_kernel_execution_failed(faulty_server)
     assert client.request("DELETE", f"/v2/kernel/{kid}").status_code == 204
 
 
-def _exited(pid: int) -> bool:
-    """pid is a zombie or gone (not reaped yet, or reaped by its parent)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def _cgroup_trees(name: str) -> list[str]:
     found = []
     for root, dirs, _files in os.walk("/sys/fs/cgroup"):
@@ -103,7 +94,7 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     os.kill(dead, signal.SIGKILL)
     # Its exit takes a moment (a warm create does not): once it has exited, the
     # server learns of it at once (a pidfd), and a create at most races that news.
-    wait_until(lambda: _exited(dead), "the spawner to exit", timeout=10)
+    wait_until(lambda: not alive(dead), "the spawner to exit", timeout=10)
     for _ in range(2):
         r = client.create()
         if r.status_code != 201:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from harness import alive
 
 from sandbox import cgroups
 from sandbox.cgroups import CgroupLimits, Layout
@@ -266,14 +267,7 @@ def test_kill_reaches_a_double_forked_daemon(manager, children) -> None:
     cg.kill()
     assert cg.procs() == []
 
-    def gone() -> bool:
-        try:
-            with open(f"/proc/{daemon}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-        except FileNotFoundError:
-            return True
-
-    assert _wait_for(gone)
+    assert _wait_for(lambda: not alive(daemon))
     cg.remove()
     assert [p for p in cg.paths() if os.path.exists(p)] == []
     cg.remove()  # idempotent

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from harness import alive, wait_until
 
 from sandbox import kernel_init
 from sandbox.runner import init, main, protocol
@@ -51,16 +52,6 @@ def _descendants(pid: int) -> list[int]:
             found += children
             stack += children
     return found
-
-
-def _alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -436,13 +427,13 @@ def test_background_grandchild_does_not_block(kernel):
     assert run.stdout == "bg\n"
     assert run.exit_code == 0
     assert time.monotonic() - start < 3
-    sleepers = [p for p in _descendants(kernel.pid) if _alive(p)]
+    sleepers = [p for p in _descendants(kernel.pid) if alive(p)]
     assert sleepers  # the runner and the orphaned sleep
     kernel.close()
     deadline = time.monotonic() + 3
-    while any(_alive(p) for p in sleepers) and time.monotonic() < deadline:
+    while any(alive(p) for p in sleepers) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not any(_alive(p) for p in sleepers)
+    assert not any(alive(p) for p in sleepers)
 
 
 def test_fork_in_user_code(kernel):
@@ -554,18 +545,9 @@ def _helpers(kernel: Kernel) -> list[int]:
     found = []
     for pid in _descendants(kernel.pid):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"/proc/self/fd/4" in f.read() and _alive(pid):
+            if b"/proc/self/fd/4" in f.read() and alive(pid):
                 found.append(pid)
     return found
-
-
-def _until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_the_file_helper_starts_on_demand_and_ends_when_idle(wkernel, work):
@@ -574,7 +556,7 @@ def test_the_file_helper_starts_on_demand_and_ends_when_idle(wkernel, work):
     assert wkernel.collect(until=("reply",)).last["ok"] is True
     (helper,) = _helpers(wkernel)
     # idle for 5 s (HELPER_IDLE_MS), it is told to go; the next op starts another
-    assert _until(lambda: _helpers(wkernel) == [], timeout=10.0)
+    wait_until(lambda: _helpers(wkernel) == [], "the idle helper to end", timeout=10.0)
     wkernel.send(op="download", rid=2, path="a.txt")
     assert wkernel.collect(until=("reply",)).events[-1][1] == b"a"
     assert _helpers(wkernel) not in ([], [helper])
