@@ -124,6 +124,7 @@ def check_kernel_init() -> Check:
         built = kernel_init.prepare()
     except kernel_init.BuildError as e:
         return Check("kernel-init", FAIL, str(e)[-300:], "apt-get install gcc libc6-dev")
+    os.close(built.binary_fd)
     os.close(built.helper_fd)
     return Check("kernel-init", OK, f"compiled: {built.binary}")
 

@@ -38,19 +38,23 @@ class BuildError(Exception):
 
 @dataclass(frozen=True)
 class KernelInit:
-    """kernel-init's path on the host (B opens it before its root is pivoted),
-    the helper's zip (a sealed memfd, inheritable by forks only) and the
-    interpreter that runs the helper, at its path inside a kernel."""
+    """kernel-init, opened once (every kernel's pid 1 inherits the fd and execs
+    it; `binary` is its path, for messages), the helper's zip (a sealed memfd),
+    and the interpreter that runs the helper, at its path inside a kernel. Both
+    fds are close-on-exec: forks inherit them, nothing the kernel runs does."""
 
     binary: str
+    binary_fd: int
     helper_fd: int
     python: str
 
 
 def prepare(cache_dir: str | None = None) -> KernelInit:
-    """Build (or find) kernel-init and put the helper's zip in a memfd."""
+    """Build (or find) kernel-init, open it, and put the helper's zip in a memfd."""
+    binary = build(cache_dir or _default_cache_dir())
     return KernelInit(
-        binary=build(cache_dir or _default_cache_dir()),
+        binary=binary,
+        binary_fd=os.open(binary, os.O_RDONLY | os.O_CLOEXEC),
         helper_fd=_sealed_memfd("file-helper.zip", _helper_zip()),
         python=os.path.join(sys.base_prefix, "bin", "python3"),
     )

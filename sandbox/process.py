@@ -27,8 +27,7 @@ process changes cgroup. A spare has SIGKILL as its parent-death signal.
 
 B (or kernel-init, once B has exec'd it) writes "ok", or B the error that
 stopped it, to a status pipe, so a kernel that cannot start is reported, not
-silently dead. Killing B kills every process of
-the kernel (pid namespace)."""
+silently dead. Killing B kills every process of the kernel (pid namespace)."""
 
 from __future__ import annotations
 
@@ -335,14 +334,16 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         runner = runner_init.fork_runner(functools.partial(_runner_main, env))
         signal.set_wakeup_fd(-1)  # the caller's: about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
+        os.setsid()
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.
-        helper_fd = env.kernel_init.helper_fd
-        keep = (conn_fd, status_w, helper_fd, runner.ctl_fd, runner.out_r, runner.err_r)
-        runner_init.close_fds_from(3, keep=keep)
-        os.setsid()
-        keep = (conn_fd, helper_fd, runner.ctl_fd, runner.out_r, runner.err_r)
-        conn_fd, helper_fd, *runner_fds = _arrange_fds(None, None, status_w, None, keep=keep)
+        init = env.kernel_init
+        runner_fds = (runner.ctl_fd, runner.out_r, runner.err_r)
+        keep = (conn_fd, init.binary_fd, init.helper_fd, *runner_fds)
+        conn_fd, binary_fd, helper_fd, *runner_fds = _arrange_fds(
+            None, None, status_w, None, keep=keep
+        )
+        program = runner_init.InitProgram(binary_fd, helper_fd, init.python)
         runner = runner_init.Runner(runner.pid, *runner_fds)
         status = _STATUS_FD
         _network_and_hostname()
@@ -361,7 +362,7 @@ def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: 
         with contextlib.suppress(OSError):
             os.write(status, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, host_fd, helper_fd, runner)
+    _child_b(env, spec, work, payload, rlimits, host_fd, program, runner)
 
 
 def _network_and_hostname() -> None:
@@ -430,13 +431,15 @@ def _new_b(
     """Runs in B forked for a kernel at once (not a spare). Never returns."""
     try:
         os.setsid()
-        keep = (env.kernel_init.helper_fd,)
-        (helper_fd,) = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
+        init = env.kernel_init
+        keep = (init.binary_fd, init.helper_fd)
+        binary_fd, helper_fd = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
+        program = runner_init.InitProgram(binary_fd, helper_fd, init.python)
         sc.unshare(NAMESPACES)
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, _HOST_FD, helper_fd, None)
+    _child_b(env, spec, work, payload, rlimits, _HOST_FD, program, None)
 
 
 def _arrange_fds(
@@ -478,20 +481,15 @@ def _child_b(
     payload: Payload,
     rlimits: privileges.Rlimits,
     host_fd: int,
-    helper_fd: int,
+    program: runner_init.InitProgram,
     runner: runner_init.Runner | None,
 ) -> None:
     """Runs in B, pid 1 of the new namespaces. With a `runner`, B is a spare's: in
     its cgroup and cgroup namespace, with lo, the hostname, most of its root and
-    its runner (C) set up already. helper_fd: env.kernel_init's, as B holds it.
-    Never returns."""
+    its runner (C) set up already. `program`: env.kernel_init's, as B holds it
+    (server mode execs it). Never returns."""
     step = "setup"
     try:
-        program = None
-        if not payload.argv:  # opened while the host's files are still in sight
-            step = "kernel-init"
-            init = env.kernel_init
-            program = runner_init.InitProgram.open(init.binary, helper_fd, init.python)
         step = "root filesystem"
         plan = mounts.RootPlan(
             skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
@@ -525,7 +523,7 @@ def _child_b(
             os.environ.clear()
             os.environ.update(kernel_env)
             os.chdir(WORK_DIR)
-        if program is not None:
+        if not payload.argv:
             step = "kernel-init"
             runner.serve(host_fd, program, status_fd=_STATUS_FD)  # it says "ok"
         prctl.set_name("kernel-init")

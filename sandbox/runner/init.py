@@ -103,15 +103,11 @@ def _reset_signals_for_python() -> None:
 @dataclass(frozen=True)
 class InitProgram:
     """What pid 1 execs in server mode: kernel-init (runner/kernel_init.c, compiled
-    by the host) and its file helper, opened before the kernel's root hides them."""
+    and opened by the host) and its file helper, as fds pid 1 holds."""
 
     binary_fd: int
     helper_fd: int  # a zip of files.py, protocol.py and a __main__ that runs files.serve
     python: str  # the interpreter that runs the helper, as the kernel sees it
-
-    @classmethod
-    def open(cls, binary: str, helper_fd: int, python: str) -> InitProgram:
-        return cls(os.open(binary, os.O_RDONLY | os.O_CLOEXEC), helper_fd, python)
 
 
 class Runner:

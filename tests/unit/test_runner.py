@@ -150,7 +150,7 @@ class Kernel:
             try:
                 host.close()
                 _become_subreaper()
-                program = init.InitProgram.open(built.binary, built.helper_fd, built.python)
+                program = init.InitProgram(built.binary_fd, built.helper_fd, built.python)
                 if work_dir is None:
                     init.fork_runner(main.serve).serve(kernel.detach(), program)
                 else:
