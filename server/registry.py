@@ -29,6 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from sandbox import languages
@@ -224,7 +225,12 @@ class Registry:
         self.spawner.when_exited(self._on_spawner_exit)
 
     def _on_spawner_exit(self) -> None:
-        task = asyncio.create_task(self._spawner_died())
+        self._in_background(self._spawner_died())
+
+    def _in_background(self, coro: Coroutine[object, object, None]) -> None:
+        """Run coro as a task, referenced until it is done (the loop keeps only a
+        weak reference)."""
+        task = asyncio.create_task(coro)
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
@@ -466,6 +472,4 @@ class Registry:
                 status = kernel.exit_status
                 await self.destroy(session, reason=f"the kernel exited (wait status {status})")
 
-        task = asyncio.create_task(watch())
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        self._in_background(watch())

@@ -40,7 +40,6 @@ MAX_LIST_JSON = protocol.MAX_JSON - 64 * 1024
 DIR_MODE = 0o755
 FILE_MODE = 0o644  # for new files, less the umask; an existing file keeps its mode
 
-OPS = protocol.FILE_OPS
 
 _VERBS = {
     "upload": "upload",
@@ -316,7 +315,8 @@ def _remove(dir_fd: int, name: str, recursive: bool, verb: str, shown: str) -> N
 def handle(
     message: dict, blob: bytes, root: str = WORK_DIR, max_download: int = MAX_DOWNLOAD
 ) -> tuple[dict, bytes]:
-    """Do one file op (message["op"] in OPS); return the reply frame (message, blob).
+    """Do one file op (message["op"] in protocol.FILE_OPS); return the reply frame
+    (message, blob).
 
     Never raises for a bad request or a failed operation: those become
     {"ev": "reply", "rid": ..., "ok": false, "error": str}.

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import getpass
 import io
 import linecache
@@ -263,10 +264,8 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-_kernel_sys_path: list[str] = []  # kernel_sys_path()'s answer, once made
-
-
-def kernel_sys_path() -> list[str]:
+@functools.cache
+def kernel_sys_path() -> tuple[str, ...]:
     """sys.path as the system interpreter's REPL has it, made once per process.
 
     The runner is forked from a host process that may run in a virtualenv, from
@@ -278,8 +277,6 @@ def kernel_sys_path() -> list[str]:
     and their imports run once, not in every kernel (about 0.6 MiB each). The
     caller's own sys.path is left as it was.
     """
-    if _kernel_sys_path:
-        return _kernel_sys_path
     system = {sys.base_prefix, sys.base_exec_prefix}
     venv = {sys.prefix, sys.exec_prefix} - system
     kept = [""]
@@ -297,10 +294,9 @@ def kernel_sys_path() -> list[str]:
         for directory in site.getsitepackages([sys.base_prefix]):
             if directory not in sys.path and os.path.isdir(directory):
                 site.addsitedir(directory)
-        _kernel_sys_path.extend(sys.path)
+        return tuple(sys.path)
     finally:
         sys.path[:] = saved
-    return _kernel_sys_path
 
 
 def _clean_sys_path() -> None:
