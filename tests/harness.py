@@ -79,14 +79,23 @@ def frozen(pids: Iterable[int], name: str = "undead"):
             os.rmdir(jail)
 
 
-def alive(pid: int) -> bool:
-    """pid exists and has not exited (a zombie counts as exited)."""
+def _state(pid: int) -> str | None:
+    """The state letter of /proc/<pid>/stat, or None if there is no such pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
+            return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
-        return False
-    return state not in ("Z", "X")
+        return None
+
+
+def alive(pid: int) -> bool:
+    """pid exists and has not exited (a zombie counts as exited)."""
+    return _state(pid) not in (None, "Z", "X")
+
+
+def zombie(pid: int) -> bool:
+    """pid has exited and its parent has not reaped it yet."""
+    return _state(pid) == "Z"
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:

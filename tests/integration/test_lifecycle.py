@@ -9,7 +9,7 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, sandbox_cgroup_dirs
+from harness import HAS_CGROUPS, Sandbox, alive, sandbox_cgroup_dirs, wait_until
 
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec, MiB
@@ -188,10 +188,7 @@ def test_closing_a_kernels_socket_ends_it_even_with_others_running(sandbox):
     try:
         pid = first.pid
         sandbox.run(first.k.close())
-        deadline = time.monotonic() + 5
-        while psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie":
-            assert time.monotonic() < deadline, "pid 1 outlived its socket"
-            time.sleep(0.02)
+        wait_until(lambda: not alive(pid), "pid 1 to end with its socket", timeout=5)
         assert second.run("print('fine')").stdout == "fine\n"
     finally:
         first.destroy()

@@ -10,7 +10,7 @@ import socket
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs, wait_until
+from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs, wait_until, zombie
 
 from sandbox import cgroups, process
 from sandbox.spec import KernelSpec
@@ -104,7 +104,7 @@ def test_spares_that_die_are_replaced_and_their_cgroups_removed(box):
         wait_for(lambda: len(spares_of(box)) == 2)
         assert [d for d in victim_dirs if os.path.exists(d)] == []
         for pid in victims:
-            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != "zombie"
+            assert not zombie(pid)  # reaped
     finally:
         kernel.destroy()
 
