@@ -17,8 +17,9 @@ cgroups are mounted, so the layout is detected once at start and a matching
   the caller registers with `KernelCgroup.track`.
 
 Kernel cgroups are created only under this process's own cgroup in each hierarchy
-(delegation), as ``<own>/sandbox-<manager pid>/<kernel name>``, so that two servers
-on one host, or a server inside a container, never touch each other's cgroups.
+(delegation), as ``<own>/sandbox-<manager pid>-<its start>/<kernel name>``, so that
+two servers on one host, or a server inside a container, never touch each other's
+cgroups.
 
 Everything below takes its paths as parameters (`detect` accepts injected
 mountinfo and /proc/self/cgroup texts and a filesystem root) so the drivers can be
@@ -188,7 +189,7 @@ class CgroupManager(abc.ABC):
 
     @abc.abstractmethod
     def cleanup(self) -> None:
-        """Remove every kernel cgroup and the sandbox-<pid> parents."""
+        """Remove every kernel cgroup and this manager's sandbox-<pid>-<start> parents."""
 
     @abc.abstractmethod
     def describe(self) -> dict:
@@ -542,21 +543,42 @@ def _rmdir_tree(path: str, timeout: float = 1.0) -> None:
             time.sleep(0.01)
 
 
-_STALE_RE = re.compile(r"^sandbox-(\d+)(-supervisor)?$")
+def tree_name(pid: int) -> str:
+    """The name of the cgroup tree that a manager running as `pid` makes:
+    sandbox-<pid>-<start>, where <start> is when that process started (clock ticks
+    after boot). The start tells the process that made a tree from a later one given
+    the same pid, so pid reuse cannot make a dead manager's tree look alive."""
+    return f"sandbox-{pid}-{_start_ticks(pid)}"
 
 
-def _sweep_stale(own_dir: str, own_pid: int) -> None:
-    """Remove the empty sandbox-<pid> trees in `own_dir` whose pid is gone: what a
-    spawner killed by SIGKILL (or a crashed host) left. Cgroups that still hold
-    processes are left alone and logged."""
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
+# sandbox-<pid>-<start>, and sandbox-<pid> as versions before the start was kept named it.
+_STALE_RE = re.compile(r"^sandbox-(\d+)(-\d+)?(-supervisor)?$")
+
+
+def _sweep_stale(own_dir: str, own_tree: str) -> None:
+    """Remove the empty trees in `own_dir` whose manager is gone: what a spawner
+    killed by SIGKILL (or a crashed host) left. Cgroups that still hold processes
+    are left alone and logged."""
     try:
         entries = [e for e in os.scandir(own_dir) if e.is_dir(follow_symlinks=False)]
     except OSError:
         return
     for entry in entries:
         m = _STALE_RE.match(entry.name)
-        if not m or int(m.group(1)) == own_pid or _alive(int(m.group(1))):
+        if not m or _manager_alive(entry.name.removesuffix("-supervisor"), own_tree):
             continue
+        if m.group(3) and _read_pids(os.path.join(entry.path, "cgroup.procs")):
+            continue  # a dead manager's supervisor leaf still holds what it moved there
         try:
             _rmdir_tree(entry.path, timeout=0.1)
             log.info("removed the stale cgroup tree %s", entry.path)
@@ -564,14 +586,13 @@ def _sweep_stale(own_dir: str, own_pid: int) -> None:
             log.warning("stale cgroup tree %s is still in use: %s", entry.path, e)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def _manager_alive(tree: str, own_tree: str) -> bool:
+    if tree == own_tree:
         return True
-    return True
+    pid = int(tree.split("-")[1])
+    if tree.count("-") == 1:  # no start kept: all we can tell is whether the pid is used
+        return _start_ticks(pid) is not None
+    return tree == tree_name(pid)
 
 
 class V2Cgroup(_FsCgroup):
@@ -818,20 +839,20 @@ class _FsManager(CgroupManager):
     _cgroup_class: type[_FsCgroup]
 
     def __init__(
-        self, own_dirs: Mapping[str, str], pid: int | None = None, problems: Iterable[str] = ()
+        self, own_dirs: Mapping[str, str], tree: str | None = None, problems: Iterable[str] = ()
     ) -> None:
-        self._pid = os.getpid() if pid is None else pid
+        self._tree = tree_name(os.getpid()) if tree is None else tree
         self._own = dict(own_dirs)
-        self._base = {r: os.path.join(d, f"sandbox-{self._pid}") for r, d in self._own.items()}
+        self._base = {r: os.path.join(d, self._tree) for r, d in self._own.items()}
         self._kernels: dict[str, _FsCgroup] = {}
         self._prepared = False
         self.problems = list(problems)
 
     def _prepare(self) -> None:
-        """Create the sandbox-<pid> parents (once), after sweeping away those of
+        """Create the sandbox-<pid>-<start> parents (once), after sweeping away those of
         managers that died without cleaning up."""
         for d in _unique(self._own.values()):
-            _sweep_stale(d, self._pid)
+            _sweep_stale(d, self._tree)
         for d in _unique(self._base.values()):
             os.makedirs(d, exist_ok=True)
         self._prepared = True
@@ -879,7 +900,7 @@ class _FsManager(CgroupManager):
                 cg.remove()
             except CgroupError as e:
                 errors.append(str(e))
-        # Children left by an earlier manager with our pid, or created behind our back.
+        # Children left by an earlier manager with our tree's name, or made behind our back.
         names: set[str] = set()
         for b in _unique(self._base.values()):
             with contextlib.suppress(OSError):
@@ -943,12 +964,12 @@ class V2Manager(_FsManager):
     def __init__(
         self,
         own_dir: str,
-        pid: int | None = None,
+        tree: str | None = None,
         problems: Iterable[str] = (),
         available: Iterable[str] | None = None,
         is_root: bool | None = None,
     ) -> None:
-        super().__init__({"unified": own_dir}, pid, problems)
+        super().__init__({"unified": own_dir}, tree, problems)
         if available is None:
             available = _read(os.path.join(own_dir, "cgroup.controllers")).split()
         self._controllers = [c for c in _V2_CONTROLLERS if c in set(available)]
@@ -960,7 +981,7 @@ class V2Manager(_FsManager):
         if is_root is None:
             is_root = not os.path.exists(os.path.join(own_dir, "cgroup.type"))
         self._is_root = is_root
-        self._supervisor = os.path.join(own_dir, f"sandbox-{self._pid}-supervisor")
+        self._supervisor = os.path.join(own_dir, f"{self._tree}-supervisor")
         self._moved = False
 
     def _new_cgroup(self, name: str) -> _FsCgroup:
@@ -969,6 +990,7 @@ class V2Manager(_FsManager):
 
     def _prepare(self) -> None:
         own, base = self._own["unified"], self._base["unified"]
+        _sweep_stale(own, self._tree)
         wanted = " ".join("+" + c for c in self._controllers)
         enabled = set(_read(os.path.join(own, "cgroup.subtree_control")).split())
         if wanted and not set(self._controllers) <= enabled:
@@ -1114,24 +1136,31 @@ def _v1_roles(host: HostCgroups, roles: Iterable[str]) -> tuple[dict[str, str], 
     return dirs, problems
 
 
-def _plan_v2(host: HostCgroups, pid: int | None) -> CgroupManager:
+def _plan_v2(host: HostCgroups, tree: str | None) -> CgroupManager:
     h = host.v2
     if h is None:
         raise _Unfit("cgroup2: not mounted")
     if h.own_dir is None or not os.path.isdir(h.own_dir):
         raise _Unfit(f"cgroup2: our cgroup {h.cgroup_path} is not visible under {h.mountpoint}")
+    own = h.own_dir
+    m = _STALE_RE.match(os.path.basename(own))
+    if m and m.group(3):
+        # An earlier manager moved our processes into its supervisor leaf. The cgroup
+        # delegated to us is that leaf's parent: our tree goes beside the earlier
+        # one there, and the sweep finds that one if its manager has died.
+        own = os.path.dirname(own)
     try:
-        available = _read(os.path.join(h.own_dir, "cgroup.controllers")).split()
+        available = _read(os.path.join(own, "cgroup.controllers")).split()
     except OSError as e:
         raise _Unfit(f"cgroup2: {e}") from e
     if "memory" not in available:
-        raise _Unfit(f"cgroup2: no memory controller at {h.own_dir} (offered: {available})")
-    if not os.access(h.own_dir, os.W_OK):
-        raise _Unfit(f"cgroup2: {h.own_dir} is not writable")
-    return V2Manager(h.own_dir, pid, available=available)
+        raise _Unfit(f"cgroup2: no memory controller at {own} (offered: {available})")
+    if not os.access(own, os.W_OK):
+        raise _Unfit(f"cgroup2: {own} is not writable")
+    return V2Manager(own, tree, available=available)
 
 
-def _plan_hybrid(host: HostCgroups, pid: int | None) -> CgroupManager:
+def _plan_hybrid(host: HostCgroups, tree: str | None) -> CgroupManager:
     h = host.v2
     if h is None:
         raise _Unfit("hybrid: no cgroup2 tree mounted")
@@ -1139,12 +1168,12 @@ def _plan_hybrid(host: HostCgroups, pid: int | None) -> CgroupManager:
         raise _Unfit(f"hybrid: cgroup2 {h.own_dir or h.mountpoint} is not a writable directory")
     dirs, problems = _v1_roles(host, ("pids", "cpu"))
     dirs["unified"] = h.own_dir
-    return HybridManager(dirs, pid, problems)
+    return HybridManager(dirs, tree, problems)
 
 
-def _plan_v1(host: HostCgroups, pid: int | None) -> CgroupManager:
+def _plan_v1(host: HostCgroups, tree: str | None) -> CgroupManager:
     dirs, problems = _v1_roles(host, ("pids", "cpu", "cpuacct", "freezer"))
-    return V1Manager(dirs, pid, problems)
+    return V1Manager(dirs, tree, problems)
 
 
 _PLANS = {Layout.V2: _plan_v2, Layout.HYBRID: _plan_hybrid, Layout.V1: _plan_v1}
@@ -1156,7 +1185,7 @@ def detect(
     mountinfo: str | None = None,
     proc_cgroup: str | None = None,
     fs_root: str = "/",
-    pid: int | None = None,
+    tree: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> CgroupManager:
     """Build the manager for this host's cgroup layout.
@@ -1164,8 +1193,8 @@ def detect(
     `force` (or else $SANDBOX_CGROUP_LAYOUT) picks a layout and raises CgroupError if
     the host cannot do it. Otherwise the first of v2, hybrid, v1 that the host supports
     with writable directories wins, and none (with the reasons in its problems) if no
-    layout does. The keyword arguments inject the inputs for tests; `pid` names the
-    sandbox-<pid> parents (default: this process)."""
+    layout does. The keyword arguments inject the inputs for tests; `tree` names the
+    parents of the kernel cgroups (default: `tree_name` of this process)."""
     env = os.environ if environ is None else environ
     if force is None and env.get(ENV_LAYOUT):
         force = env[ENV_LAYOUT]
@@ -1186,7 +1215,7 @@ def detect(
         return NoneManager([f"cannot read the cgroup mounts: {e}"])
     if force is not None:
         try:
-            manager = _PLANS[force](host, pid)
+            manager = _PLANS[force](host, tree)
         except _Unfit as e:
             raise CgroupError(f"cgroup layout {force.value} is not possible here: {e}") from e
         manager.problems[:0] = host.problems
@@ -1194,7 +1223,7 @@ def detect(
     problems = list(host.problems)
     for layout in (Layout.V2, Layout.HYBRID, Layout.V1):
         try:
-            manager = _PLANS[layout](host, pid)
+            manager = _PLANS[layout](host, tree)
         except _Unfit as e:
             problems.append(f"{layout.value}: {e}")
             continue

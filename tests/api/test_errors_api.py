@@ -18,6 +18,7 @@ from conftest import KernelRemains, spawner_pid, start_server, stop_server
 from harness import HAS_CGROUPS, alive, wait_until
 from test_kernels_api import problem
 
+from sandbox import cgroups
 from server.routes.streams import UNSUPPORTED
 
 
@@ -82,6 +83,7 @@ def _cgroup_trees(name: str) -> list[str]:
     return found
 
 
+@pytest.mark.cgroups
 def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     """No kernel can start without the spawner: a create says so with a 503 that
     tells the admin what to do, the orphaned kernels end and say why, the rest of
@@ -91,6 +93,7 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     kid = client.create().json()["kernelId"]
     remains = KernelRemains(faulty_server, kid)
     dead = spawner_pid(faulty_server.pid)
+    tree = cgroups.tree_name(dead)  # sandbox-<pid>-<start>: pid reuse cannot fake it
     os.kill(dead, signal.SIGKILL)
     # Its exit takes a moment (a warm create does not): once it has exited, the
     # server learns of it at once (a pidfd), and a create at most races that news.
@@ -108,14 +111,14 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     remains.assert_processes_gone()
     assert client.request("GET", "/v2/authorize").status_code == 200
     assert client.request("GET", "/v2").status_code == 200
-    assert bool(_cgroup_trees(f"sandbox-{dead}")) == HAS_CGROUPS  # left behind
+    assert bool(_cgroup_trees(tree)) == HAS_CGROUPS  # left behind
     assert glob.glob(f"{tempfile.gettempdir()}/sandbox-spawner-{dead}-*")  # its scratch too
 
     proc, server = start_server(str(tmp_path / "data2"))
     try:
         client = server.client()
         assert client.create().status_code == 201  # its spawner sets up its cgroups
-        assert _cgroup_trees(f"sandbox-{dead}") == []
+        assert _cgroup_trees(tree) == []
         assert glob.glob(f"{tempfile.gettempdir()}/sandbox-spawner-{dead}-*") == []
     finally:
         stop_server(proc)

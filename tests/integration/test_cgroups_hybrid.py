@@ -29,8 +29,9 @@ pytestmark = [
 
 
 def _our_dirs() -> list[str]:
-    """Every sandbox-<our pid> directory anywhere under /sys/fs/cgroup."""
-    mine = {f"sandbox-{os.getpid()}", f"sandbox-{os.getpid()}-supervisor"}
+    """Every directory of our cgroup tree anywhere under /sys/fs/cgroup."""
+    tree = cgroups.tree_name(os.getpid())
+    mine = {tree, f"{tree}-supervisor"}
     found = []
     for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
         found += [os.path.join(dirpath, d) for d in dirnames if d in mine]
@@ -159,7 +160,7 @@ def test_join_enters_every_hierarchy(manager, children) -> None:
             # join() writes one hierarchy after another: wait for all, not the first
             with open(f"/proc/{pid}/cgroup") as f:
                 lines = f.read().splitlines()
-            suffix = f"/sandbox-{os.getpid()}/join"
+            suffix = f"/{cgroups.tree_name(os.getpid())}/join"
             return {line.split(":")[1] for line in lines if line.endswith(suffix)}
 
         assert _wait_for(lambda: joined() >= wanted), joined()

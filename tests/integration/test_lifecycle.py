@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.cgroups
 # Read at collection, before any test has started a spawner.
 with open("/proc/self/cgroup") as _f:
     OWN_CGROUPS_AT_START = {line.strip().split(":", 2)[2] for line in _f}
+SUPERVISOR_LEAF = re.compile(r"^sandbox-\d+(-\d+)?-supervisor$")
 
 
 def pid_namespace(pid: int) -> str:
@@ -224,14 +226,18 @@ def test_cpu_quota_throttles(sandbox):
 def test_kernel_cgroups_nest_under_our_own(sandbox):
     """Created under the cgroup this process (and so the spawner) started in, never
     elsewhere in the tree: a delegated subtree is all a server may touch. (On v2 a
-    spawner moves the processes of its cgroup into a leaf below it, the "no
-    internal processes" rule, so where we are now is no guide.)"""
+    spawner moves the processes of its cgroup into a supervisor leaf below it, the
+    "no internal processes" rule, so where we are now is no guide. If we started in
+    such a leaf, made by an earlier manager, the delegated cgroup is its parent.)"""
     kernel = sandbox.kernel(name="nested")
     try:
         remains = Remains(sandbox, kernel)
         if not HAS_CGROUPS:
             assert remains.cgroup_dirs == []  # none: no cgroup anywhere, nothing to nest
-        own = OWN_CGROUPS_AT_START
+        own = {
+            os.path.dirname(path) if SUPERVISOR_LEAF.match(os.path.basename(path)) else path
+            for path in OWN_CGROUPS_AT_START
+        }
         with open("/proc/self/mountinfo") as f:
             mounts = [line.split()[4] for line in f if " - cgroup" in line]
         for directory in remains.cgroup_dirs:

@@ -237,7 +237,11 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 def detect_fake(tmp_path: Path, mountinfo: str, proc_cgroup: str, **kw):
     return cgroups.detect(
-        mountinfo=mountinfo, proc_cgroup=proc_cgroup, fs_root=str(tmp_path), pid=4242, **kw
+        mountinfo=mountinfo,
+        proc_cgroup=proc_cgroup,
+        fs_root=str(tmp_path),
+        tree="sandbox-4242",
+        **kw,
     )
 
 
@@ -377,6 +381,80 @@ def test_stale_cgroup_is_replaced_and_remove_is_idempotent(tmp_path) -> None:
     cg.remove()
     assert not any(os.path.exists(p) for p in cg.paths())
     cg.remove()
+
+
+@pytest.mark.parametrize("layout", ["v2", "hybrid"])
+def test_the_sweep_tells_a_dead_managers_tree_from_a_live_one_by_pid_and_start(
+    tmp_path, layout
+) -> None:
+    """A spawner killed by SIGKILL leaves its tree. The next manager removes it, even
+    when its pid now belongs to another process (pid reuse): the start in the name
+    differs. Trees of live managers stay, and so does a dead manager's supervisor
+    leaf while it holds processes."""
+    if layout == "v2":
+        own, mounts = v2_fs(tmp_path), (PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
+    else:
+        make_fs(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
+        own, mounts = tmp_path / "sys/fs/cgroup/unified", (HYBRID_MOUNTINFO, HYBRID_CGROUP)
+    dead = _unused_pid()
+    live = cgroups.tree_name(1)  # another manager, alive: pid 1 and its real start
+    trees = {
+        "live": own / live,
+        "live supervisor": own / f"{live}-supervisor",
+        "reused pid": own / f"sandbox-1-{cgroups._start_ticks(1) + 1}/k0",
+        "reused pid supervisor": own / f"sandbox-1-{cgroups._start_ticks(1) + 1}-supervisor",
+        "dead": own / f"sandbox-{dead}-77/k3",
+        "old name, live pid": own / "sandbox-1",
+        "old name, dead pid": own / f"sandbox-{dead}/k1",
+        "dead supervisor, in use": own / f"sandbox-{dead}-78-supervisor",
+        "not ours": own / "user.slice",
+    }
+    for d in trees.values():
+        d.mkdir(parents=True)
+    (trees["dead supervisor, in use"] / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    manager = detect_fake(tmp_path, *mounts, environ={})
+    assert manager.layout.value == layout
+    manager.create("k0", CgroupLimits())
+    assert {what for what, d in trees.items() if d.exists()} == {
+        "live",
+        "live supervisor",
+        "old name, live pid",
+        "dead supervisor, in use",
+        "not ours",
+    }
+    assert (own / "sandbox-4242/k0").is_dir()
+
+
+def test_v2_in_an_earlier_managers_supervisor_leaf_works_in_its_parent(tmp_path) -> None:
+    """Our processes may sit in the supervisor leaf of a manager that has died (a
+    server restarted by hand in the same shell). Our tree goes in the leaf's parent,
+    the cgroup delegated to us, where the dead manager's tree is swept."""
+    own = v2_fs(tmp_path, subtree="cpu memory pids", procs="")
+    dead = _unused_pid()
+    in_leaf = f"0::/system.slice/sandbox.service/sandbox-{dead}-5-supervisor\n"
+    make_fs(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
+    (own / f"sandbox-{dead}-5-supervisor/cgroup.procs").write_text(f"{os.getpid()}\n")
+    (own / f"sandbox-{dead}-5/k0").mkdir(parents=True)
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf, environ={})
+    m.create("k1", CgroupLimits())
+    assert m.describe()["paths"]["unified"] == str(own / "sandbox-4242")
+    assert (own / "sandbox-4242/k1").is_dir()
+    assert not (own / f"sandbox-{dead}-5").exists()
+    assert (own / f"sandbox-{dead}-5-supervisor").is_dir()  # it holds us
+
+
+def test_tree_name_is_pid_and_start() -> None:
+    with open("/proc/self/stat") as f:
+        start = f.read().rsplit(")", 1)[1].split()[19]
+    assert cgroups.tree_name(os.getpid()) == f"sandbox-{os.getpid()}-{start}"
+
+
+def _unused_pid() -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) - 1
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
 
 
 @pytest.mark.parametrize("name", ["", "a" * 65, "../x", "a/b", "a.b", "a b", None])
