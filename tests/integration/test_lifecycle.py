@@ -259,15 +259,8 @@ def test_closing_the_spawner_after_a_kernel_ended_on_its_own(capfd):
     try:
         kernel = box.kernel(name="ended")
         box.run(kernel.k.close())  # pid 1 exits when its host socket closes
-        deadline = time.monotonic() + 10
-        while True:  # until it has exited (a zombie, or reaped by the spawner already)
-            try:
-                if psutil.Process(kernel.pid).status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        # until it has exited (a zombie, or reaped by the spawner already)
+        wait_until(lambda: not alive(kernel.pid), "pid 1 to end with its socket", timeout=10)
     finally:
         box.close()
     assert "will not die" not in capfd.readouterr().err
