@@ -238,7 +238,7 @@ def start_server(
         output.append(line)
         if m := re.match(r"^(SORNA_\w+)=(.*)$", line.strip()):
             settings[m.group(1)] = m.group(2)
-        if "Uvicorn running" in line or "Application startup complete" in line:
+        if "Uvicorn running" in line:  # listening ("startup complete" comes before the bind)
             break
     else:
         proc.kill()
