@@ -20,6 +20,12 @@ from .app import create_app
 from .config import ServerConfig
 from .store import KeyStore
 
+# How long an idle client connection stays open. uvicorn's default, 5 s, closes
+# connections that clients such as requests keep for reuse without a timer of
+# their own; a request sent as the close arrives then fails with no response
+# (seen in CI). 75 s is what the Backend.AI manager had (aiohttp's default).
+KEEP_ALIVE_SECONDS = 75
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandbox-server", description="Backend.AI v2 API server")
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         host=config.host,
         port=config.port,
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         log_level="info",
         access_log=config.access_log,
         proxy_headers=False,  # nothing is trusted to forward: X-Forwarded-* is ignored

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import sys
 
 import pytest
@@ -33,6 +35,29 @@ def test_version_needs_no_signature(api_server):
     assert r.status_code == 200 and r.json() == {"version": "v2.20170315"}
     assert r.headers["server"].startswith("BackendAI-API/")
     assert "x-ratelimit-limit" in r.headers
+
+
+def test_an_idle_connection_is_kept_for_reuse(api_server):
+    """Clients keep connections for reuse, and requests has no idle timer of its
+    own: one idle for longer than uvicorn's 5 s default must still be open, or a
+    request sent as the server closes it gets no response."""
+    host, port = api_server.endpoint.removeprefix("http://").split(":")
+    request = f"GET /v2 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+
+        def get_version() -> None:
+            conn.sendall(request)
+            answer = b""
+            while not answer.endswith(b'"v2.20170315"}'):
+                chunk = conn.recv(65536)
+                assert chunk, answer  # closed before the whole answer came
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+
+        get_version()
+        readable, _, _ = select.select([conn], [], [], 6)
+        assert readable == [], conn.recv(1)  # b"": the server closed it
+        get_version()
 
 
 @pytest.mark.parametrize("dialect", ["sorna", "backendai"])
