@@ -51,41 +51,53 @@ class KernelInit:
 
 def prepare(cache_dir: str | None = None) -> KernelInit:
     """Build (or find) kernel-init, open it, and put the helper's zip in a memfd."""
-    binary = build(cache_dir or _default_cache_dir())
+    binary, binary_fd = build(cache_dir or _default_cache_dir())
     return KernelInit(
         binary=binary,
-        binary_fd=os.open(binary, os.O_RDONLY | os.O_CLOEXEC),
+        binary_fd=binary_fd,
         helper_fd=_sealed_memfd("file-helper.zip", _helper_zip()),
         python=os.path.join(sys.base_prefix, "bin", "python3"),
     )
 
 
-def build(cache_dir: str) -> str:
-    """The path of kernel-init compiled from the current source, compiling it if
-    it is not in cache_dir yet. The file is written whole, then renamed, so that
-    spawners starting at once never see half of one."""
+def build(cache_dir: str) -> tuple[str, int]:
+    """kernel-init compiled from the current source, as its path and an fd open on
+    it (close-on-exec), compiled first if cache_dir does not hold it yet.
+
+    The file is written whole, then renamed, so that spawners starting at once never
+    see half of one. A compile then removes the binaries of other source versions:
+    every spawner opens its binary once, at start, so one running an older version
+    keeps its own, and one about to open it compiles it again."""
     source = SOURCE.read_bytes()
     key = hashlib.sha256(" ".join(COMPILE).encode() + b"\0" + source).hexdigest()[:16]
     binary = os.path.join(cache_dir, f"kernel-init-{key}")
-    if os.path.exists(binary):
-        return binary
+    try:
+        return binary, os.open(binary, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
     os.makedirs(cache_dir, mode=0o755, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=".kernel-init-", dir=cache_dir)
     os.close(fd)
     try:
-        result = subprocess.run(
-            [*COMPILE, "-o", partial, str(SOURCE)], capture_output=True, text=True
-        )
+        try:
+            result = subprocess.run(
+                [*COMPILE, "-o", partial, str(SOURCE)], capture_output=True, text=True
+            )
+        except FileNotFoundError as e:
+            raise BuildError(f"cannot compile {SOURCE}: no C compiler ({e.filename})") from None
         if result.returncode != 0:
             raise BuildError(f"cannot compile {SOURCE}: {result.stderr.strip()}")
         os.chmod(partial, 0o755)
+        # opened before the rename: another version's compile may remove it after
+        binary_fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
         os.replace(partial, binary)
-    except FileNotFoundError as e:
-        raise BuildError(f"cannot compile {SOURCE}: no C compiler ({e.filename})") from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return binary
+    for old in Path(cache_dir).glob("kernel-init-*"):
+        if old.name != os.path.basename(binary):
+            old.unlink(missing_ok=True)
+    return binary, binary_fd
 
 
 def _default_cache_dir() -> str:
