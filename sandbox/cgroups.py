@@ -1144,7 +1144,7 @@ def _plan_v2(host: HostCgroups, tree: str | None) -> CgroupManager:
         raise _Unfit(f"cgroup2: our cgroup {h.cgroup_path} is not visible under {h.mountpoint}")
     own = h.own_dir
     m = _STALE_RE.match(os.path.basename(own))
-    if m and m.group(3):
+    if m and m.group(3) and os.access(os.path.dirname(own), os.W_OK):
         # An earlier manager moved our processes into its supervisor leaf. The cgroup
         # delegated to us is that leaf's parent: our tree goes beside the earlier
         # one there, and the sweep finds that one if its manager has died.

@@ -443,6 +443,26 @@ def test_v2_in_an_earlier_managers_supervisor_leaf_works_in_its_parent(tmp_path)
     assert (own / f"sandbox-{dead}-5-supervisor").is_dir()  # it holds us
 
 
+def test_v2_in_a_supervisor_leaf_whose_parent_is_not_ours_stays_in_the_leaf(
+    tmp_path, monkeypatch
+) -> None:
+    """If the leaf's parent is not writable, the leaf is all we were given."""
+    service = v2_fs(tmp_path, subtree="cpu memory pids", procs="")
+    in_leaf = "0::/system.slice/sandbox.service/sandbox-7-5-supervisor\n"
+    make_fs(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
+    leaf = service / "sandbox-7-5-supervisor"
+    (leaf / "cgroup.controllers").write_text("cpu memory pids\n")
+    (leaf / "cgroup.subtree_control").write_text("\n")
+    (leaf / "cgroup.type").write_text("domain\n")
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: str(p) != str(service) and real_access(p, mode)
+    )
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf, environ={})
+    m.create("k1", CgroupLimits())
+    assert (leaf / "sandbox-4242/k1").is_dir()
+
+
 def test_tree_name_is_pid_and_start() -> None:
     with open("/proc/self/stat") as f:
         start = f.read().rsplit(")", 1)[1].split()[19]
