@@ -561,8 +561,9 @@ def _start_ticks(pid: int) -> int | None:
     return int(stat.rsplit(b")", 1)[1].split()[19])
 
 
-# sandbox-<pid>-<start>, and sandbox-<pid> as versions before the start was kept named it.
-_STALE_RE = re.compile(r"^sandbox-(\d+)(-\d+)?(-supervisor)?$")
+# A manager's tree, sandbox-<pid>-<start> (sandbox-<pid> before the start was kept),
+# and the leaf a v2 manager moves its cgroup's processes into: <tree>-supervisor.
+_TREE_RE = re.compile(r"^(sandbox-(\d+)(?:-(\d+))?)(-supervisor)?$")
 
 
 def _sweep_stale(own_dir: str, own_tree: str) -> None:
@@ -574,10 +575,10 @@ def _sweep_stale(own_dir: str, own_tree: str) -> None:
     except OSError:
         return
     for entry in entries:
-        m = _STALE_RE.match(entry.name)
-        if not m or _manager_alive(entry.name.removesuffix("-supervisor"), own_tree):
+        m = _TREE_RE.match(entry.name)
+        if not m or m.group(1) == own_tree or _manager_alive(m):
             continue
-        if m.group(3) and _read_pids(os.path.join(entry.path, "cgroup.procs")):
+        if m.group(4) and _read_pids(os.path.join(entry.path, "cgroup.procs")):
             continue  # a dead manager's supervisor leaf still holds what it moved there
         try:
             _rmdir_tree(entry.path, timeout=0.1)
@@ -586,13 +587,12 @@ def _sweep_stale(own_dir: str, own_tree: str) -> None:
             log.warning("stale cgroup tree %s is still in use: %s", entry.path, e)
 
 
-def _manager_alive(tree: str, own_tree: str) -> bool:
-    if tree == own_tree:
-        return True
-    pid = int(tree.split("-")[1])
-    if tree.count("-") == 1:  # no start kept: all we can tell is whether the pid is used
-        return _start_ticks(pid) is not None
-    return tree == tree_name(pid)
+def _manager_alive(tree: re.Match[str]) -> bool:
+    """Whether the process that made the tree `_TREE_RE` matched still runs."""
+    started = _start_ticks(int(tree.group(2)))
+    if tree.group(3) is None:  # no start kept: all we can tell is whether the pid is used
+        return started is not None
+    return started == int(tree.group(3))
 
 
 class V2Cgroup(_FsCgroup):
@@ -1143,8 +1143,8 @@ def _plan_v2(host: HostCgroups, tree: str | None) -> CgroupManager:
     if h.own_dir is None or not os.path.isdir(h.own_dir):
         raise _Unfit(f"cgroup2: our cgroup {h.cgroup_path} is not visible under {h.mountpoint}")
     own = h.own_dir
-    m = _STALE_RE.match(os.path.basename(own))
-    if m and m.group(3) and os.access(os.path.dirname(own), os.W_OK):
+    m = _TREE_RE.match(os.path.basename(own))
+    if m and m.group(4) and os.access(os.path.dirname(own), os.W_OK):
         # An earlier manager moved our processes into its supervisor leaf. The cgroup
         # delegated to us is that leaf's parent: our tree goes beside the earlier
         # one there, and the sweep finds that one if its manager has died.
