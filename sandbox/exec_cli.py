@@ -137,7 +137,9 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     try:
         mounts.mount_work(f"{scratch}/work", spec.work_bytes)
         env = process.Environment.prepare(
-            scratch, layout_has_cgroup=manager.layout is not cgroups.Layout.NONE
+            scratch,
+            layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
+            server_mode=False,
         )
         try:
             started = process.start_kernel(

@@ -116,13 +116,14 @@ class Environment:
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
     layout_has_cgroup: bool
     host_modules: HostModules
-    kernel_init: kernel_init.KernelInit  # pid 1's program in server mode
+    kernel_init: kernel_init.KernelInit | None  # pid 1's program; None: exec mode only
     argv_area: tuple[int, int]  # sc.argv_area(), the same in every fork
 
     @classmethod
-    def prepare(cls, scratch: str, layout_has_cgroup: bool) -> Environment:
+    def prepare(cls, scratch: str, layout_has_cgroup: bool, server_mode: bool) -> Environment:
         """Read the skeleton and build the filter once; kernels mount their roots
-        at `scratch`/root, privately, each in its own mount namespace."""
+        at `scratch`/root, privately, each in its own mount namespace. Only a caller
+        that starts server-mode kernels (the runner) builds kernel-init."""
         os.makedirs(f"{scratch}/root", exist_ok=True)
         return cls(
             skeleton=mounts.load_skeleton(mounts.ROOTFS),
@@ -130,7 +131,7 @@ class Environment:
             mountpoint=f"{scratch}/root",
             layout_has_cgroup=layout_has_cgroup,
             host_modules=HostModules.find(),
-            kernel_init=kernel_init.prepare(),
+            kernel_init=kernel_init.prepare() if server_mode else None,
             argv_area=sc.argv_area(),
         )
 
@@ -432,9 +433,9 @@ def _new_b(
     try:
         os.setsid()
         init = env.kernel_init
-        keep = (init.binary_fd, init.helper_fd)
-        binary_fd, helper_fd = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
-        program = runner_init.InitProgram(binary_fd, helper_fd, init.python)
+        keep = (init.binary_fd, init.helper_fd) if init is not None else ()
+        kept = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
+        program = runner_init.InitProgram(*kept, init.python) if init is not None else None
         sc.unshare(NAMESPACES)
     except BaseException as e:
         _report_failure("start", e)
@@ -481,13 +482,13 @@ def _child_b(
     payload: Payload,
     rlimits: privileges.Rlimits,
     host_fd: int,
-    program: runner_init.InitProgram,
+    program: runner_init.InitProgram | None,
     runner: runner_init.Runner | None,
 ) -> None:
     """Runs in B, pid 1 of the new namespaces. With a `runner`, B is a spare's: in
     its cgroup and cgroup namespace, with lo, the hostname, most of its root and
     its runner (C) set up already. `program`: env.kernel_init's, as B holds it
-    (server mode execs it). Never returns."""
+    (server mode execs it; None in exec mode). Never returns."""
     step = "setup"
     try:
         step = "root filesystem"

@@ -73,7 +73,9 @@ class Spawner:
         self.kernels: dict[str, _Kernel] = {}
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
         self.env = process.Environment.prepare(
-            scratch, layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE
+            scratch,
+            layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
+            server_mode=True,
         )
         # Kept ready when there are cgroups to move into (process.Spare); a cgroup is
         # made for a spare before anyone knows which kernel it will be, so cgroups

@@ -106,6 +106,18 @@ def test_missing_command_is_127():
     assert "/no/such/program" in r.stderr
 
 
+def test_needs_no_c_compiler(tmp_path):
+    """Exec mode runs the command itself as pid 1: kernel-init, which only server
+    mode execs, is neither built nor looked for (a host without cc runs it)."""
+    cache = tmp_path / "cache"
+    env = {"PATH": str(tmp_path), "XDG_CACHE_HOME": str(cache)}  # no cc on this PATH
+    r = subprocess.run(
+        [*SANDBOX_EXEC, "--", "/bin/echo", "hi"], capture_output=True, text=True, env=env
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hi\n", "")
+    assert not cache.exists()
+
+
 def _exec_leftovers() -> set[str]:
     found = {f"/tmp/{d}" for d in os.listdir("/tmp") if d.startswith("sandbox-exec-")}
     for root, dirs, _files in os.walk("/sys/fs/cgroup"):

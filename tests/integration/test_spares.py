@@ -151,7 +151,7 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
     if not HAS_CGROUPS:
         pytest.skip("no spares without cgroups")
     manager = cgroups.detect()
-    env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True)
+    env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
     cgroup = manager.create("spare-lost", cgroups.CgroupLimits())
     try:
         spare = process.Spare.fork(env, cgroup)
