@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .runner import protocol
+
 RUNNER_DIR = Path(__file__).parent / "runner"
 SOURCE = RUNNER_DIR / "kernel_init.c"
 COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
@@ -107,9 +109,7 @@ def _default_cache_dir() -> str:
 
 def _sealed_memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    protocol.write_all(fd, data)
     seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     return fd
