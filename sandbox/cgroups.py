@@ -171,6 +171,12 @@ class KernelCgroup(abc.ABC):
         """Change the limits of a live cgroup (a warm kernel given to a user who asked
         for other limits). CgroupError when it cannot be done."""
 
+    def open_dirs(self) -> tuple[int, ...]:
+        """Its directories, opened O_PATH (the caller closes them): how a process
+        that must not know the paths joins it (process.fork_spare). None under
+        the none layout."""
+        return ()
+
     def track(self, pids_fn: Callable[[], list[int]]) -> None:  # noqa: B027 (optional hook)
         """Register the kernel's pids for accounting. Only the none layout needs it
         (it has no cgroup to ask); the others ignore it."""
@@ -456,6 +462,17 @@ class _FsCgroup(KernelCgroup):
                     os.close(fd)
             except OSError as e:
                 raise CgroupError(f"attach {pid} to {path}: {e}") from e
+
+    def open_dirs(self) -> tuple[int, ...]:
+        opened: list[int] = []
+        try:
+            for path in self._paths:
+                opened.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as e:
+            for fd in opened:
+                os.close(fd)
+            raise CgroupError(f"open {path}: {e}") from e
+        return tuple(opened)
 
     def procs(self) -> list[int]:
         pids: set[int] = set()

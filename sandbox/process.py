@@ -32,6 +32,7 @@ silently dead. Killing B kills every process of the kernel (pid namespace)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -39,6 +40,7 @@ import pickle
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -241,16 +243,17 @@ def start_kernel(
     raise KernelStartError(message, undead) if took else SpareLost(message, undead)
 
 
-def _fork_pid1() -> int:
+def _fork_pid1(sibling: bool = False) -> int:
     """A fork (runner_init.lean_fork), the child as pid 1 of a new pid namespace.
     The caller's later children are in its own namespace again. The caller must
-    be single-threaded."""
+    be single-threaded. `sibling`: the child is the caller's parent's child
+    (sc.fork_sibling), and the caller gets -1, not its pid."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.unshare(sc.CLONE_NEWPID)  # for the children made from now on
         pid = -1
         try:
-            pid = runner_init.lean_fork()
+            pid = (0 if sc.fork_sibling() else -1) if sibling else runner_init.lean_fork()
         finally:
             if pid != 0:
                 sc.setns(own, sc.CLONE_NEWPID)  # back to ours; raises if it cannot
@@ -259,15 +262,45 @@ def _fork_pid1() -> int:
         os.close(own)
 
 
-class Spare:
-    """A kernel's B, forked by the caller ahead of demand, that moves itself into a
-    fresh cgroup, forks its runner and builds its root's common part, then waits to
-    become some kernel (`start_kernel(spare=...)`).
+def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...], sibling: bool) -> tuple[int, int]:
+    """Fork a spare (see Spare) that joins the cgroup whose directories (one per
+    hierarchy) are open as `cgroup_dirs`; the caller keeps and closes those.
+    Returns the spare's request socket and status pipe, for Spare.adopt. The
+    socket passes credentials: the spare's first message tells its pid.
+    `sibling`: the spare is the caller's parent's child (the zygote's way)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    pid = -1
+    try:
+        pid = _fork_pid1(sibling)
+    except BaseException:
+        ours.close()
+        os.close(status_r)
+        raise
+    finally:
+        if pid != 0:
+            theirs.close()
+            os.close(status_w)
+    if pid == 0:
+        try:
+            _spare_main(env, cgroup_dirs, theirs.detach(), status_w)
+        finally:  # as in start_kernel: never back into the caller's code
+            os._exit(1)
+    return ours.detach(), status_r
 
-    The move and the forks cost the spare, not the caller: the caller goes on
-    serving meanwhile. It holds only its request socket and the status pipe; it
-    exits when the caller closes the socket (`discard`) or dies. Its cgroup has no
-    limits until the caller gives it a kernel's.
+
+class Spare:
+    """A kernel's B, forked ahead of demand, that moves itself into a fresh cgroup,
+    forks its runner and builds its root's common part, then waits to become some
+    kernel (`start_kernel(spare=...)`).
+
+    The move and the forks cost the spare, not its parent: the parent goes on
+    serving meanwhile. The spawner has the zygote fork them (sandbox.zygote), so
+    that no kernel is a copy of the spawner. A spare holds only its request
+    socket and the status pipe; it exits when its parent closes the socket
+    (`discard`) or dies. Its cgroup has no limits until the parent gives it a
+    kernel's.
     """
 
     def __init__(self, pid: int, cgroup: KernelCgroup, conn: socket.socket, status_r: int):
@@ -278,17 +311,41 @@ class Spare:
 
     @classmethod
     def fork(cls, env: Environment, cgroup: KernelCgroup) -> Spare:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        pid = _fork_pid1()
-        if pid == 0:
-            try:
-                _spare_main(env, cgroup, theirs.detach(), status_w)
-            finally:  # as in start_kernel: never back into the caller's code
-                os._exit(1)
-        theirs.close()
-        os.close(status_w)
-        return cls(pid, cgroup, ours, status_r)
+        """A spare forked by the caller itself (its own child)."""
+        dirs = cgroup.open_dirs()
+        try:
+            conn, status_r = fork_spare(env, dirs, sibling=False)
+        finally:
+            for fd in dirs:
+                os.close(fd)
+        return cls.adopt(cgroup, conn, status_r)
+
+    @classmethod
+    def adopt(
+        cls, cgroup: KernelCgroup, conn_fd: int, status_r: int, timeout: float = START_TIMEOUT
+    ) -> Spare:
+        """Take on the spare at the end of fork_spare's socket and pipe: read its
+        first message, whose credentials give its pid in our pid namespace. The
+        spare is our child, or was forked by the zygote as our child. OSError if
+        it died or said nothing within `timeout` seconds (both fds closed)."""
+        conn = socket.socket(fileno=conn_fd)
+        try:
+            if not select.select([conn], [], [], timeout)[0]:
+                raise OSError(errno.ETIMEDOUT, "the spare did not say hello")
+            space = socket.CMSG_SPACE(struct.calcsize("3i"))
+            message, ancillary, _flags, _addr = conn.recvmsg(8, space)
+            pid = next(
+                (struct.unpack("3i", data)[0] for level, kind, data in ancillary
+                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS),
+                0,
+            )  # fmt: skip
+            if message != _HELLO or pid <= 0:
+                raise OSError(errno.EPROTO, "the spare died before its hello")
+        except BaseException:
+            conn.close()
+            os.close(status_r)
+            raise
+        return cls(pid, cgroup, conn, status_r)
 
     def send(
         self,
@@ -321,19 +378,40 @@ class Spare:
             kill_kernel(self.pid)
 
 
-def _spare_main(env: Environment, cgroup: KernelCgroup, conn_fd: int, status_w: int) -> None:
+_HELLO = b"hello"  # a spare's first message, which carries its credentials
+
+
+def _join_cgroup(dirs: tuple[int, ...]) -> None:
+    """Move this process into the cgroup whose directories are open as `dirs`
+    (writing 0 to cgroup.procs moves the writer), then close them."""
+    for fd in dirs:
+        try:
+            procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                os.write(procs, b"0")
+            finally:
+                os.close(procs)
+        finally:
+            os.close(fd)
+
+
+def _spare_main(
+    env: Environment, cgroup_dirs: tuple[int, ...], conn_fd: int, status_w: int
+) -> None:
     """Runs in a spare, pid 1 of its pid namespace. Never returns."""
     status = status_w
     try:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # the caller gone: so is the spare
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # the parent gone: so is the spare
+        os.write(conn_fd, _HELLO)  # first: the parent waits for it, and our pid in it
+        prctl.set_name("sandbox-spare")
         # The runner is forked first, as soon as it can be in the kernel's cgroup and
         # namespaces (its own session it starts itself). Pages this process wrote
         # before that fork would be the runner's own once this process execs
         # kernel-init; what it writes after, it copies for itself alone.
-        cgroup.attach(0)
+        _join_cgroup(cgroup_dirs)
         sc.unshare(NAMESPACES | sc.CLONE_NEWCGROUP)  # the cgroup one: after the move
         runner = runner_init.fork_runner(functools.partial(_runner_main, env))
-        signal.set_wakeup_fd(-1)  # the caller's: about to be closed
+        signal.set_wakeup_fd(-1)  # a parent's: about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
         os.setsid()
         # Nothing of the caller's but stdio: another spare's socket held here would

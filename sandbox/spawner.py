@@ -3,7 +3,12 @@
 The server never forks (forking a threaded asyncio process is unsafe, and exec'ing
 a fresh interpreter per kernel costs 10-60 ms). It starts one spawner at boot,
 which imports the runner, builds the seccomp filter and reads the root skeleton
-once, then forks a kernel per request in about a millisecond.
+once, then starts a kernel per request in about a millisecond.
+
+The spawner knows every kernel, so no kernel is forked from it: before its first
+request it forks the zygote (sandbox.zygote), which knows none, and every kernel
+starts from a spare the zygote forked (process.Spare), ahead of demand or, when
+none is ready, at the request.
 
 The spawner runs in its own private mount namespace, so the per-kernel
 `/home/work` tmpfs mounts it makes never appear in the host's mount table and
@@ -21,7 +26,7 @@ Requests (one at a time, each answered in order):
                                   "cgroups": [its directories], ...CgroupStats}
   {"op": "info"} -> {"ok": true, "layout": str, "cgroups": {...}, "pid": int,
                      "scratch": str (in the spawner's mount namespace),
-                     "spares": [pids of the spares ready now]}
+                     "spares": [pids of the spares ready now], "zygote": pid}
 Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error": str}
 """
 
@@ -42,7 +47,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, kernel_init, mounts, process
+from . import cgroups, kernel_init, mounts, process, zygote
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol, python_repl
@@ -83,19 +88,31 @@ class Spawner:
         self.spares_wanted = spares if self.env.layout_has_cgroup else 0
         self.spares: list[process.Spare] = []
         self._cgroup_names = (f"k{n}" for n in itertools.count())
+        self.zygote: zygote.Zygote | None = None  # fork_zygote, before any request
+
+    def fork_zygote(self) -> None:
+        """Fork the process every kernel comes from (sandbox.zygote), while this one
+        has served no request and knows no kernel."""
+        init = self.env.kernel_init
+        self.zygote = zygote.Zygote.fork(self.env, keep=(init.binary_fd, init.helper_fd))
 
     # -- requests -------------------------------------------------------------
 
     def spawn(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> tuple[int, socket.socket]:
         if kernel_id in self.kernels:
             raise SpecError(f"id: kernel {kernel_id} already exists")
+        if spec.pids and spec.pids < process.SERVER_TASKS:
+            raise process.KernelStartError(
+                f"kernel setup failed at runner: a kernel needs {process.SERVER_TASKS} "
+                f"processes (its pid 1 and runner), and its pids limit is {spec.pids}"
+            )
         work = self._work_dir(kernel_id, spec, keep_work)
         try:
             try:
-                pid, cgroup, host_end = self._start(spec, work, self._take_spare(spec))
+                pid, cgroup, host_end = self._start(spec, work, self._take_spare())
             except process.SpareLost as e:
                 print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
-                      "without one", file=sys.stderr, flush=True)  # fmt: skip
+                      "from a new one", file=sys.stderr, flush=True)  # fmt: skip
                 pid, cgroup, host_end = self._start(spec, work, None)
         except BaseException:
             if not keep_work:
@@ -105,28 +122,38 @@ class Spawner:
         self.kernels[kernel_id] = _Kernel(pid, cgroup, work)
         return pid, host_end
 
-    def _take_spare(self, spec: KernelSpec) -> process.Spare | None:
-        """The oldest spare; none for a pids limit too small for the pid 1 and
-        runner a spare has already (the usual start then fails as it should)."""
-        if not self.spares or (spec.pids and spec.pids < process.SERVER_TASKS):
-            return None
-        return self.spares.pop(0)
+    def _take_spare(self) -> process.Spare | None:
+        """The oldest spare, if any is ready."""
+        return self.spares.pop(0) if self.spares else None
+
+    def _new_spare(self, limits: cgroups.CgroupLimits) -> process.Spare:
+        """A spare from the zygote, in a new cgroup with `limits`."""
+        cgroup = self.cgroups.create(next(self._cgroup_names), limits)
+        try:
+            return self.zygote.spare(cgroup, self.start_timeout)
+        except BaseException:
+            cgroup.remove()
+            raise
 
     def _start(
         self, spec: KernelSpec, work: str, spare: process.Spare | None
     ) -> tuple[int, cgroups.KernelCgroup, socket.socket]:
-        """Start a kernel in a new cgroup, or in the spare's. Leaves nothing behind
-        when it fails (the work directory aside)."""
+        """Start a kernel from the spare, or from a new one made now (every kernel
+        comes from the zygote). Leaves nothing behind when it fails (the work
+        directory aside)."""
         limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
         if spare is None:
-            cgroup = self.cgroups.create(next(self._cgroup_names), limits)
-        else:
-            cgroup = spare.cgroup
             try:
-                cgroup.set_limits(limits)
+                spare = self._new_spare(limits)
+            except (OSError, cgroups.CgroupError) as e:
+                raise process.KernelStartError(f"kernel setup failed at spare: {e}") from e
+        else:
+            try:
+                spare.cgroup.set_limits(limits)
             except cgroups.CgroupError as e:
                 self._drop_spare(spare)
                 raise process.SpareLost(f"its cgroup: {e}") from e
+        cgroup = spare.cgroup
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
@@ -194,7 +221,7 @@ class Spawner:
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
                 return
             try:
-                self.spares.append(process.Spare.fork(self.env, cgroup))
+                self.spares.append(self.zygote.spare(cgroup, self.start_timeout))
             except OSError as e:
                 cgroup.remove()
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
@@ -215,7 +242,11 @@ class Spawner:
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
         spares = {spare.pid: spare for spare in self.spares}
         for pid, status in runner_init.reap_exited().items():
-            if pid in spares:
+            if self.zygote is not None and pid == self.zygote.pid:
+                self.zygote.status = status
+                print(f"spawner: the zygote exited (status {status}): no kernel can "
+                      "start", file=sys.stderr, flush=True)  # fmt: skip
+            elif pid in spares:
                 self.spares.remove(spares[pid])
                 self._drop_spare(spares[pid], reaped=True)
             elif pid in by_pid:
@@ -247,6 +278,8 @@ class Spawner:
         for kernel in self.undead.values():  # one last try
             with contextlib.suppress(Exception):
                 kernel.cgroup.remove()
+        if self.zygote is not None:
+            self.zygote.close(cgroups.KILL_TIMEOUT)
         self.cgroups.cleanup()
 
     # -- work directories -----------------------------------------------------
@@ -303,6 +336,7 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 "pid": os.getpid(),
                 "scratch": spawner.scratch,
                 "cgroups": spawner.cgroups.describe(),
+                "zygote": spawner.zygote.pid,
             }
             info["spares"] = [spare.pid for spare in spawner.spares]
             _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
@@ -433,6 +467,7 @@ def main() -> None:
         # does not write to (and so copy) every page that holds them.
         python_repl.kernel_sys_path()
         gc.freeze()
+        spawner.fork_zygote()
         spawner.refill_spares()
         _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
         serve(conn, spawner)

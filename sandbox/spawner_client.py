@@ -15,8 +15,21 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from .cgroups import ENV_LAYOUT
 from .runner import protocol
 from .spec import KernelSpec
+
+# What the spawner is started with of the server's environment: what it needs to
+# find its tools (PATH: the C compiler for kernel-init), its cache (HOME,
+# XDG_CACHE_HOME), its scratch space (TMPDIR) and a forced cgroup layout. Nothing
+# else: every kernel starts as a copy of a process forked from the spawner, and
+# the server's environment may hold secrets (threat model row 15).
+SPAWNER_ENVIRONMENT = ("PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH", ENV_LAYOUT)
+
+
+def spawner_environment() -> dict[str, str]:
+    """The spawner's environment: the allowlisted part of ours."""
+    return {name: os.environ[name] for name in SPAWNER_ENVIRONMENT if name in os.environ}
 
 
 class SpawnerError(RuntimeError):
@@ -73,7 +86,7 @@ class SpawnerClient:
             [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
-            env=env if env is not None else dict(os.environ),
+            env=env if env is not None else spawner_environment(),
         )
         theirs.close()
         ours.setblocking(False)

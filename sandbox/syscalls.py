@@ -59,6 +59,13 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 _SYS_PIVOT_ROOT = 155  # x86_64; the only architecture the seccomp filter admits
+_SYS_CLONE = 56
+CLONE_PARENT = 0x00008000
+_SIGCHLD = 17
+# syscall(2) with the GIL held across it (PyDLL), and its result ignored: the
+# caller of fork_sibling never holds its child's pid (sandbox.zygote says why).
+_libc_syscall_void = ctypes.PyDLL(None, use_errno=True).syscall
+_libc_syscall_void.restype = None
 
 
 def _check(result: int, what: str) -> None:
@@ -106,6 +113,25 @@ def umount(target: str, flags: int = MNT_DETACH | UMOUNT_NOFOLLOW) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     result = _libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old))
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def fork_sibling() -> bool:
+    """fork(2) as clone(CLONE_PARENT): the child is the caller's parent's child,
+    which reaps it and is sent its SIGCHLD. True in the child, False in the
+    caller, which is never told the child's pid; the child learns its own from
+    getpid(). The caller must be single-threaded, and its child, which skips
+    glibc's fork bookkeeping (its thread's cached tid is the caller's), must exec
+    or exit without starting threads of its own; forks of it (glibc's) are
+    whole again."""
+    before = os.getpid()
+    ctypes.set_errno(0)
+    _libc_syscall_void(_SYS_CLONE, CLONE_PARENT | _SIGCHLD, 0, 0, 0, 0)
+    err = ctypes.get_errno()
+    if os.getpid() != before:
+        return True
+    if err:
+        raise OSError(err, f"clone(CLONE_PARENT): {os.strerror(err)}")
+    return False
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:

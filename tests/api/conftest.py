@@ -210,10 +210,12 @@ def start_server(
     data_dir: str,
     command: tuple[str, ...] = (sys.executable, "-m", "server"),
     config: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, ApiServer]:
     """A server on a free loopback port, once it serves. `config` is the text of a
-    --config file (written beside the data dir). Its output keeps being collected
-    in ApiServer.output, so that the pipe never fills."""
+    --config file (written beside the data dir); `env` is added to the server's
+    environment. Its output keeps being collected in ApiServer.output, so that the
+    pipe never fills."""
     port = _free_port()
     argv = [*command, "--port", str(port), "--data-dir", data_dir]
     if config is not None:
@@ -227,6 +229,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     output: list[str] = []
     settings: dict[str, str] = {}

@@ -1,0 +1,129 @@
+"""The zygote: the clean process every server-mode kernel is forked from.
+
+A kernel is a fork, so it starts as a copy of the process it was forked from:
+its heap, its stack, its environment area. The spawner knows every kernel (ids,
+pids, work paths, the specs it was sent, with their folders' host paths), and a
+kernel forked from it could read all of that in its own memory (threat model
+row 15). So, as Chromium does with its zygote, the spawner forks this process
+at its start, before it has seen any request, from a minimal environment
+(sandbox.spawner_client.spawner_environment): it holds the warmed imports, the
+seccomp filter, the root skeleton and kernel-init, and nothing else, and it is
+never told anything about a kernel.
+
+Asked for a spare, it forks one (process.fork_spare) with clone(CLONE_PARENT):
+the spare is the spawner's child, so the spawner reaps it as before, and the
+zygote never learns even its pid (the spawner reads it from the spare's first
+message). The spare's cgroup comes as open directories, not paths.
+
+Protocol, over a SOCK_SEQPACKET pair: the spawner sends b"spare" with the
+cgroup's directory fds (SCM_RIGHTS; none under the none layout); the zygote
+answers b"ok" with the spare's request socket and status pipe, or b"error: ..."
+with none. The zygote exits when the spawner's end closes, or the spawner dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+
+import prctl
+
+from . import process
+from . import syscalls as sc
+from .cgroups import KernelCgroup
+from .runner import init as runner_init
+
+_REQUEST = b"spare"
+_MAX_FDS = 8  # a cgroup's directories: one per hierarchy
+
+
+class ZygoteError(OSError):
+    """The zygote could not make a spare, or is gone."""
+
+
+class Zygote:
+    """The spawner's handle on its zygote."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.status: int | None = None  # its wait status, once the spawner reaped it
+        self._sock = sock
+
+    @classmethod
+    def fork(cls, env: process.Environment, keep: tuple[int, ...] = ()) -> Zygote:
+        """Fork the zygote now (before any request: see the module's docstring).
+        The caller must be single-threaded. In the zygote every fd is closed but
+        stdio, its socket and `keep` (what spares need: kernel-init's fds)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = runner_init.lean_fork()
+        if pid == 0:
+            try:
+                _zygote_main(env, theirs.detach(), keep)
+            finally:
+                os._exit(1)
+        theirs.close()
+        return cls(pid, ours)
+
+    def spare(self, cgroup: KernelCgroup, timeout: float) -> process.Spare:
+        """A new spare in `cgroup`, our child (ZygoteError if none could be made;
+        OSError if it died at once or did not say hello within `timeout` s)."""
+        dirs = cgroup.open_dirs()
+        try:
+            socket.send_fds(self._sock, [_REQUEST], list(dirs))
+        except OSError as e:
+            raise ZygoteError(e.errno, f"the zygote is gone ({e.strerror})") from e
+        finally:
+            for fd in dirs:
+                os.close(fd)
+        if not select.select([self._sock], [], [], timeout)[0]:
+            raise ZygoteError(0, f"the zygote did not answer within {timeout:g} s")
+        reply, fds, _flags, _addr = socket.recv_fds(self._sock, 4096, 2)
+        if reply != b"ok" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            detail = reply.decode(errors="replace") or "the zygote is gone"
+            raise ZygoteError(0, detail)
+        return process.Spare.adopt(cgroup, fds[0], fds[1], timeout)
+
+    def close(self, timeout: float) -> None:
+        """End the zygote and reap it (unless the spawner's reaper has: `status`)."""
+        self._sock.close()
+        if self.status is None and process.wait_for_exit(self.pid, timeout) is None:
+            process.kill_kernel(self.pid)
+            process.wait_for_exit(self.pid, timeout)
+
+
+def _zygote_main(env: process.Environment, fd: int, keep: tuple[int, ...]) -> None:
+    """Runs in the zygote. Never returns."""
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
+    prctl.set_name("sandbox-zygote")
+    runner_init.close_fds_from(3, keep=(fd, *keep))
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            request, dirs, _flags, _addr = socket.recv_fds(sock, 64, _MAX_FDS)
+        except InterruptedError:
+            continue
+        if not request:
+            os._exit(0)  # the spawner closed its end
+        try:
+            if request != _REQUEST:
+                raise ValueError(f"unknown request {request[:32]!r}")
+            conn, status_r = process.fork_spare(env, tuple(dirs), sibling=True)
+        except Exception as e:  # answered, never fatal: the zygote serves every kernel
+            with contextlib.suppress(OSError):
+                sock.send(f"error: no spare: {e}".encode()[:4096])
+        else:
+            try:
+                socket.send_fds(sock, [b"ok"], [conn, status_r])
+            finally:
+                os.close(conn)
+                os.close(status_r)
+        finally:
+            for d in dirs:
+                os.close(d)
