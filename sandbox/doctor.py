@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, kernel_init, languages, process
+from . import cgroups, kernel_init, kernel_uids, languages, process
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -118,6 +118,31 @@ def check_filesystems() -> Check:
     return Check("filesystems", OK, f"tmpfs, proc, devpts; {overlay}")
 
 
+def check_kernel_uids(uids: kernel_uids.UidRange) -> Check:
+    """Kernels run as uids of the range, and folders' files belong to FOLDER_UID:
+    an account, a subordinate id range or another process with one of those
+    would share a kernel's per-uid budgets, and could signal its processes."""
+    found = kernel_uids.conflicts(uids)
+    others = [f for f in found if not f.startswith("process ")]
+    processes = [f for f in found if f.startswith("process ")]
+    where = f"{uids.first}-{uids.last} and {kernel_uids.FOLDER_UID} (folders)"
+    if others:
+        return Check(
+            "kernel uids",
+            FAIL,
+            f"{where} in use: {'; '.join(others[:5])}",
+            "set kernel_uid_first and kernel_uid_count to a range no one uses",
+        )
+    if processes:
+        return Check(
+            "kernel uids",
+            WARN,
+            f"{where}: {len(processes)} processes run as them ({processes[0]}, ...)",
+            "a running server's kernels do: run the doctor with the server stopped",
+        )
+    return Check("kernel uids", OK, f"{where}: no account, id range or process uses them")
+
+
 def check_kernel_init() -> Check:
     """Pid 1 of a server-mode kernel is a small C program, compiled on this host."""
     try:
@@ -170,7 +195,7 @@ def check_runtimes() -> list[Check]:
     return checks
 
 
-def run_checks() -> list[Check]:
+def run_checks(uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE) -> list[Check]:
     checks = [check_root()]
     if checks[0].status == FAIL:
         return checks
@@ -180,6 +205,7 @@ def run_checks() -> list[Check]:
         check_seccomp(),
         check_cgroups(),
         check_filesystems(),
+        check_kernel_uids(uids),
         check_kernel_init(),
         check_kernel_start(),
     ]
@@ -189,8 +215,15 @@ def run_checks() -> list[Check]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="doctor", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument(
+        "--uids",
+        type=kernel_uids.UidRange.parse,
+        default=kernel_uids.DEFAULT_RANGE,
+        metavar="FIRST:COUNT",
+        help="the kernels' uids, as the server's kernel_uid_first and kernel_uid_count",
+    )
     args = parser.parse_args(argv)
-    checks = run_checks()
+    checks = run_checks(args.uids)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

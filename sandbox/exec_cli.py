@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, languages, mounts, process
+from . import cgroups, kernel_uids, languages, mounts, process
 from . import syscalls as sc
 from .kernel import wait_status_to_exit_code
 from .spec import Bind, KernelSpec, SpecError
@@ -134,8 +134,9 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
         f"exec-{os.getpid()}",
         cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota),
     )
+    uid = kernel_uids.for_exec()
     try:
-        mounts.mount_work(f"{scratch}/work", spec.work_bytes)
+        mounts.mount_work(f"{scratch}/work", spec.work_bytes, uid)
         env = process.Environment.prepare(
             scratch,
             layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
@@ -147,7 +148,7 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
                 spec,
                 f"{scratch}/work",
                 cgroup,
-                process.Payload(tuple(command)),
+                process.Payload(uid, tuple(command)),
                 stdio=(0, 1, 2),
             )
         except process.KernelStartError as e:

@@ -31,8 +31,9 @@ import os
 import stat
 from dataclasses import dataclass
 
+from . import idmapped
 from . import syscalls as sc
-from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, Bind
+from .spec import WORK_DIR, Bind
 
 # Host paths a kernel sees, read-only. Missing ones are skipped, so one list
 # serves hosts with and without merged /usr and optional runtimes.
@@ -78,6 +79,7 @@ class RootPlan:
     skeleton: dict[str, tuple[int, bytes]]  # path in root -> (mode, content)
     work: str  # host directory bound at /home/work
     tmp_bytes: int
+    uid: int  # the kernel's (and its gid): sandbox.kernel_uids
     host_paths: tuple[str, ...] = HOST_PATHS
     binds: tuple[Bind, ...] = ()
 
@@ -94,10 +96,10 @@ def load_skeleton(rootfs: str) -> dict[str, tuple[int, bytes]]:
     return files
 
 
-def mount_work(path: str, size: int) -> None:
-    """A kernel's /home/work on the host side: a size-limited tmpfs owned by `work`."""
+def mount_work(path: str, size: int, uid: int) -> None:
+    """A kernel's /home/work on the host side: a size-limited tmpfs owned by its uid."""
     os.makedirs(path, exist_ok=True)
-    options = f"size={size},mode=0755,uid={KERNEL_UID},gid={KERNEL_GID}"
+    options = f"size={size},mode=0755,uid={uid},gid={uid}"
     sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
 
 
@@ -147,8 +149,19 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
     _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
     sc.mount(plan.work, root + WORK_DIR, None, sc.MS_BIND)
     sc.mount(None, root + WORK_DIR, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV)
-    for bind in plan.binds:
-        _bind(root, bind)
+    for path, content in identity_files(plan.skeleton, plan.uid).items():
+        _rewrite_file(root + path, content)
+    maps: dict[int, int] = {}  # owner -> its idmapping's user namespace
+    try:
+        for bind in plan.binds:
+            target = _bind(root, bind, plan.uid)
+            if bind.owner is not None:
+                if bind.owner not in maps:
+                    maps[bind.owner] = idmapped.user_namespace(root + "/proc", bind.owner, plan.uid)
+                idmapped.remap(target, maps[bind.owner])
+    finally:
+        for fd in maps.values():
+            os.close(fd)
 
     sc.mount(None, root, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
     os.chdir(root)
@@ -217,17 +230,35 @@ def _mount_tmpfs(path: str, size: int, mode: int, flags: int = sc.MS_NOSUID | sc
     sc.mount("tmpfs", path, "tmpfs", flags, f"size={size},mode={mode:o}")
 
 
-def _bind(root: str, bind: Bind) -> None:
-    """Bind a host path into the root. The target's directories are created without
-    following symlinks: under /home/work they are the kernel's own files, which a
-    previous run of the same kernel may have turned into symlinks."""
-    target = _safe_makedirs(root, bind.dst)
+def identity_files(skeleton: dict[str, tuple[int, bytes]], uid: int) -> dict[str, bytes]:
+    """The skeleton's /etc/passwd and /etc/group with `work` given the kernel's
+    uid and gid (the skeleton's own are placeholders)."""
+    files = {}
+    for path, id_fields in (("/etc/passwd", (2, 3)), ("/etc/group", (2,))):
+        lines = skeleton[path][1].decode().splitlines()
+        for i, line in enumerate(lines):
+            fields = line.split(":")
+            if fields[0] == "work":
+                for at in id_fields:
+                    fields[at] = str(uid)
+                lines[i] = ":".join(fields)
+        files[path] = ("\n".join(lines) + "\n").encode()
+    return files
+
+
+def _bind(root: str, bind: Bind, uid: int) -> str:
+    """Bind a host path into the root; returns the target. Its directories are
+    created without following symlinks: under /home/work they are the kernel's
+    own files (owned by `uid`), which a previous run of the same kernel may have
+    turned into symlinks."""
+    target = _safe_makedirs(root, bind.dst, uid)
     sc.mount(bind.src, target, None, sc.MS_BIND | sc.MS_REC)
     flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV
     sc.mount(None, target, None, flags | (sc.MS_RDONLY if bind.readonly else 0))
+    return target
 
 
-def _safe_makedirs(root: str, inside: str) -> str:
+def _safe_makedirs(root: str, inside: str, uid: int) -> str:
     path = root
     for part in [p for p in inside.split("/") if p]:
         if part in (".", ".."):
@@ -238,7 +269,7 @@ def _safe_makedirs(root: str, inside: str) -> str:
         except FileNotFoundError:
             os.mkdir(path, 0o755)
             if path.startswith(root + WORK_DIR):
-                os.chown(path, KERNEL_UID, KERNEL_GID)
+                os.chown(path, uid, uid)
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise ValueError(f"bind target {inside!r}: {path[len(root) :]} is not a directory")
@@ -254,6 +285,15 @@ def _mkdir(path: str, mode: int) -> None:
         _mkdir(os.path.dirname(path), 0o755)
         os.mkdir(path, mode)
     os.chmod(path, mode)
+
+
+def _rewrite_file(path: str, content: bytes) -> None:
+    """Replace the content of a file of the root's own tmpfs (not a bind)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
 
 
 def _write_file(path: str, mode: int, content: bytes) -> None:

@@ -55,7 +55,7 @@ from .cgroups import KILL_TIMEOUT, CgroupError, KernelCgroup
 from .runner import init as runner_init
 from .runner import main as runner_main
 from .runner import protocol
-from .spec import KERNEL_GID, KERNEL_UID, WORK_DIR, KernelSpec
+from .spec import WORK_DIR, KernelSpec
 
 # B unshares these (its pid namespace is made by its fork, `_fork_pid1`), then the
 # cgroup namespace once it is in its cgroup, so that the namespace's root is the
@@ -98,8 +98,10 @@ class SpareLost(KernelStartError):
 
 @dataclass(frozen=True)
 class Payload:
-    """What the kernel runs: the runner (server mode) or a command (exec mode)."""
+    """What the kernel runs, the runner (server mode) or a command (exec mode),
+    and as whom: `uid` (and the same gid) is the kernel's own (sandbox.kernel_uids)."""
 
+    uid: int
     argv: tuple[str, ...] = ()  # empty: the runner
     cwd: str = WORK_DIR
 
@@ -571,7 +573,11 @@ def _child_b(
     try:
         step = "root filesystem"
         plan = mounts.RootPlan(
-            skeleton=env.skeleton, work=work, tmp_bytes=spec.tmp_bytes, binds=spec.binds
+            skeleton=env.skeleton,
+            work=work,
+            tmp_bytes=spec.tmp_bytes,
+            uid=payload.uid,
+            binds=spec.binds,
         )
         if runner is not None:
             mounts.finish_root(plan, env.mountpoint)
@@ -590,10 +596,11 @@ def _child_b(
             if runner is None:
                 runner = runner_init.fork_runner(functools.partial(_runner_main, env))
             # C drops its privileges itself, beside B's doing the same
-            runner.start({"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)})
+            start = {"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)}
+            runner.start({**start, "uid": payload.uid})
         step = "privileges"
         os.umask(0o022)
-        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)
+        privileges.drop_privileges(payload.uid, payload.uid, rlimits)
         step = "seccomp"
         sc.seccomp_install(env.filter)
         step = "start"
@@ -620,8 +627,9 @@ def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges
     starts with the caller's mappings, and sees only its own pid namespace)."""
     # Without a cgroup, rlimits are all we have (README: the none layout). They are
     # weaker: RLIMIT_AS counts address space, not memory in use, and RLIMIT_NPROC
-    # counts the tasks of the kernel uid, which every kernel shares: a kernel may
-    # start `pids` tasks beyond those the uid has when it starts.
+    # counts the tasks of the kernel's uid: a kernel may start `pids` tasks beyond
+    # those its uid has when it starts (none, unless a process of a kernel that had
+    # it before has outlived it).
     weak = not env.layout_has_cgroup
     address_space = nproc = None
     if weak and spec.memory_bytes:
@@ -629,7 +637,7 @@ def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges
         # is on what the kernel maps beyond them. A payload is exec'd and starts afresh.
         address_space = spec.memory_bytes + (0 if payload.argv else _address_space())
     if weak and spec.pids:
-        nproc = spec.pids + _tasks_of(KERNEL_UID)
+        nproc = spec.pids + _tasks_of(payload.uid)
     return privileges.Rlimits(
         nofile=spec.nofile,
         fsize=spec.fsize_bytes,
@@ -719,7 +727,8 @@ def _runner_main(env: Environment, fd: int) -> None:
     except EOFError:
         os._exit(0)  # B is gone (a spare discarded)
     os.umask(0o022)
-    privileges.drop_privileges(KERNEL_UID, KERNEL_GID, privileges.Rlimits(**start["rlimits"]))
+    uid = start["uid"]
+    privileges.drop_privileges(uid, uid, privileges.Rlimits(**start["rlimits"]))
     sc.seccomp_install(env.filter)
     os.environ.clear()
     os.environ.update(start["env"])

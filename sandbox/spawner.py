@@ -47,7 +47,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, kernel_init, mounts, process, zygote
+from . import cgroups, kernel_init, kernel_uids, mounts, process, zygote
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol, python_repl
@@ -59,6 +59,7 @@ class _Kernel:
     pid: int
     cgroup: cgroups.KernelCgroup
     work: str
+    uid: int
     status: int | None = None  # wait status once pid 1 has exited
 
 
@@ -71,10 +72,12 @@ class Spawner:
         scratch: str,
         spares: int = 0,
         start_timeout: float = process.START_TIMEOUT,
+        uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE,
     ) -> None:
         self.cgroups = cgroup_manager
         self.scratch = scratch
         self.start_timeout = start_timeout
+        self.uids = kernel_uids.UidAllocator(uids)
         self.kernels: dict[str, _Kernel] = {}
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
         self.env = process.Environment.prepare(
@@ -106,20 +109,31 @@ class Spawner:
                 f"kernel setup failed at runner: a kernel needs {process.SERVER_TASKS} "
                 f"processes (its pid 1 and runner), and its pids limit is {spec.pids}"
             )
-        work = self._work_dir(kernel_id, spec, keep_work)
         try:
+            uid = self.uids.take(kernel_id)
+        except kernel_uids.UidsExhausted as e:
+            raise process.KernelStartError(f"kernel setup failed at uid: {e}") from e
+        payload = process.Payload(uid)
+        work = None
+        try:
+            work = self._work_dir(kernel_id, spec, keep_work, uid)
             try:
-                pid, cgroup, host_end = self._start(spec, work, self._take_spare())
+                pid, cgroup, host_end = self._start(spec, work, payload, self._take_spare())
             except process.SpareLost as e:
                 print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
                       "from a new one", file=sys.stderr, flush=True)  # fmt: skip
-                pid, cgroup, host_end = self._start(spec, work, None)
-        except BaseException:
+                pid, cgroup, host_end = self._start(spec, work, payload, None)
+        except BaseException as e:
             if not keep_work:
-                self._remove_work(work)
+                if work is not None:
+                    self._remove_work(work)
+                if isinstance(e, process.KernelStartError) and e.undead:
+                    self.uids.detach(kernel_id)  # freed once the undead pid 1 is reaped
+                else:
+                    self.uids.release(kernel_id)
             raise
         cgroup.track(functools.partial(_namespace_pids, pid))
-        self.kernels[kernel_id] = _Kernel(pid, cgroup, work)
+        self.kernels[kernel_id] = _Kernel(pid, cgroup, work, uid)
         return pid, host_end
 
     def _take_spare(self) -> process.Spare | None:
@@ -136,7 +150,7 @@ class Spawner:
             raise
 
     def _start(
-        self, spec: KernelSpec, work: str, spare: process.Spare | None
+        self, spec: KernelSpec, work: str, payload: process.Payload, spare: process.Spare | None
     ) -> tuple[int, cgroups.KernelCgroup, socket.socket]:
         """Start a kernel from the spare, or from a new one made now (every kernel
         comes from the zygote). Leaves nothing behind when it fails (the work
@@ -157,7 +171,7 @@ class Spawner:
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             started = process.start_kernel(
-                self.env, spec, work, cgroup, process.Payload(),
+                self.env, spec, work, cgroup, payload,
                 host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
             )  # fmt: skip
         except BaseException as e:
@@ -168,7 +182,7 @@ class Spawner:
             else:  # as for a destroy (see there): its cgroup goes once it is reaped
                 print(f"spawner: pid {undead} of a failed start will not die",
                       file=sys.stderr, flush=True)  # fmt: skip
-                self.undead[f"start-{undead}"] = _Kernel(undead, cgroup, work)
+                self.undead[f"start-{undead}"] = _Kernel(undead, cgroup, work, payload.uid)
             raise
         finally:
             kernel_end.close()
@@ -191,8 +205,12 @@ class Spawner:
         except cgroups.CgroupError as e:
             print(f"spawner: kernel {kernel_id} will not die: {e}", file=sys.stderr, flush=True)
             self.undead[kernel_id] = kernel
-        if not keep_work:
+        if not keep_work:  # else a restart: its work and uid are kept for it
             self._remove_work(kernel.work)
+            if kernel_id in self.undead:
+                self.uids.detach(kernel_id)  # freed once its pid 1 is reaped
+            else:
+                self.uids.release(kernel_id)
         return kernel.status
 
     def set_limits(self, kernel_id: str, limits: cgroups.CgroupLimits) -> None:
@@ -208,7 +226,12 @@ class Spawner:
 
     def stats(self, kernel_id: str) -> dict:
         kernel = self.kernels[kernel_id]
-        data = {"alive": kernel.status is None, "pid": kernel.pid, "cgroups": kernel.cgroup.paths()}
+        data = {
+            "alive": kernel.status is None,
+            "pid": kernel.pid,
+            "uid": kernel.uid,
+            "cgroups": kernel.cgroup.paths(),
+        }
         data.update(dataclasses.asdict(kernel.cgroup.stats()))
         return data
 
@@ -253,6 +276,7 @@ class Spawner:
                 by_pid[pid].status = status
             elif pid in undead:
                 kernel = self.undead.pop(undead[pid])
+                self.uids.free(kernel.uid)
                 try:
                     kernel.cgroup.remove()
                 except cgroups.CgroupError as e:
@@ -284,11 +308,11 @@ class Spawner:
 
     # -- work directories -----------------------------------------------------
 
-    def _work_dir(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> str:
-        """The kernel's /home/work tmpfs; reused when a restart keeps it."""
+    def _work_dir(self, kernel_id: str, spec: KernelSpec, keep_work: bool, uid: int) -> str:
+        """The kernel's /home/work tmpfs, owned by its uid; reused when a restart keeps it."""
         work = f"{self.scratch}/{WORK_ROOT}/{kernel_id}"
         if not (keep_work and os.path.ismount(work)):
-            mounts.mount_work(work, spec.work_bytes)
+            mounts.mount_work(work, spec.work_bytes, uid)
         return work
 
     def _remove_work(self, work: str) -> None:
@@ -337,6 +361,7 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 "scratch": spawner.scratch,
                 "cgroups": spawner.cgroups.describe(),
                 "zygote": spawner.zygote.pid,
+                "uids": str(spawner.uids.range),
             }
             info["spares"] = [spare.pid for spare in spawner.spares]
             _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
@@ -436,12 +461,15 @@ def _sweep_stale_scratch(root: str) -> None:
 
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
-    [--start-timeout S]`, FD connected to the server; N process.Spare kept ready
-    (DEFAULT_SPARES), S seconds before a kernel start is given up on."""
+    [--start-timeout S] [--uids FIRST:COUNT]`, FD connected to the server; N
+    process.Spare kept ready (DEFAULT_SPARES), S seconds before a kernel start is
+    given up on, the kernels' uids (sandbox.kernel_uids)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
     parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
     parser.add_argument("--start-timeout", type=float, default=process.START_TIMEOUT)
+    uids = kernel_uids.UidRange.parse
+    parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
     args = parser.parse_args()
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -457,7 +485,7 @@ def main() -> None:
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
-            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout)
+            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
         except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return

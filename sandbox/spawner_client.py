@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from .cgroups import ENV_LAYOUT
+from .kernel_uids import UidRange
 from .runner import protocol
 from .spec import KernelSpec
 
@@ -75,13 +76,16 @@ class SpawnerClient:
         env: dict[str, str] | None = None,
         spares: int | None = None,
         start_timeout: float | None = None,
+        uids: UidRange | None = None,
     ) -> SpawnerClient:
         """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
         ready. `spares`: how many spare processes it keeps; `start_timeout`: seconds
-        before it gives up on a kernel start (None: its defaults)."""
+        before it gives up on a kernel start; `uids`: the kernels' (None: its
+        defaults)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         extra = [] if spares is None else ["--spares", str(spares)]
         extra += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
+        extra += [] if uids is None else ["--uids", str(uids)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],

@@ -15,8 +15,6 @@ MiB = 1024 * 1024
 
 # Where a kernel's files live inside it; uploads and folders are relative to this.
 WORK_DIR = "/home/work"
-KERNEL_UID = 1000
-KERNEL_GID = 1000
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -27,11 +25,14 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path made visible inside the kernel."""
+    """A host path made visible inside the kernel. `owner`: the uid (and gid) that
+    owns its files on disk, shown as the kernel's own inside (an idmapped mount,
+    sandbox.idmapped): a virtual folder's. None: shown as they are."""
 
     src: str
     dst: str
     readonly: bool = True
+    owner: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> Bind:
@@ -116,12 +117,15 @@ def validate_kernel_id(kernel_id: object) -> str:
 
 
 def _bind_from_json(data: object) -> Bind:
-    if not isinstance(data, dict) or set(data) - {"src", "dst", "readonly"}:
-        raise SpecError("binds: each item must be {src, dst, readonly}")
+    if not isinstance(data, dict) or set(data) - {"src", "dst", "readonly", "owner"}:
+        raise SpecError("binds: each item must be {src, dst, readonly, owner}")
     src, dst, readonly = data.get("src"), data.get("dst"), data.get("readonly", True)
     if not isinstance(src, str) or not isinstance(dst, str) or not isinstance(readonly, bool):
         raise SpecError("binds: src and dst must be strings, readonly a boolean")
-    return Bind(src, dst, readonly)
+    owner = data.get("owner")
+    if owner is not None and (not _is_int(owner) or owner <= 0):
+        raise SpecError("binds: owner must be a positive uid or null")
+    return Bind(src, dst, readonly, owner)
 
 
 def _is_int(value: object) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [
@@ -60,6 +61,14 @@ SECCOMP_MODE_FILTER = 2
 
 _SYS_PIVOT_ROOT = 155  # x86_64; the only architecture the seccomp filter admits
 _SYS_CLONE = 56
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
 CLONE_PARENT = 0x00008000
 _SIGCHLD = 17
 # syscall(2) with the GIL held across it (PyDLL), and its result ignored: the
@@ -113,6 +122,33 @@ def umount(target: str, flags: int = MNT_DETACH | UMOUNT_NOFOLLOW) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     result = _libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old))
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def open_tree(path: str, flags: int) -> int:
+    """open_tree(2) at `path` (flags: OPEN_TREE_CLONE for a detached copy); an fd
+    (close-on-exec)."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _b(path), flags | os.O_CLOEXEC)
+    if fd < 0:
+        _check(fd, f"open_tree({path!r})")
+    return fd
+
+
+def mount_setattr_idmap(mount_fd: int, userns_fd: int) -> None:
+    """Make the detached mount `mount_fd` idmapped through the user namespace
+    `userns_fd` (mount_setattr(2), MOUNT_ATTR_IDMAP)."""
+    attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    result = _libc.syscall(
+        _SYS_MOUNT_SETATTR, mount_fd, b"", AT_EMPTY_PATH, attr, ctypes.c_size_t(len(attr))
+    )
+    _check(result, "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+def move_mount(mount_fd: int, target: str) -> None:
+    """Attach the detached mount `mount_fd` at `target` (move_mount(2))."""
+    result = _libc.syscall(
+        _SYS_MOVE_MOUNT, mount_fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH
+    )
+    _check(result, f"move_mount({target!r})")
 
 
 def fork_sibling() -> bool:

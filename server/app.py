@@ -248,7 +248,9 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.store = store
         app.state.folders = FolderStore(config.database_path, config.folders_path)
         app.state.limiter = ratelimit.RateLimiter()
-        app.state.spawner = await SpawnerClient.start(spares=config.spare_processes)
+        app.state.spawner = await SpawnerClient.start(
+            spares=config.spare_processes, uids=config.uid_range
+        )
         app.state.registry = Registry(app.state.spawner, config)
         app.state.registry.start()
         try:

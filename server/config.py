@@ -12,6 +12,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
+from sandbox import kernel_uids
 from sandbox.spec import MiB
 
 
@@ -55,6 +56,14 @@ class ServerConfig:
     # processes the spawner forks ahead of demand, already in a fresh cgroup, that any
     # kernel (pooled or not) starts from (sandbox.process.Spare); 0: none
     spare_processes: int = 2
+    # the host uids kernels run as, one each (sandbox/kernel_uids.py): a range that no
+    # account, subordinate id range or process uses (`sandbox-doctor` checks)
+    kernel_uid_first: int = kernel_uids.DEFAULT_FIRST
+    kernel_uid_count: int = kernel_uids.DEFAULT_COUNT
+
+    @property
+    def uid_range(self) -> kernel_uids.UidRange:
+        return kernel_uids.UidRange(self.kernel_uid_first, self.kernel_uid_count)
 
     @property
     def database_path(self) -> str:
@@ -93,6 +102,10 @@ class ServerConfig:
         for name in ("hold_seconds", "kernel_reply_seconds", "cpu_check_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0")
+        try:
+            self.uid_range  # noqa: B018 (its checks)
+        except ValueError as e:
+            raise ValueError(f"kernel_uid_first, kernel_uid_count: {e}") from None
         for f in dataclasses.fields(self):
             if f.name.startswith("default_") and hasattr(self, "max_" + f.name[8:]):
                 most = getattr(self, "max_" + f.name[8:])

@@ -25,7 +25,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sandbox.spec import KERNEL_GID, KERNEL_UID
+from sandbox.kernel_uids import FOLDER_UID
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -90,7 +90,7 @@ class FolderStore:
                 raise FolderExists(name) from None
         path = self.path(folder)
         os.mkdir(path, 0o755)
-        os.chown(path, KERNEL_UID, KERNEL_GID)
+        os.chown(path, FOLDER_UID, FOLDER_UID)
         return folder
 
     def list(self, access_key: str) -> list[Folder]:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import Kernel, KernelGone
+from sandbox.kernel_uids import FOLDER_UID
 from sandbox.spawner_client import SpawnerError
 from sandbox.spec import WORK_DIR, Bind, KernelSpec, MiB
 
@@ -51,7 +52,7 @@ async def folder_kernel(call: Call, folder: Folder) -> AsyncIterator[Kernel]:
         pids=8,
         work_bytes=1 * MiB,
         tmp_bytes=1 * MiB,
-        binds=(Bind(state.folders.path(folder), f"{WORK_DIR}/{INSIDE}", readonly=False),),
+        binds=(Bind(state.folders.path(folder), f"{WORK_DIR}/{INSIDE}", False, owner=FOLDER_UID),),
     )
     try:
         pid, sock = await state.spawner.spawn(kernel_id, spec)

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import KernelGone
+from sandbox.kernel_uids import FOLDER_UID
 from sandbox.spec import WORK_DIR, Bind
 
 from .. import limits
@@ -60,7 +61,8 @@ def _mount_plan(mounts: list[str], access_key: str, call: Call) -> tuple[dict[st
         if folder is None:
             raise Problem("folder-not-found", f"no folder named {name!r}")
         by_alias[alias] = folder.id
-        binds.append(Bind(store.path(folder), f"{WORK_DIR}/{alias}", readonly=False))
+        path = store.path(folder)
+        binds.append(Bind(path, f"{WORK_DIR}/{alias}", readonly=False, owner=FOLDER_UID))
     return by_alias, tuple(binds)
 
 

@@ -13,6 +13,7 @@ import pytest
 from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs, wait_until, zombie
 
 from sandbox import cgroups, process
+from sandbox.kernel_uids import DEFAULT_RANGE
 from sandbox.spec import KernelSpec
 
 MiB = 1024 * 1024
@@ -159,7 +160,7 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
         host_end, kernel_end = socket.socketpair()
         with host_end, kernel_end, pytest.raises(process.SpareLost):
             process.start_kernel(
-                env, KernelSpec(), str(tmp_path), cgroup, process.Payload(),
+                env, KernelSpec(), str(tmp_path), cgroup, process.Payload(DEFAULT_RANGE.first),
                 host_sock=kernel_end, spare=spare,
             )  # fmt: skip
         assert not psutil.pid_exists(spare.pid)  # reaped by start_kernel
