@@ -515,7 +515,8 @@ def _child_b(
             runner.start({"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)})
         step = "privileges"
         os.umask(0o022)
-        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits)
+        real_gid = None if payload.argv else privileges.PID1_REAL_GID  # kernel-init's
+        privileges.drop_privileges(KERNEL_UID, KERNEL_GID, rlimits, real_gid)
         step = "seccomp"
         sc.seccomp_install(env.filter)
         step = "start"

@@ -3,11 +3,14 @@
 The helper (`python3 -I -S`, runner/files.py) runs as the kernel's user, like
 user code, and pid 1 forwards its frames flagged FOR_PID1, which the host
 believes. The attack: take the helper's socket to pid 1 (pidfd_getfd, or
-its memory through /proc/<pid>/mem while it is dumpable), stop the helper,
-read the host's next file operation from that socket and answer it with a
-reply that says "exited" a second time. Three things stop it: the seccomp
-filter denies pidfd_getfd, the helper makes itself non-dumpable, and pid 1
-parses the reply (the last is tested in tests/unit/test_kernel_init.py).
+its memory through /proc/<pid>/mem, opened in the milliseconds between its
+exec and its first act), stop the helper, read the host's next file
+operation from that socket and answer it with a reply that says "exited" a
+second time. What stops it: the seccomp filter denies pidfd_getfd; pid 1 and
+so the helper have another real gid than user code (privileges.PID1_REAL_GID),
+which fails the kernel's ptrace access check from the helper's exec on; the
+helper makes itself non-dumpable; and pid 1 parses its replies (tested in
+tests/unit/test_kernel_init.py).
 """
 
 from __future__ import annotations
@@ -114,3 +117,60 @@ def test_user_code_cannot_forge_an_exited_through_the_helper(kernel):
     assert kernel.k.exit_status is None, "a forged 'exited' reached the host"
     assert reply.get("ok") is True, reply
     assert run_ok(kernel, "print(kept)") == "variables live\n"
+
+
+RACE = r"""
+import os, sys, time
+seen = set(os.listdir("/proc"))
+open("/tmp/race-ready", "w").close()
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    for pid in set(os.listdir("/proc")) - seen:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"/proc/self/fd/4" not in f.read():
+                    continue  # not (yet) the helper's exec
+            os.close(os.open(f"/proc/{pid}/mem", os.O_RDWR))
+            print("OPENED")
+        except PermissionError:
+            print("refused")
+        except OSError:  # gone, or not exec'd yet
+            continue
+        sys.exit()
+print("missed")
+"""
+
+
+KILL_HELPER = """
+import time
+pid = helper_pid()
+os.kill(pid, 9)
+for _ in range(1000):
+    if not os.path.exists(f"/proc/{pid}"):
+        break
+    time.sleep(0.01)
+"""
+
+
+def test_the_helper_is_out_of_reach_from_its_exec(kernel):
+    """User code that waits for the helper's exec and opens its memory at once: the
+    fd would stay usable after the helper's prctl, so the open must fail."""
+    for _ in range(3):
+        run_ok(
+            kernel,
+            f"""
+import os, subprocess, sys, time
+if os.path.exists("/tmp/race-ready"):
+    os.unlink("/tmp/race-ready")
+p = subprocess.Popen([sys.executable, "-c", {RACE!r}], stdout=subprocess.PIPE, text=True)
+for _ in range(1000):
+    if os.path.exists("/tmp/race-ready"):
+        break
+    time.sleep(0.01)
+""",
+        )
+        start_helper(kernel)
+        out = run_ok(kernel, "print(p.communicate(timeout=30)[0], end='')")
+        assert out == "refused\n", out
+        # the next operation starts another, once pid 1 has reaped this one
+        run_ok(kernel, FIND_HELPER + KILL_HELPER)
