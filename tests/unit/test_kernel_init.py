@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox import kernel_init
-from sandbox.runner import protocol
+from sandbox.runner import files, protocol
 
 
 def test_a_build_is_compiled_once_and_opened(tmp_path) -> None:
@@ -172,3 +172,16 @@ def test_anything_else_from_the_helper_fails_the_request(binary, tmp_path, reply
         "ok": False,
         "error": "file operations stopped: the helper misbehaved",
     }
+
+
+def test_what_the_real_helper_writes_passes(binary, tmp_path) -> None:
+    """A listing of file names that need every kind of escape, as files.handle and
+    protocol.encode (the helper's own code) write it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in (b'a"b\\c', b"\x7f\x01\n\t", "é✓😀".encode(), b"\xff\xfe", b'","ev":"exited'):
+        (work / os.fsdecode(name)).write_bytes(b"x")
+    reply, _ = files.handle({"op": "files", "rid": 7, "path": "."}, b"", root=str(work))
+    body = protocol.encode(reply)[protocol.HEADER.size :]
+    flagged, message = forwarded(binary, tmp_path, body)
+    assert flagged and message == reply and len(message["files"]) == 5
