@@ -32,12 +32,7 @@ RUNNER_DIR = Path(__file__).parent / "runner"
 SOURCE = RUNNER_DIR / "kernel_init.c"
 HEADERS = (RUNNER_DIR / "helper_reply.h",)  # included by SOURCE: part of the cache key
 COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
-HELPER_MAIN = (
-    "import sys\n"
-    "from sandbox.runner import files\n"
-    "files.drop_dumpable()\n"
-    "files.serve(3, sys.argv[1])\n"
-)
+HELPER_MAIN = "import sys\nfrom sandbox.runner import files\nfiles.serve(3, sys.argv[1])\n"
 
 
 class BuildError(Exception):

@@ -50,7 +50,6 @@ _VERBS = {
 }
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_CHUNK = 256 * 1024
-_PR_SET_DUMPABLE = 4
 
 
 class FileOpError(Exception):
@@ -349,29 +348,6 @@ def handle(
         shown = _show(path) if isinstance(path, str) else repr(path)[:100]
         error = f"cannot {verb} {shown}: {type(e).__name__}: {e}"
     return {"ev": "reply", "rid": rid, "ok": False, "error": error}, b""
-
-
-def drop_dumpable() -> None:
-    """Make this process non-dumpable, the helper's first act. It runs as the
-    kernel's user, and while dumpable, user code could write its memory through
-    /proc/<pid>/mem (no ptrace call needed) and speak for it on its socket to
-    pid 1. Its exec left it non-dumpable only if fs.suid_dumpable is 0 (pid 1's
-    real gid is not its effective one: privileges.PID1_REAL_GID); this makes it
-    so on any host. Through _ctypes, not ctypes: this adds 0.7 ms to the
-    helper's start (about 18 ms), ctypes' import 1.5 ms."""
-    import _ctypes
-
-    class ULong(_ctypes._SimpleCData):
-        _type_ = "L"
-
-    class Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = ULong
-
-    prctl = Function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
-    prctl.argtypes = (ULong,) * 5
-    if prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def serve(fd: int, root: str = WORK_DIR) -> None:

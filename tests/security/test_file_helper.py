@@ -8,8 +8,8 @@ exec and its first act), stop the helper, read the host's next file
 operation from that socket and answer it with a reply that says "exited" a
 second time. What stops it: the seccomp filter denies pidfd_getfd; pid 1 and
 so the helper have another real gid than user code (privileges.PID1_REAL_GID),
-which fails the kernel's ptrace access check from the helper's exec on; the
-helper makes itself non-dumpable; and pid 1 parses its replies (tested in
+which fails the kernel's ptrace access check from the helper's exec on (and
+leaves it non-dumpable); and pid 1 parses its replies (tested in
 tests/unit/test_kernel_init.py).
 """
 
@@ -45,7 +45,7 @@ def start_helper(kernel) -> None:
     assert reply["ok"] is True
 
 
-def test_the_helper_is_not_dumpable(shared_kernel):
+def test_the_helper_is_out_of_reach(shared_kernel):
     start_helper(shared_kernel)
     out = run_ok(
         shared_kernel,
