@@ -21,9 +21,10 @@ _PR_CAPBSET_DROP = 24
 # The real gid of a kernel's pid 1 (kernel-init) and so of its file helper: not
 # the kernel's gid, so that user code, which runs as the same uid, fails the
 # kernel's ptrace access check on them (/proc/<pid>/mem, environ, fd/,
-# pidfd_getfd), and an exec with real gid != effective gid leaves a process
-# non-dumpable from its first instruction. The effective and filesystem gid
-# stay the kernel's: files are made and opened as before.
+# pidfd_getfd) whether or not they are dumpable; and an exec with real gid !=
+# effective gid leaves a process non-dumpable from its first instruction (with
+# fs.suid_dumpable 0 or 2). The effective and filesystem gid stay the kernel's:
+# files are made and opened as before.
 PID1_REAL_GID = 65534  # nogroup
 
 
