@@ -30,6 +30,7 @@ from .runner import protocol
 
 RUNNER_DIR = Path(__file__).parent / "runner"
 SOURCE = RUNNER_DIR / "kernel_init.c"
+HEADERS = (RUNNER_DIR / "helper_reply.h",)  # included by SOURCE: part of the cache key
 COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
 HELPER_MAIN = "import sys\nfrom sandbox.runner import files\nfiles.serve(3, sys.argv[1])\n"
 
@@ -70,7 +71,7 @@ def build(cache_dir: str) -> tuple[str, int]:
     see half of one. A compile then removes the binaries of other source versions:
     every spawner opens its binary once, at start, so one running an older version
     keeps its own, and one about to open it compiles it again."""
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(" ".join(COMPILE).encode() + b"\0" + source).hexdigest()[:16]
     binary = os.path.join(cache_dir, f"kernel-init-{key}")
     try:

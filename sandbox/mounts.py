@@ -16,7 +16,8 @@ The root is built from:
   the `/etc` entries programs read); where the host has a symlink (`/bin ->
   usr/bin` on merged-usr systems) the root gets the same symlink;
 * the `rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
-* a fresh `/proc` (this pid namespace only) with `/proc/sys` read-only,
+* a fresh `/proc` (this pid namespace only), the entries Docker masks masked
+  (`_mount_proc`) and /proc/sys, irq, bus and fs read-only;
 * a minimal `/dev`: null, zero, full, random, urandom, tty, a private devpts, shm;
 * size-limited `/tmp`, and `/home/work` bound from a host directory that the
   spawner owns (so it survives a kernel restart);
@@ -67,7 +68,21 @@ HOST_PATHS: tuple[str, ...] = (
 ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus")
+# /proc entries that show the host or act on it, masked as Docker (runc's
+# maskedPaths) masks them: files by /dev/null, directories by an empty
+# read-only tmpfs. What runc makes read-only (PROC_READONLY) stays readable.
+PROC_MASKED_FILES = (
+    "kcore",  # the host's physical memory, as an ELF core
+    "keys",  # every key the kernel holds that the caller may view
+    "timer_list",  # pending timers of every CPU: host processes' names and pids
+    "timer_stats",
+    "sched_debug",  # every runqueue's tasks, host ones too
+    "latency_stats",
+    "sysrq-trigger",  # reboot, crash, kill-all (runc: read-only)
+    "kallsyms",  # kernel addresses (only zeroes without CAP_SYSLOG; masked anyway)
+)
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound")
+PROC_READONLY = ("sys", "irq", "bus", "fs")
 
 _RO_FLAGS = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
 
@@ -190,6 +205,9 @@ def _mirror_host_path(root: str, path: str) -> None:
 
 
 def _mount_proc(root: str) -> None:
+    """A /proc of this pid namespace, its host-wide entries masked or read-only.
+    Built in a spare's common part, so a create does not pay for these mounts.
+    An entry this host's kernel lacks is skipped."""
     proc = root + "/proc"
     _mkdir(proc, 0o555)
     sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
@@ -198,6 +216,15 @@ def _mount_proc(root: str) -> None:
         if os.path.exists(path):
             sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
             sc.mount(None, path, None, _RO_FLAGS | sc.MS_NOEXEC)
+    for name in PROC_MASKED_FILES:
+        path = f"{proc}/{name}"
+        if os.path.isfile(path):  # reads are empty, writes go nowhere (as with runc)
+            sc.mount("/dev/null", path, None, sc.MS_BIND)
+    for name in PROC_MASKED_DIRS:
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+            sc.mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=555")
 
 
 def _mount_dev(root: str) -> None:

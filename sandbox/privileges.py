@@ -18,6 +18,14 @@ import prctl
 from . import syscalls as sc
 
 _PR_CAPBSET_DROP = 24
+# The real gid of a kernel's pid 1 (kernel-init) and so of its file helper: not
+# the kernel's gid, so that user code, which runs as the same uid, fails the
+# kernel's ptrace access check on them (/proc/<pid>/mem, environ, fd/,
+# pidfd_getfd) whether or not they are dumpable; and an exec with real gid !=
+# effective gid leaves a process non-dumpable from its first instruction (with
+# fs.suid_dumpable 0 or 2). The effective and filesystem gid stay the kernel's:
+# files are made and opened as before.
+PID1_REAL_GID = 65534  # nogroup
 
 
 @dataclass(frozen=True)
@@ -36,15 +44,16 @@ def _last_cap() -> int:
         return int(f.read())
 
 
-def drop_privileges(uid: int, gid: int, limits: Rlimits) -> None:
-    """Become `uid`/`gid` with no capabilities; set rlimits and no_new_privs."""
+def drop_privileges(uid: int, gid: int, limits: Rlimits, real_gid: int | None = None) -> None:
+    """Become `uid`/`gid` (the real gid `real_gid` if given) with no capabilities;
+    set rlimits and no_new_privs."""
     _apply_rlimits(limits)
     for cap in range(_last_cap() + 1):
         sc.prctl(_PR_CAPBSET_DROP, cap)
     sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
     prctl.cap_inheritable.limit()
     os.setgroups([])
-    os.setresgid(gid, gid, gid)
+    os.setresgid(gid if real_gid is None else real_gid, gid, gid)
     os.setresuid(uid, uid, uid)
     # The uid switch already emptied these; clearing them again makes it explicit.
     prctl.cap_effective.limit()

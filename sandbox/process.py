@@ -600,7 +600,8 @@ def _child_b(
             runner.start({**start, "uid": payload.uid})
         step = "privileges"
         os.umask(0o022)
-        privileges.drop_privileges(payload.uid, payload.uid, rlimits)
+        real_gid = None if payload.argv else privileges.PID1_REAL_GID  # kernel-init's
+        privileges.drop_privileges(payload.uid, payload.uid, rlimits, real_gid)
         step = "seccomp"
         sc.seccomp_install(env.filter)
         step = "start"

@@ -34,8 +34,10 @@
  * (fd 4: the zip of runner/files.py and its __main__), started at the first
  * operation and told to end (its socket closed) once it has had nothing to do
  * for HELPER_IDLE_MS. It runs as the kernel's user, like everything here, and
- * answers one frame per request, in order. Its frames must be replies; each
- * is forwarded with FOR_PID1. If it cannot start or dies with requests
+ * answers one frame per request, in order. Its frames must be replies to the
+ * oldest request it holds, parsed strictly (helper_reply.h: a duplicate key
+ * must not turn a reply into an "exited"); each is forwarded with FOR_PID1.
+ * Anything else: the helper is killed, and its requests fail. If it cannot start or dies with requests
  * outstanding, each of those gets an error reply from here.
  *
  * When C exits: what it left in fd 3 and the pipes is forwarded, then
@@ -67,6 +69,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helper_reply.h"
+
 enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
 
 #define HEADER_SIZE 8
@@ -86,7 +90,6 @@ enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
 
 static const char ACK[] = "\0\0\0\x0c\0\0\0\0{\"op\":\"ack\"}";
 #define ACK_SIZE (sizeof ACK - 1)
-static const char REPLY_PREFIX[] = "{\"ev\":\"reply\",";
 
 /* A byte queue: data[start, end) is pending. */
 struct buf {
@@ -461,8 +464,8 @@ static void read_helper(void) {
         if (total == 0)
             return;
         const char *json = helper_in.data + helper_in.start + HEADER_SIZE;
-        if (total < 0 || (jword & FLAGS) || n_pending == 0 || jword < sizeof REPLY_PREFIX - 1 ||
-            memcmp(json, REPLY_PREFIX, sizeof REPLY_PREFIX - 1) != 0) {
+        if (total < 0 || (jword & FLAGS) || n_pending == 0 ||
+            !helper_reply_ok(json, jword, pending[0])) {
             kill(helper_pid, SIGKILL); /* not what our helper sends: user code got to it */
             helper_lost("file operations stopped: the helper misbehaved");
             return;

@@ -139,13 +139,12 @@ def test_the_file_helper_shows_no_host_path(shared_kernel):
                         continue
             except OSError:
                 continue
-            print("HELPER", pid, open(f"/proc/{pid}/environ").read())
-            print(os.readlink(f"/proc/{pid}/exe"), os.readlink(f"/proc/{pid}/cwd"))
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                print(fd, os.readlink(f"/proc/{pid}/fd/{fd}"))
+            print("HELPER", pid, open(f"/proc/{pid}/cmdline").read())
+            print(open(f"/proc/{pid}/stat").read(), open(f"/proc/{pid}/status").read())
         """,
     )
-    assert out.count("HELPER") == 1 and "memfd:file-helper.zip" in out, out
+    # its environ, exe, cwd and fds are refused: it is not dumpable (test_file_helper.py)
+    assert out.count("HELPER") == 1, out
     for host_path in ("/work/main", "/tmp/sandbox-spawner", ".venv", "/root", "/.cache"):
         assert host_path not in out, out
 
