@@ -96,6 +96,9 @@ class ServerConfig:
                 raise ValueError(f"{f.name} must be {wanted}, not {value!r}")
             if f.type in ("int", "float") and value < 0:
                 raise ValueError(f"{f.name} must not be negative, not {value!r}")
+        # kernels' bind sources and the spawner need absolute paths; "./data" means the
+        # directory the server was started in, whatever changes its working directory
+        object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
         if self.port > 65535:
             raise ValueError(f"port must be at most 65535, not {self.port}")
         if self.folder_bytes < MIN_FOLDER_BYTES:
