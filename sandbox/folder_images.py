@@ -50,6 +50,8 @@ _RESOLVE_STRICT = 0x01 | 0x02 | 0x04 | 0x08
 
 MKFS_TIMEOUT = 60.0  # seconds; mkfs of an image of a few hundred MiB takes well under 1 s
 ATTACH_TRIES = 20  # LOOP_CTL_GET_FREE races other users of loop devices
+BYTES_PER_INODE = 4096
+MIN_INODES = 16
 FIRST_INODE = 11  # ext4's first non-reserved inode: 1..10 are always "used"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,9 +76,11 @@ class ImageUsage:
 
 def create_image(path: str, size: int, inodes: int) -> None:
     """A new ext4 image at `path`, `size` bytes allocated on the host disk (so the
-    folder's bytes are reserved, not promised), at most `inodes` files, owned by the
+    folder's bytes are reserved, not promised), at most `inodes` files (and at most
+    one per BYTES_PER_INODE: inode tables are 256 bytes an inode), owned by the
     kernels' user. OSError (ENOSPC when the host disk has no room); nothing is left
     behind on failure."""
+    inodes = max(MIN_INODES, min(inodes, size // BYTES_PER_INODE))
     partial = path + ".new"
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

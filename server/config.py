@@ -51,7 +51,8 @@ class ServerConfig:
     max_folders_per_key: int = 10
     max_folder_bytes_per_key: int = 1024 * MiB  # the sum of the key's folders' sizes
     # each folder is an ext4 image of this size (reserved on the data disk at create)
-    # holding at most this many files and directories: a kernel writing past either
+    # holding at most this many files and directories (and at most one per 4 KiB of
+    # folder_bytes, or the inode tables would fill it): a kernel writing past either
     # gets ENOSPC (server/folders.py)
     folder_bytes: int = 100 * MiB
     folder_inodes: int = 16384
