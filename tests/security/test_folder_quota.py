@@ -52,18 +52,29 @@ def client(server):
 
 
 @pytest.fixture
+def kernels(client):
+    """Kernels a test made, destroyed after it whatever happened: a failed test
+    must not leave the next one at max_kernels."""
+    made: list[str] = []
+
+    def create(mounts: list[str]) -> str:
+        r = client.create(mounts=mounts)
+        assert r.status_code == 201, r.text
+        made.append(r.json()["kernelId"])
+        return made[-1]
+
+    yield create
+    for kid in made:
+        client.request("DELETE", f"/v2/kernel/{kid}")
+
+
+@pytest.fixture
 def folder(client):
     name = f"q{time.monotonic_ns()}"
     r = client.request("POST", "/v2/folders", {"name": name})
     assert r.status_code == 201, r.text
     yield name
     client.request("DELETE", f"/v2/folders/{name}")
-
-
-def kernel_with(client, mounts: list[str]) -> str:
-    r = client.create(mounts=mounts)
-    assert r.status_code == 201, r.text
-    return r.json()["kernelId"]
 
 
 def run(client, kid: str, code: str) -> str:
@@ -88,9 +99,9 @@ def allocated(path: str) -> int:
     return total
 
 
-def test_writes_into_a_folder_stop_at_its_quota(server, client, folder):
+def test_writes_into_a_folder_stop_at_its_quota(server, client, kernels, folder):
     before = allocated(server.data_dir)
-    kid = kernel_with(client, [folder])
+    kid = kernels([folder])
     out = run(client, kid, f"""
 import errno
 written, error = 0, None
@@ -112,8 +123,8 @@ print(error, written)
     client.request("DELETE", f"/v2/kernel/{kid}")
 
 
-def test_many_small_files_stop_at_the_inode_quota(client, folder):
-    kid = kernel_with(client, [folder])
+def test_many_small_files_stop_at_the_inode_quota(client, kernels, folder):
+    kid = kernels([folder])
     out = run(client, kid, f"""
 import errno, os
 os.mkdir('{folder}/many')
@@ -135,8 +146,8 @@ print(error, made)
     assert info["numFiles"] == int(made)
 
 
-def test_a_kernel_sees_its_folder_as_a_device_not_a_host_path(server, client, folder):
-    kid = kernel_with(client, [f"{folder}:data"])
+def test_a_kernel_sees_its_folder_as_a_device_not_a_host_path(server, client, kernels, folder):
+    kid = kernels([f"{folder}:data"])
     out = run(client, kid, "print(open('/proc/self/mountinfo').read())")
     client.request("DELETE", f"/v2/kernel/{kid}")
     line = next(line for line in out.splitlines() if line.split()[4] == "/home/work/data")
@@ -147,10 +158,10 @@ def test_a_kernel_sees_its_folder_as_a_device_not_a_host_path(server, client, fo
     assert server.data_dir not in out
 
 
-def test_one_device_per_folder_and_none_after_its_last_user(server, client, folder):
+def test_one_device_per_folder_and_none_after_its_last_user(server, client, kernels, folder):
     image = image_of(server, client, folder)  # a GET measures it: a user too
     wait_until(lambda: loops_backing(image) == [], "the measure's loop device to go", timeout=10)
-    first, second = kernel_with(client, [folder]), kernel_with(client, [folder])
+    first, second = kernels([folder]), kernels([folder])
     # two kernels, one loop device: two would be two ext4 instances on one file
     assert len(loops_backing(image)) == 1
     run(client, first, f"open('{folder}/seen', 'w').write('from the first')")
@@ -161,41 +172,35 @@ def test_one_device_per_folder_and_none_after_its_last_user(server, client, fold
     wait_until(lambda: loops_backing(image) == [], "the folder's loop device to go", timeout=10)
 
 
-def test_a_folder_of_1500_nested_directories_is_deleted_whole(server, client):
+def test_a_folder_of_1500_nested_directories_is_deleted_whole(server, client, kernels):
     name = f"deep{time.monotonic_ns()}"
     assert client.request("POST", "/v2/folders", {"name": name}).status_code == 201
-    image = image_of(server, client, name)
-    kid = kernel_with(client, [name])
-    out = run(client, kid, f"""
-import os
-os.chdir('{name}')
-for _ in range(1500):
-    os.mkdir('d')
-    os.chdir('d')
-print('deep')
-""")  # fmt: skip
-    assert out.strip() == "deep"
-    client.request("DELETE", f"/v2/kernel/{kid}")
-    info = client.request("GET", f"/v2/folders/{name}")
-    assert info.status_code == 200, info.text
-    r = client.request("DELETE", f"/v2/folders/{name}")
-    assert r.status_code == 204, r.text
-    folders = os.path.join(server.data_dir, "folders")
-    assert not os.path.exists(image)
-    assert os.listdir(os.path.join(folders, ".trash")) == []
-    assert [n for n in os.listdir(folders) if n != ".trash"] == []
-    wait_until(lambda: loops_backing(image) == [], "the folder's loop device to go", timeout=10)
-    assert client.request("GET", "/v2/folders").json() == []
-
-
-def test_folder_operations_count_against_max_kernels(client, folder):
-    kids = [kernel_with(client, []) for _ in range(MAX_KERNELS)]
     try:
-        r = client.request("GET", f"/v2/folders/{folder}/files", {"path": "."})
-        assert "maximum" in api_problem(r, 503, "instance-not-available")
+        image = image_of(server, client, name)
+        kid = kernels([name])
+        nest = f"import os\nos.chdir('{name}')\nfor _ in range(1500):\n    os.mkdir('d')\n"
+        assert run(client, kid, nest + "    os.chdir('d')\nprint('deep')").strip() == "deep"
+        client.request("DELETE", f"/v2/kernel/{kid}")
+        info = client.request("GET", f"/v2/folders/{name}")
+        assert info.status_code == 200, info.text
+        r = client.request("DELETE", f"/v2/folders/{name}")
+        assert r.status_code == 204, r.text
+        folders = os.path.join(server.data_dir, "folders")
+        assert not os.path.exists(image)
+        assert os.listdir(os.path.join(folders, ".trash")) == []
+        assert [n for n in os.listdir(folders) if n != ".trash"] == []
+        wait_until(lambda: loops_backing(image) == [], "the folder's loop device to go", timeout=10)
+        assert client.request("GET", "/v2/folders").json() == []
     finally:
-        for kid in kids:
-            client.request("DELETE", f"/v2/kernel/{kid}")
+        client.request("DELETE", f"/v2/folders/{name}")  # when the test failed
+
+
+def test_folder_operations_count_against_max_kernels(client, kernels, folder):
+    kids = [kernels([]) for _ in range(MAX_KERNELS)]
+    r = client.request("GET", f"/v2/folders/{folder}/files", {"path": "."})
+    assert "maximum" in api_problem(r, 503, "instance-not-available")
+    for kid in kids:
+        client.request("DELETE", f"/v2/kernel/{kid}")
     r = client.request("GET", f"/v2/folders/{folder}/files", {"path": "."})
     assert r.status_code == 200, r.text
 
