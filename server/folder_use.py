@@ -19,6 +19,7 @@ from starlette.datastructures import State
 
 from sandbox.folder_images import LoopDevice
 
+from .errors import Problem
 from .folders import Folder
 
 SWEEP_SECONDS = 0.5
@@ -31,7 +32,10 @@ async def holding(state: State, folders: Sequence[Folder]) -> AsyncIterator[dict
     sources: dict[str, str] = {}
     try:
         for folder in folders:
-            sources[folder.id] = await asyncio.to_thread(store.acquire, folder)
+            try:
+                sources[folder.id] = await asyncio.to_thread(store.acquire, folder)
+            except OSError as e:  # its image went missing, no loop device is free, ...
+                raise Problem("kernel-creation-failed", f"folder {folder.name!r}: {e}") from e
         yield sources
     finally:
         for folder in folders:

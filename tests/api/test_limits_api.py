@@ -379,7 +379,7 @@ def test_a_client_destroy_is_remembered_as_such(client):
 def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
     """Kernels that cannot start: on a server whose kernels may hold a single process
     pid 1 cannot fork the runner (not under none, whose fork budget counts from the
-    kernel uid's tasks at start), and a folder's directory vanished behind the
+    kernel uid's tasks at start), and a folder's image vanished behind the
     server's back cannot be mounted. Each create fails cleanly and the server goes
     on serving."""
     proc, broken = start_server(str(tmp_path / "data"), config="pids_per_kernel = 1\n")
@@ -390,8 +390,8 @@ def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
             assert client.request("GET", "/v2/authorize").status_code == 200
             problem(client.create(), 500, "kernel-creation-failed")  # nothing half-made left
         assert client.request("POST", "/v2/folders", {"name": "vanished"}).status_code == 201
-        (folder,) = (tmp_path / "data" / "folders").iterdir()
-        folder.rmdir()
+        (image,) = (tmp_path / "data" / "folders").glob("*.img")
+        image.unlink()
         problem(client.create(mounts=["vanished"]), 500, "kernel-creation-failed")
         assert client.request("GET", "/v2/authorize").status_code == 200
     finally:
