@@ -52,7 +52,6 @@ MKFS_TIMEOUT = 60.0  # seconds; mkfs of an image of a few hundred MiB takes well
 ATTACH_TRIES = 20  # LOOP_CTL_GET_FREE races other users of loop devices
 BYTES_PER_INODE = 4096
 MIN_INODES = 16
-FIRST_INODE = 11  # ext4's first non-reserved inode: 1..10 are always "used"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -70,7 +69,6 @@ def _syscall(number: int, *args: object) -> int:
 class ImageUsage:
     files: int  # entries that are not directories (counted up to the walk's budget)
     bytes: int  # blocks in use, as statvfs says
-    inodes: int  # inodes in use, the root directory and reserved inodes aside
     complete: bool  # False when the walk stopped at its budget: `files` is a lower bound
 
 
@@ -164,8 +162,7 @@ class LoopDevice:
             files, _size, complete = count_files(mount_fd, budget)
         finally:
             os.close(mount_fd)
-        used_inodes = max(0, vfs.f_files - vfs.f_ffree - (FIRST_INODE - 1))
-        return ImageUsage(files, (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, used_inodes, complete)
+        return ImageUsage(files, (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, complete)
 
 
 def loops_backing(image: str) -> list[str]:
