@@ -26,6 +26,7 @@ import pwd
 from dataclasses import dataclass
 
 FOLDER_UID = 1_900_000_000  # the on-disk owner (uid and gid) of every folder's files
+LEGACY_FOLDER_UID = 1000  # theirs in folders made as plain directories, when kernels had it
 DEFAULT_FIRST = FOLDER_UID + 1
 DEFAULT_COUNT = 65_536
 MAX_UID = 2**31 - 2  # above this, some tools take a uid for negative or for -1

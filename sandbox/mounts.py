@@ -21,7 +21,8 @@ The root is built from:
 * a minimal `/dev`: null, zero, full, random, urandom, tty, a private devpts, shm;
 * size-limited `/tmp`, and `/home/work` bound from a host directory that the
   spawner owns (so it survives a kernel restart);
-* extra binds (virtual folders, `sandbox-exec --bind`).
+* extra binds (`sandbox-exec --bind`), and virtual folders: a loop device's
+  ext4 file system mounted (`mount_block_device`).
 Then the root tmpfs is made read-only and becomes `/` through pivot_root; the
 old root is detached so no host path stays reachable.
 """
@@ -169,7 +170,10 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
     maps: dict[int, int] = {}  # owner -> its idmapping's user namespace
     try:
         for bind in plan.binds:
-            target = _bind(root, bind, plan.uid)
+            if _is_block_device(bind.src):
+                target = mount_block_device(root, bind, plan.uid)
+            else:
+                target = _bind(root, bind, plan.uid)
             if bind.owner is not None:
                 if bind.owner not in maps:
                     maps[bind.owner] = idmapped.user_namespace(root + "/proc", bind.owner, plan.uid)
@@ -282,6 +286,24 @@ def _bind(root: str, bind: Bind, uid: int) -> str:
     sc.mount(bind.src, target, None, sc.MS_BIND | sc.MS_REC)
     flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV
     sc.mount(None, target, None, flags | (sc.MS_RDONLY if bind.readonly else 0))
+    return target
+
+
+def _is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def mount_block_device(root: str, bind: Bind, uid: int) -> str:
+    """A bind whose source is a block device (a folder image's loop device, see
+    `folder_images`) mounts the ext4 file system on it rather than the device node.
+    Every kernel mounting one device shares its superblock, so kernels see each
+    other's writes at once; the kernel's mountinfo shows the device, no host path."""
+    target = _safe_makedirs(root, bind.dst, uid)
+    flags = sc.MS_NOSUID | sc.MS_NODEV | (sc.MS_RDONLY if bind.readonly else 0)
+    sc.mount(bind.src, target, "ext4", flags)
     return target
 
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from sandbox import kernel_uids
 from sandbox.spec import MiB
 
+MIN_FOLDER_BYTES = 2 * MiB  # an ext4 image smaller than this is mostly its own metadata
+MIN_FOLDER_INODES = 16
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -47,7 +50,13 @@ class ServerConfig:
     default_concurrency: int = 5
     default_rate_limit: int = 1000
     max_folders_per_key: int = 10
-    max_folder_bytes_per_key: int = 1024 * MiB  # checked on folder uploads
+    max_folder_bytes_per_key: int = 1024 * MiB  # the sum of the key's folders' sizes
+    # each folder is an ext4 image of this size (reserved on the data disk at create)
+    # holding at most this many files and directories (and at most one per 4 KiB of
+    # folder_bytes, or the inode tables would fill it): a kernel writing past either
+    # gets ENOSPC (server/folders.py)
+    folder_bytes: int = 100 * MiB
+    folder_inodes: int = 16384
     # how often the reaper looks at CPU credit (idle and exec timeouts: every 0.5 s)
     cpu_check_seconds: float = 5.0
     # warm pool (server/pool.py): kernels started ahead of demand, per language
@@ -97,8 +106,20 @@ class ServerConfig:
                 raise ValueError(f"{f.name} must be {wanted}, not {value!r}")
             if f.type in ("int", "float") and value < 0:
                 raise ValueError(f"{f.name} must not be negative, not {value!r}")
+        # kernels' bind sources and the spawner need absolute paths; "./data" means the
+        # directory the server was started in, whatever changes its working directory
+        object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
         if self.port > 65535:
             raise ValueError(f"port must be at most 65535, not {self.port}")
+        if self.folder_bytes < MIN_FOLDER_BYTES:
+            raise ValueError(f"folder_bytes must be at least {MIN_FOLDER_BYTES}")
+        if self.folder_bytes > self.max_folder_bytes_per_key:
+            raise ValueError(
+                f"folder_bytes must not be more than max_folder_bytes_per_key "
+                f"({self.max_folder_bytes_per_key})"
+            )
+        if self.folder_inodes < MIN_FOLDER_INODES:
+            raise ValueError(f"folder_inodes must be at least {MIN_FOLDER_INODES}")
         for name in ("hold_seconds", "kernel_reply_seconds", "cpu_check_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0")

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 
 from sandbox import languages
@@ -214,6 +214,7 @@ class Registry:
         self.per_key: collections.Counter[str] = collections.Counter()  # live sessions
         self.obituaries: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         self._create_lock = asyncio.Lock()
+        self.borrowed = 0  # kernels counted by `counted`, not sessions
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
         self.pool = WarmPool(config, spawner, self._start_fresh)
@@ -243,6 +244,31 @@ class Registry:
         session on each create grows with the host's kernels."""
         return self.per_key[access_key]
 
+    @contextlib.asynccontextmanager
+    async def counted(self, access_key: str, concurrency_limit: int) -> AsyncIterator[None]:
+        """Count a kernel that is no session (a folder operation's) against the key's
+        concurrency (412) and max_kernels (503) while the block runs, as a create is."""
+        async with self._create_lock:
+            if self.count_for(access_key) >= concurrency_limit:
+                raise Problem(
+                    "quota-exceeded",
+                    f"at most {concurrency_limit} kernels per key, folder operations included",
+                )
+            if len(self.sessions) + self.borrowed >= self.config.max_kernels:
+                raise Problem(
+                    "instance-not-available",
+                    f"this server runs its maximum of {self.config.max_kernels} kernels",
+                )
+            self.per_key[access_key] += 1
+            self.borrowed += 1
+        try:
+            yield
+        finally:
+            self.borrowed -= 1
+            self.per_key[access_key] -= 1
+            if not self.per_key[access_key]:
+                del self.per_key[access_key]
+
     def get(self, access_key: str, kernel_id: str) -> Session:
         session = self.sessions.get(kernel_id)
         if session is None or session.access_key != access_key:
@@ -269,7 +295,7 @@ class Registry:
                 return session, False
             if self.count_for(access_key) >= concurrency_limit:
                 raise Problem("quota-exceeded", f"at most {concurrency_limit} kernels per key")
-            if len(self.sessions) >= self.config.max_kernels:
+            if len(self.sessions) + self.borrowed >= self.config.max_kernels:
                 raise Problem(
                     "instance-not-available",
                     f"this server runs its maximum of {self.config.max_kernels} kernels",

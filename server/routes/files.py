@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import Kernel, KernelGone
-from sandbox.spec import MiB
+from sandbox.spec import WORK_DIR, MiB
 
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
@@ -34,10 +34,14 @@ MAX_DOWNLOADS = 5
 MAX_UPLOAD_BODY = MAX_FILES * (MAX_FILE_BYTES + 64 * 1024)
 
 
-def check_path(path: object, field: str) -> str:
-    """Reject what is obviously wrong before asking the kernel (which checks for real)."""
+def check_path(path: object, field: str, absolute: bool = False) -> str:
+    """Reject what is obviously wrong before asking the kernel (which checks for real).
+    With `absolute`, a path under /home/work may be given whole ("either absolute or
+    relative, but only sub-directories under /home/work"); it is made relative."""
     if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
         raise bad_params(f"{field}: expected a relative path")
+    if absolute and (path == WORK_DIR or path.startswith(WORK_DIR + "/")):
+        path = path[len(WORK_DIR) :].lstrip("/") or "."
     if path.startswith("/") or ".." in path.split("/"):
         raise bad_params(f"{field}: {path!r} leaves /home/work")
     return path
@@ -54,8 +58,9 @@ async def ask(kernel: Kernel, op: str, blob: bytes = b"", **fields: object) -> t
     return reply, data
 
 
-async def read_upload(call: Call) -> list[tuple[str, bytes]]:
-    """The (path, content) pairs of a multipart upload, checked against the limits."""
+async def read_upload(call: Call, absolute: bool = False) -> list[tuple[str, bytes]]:
+    """The (path, content) pairs of a multipart upload, checked against the limits;
+    `absolute`: filenames may be absolute under /home/work (see check_path)."""
     request = call.request
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise bad_params("Content-Type: expected multipart/form-data")
@@ -75,7 +80,7 @@ async def read_upload(call: Call) -> list[tuple[str, bytes]]:
         raise bad_params(f"Too many files: at most {MAX_FILES}")
     contents = []
     for part in files:
-        path = check_path(part.filename, "filename")
+        path = check_path(part.filename, "filename", absolute)
         data = await part.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise bad_params(f"Too large file: {path} is over {MAX_FILE_BYTES} bytes")
@@ -87,7 +92,7 @@ async def read_upload(call: Call) -> list[tuple[str, bytes]]:
 @signed
 async def upload(call: Call) -> Response:
     session = session_for(call)
-    contents = await read_upload(call)
+    contents = await read_upload(call, absolute=True)
     for path, _data in contents:
         alias = session.mounted_at(path)
         if alias is not None:
@@ -103,7 +108,7 @@ async def upload(call: Call) -> Response:
 @signed
 async def list_files(call: Call) -> Response:
     data = call.json()
-    path = check_path(data.get("path", ".") or ".", "path")
+    path = check_path(data.get("path", ".") or ".", "path", absolute=True)
     reply, _ = await ask(session_for(call).kernel, "files", path=path)
     return json_response(
         {"files": json.dumps(reply.get("files", [])), "errors": "", "abspath": reply.get("abspath")}
@@ -113,17 +118,21 @@ async def list_files(call: Call) -> Response:
 @signed
 async def download(call: Call) -> Response:
     """Each requested file as one tar archive in a multipart/mixed body (spec §5.9)."""
-    return await multipart_download(session_for(call).kernel, call.json().get("files"))
+    kernel = session_for(call).kernel
+    return await multipart_download(kernel, call.json().get("files"), absolute=True)
 
 
-async def multipart_download(kernel: Kernel, names: object, prefix: str = "") -> Response:
-    """Download `names` (paths under prefix) through the kernel's pid 1."""
+async def multipart_download(
+    kernel: Kernel, names: object, prefix: str = "", absolute: bool = False
+) -> Response:
+    """Download `names` (paths under prefix; `absolute`: see check_path) through the
+    kernel's pid 1."""
     if not isinstance(names, list) or not names or len(names) > MAX_DOWNLOADS:
         raise bad_params(f"files: expected a list of 1 to {MAX_DOWNLOADS} paths")
     boundary = secrets.token_hex(16)
     body = io.BytesIO()
     for name in names:
-        path = check_path(name, "files")
+        path = check_path(name, "files", absolute)
         _reply, content = await ask(kernel, "download", path=prefix + path)
         archive = _tar_one(os.path.basename(path), content)
         body.write(f"--{boundary}\r\n".encode())

@@ -6,13 +6,21 @@ kernel code may have shaped: each request starts a small throw-away kernel
 with the folder bound at /home/work/folder, and its pid 1 does the work
 (`sandbox.runner.files`: walked fd by fd, no symlink followed, FIFOs never
 opened for blocking I/O), as the kernels' user, in a mount namespace where no
-host file exists. That costs a kernel start (milliseconds) per request.
+host file exists. That costs a kernel start (milliseconds) per request, and each
+such kernel counts against the key's concurrency and the server's max_kernels
+while it lives (412 quota-exceeded, 503 instance-not-available), as a create does:
+otherwise a burst of slow folder requests would hold kernels beyond any limit.
+
+What blocks (mkfs, usage, deletes) runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 
@@ -20,18 +28,34 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import Kernel, KernelGone
-from sandbox.kernel_uids import FOLDER_UID
 from sandbox.spawner_client import SpawnerError
 from sandbox.spec import WORK_DIR, Bind, KernelSpec, MiB
 
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
-from ..folders import NAME_RE, Folder, FolderExists
+from ..folder_use import holding, let_go
+from ..folders import NAME_RE, Folder, FolderBusy, FolderExists
 from ..registry import spawner_problem
 from .files import MAX_FILES, ask, check_path, multipart_download, read_upload
 
 INSIDE = "folder"  # where a folder kernel mounts the folder, under /home/work
 PREFIX = INSIDE + "/"
+
+
+# what the file helper says when a write meets the folder's byte or inode quota
+FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+async def _write(
+    kernel: Kernel, folder: Folder, op: str, blob: bytes = b"", **fields: object
+) -> None:
+    """A writing file op in a folder kernel; a full folder is 412 quota-exceeded."""
+    try:
+        await ask(kernel, op, blob, **fields)
+    except Problem as e:
+        if e.kind == "invalid-api-params" and any(text in (e.detail or "") for text in FULL):
+            raise Problem("quota-exceeded", f"folder {folder.name!r} is full: {e.detail}") from e
+        raise
 
 
 def _folder(call: Call) -> Folder:
@@ -44,36 +68,42 @@ def _folder(call: Call) -> Folder:
 
 @contextlib.asynccontextmanager
 async def folder_kernel(call: Call, folder: Folder) -> AsyncIterator[Kernel]:
-    """A kernel that mounts `folder` read-write at /home/work/folder, for one request."""
+    """A kernel that mounts `folder` read-write at /home/work/folder, for one request,
+    counted against the key's concurrency and max_kernels while it lives."""
     state = call.request.app.state
     kernel_id = "folder-" + secrets.token_hex(8)
-    spec = KernelSpec(
-        memory_bytes=64 * MiB,
-        pids=8,
-        work_bytes=1 * MiB,
-        tmp_bytes=1 * MiB,
-        binds=(Bind(state.folders.path(folder), f"{WORK_DIR}/{INSIDE}", False, owner=FOLDER_UID),),
-    )
-    try:
-        pid, sock = await state.spawner.spawn(kernel_id, spec)
-    except SpawnerError as e:
-        raise spawner_problem(e, "kernel-creation-failed", "folder access: ") from e
-    try:
-        kernel = await Kernel.connect(kernel_id, pid, sock)
+    async with (
+        state.registry.counted(call.access_key, call.keypair.concurrency_limit),
+        holding(state, [folder]) as sources,
+    ):
+        owner = state.folders.owner(folder)
+        spec = KernelSpec(
+            memory_bytes=64 * MiB,
+            pids=8,
+            work_bytes=1 * MiB,
+            tmp_bytes=1 * MiB,
+            binds=(Bind(sources[folder.id], f"{WORK_DIR}/{INSIDE}", False, owner),),
+        )
         try:
-            await kernel.wait_ready()
-            yield kernel
-        except KernelGone as e:
-            raise Problem("kernel-execution-failed", f"folder access: {e}") from e
+            pid, sock = await state.spawner.spawn(kernel_id, spec)
+        except SpawnerError as e:
+            raise spawner_problem(e, "kernel-creation-failed", "folder access: ") from e
+        try:
+            kernel = await Kernel.connect(kernel_id, pid, sock)
+            try:
+                await kernel.wait_ready()
+                yield kernel
+            except KernelGone as e:
+                raise Problem("kernel-execution-failed", f"folder access: {e}") from e
+            finally:
+                await kernel.close()
         finally:
-            await kernel.close()
-    finally:
-        with contextlib.suppress(SpawnerError):
-            await state.spawner.destroy(kernel_id)
+            with contextlib.suppress(SpawnerError):
+                await state.spawner.destroy(kernel_id)
 
 
-def _describe(call: Call, folder: Folder) -> dict:
-    usage = call.request.app.state.folders.usage(folder)
+async def _describe(call: Call, folder: Folder) -> dict:
+    usage = await asyncio.to_thread(call.request.app.state.folders.usage, folder)
     return {
         "name": folder.name,
         "id": folder.id,
@@ -83,18 +113,6 @@ def _describe(call: Call, folder: Folder) -> dict:
         "is_owner": True,
         "permission": "rw",
     }
-
-
-def _check_quota(call: Call, adding: int) -> None:
-    config = call.request.app.state.config
-    store = call.request.app.state.folders
-    used = sum(store.usage(f).bytes for f in store.list(call.access_key))
-    if used + adding > config.max_folder_bytes_per_key:
-        raise Problem(
-            "quota-exceeded",
-            f"folders of this key may hold {config.max_folder_bytes_per_key} bytes; "
-            f"{used} are used and this adds {adding}",
-        )
 
 
 # -- the folders ---------------------------------------------------------------------
@@ -125,13 +143,27 @@ async def _create(call: Call) -> Folder:
             "a letter or digit"
         )
     state = call.request.app.state
-    limit = state.config.max_folders_per_key
-    if len(state.folders.list(call.access_key)) >= limit:
-        raise Problem("quota-exceeded", f"at most {limit} folders per key")
+    config, store = state.config, state.folders
+    if len(store.list(call.access_key)) >= config.max_folders_per_key:
+        raise Problem("quota-exceeded", f"at most {config.max_folders_per_key} folders per key")
+    # the key's folders are their images' sizes: what they can hold, not what they do
+    used = await asyncio.to_thread(store.reserved_bytes, call.access_key)
+    if used + config.folder_bytes > config.max_folder_bytes_per_key:
+        raise Problem(
+            "quota-exceeded",
+            f"folders of this key may hold {config.max_folder_bytes_per_key} bytes; "
+            f"{used} are reserved and a folder takes {config.folder_bytes}",
+        )
     try:
-        return state.folders.create(call.access_key, name)
+        return await asyncio.to_thread(
+            store.create, call.access_key, name, config.folder_bytes, config.folder_inodes
+        )
     except FolderExists:
         raise Problem("folder-already-exists", f"{name!r}") from None
+    except OSError as e:
+        raise Problem(
+            "instance-not-available", f"no room for a folder of {config.folder_bytes} bytes: {e}"
+        ) from e
 
 
 @signed
@@ -144,7 +176,7 @@ async def list_folders(call: Call) -> Response:
 
 @signed
 async def info(call: Call) -> Response:
-    return json_response(_describe(call, _folder(call)))
+    return json_response(await _describe(call, _folder(call)))
 
 
 @signed
@@ -156,7 +188,12 @@ async def delete(call: Call) -> Response:
             f"folder {folder.name!r} is mounted by {len(users)} kernel(s) "
             f"({', '.join(users)}); destroy them first"
         )
-    call.request.app.state.folders.delete(folder)
+    state = call.request.app.state
+    await let_go(state)  # the devices of kernels that are gone
+    try:
+        await asyncio.to_thread(state.folders.delete, folder)
+    except FolderBusy:
+        raise bad_params(f"folder {folder.name!r} is in use by a folder operation") from None
     return no_content()
 
 
@@ -167,10 +204,9 @@ async def delete(call: Call) -> Response:
 async def upload(call: Call) -> Response:
     folder = _folder(call)
     contents = await read_upload(call)
-    _check_quota(call, sum(len(data) for _path, data in contents))
     async with folder_kernel(call, folder) as kernel:
         for path, data in contents:
-            await ask(kernel, "upload", data, path=PREFIX + path)
+            await _write(kernel, folder, "upload", data, path=PREFIX + path)
     return Response(status_code=201)
 
 
@@ -179,7 +215,7 @@ async def mkdir(call: Call) -> Response:
     folder = _folder(call)
     path = check_path(call.json().get("path"), "path")
     async with folder_kernel(call, folder) as kernel:
-        await ask(kernel, "mkdir", path=PREFIX + path)
+        await _write(kernel, folder, "mkdir", path=PREFIX + path)
     return Response(status_code=201)
 
 

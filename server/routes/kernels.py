@@ -8,12 +8,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.kernel import KernelGone
-from sandbox.kernel_uids import FOLDER_UID
 from sandbox.spec import WORK_DIR, Bind
 
 from .. import limits
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
+from ..folder_use import holding
+from ..folders import Folder
 from ..pool import kernel_spec
 from ..registry import IDLE, Session, resolve_lang
 
@@ -41,12 +42,11 @@ def _unknown(data: dict, known: set[str], where: str) -> None:
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
-def _mount_plan(mounts: list[str], access_key: str, call: Call) -> tuple[dict[str, str], tuple]:
-    """Resolve `name` / `name:alias` entries to the key's folders: ({alias: folder id},
-    binds at /home/work/<alias>). 404 folder-not-found, 400 for a bad alias."""
+def _mount_plan(mounts: list[str], access_key: str, call: Call) -> dict[str, Folder]:
+    """Resolve `name` / `name:alias` entries to the key's folders: {alias: folder},
+    each mounted at /home/work/<alias>. 404 folder-not-found, 400 for a bad alias."""
     store = call.request.app.state.folders
-    by_alias: dict[str, str] = {}
-    binds = []
+    by_alias: dict[str, Folder] = {}
     for entry in mounts:
         name, _, alias = entry.partition(":")
         alias = alias or name
@@ -60,10 +60,8 @@ def _mount_plan(mounts: list[str], access_key: str, call: Call) -> tuple[dict[st
         folder = store.get(access_key, name)
         if folder is None:
             raise Problem("folder-not-found", f"no folder named {name!r}")
-        by_alias[alias] = folder.id
-        path = store.path(folder)
-        binds.append(Bind(path, f"{WORK_DIR}/{alias}", readonly=False, owner=FOLDER_UID))
-    return by_alias, tuple(binds)
+        by_alias[alias] = folder
+    return by_alias
 
 
 def _mounts(data: dict) -> list[str]:
@@ -96,18 +94,24 @@ async def create(call: Call) -> Response:
     kernel_limits = limits.requested(data, config)
     mounts = _mounts(data)
     language = resolve_lang(lang)
-    mounted, binds = _mount_plan(mounts, call.access_key, call)
+    planned = _mount_plan(mounts, call.access_key, call)
     state = call.request.app.state
-    spec = kernel_spec(config, language, kernel_limits.memory_bytes, binds)
-    session, created = await state.registry.get_or_create(
-        call.access_key,
-        token,
-        language.name,
-        spec,
-        kernel_limits,
-        call.keypair.concurrency_limit,
-        mounted,
-    )
+    # the folders' devices are held until the kernel is registered as mounting them
+    async with holding(state, list(planned.values())) as sources:
+        binds = tuple(
+            Bind(sources[folder.id], f"{WORK_DIR}/{alias}", False, state.folders.owner(folder))
+            for alias, folder in planned.items()
+        )
+        spec = kernel_spec(config, language, kernel_limits.memory_bytes, binds)
+        session, created = await state.registry.get_or_create(
+            call.access_key,
+            token,
+            language.name,
+            spec,
+            kernel_limits,
+            call.keypair.concurrency_limit,
+            {alias: folder.id for alias, folder in planned.items()},
+        )
     return json_response({"kernelId": session.id, "created": created}, status=201)
 
 

@@ -124,3 +124,25 @@ def test_complete(api, kid):
     assert any(c.startswith("my_variable") for c in r.json()["result"]["completions"])
     legacy = api.execute(kid, mode="complete", code="pri").json()["result"]
     assert any(c.startswith("print") for c in legacy["completions"])
+
+
+def test_absolute_paths_under_home_work(api, kid):
+    """Seed text: "The path may be either absolute or relative, but only
+    sub-directories under /home/work is allowed to be created.\""""
+    r = upload(api, kid, [("/home/work/abs.txt", b"abs"), ("/home/work/abs/deep.txt", b"d")])
+    assert r.status_code == 204, r.text
+    listing = api.request("GET", f"/v2/kernel/{kid}/files", {"path": "/home/work/abs"}).json()
+    assert [f["filename"] for f in json.loads(listing["files"])] == ["deep.txt"]
+    top = api.request("GET", f"/v2/kernel/{kid}/files", {"path": "/home/work"}).json()
+    assert "abs.txt" in [f["filename"] for f in json.loads(top["files"])]
+    r = api.request("GET", f"/v2/kernel/{kid}/download", {"files": ["/home/work/abs.txt"]})
+    assert r.status_code == 200 and b"abs" in r.content
+
+
+@pytest.mark.parametrize("path", ["/home/workx/a.txt", "/home/work/../etc/x", "/home", "/tmp/x"])
+def test_absolute_paths_elsewhere_are_refused(api, kid, path):
+    assert "leaves" in problem(upload(api, kid, [(path, b"x")]), 400, "invalid-api-params")
+    r = api.request("GET", f"/v2/kernel/{kid}/files", {"path": path})
+    assert "leaves" in problem(r, 400, "invalid-api-params")
+    r = api.request("GET", f"/v2/kernel/{kid}/download", {"files": [path]})
+    assert "leaves" in problem(r, 400, "invalid-api-params")

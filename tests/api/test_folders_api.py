@@ -3,6 +3,7 @@ persistence, and a folder full of traps planted by kernel code."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -236,6 +237,35 @@ def test_a_mounted_folder_cannot_be_deleted(api, folder):
     assert kid in title
     api.request("DELETE", f"/v2/kernel/{kid}")
     assert api.request("DELETE", f"/v2/folders/{folder}").status_code == 204
+
+
+def test_folder_operations_count_against_the_key_concurrency(api_server):
+    """Each folder file request runs in a kernel of its own: it counts as one of the
+    key's kernels while it lives (412 once the key is at its concurrency)."""
+    client = api_server.client(**api_server.new_key(concurrency=2))
+    name = f"busy{time.monotonic_ns()}"
+    assert client.request("POST", "/v2/folders", {"name": name}).status_code == 201
+    kids = [kernel_with(client, []) for _ in range(2)]
+    try:
+        r = client.request("GET", f"/v2/folders/{name}/files", {"path": "."})
+        assert "folder operations" in problem(r, 412, "quota-exceeded")
+        client.request("DELETE", f"/v2/kernel/{kids.pop()}")
+        # one slot left: a burst gets answers, each a listing or a clear 412
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            burst = list(pool.map(lambda _: _list_status(api_server, client, name), range(6)))
+        assert set(burst) <= {200, 412} and 200 in burst, burst
+        assert client.request("GET", "/v2/folders").status_code == 200
+        assert client.request("GET", f"/v2/folders/{name}/files", {}).status_code == 200
+    finally:
+        for kid in kids:
+            client.request("DELETE", f"/v2/kernel/{kid}")
+        client.request("DELETE", f"/v2/folders/{name}")
+
+
+def _list_status(api_server, client, name: str) -> int:
+    """A listing on a connection of its own (httpx clients are not shared by threads)."""
+    own = api_server.client(access_key=client.access_key, secret_key=client.secret_key)
+    return own.request("GET", f"/v2/folders/{name}/files", {"path": "."}).status_code
 
 
 # -- a hostile folder --------------------------------------------------------------------

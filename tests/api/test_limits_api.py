@@ -35,7 +35,8 @@ pids_per_kernel = 64
 work_bytes = {16 * MiB}
 tmp_bytes = {16 * MiB}
 max_kernels = 12
-max_folder_bytes_per_key = {2 * MiB}
+max_folder_bytes_per_key = {8 * MiB}
+folder_bytes = {4 * MiB}
 """
 
 
@@ -378,7 +379,7 @@ def test_a_client_destroy_is_remembered_as_such(client):
 def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
     """Kernels that cannot start: on a server whose kernels may hold a single process
     pid 1 cannot fork the runner (not under none, whose fork budget counts from the
-    kernel uid's tasks at start), and a folder's directory vanished behind the
+    kernel uid's tasks at start), and a folder's image vanished behind the
     server's back cannot be mounted. Each create fails cleanly and the server goes
     on serving."""
     proc, broken = start_server(str(tmp_path / "data"), config="pids_per_kernel = 1\n")
@@ -389,8 +390,8 @@ def test_a_kernel_that_cannot_start_is_kernel_creation_failed(tmp_path):
             assert client.request("GET", "/v2/authorize").status_code == 200
             problem(client.create(), 500, "kernel-creation-failed")  # nothing half-made left
         assert client.request("POST", "/v2/folders", {"name": "vanished"}).status_code == 201
-        (folder,) = (tmp_path / "data" / "folders").iterdir()
-        folder.rmdir()
+        (image,) = (tmp_path / "data" / "folders").glob("*.img")
+        image.unlink()
         problem(client.create(mounts=["vanished"]), 500, "kernel-creation-failed")
         assert client.request("GET", "/v2/authorize").status_code == 200
     finally:
@@ -402,8 +403,11 @@ def test_an_unknown_folder_in_mounts_is_folder_not_found(client):
 
 
 def test_folder_bytes_quota(client):
+    """A folder holds what its image holds (412 once full); the key's folders may
+    reserve max_folder_bytes_per_key in all (412 at create)."""
     from test_files_api import multipart
 
+    names = ["quota", "quota2", "quota3"]
     assert client.request("POST", "/v2/folders", {"name": "quota"}).status_code == 201
     try:
         body, ctype = multipart([(f"f{i}", b"x" * (MiB - 4096)) for i in range(2)])
@@ -411,9 +415,13 @@ def test_folder_bytes_quota(client):
         assert r.status_code == 201, r.text
         body, ctype = multipart([("more", b"x" * MiB)])
         r = client.request("POST", "/v2/folders/quota/upload", raw=body, content_type=ctype)
-        assert str(2 * MiB) in problem(r, 412, "quota-exceeded")
+        assert "is full" in problem(r, 412, "quota-exceeded")
+        assert client.request("POST", "/v2/folders", {"name": "quota2"}).status_code == 201
+        r = client.request("POST", "/v2/folders", {"name": "quota3"})
+        assert str(8 * MiB) in problem(r, 412, "quota-exceeded")
     finally:
-        client.request("DELETE", "/v2/folders/quota")
+        for name in names:
+            client.request("DELETE", f"/v2/folders/{name}")
 
 
 @contextlib.contextmanager
