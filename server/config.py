@@ -26,6 +26,9 @@ class ServerConfig:
     access_log: bool = False  # a log line per request: off, it costs more than a query
     hold_seconds: float = 2.0  # how long an execute call waits before "continued"
     max_body_bytes: int = 1 * MiB  # JSON request bodies
+    # what a client must meet before it is verified (server/body_gate.py)
+    max_unverified_bodies: int = 32  # bodies read at once before their signature is checked
+    allow_md5_signatures: bool = False  # HMAC-MD5 signing; no known client uses it
     # per kernel, asked for at create (limits.maxMem, execTimeout, idleTimeout, maxCpuCredit)
     default_memory_bytes: int = 256 * MiB
     max_memory_bytes: int = 2048 * MiB
@@ -90,7 +93,12 @@ class ServerConfig:
                 raise ValueError(f"{f.name} must not be negative, not {value!r}")
         if self.port > 65535:
             raise ValueError(f"port must be at most 65535, not {self.port}")
-        for name in ("hold_seconds", "kernel_reply_seconds", "cpu_check_seconds"):
+        for name in (
+            "hold_seconds",
+            "kernel_reply_seconds",
+            "cpu_check_seconds",
+            "max_unverified_bodies",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0")
         for f in dataclasses.fields(self):
