@@ -259,14 +259,18 @@ def test_scripts_run_prints_settings_that_work(tmp_path):
     finally:
         stop_server(proc)
     # second start: the same key, none printed; started with the usual soft limit of
-    # 1024 open files, which the server raises to the hard one (a socket per kernel)
+    # 1024 open files, which the server raises to what its settings need (a socket
+    # per kernel and per connection), not to the hard limit
+    from server.__main__ import open_files_needed
+    from server.config import ServerConfig
+
     command = ("prlimit", "--nofile=1024:8192", sys.executable, "-m", "server")
     proc, again = start_server(str(tmp_path / "data"), command=command)
     try:
         assert again.access_key == ""
         with open(f"/proc/{again.pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max open files"))
-        assert line.split()[3:5] == ["8192", "8192"], line
+        assert line.split()[3:5] == [str(open_files_needed(ServerConfig())), "8192"], line
     finally:
         stop_server(proc)
 
