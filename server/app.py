@@ -116,6 +116,10 @@ def _claimed_keypair(request: Request) -> tuple[auth.Claim, Keypair]:
         raise Problem(e.kind, e.detail) from None
     if claim is None:
         raise Problem("auth-failed", "Missing authorization header")
+    declared = request.headers.get("content-length", "")
+    limit = state.config.max_body_bytes
+    if auth.signs_body(claim) and declared.isdigit() and int(declared) > limit:
+        raise Problem("request-too-large", f"at most {limit} bytes")  # for any key alike
     keypair = state.store.get(claim.access_key)
     if keypair is None or not keypair.is_active:
         raise Problem("auth-failed")

@@ -99,6 +99,15 @@ def test_a_disabled_key_gets_that_answer_too(api_server):
     assert a.content == b.content
 
 
+def test_an_oversized_body_gets_the_same_answer_for_any_key(api_server):
+    # checked before the key, or 401 and 413 would tell an unknown key from a known one
+    raw = b'{"code": "' + b"x" * (2 << 20) + b'"}'
+    unknown = api_server.client(access_key="AKIA" + "X" * 16)
+    for client in (api_server.client(), unknown):
+        r = client.request("POST", "/v2/kernel/create", raw=raw, content_type="application/json")
+        problem(r, 413, "request-too-large")
+
+
 # -- MD5 ---------------------------------------------------------------------------------
 
 
