@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from .app import SERVER_HEADER
 from .errors import BACKENDAI_BASE
 
 
@@ -123,8 +124,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if cycle is None or not cycle.response_started:
             body = json.dumps({"type": BACKENDAI_BASE + kind, "title": title}).encode()
             head = (
-                b"content-type: application/problem+json\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+                b"server: %s\r\ncontent-type: application/problem+json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n"
+                % (SERVER_HEADER.encode(), len(body))
             )
             self.transport.write(STATUS_LINE[status] + head + body)
         if cycle is not None and not cycle.response_complete:
@@ -188,6 +190,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self.header_bytes = 0  # a pipelined request counts its own
         self._enter(Phase.BODY, self.guard.limits.body_timeout)
         super().on_headers_complete()
 

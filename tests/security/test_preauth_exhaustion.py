@@ -358,3 +358,15 @@ def test_a_body_beyond_the_unverified_cap_evicts_the_oldest(tiny):
     finally:
         for conn in slow:
             conn.close()
+
+
+def test_pipelined_requests_each_get_the_whole_header_allowance(server):
+    pad = b"a" * 6000  # 4 of them pass 16 KiB together, each stays well below
+    requests = [b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\n\r\n"] * 3
+    requests.append(
+        b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: " + pad + b"\r\n\r\n"
+    )
+    with connect(server) as conn:
+        conn.sendall(b"".join(requests))
+        got = answer(conn)
+    assert got.count(b"HTTP/1.1 200 ") == 4, got
