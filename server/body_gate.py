@@ -12,8 +12,7 @@ that dribble are dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from types import TracebackType
 
 
 class BodyGate:
@@ -26,17 +25,36 @@ class BodyGate:
     def __len__(self) -> int:
         return len(self._reading)
 
-    @contextlib.asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
-        """Hold one of the places while the block reads a body; TimeoutError out of
-        the block if a newer read evicts this one."""
-        async with asyncio.timeout(None) as place:
-            while len(self._reading) >= self.limit:
-                oldest = next(iter(self._reading))
-                del self._reading[oldest]
-                oldest.reschedule(asyncio.get_running_loop().time())  # raise at its await
-            self._reading[place] = None
-            try:
-                yield
-            finally:
-                self._reading.pop(place, None)
+    def admitted(self) -> Place:
+        """A place to hold while a block reads a body: `async with gate.admitted():`.
+        TimeoutError out of the block if a newer read evicts this one."""
+        return Place(self._reading, self.limit)
+
+
+class Place:
+    """One read's place in a BodyGate (a class, not a generator: it is on the path of
+    every signed request)."""
+
+    __slots__ = ("_reading", "_limit", "_timeout")
+
+    def __init__(self, reading: dict[asyncio.Timeout, None], limit: int) -> None:
+        self._reading = reading
+        self._limit = limit
+        self._timeout = asyncio.timeout(None)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+        while len(self._reading) >= self._limit:
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.reschedule(asyncio.get_running_loop().time())  # raises at its await
+        self._reading[self._timeout] = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._reading.pop(self._timeout, None)
+        return await self._timeout.__aexit__(exc_type, exc, tb)
