@@ -9,9 +9,11 @@ import asyncio
 import datetime
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
-from conftest import start_server, stop_server
+from conftest import ROOT, start_server, stop_server
 
 from server import auth
 
@@ -79,11 +81,6 @@ def test_an_unknown_key_and_a_bad_signature_get_the_same_answer(api_server):
 
 
 def test_a_disabled_key_gets_that_answer_too(api_server):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     keys = api_server.new_key()
     client = api_server.client(**keys)
     assert client.request("GET", "/v2/authorize", {"echo": 1}).status_code == 200
