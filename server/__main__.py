@@ -18,6 +18,7 @@ import uvicorn
 
 from .app import create_app
 from .config import ServerConfig
+from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
 from .store import KeyStore
 
 # How long an idle client connection stays open. uvicorn's default, 5 s, closes
@@ -25,6 +26,10 @@ from .store import KeyStore
 # their own; a request sent as the close arrives then fails with no response
 # (seen in CI). 75 s is what the Backend.AI manager had (aiohttp's default).
 KEEP_ALIVE_SECONDS = 75
+# Connections the kernel queues before the server accepts them, and how many it
+# accepts in one go: accepted before http_guard counts them, so their fds are reserved.
+BACKLOG = 128
+FD_RESERVE = 256
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,12 +56,33 @@ def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> s
     )
 
 
-def _raise_open_files_limit() -> None:
-    """The server holds a socket per kernel: the usual soft limit of 1024 open files
-    would stop it short of max_kernels. Kernels set their own limit (KernelSpec.nofile)."""
+def open_files_needed(config: ServerConfig) -> int:
+    """The server holds a socket per kernel (pooled ones too) and one per client
+    connection, which http_guard caps at max_connections; the listen backlog's
+    connections are accepted before they are counted; the rest (SQLite, the spawner,
+    logs, uploads spooled to disk) fits in FD_RESERVE. So client connections can
+    never take the fds that kernels need."""
+    pooled = config.pool_size * len(config.pool_languages)
+    return config.max_kernels + pooled + config.max_connections + BACKLOG + FD_RESERVE
+
+
+def _set_open_files_limit(config: ServerConfig) -> None:
+    """Raise the soft limit (the usual 1024 would stop the server short of max_kernels)
+    to what the settings need, no further; SystemExit naming them if it cannot be.
+    Kernels set their own limit (KernelSpec.nofile)."""
+    needed = open_files_needed(config)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if soft != resource.RLIM_INFINITY and soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY:
+        hard = max(hard, needed)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (OSError, ValueError) as e:
+        sys.exit(
+            f"sandbox-server: cannot raise the open files limit to {needed} ({e}), which "
+            "max_kernels, the pool and max_connections need: lower them or raise the limit"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         print("sandbox-server: must run as root (namespaces and cgroups)", file=sys.stderr)
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _raise_open_files_limit()
+    _set_open_files_limit(config)
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     store = KeyStore(config.database_path)
     if store.count() == 0:
@@ -81,10 +107,19 @@ def main(argv: list[str] | None = None) -> None:
         print("Created an API keypair. Client settings (paste into your shell):\n", flush=True)
         print(client_settings(config, keypair.access_key, keypair.secret_key) + "\n", flush=True)
     store.close()
+    limits = ConnectionLimits(
+        max_connections=config.max_connections,
+        header_timeout=config.header_timeout_seconds,
+        body_timeout=config.body_timeout_seconds,
+        max_header_bytes=config.max_header_bytes,
+    )
     uvicorn.run(
         create_app(config),
         host=config.host,
         port=config.port,
+        http=protocol_class(ConnectionGuard(limits)),  # type: ignore[arg-type]
+        ws="none",
+        backlog=BACKLOG,
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         log_level="info",

@@ -1,8 +1,10 @@
 """The Starlette application: routes, the signed-request wrapper, and error mapping.
 
-Every signed endpoint goes through `signed`: read the body (capped), verify
-the signature (spec §2), count the request against the key's rate limit (§3),
-run the handler, and turn any `Problem` into a problem document. Rate-limit
+Every signed endpoint goes through `signed`: check what the headers say
+(the Authorization header, the date, an active key) before reading anything
+more, read the body (capped, under `BodyGate`), verify the signature (spec §2),
+count the request against the key's rate limit (§3), run the handler, and turn
+any `Problem` into a problem document. Rate-limit
 headers go on every response to a signed request, errors and 429s included
 (an improvement over the original, spec §3).
 """
@@ -10,7 +12,6 @@ headers go on every response to a signed request, errors and 429s included
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.spawner_client import SpawnerClient
 
 from . import auth, ratelimit
+from .body_gate import BodyGate
 from .config import ServerConfig
 from .errors import Problem, bad_params, problem_response
 from .folders import FolderStore
@@ -87,33 +89,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _authenticate(request: Request, path: str, body: bytes) -> Keypair | None:
-    """The caller's keypair (active or not), looked up once. Under X-Method-Override
-    a client may have signed the method it meant or the POST it sent: either verifies."""
-    methods = [request.method]
-    wire = request.scope.get(WIRE_METHOD)
-    if wire and wire != request.method:
-        methods.append(wire)
-    now = datetime.datetime.now(datetime.UTC)
-    store: KeyStore = request.app.state.store
-    found: dict[str, Keypair | None] = {}
-
-    def secret_of(access_key: str) -> str | None:
-        if access_key not in found:
-            found[access_key] = store.get(access_key)
-        keypair = found[access_key]
-        return keypair.secret_key if keypair else None
-
-    for i, method in enumerate(methods):
-        try:
-            access_key = auth.authenticate(method, path, request.headers, body, secret_of, now)
-            return None if access_key is None else found[access_key]
-        except auth.AuthError as e:
-            if i == len(methods) - 1 or e.kind != "auth-failed":
-                raise Problem(e.kind, e.detail) from None
-    return None
-
-
 def _check_version(request: Request) -> None:
     """A version header that is not "v<major>.<yyyymmdd>" is a bad request (spec §2.4;
     0.9.x answered 404, corrected to 400). A missing one is the signature's business."""
@@ -123,30 +98,73 @@ def _check_version(request: Request) -> None:
             raise Problem("generic-bad-request", f"Invalid API version: {name}: {value!r}")
 
 
+def _signed_path(request: Request) -> str:
+    path = request.scope["raw_path"].decode("latin-1")
+    if request.scope.get("query_string"):
+        path += "?" + request.scope["query_string"].decode("latin-1")
+    return path
+
+
+def _claimed_keypair(request: Request) -> tuple[auth.Claim, Keypair]:
+    """The header checks that need no body: the Authorization header's form, the date,
+    the hash, and an active key. An unknown or disabled key gets the same answer as a
+    wrong signature."""
+    state = request.app.state
+    try:
+        claim = auth.parse_claim(request.headers, allow_md5=state.config.allow_md5_signatures)
+    except auth.AuthError as e:
+        raise Problem(e.kind, e.detail) from None
+    if claim is None:
+        raise Problem("auth-failed", "Missing authorization header")
+    declared = request.headers.get("content-length", "")
+    limit = state.config.max_body_bytes
+    if auth.signs_body(claim) and declared.isdigit() and int(declared) > limit:
+        raise Problem("request-too-large", f"at most {limit} bytes")  # for any key alike
+    keypair = state.store.get(claim.access_key)
+    if keypair is None or not keypair.is_active:
+        raise Problem("auth-failed")
+    return claim, keypair
+
+
+async def _verified_body(request: Request, claim: auth.Claim, keypair: Keypair) -> bytes:
+    """The body, read under the gate's bound, once the signature over it verifies.
+    The signed method is the one routed: X-Method-Override's, if it was sent."""
+    state = request.app.state
+    body = b""
+    if auth.signs_body(claim):  # multipart bodies are signed as empty: read later
+        try:
+            async with state.body_gate.admitted():
+                body = await read_body(request, state.config.max_body_bytes)
+        except TimeoutError:
+            raise Problem(
+                "service-unavailable", "too many requests are sending their bodies"
+            ) from None
+    method = request.scope.get(SIGNED_METHOD, request.method)
+    if not auth.verify(claim, method, _signed_path(request), body, keypair.secret_key):
+        raise Problem("auth-failed")
+    return body
+
+
 def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler that needs a verified caller."""
+    """Wrap a handler that needs a verified caller. Everything the headers can tell
+    is checked before the body is read: a refusal then leaves the body unread
+    (uvicorn drops it as it comes; `http_guard` bounds how long)."""
 
     async def endpoint(request: Request) -> Response:
         state = request.app.state
         rate_headers: dict[str, str] = {}
         try:
             _check_version(request)
-            multipart = request.headers.get("content-type", "").startswith("multipart/")
-            body = b"" if multipart else await read_body(request, state.config.max_body_bytes)
-            path = request.scope["raw_path"].decode("latin-1")
-            if request.scope.get("query_string"):
-                path += "?" + request.scope["query_string"].decode("latin-1")
-            keypair = _authenticate(request, path, body)
-            if keypair is None:
-                raise Problem("auth-failed", "Missing authorization header")
-            if not keypair.is_active:
-                raise Problem("auth-failed", "Access key disabled")
+            claim, keypair = _claimed_keypair(request)
+            body = await _verified_body(request, claim, keypair)
             allowed, rate_headers = state.limiter.hit(keypair.access_key, keypair.rate_limit)
             if not allowed:
                 raise Problem("rate-limit-exceeded")
             response = await handler(Call(request, keypair, body))
         except Problem as problem:
             response = problem_response(request, problem)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
         response.headers.update(rate_headers)
         return response
 
@@ -210,13 +228,15 @@ class ResponseHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-WIRE_METHOD = "sandbox.wire_method"
+SIGNED_METHOD = "sandbox.signed_method"
 OVERRIDABLE = {"GET", "PUT", "PATCH", "DELETE", "REPORT"}
 
 
 class MethodOverride:
     """ASGI layer: `X-Method-Override: M` on a POST routes it as M ([v3], spec §1).
-    REPORT, DOC-v3's "GET with a JSON body", is routed as GET."""
+    REPORT, DOC-v3's "GET with a JSON body", is routed as GET. The signature must
+    cover M as sent (as the Backend.AI manager verified it), never the POST: a
+    captured POST does not replay as a DELETE. An M that cannot be routed is a 400."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -226,9 +246,13 @@ class MethodOverride:
             for name, value in scope.get("headers", []):
                 if name == b"x-method-override":
                     method = value.decode("latin-1").strip().upper()
-                    if method in OVERRIDABLE:
-                        target = "GET" if method == "REPORT" else method
-                        scope = {**scope, "method": target, WIRE_METHOD: "POST"}
+                    if method not in OVERRIDABLE:
+                        detail = f"X-Method-Override: not one of {sorted(OVERRIDABLE)}"
+                        problem = Problem("generic-bad-request", detail)
+                        await problem_response(Request(scope), problem)(scope, receive, send)
+                        return
+                    target = "GET" if method == "REPORT" else method
+                    scope = {**scope, "method": target, SIGNED_METHOD: method}
                     break
         await self.app(scope, receive, send)
 
@@ -248,6 +272,7 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.store = store
         app.state.folders = FolderStore(config.database_path, config.folders_path)
         app.state.limiter = ratelimit.RateLimiter()
+        app.state.body_gate = BodyGate(config.max_unverified_bodies)
         app.state.spawner = await SpawnerClient.start(
             spares=config.spare_processes, uids=config.uid_range
         )

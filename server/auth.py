@@ -5,7 +5,10 @@ version header, body hash) with a key derived from its secret, the calendar
 date written in its date header and the Host header. We verify exactly that,
 accept both the Sorna and the BackendAI header and type names, and, for
 third-party clients, also try the other version header name and the host
-without its port before answering a mismatch (spec §12.2).
+without its port before answering a mismatch (spec §12.2). Everything but the
+signature itself is checked from the headers (`parse_claim`), so that a server
+can refuse a request before it reads the body; an unknown key and a wrong
+signature get the same answer. MD5 is refused unless allowed.
 
 Dates are parsed with the standard library: ISO 8601 (what every known client
 sends: Python's `isoformat()`, JavaScript's `toISOString()`, the docs'
@@ -21,6 +24,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 INVALID = "invalid-auth-params"
 FAILED = "auth-failed"
@@ -34,6 +38,11 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"  # aiohttp's when none is sent
 
 # Variable-length digests cannot key an HMAC, so they are not signing hashes.
 SUPPORTED_HASHES = frozenset(h for h in hashlib.algorithms_guaranteed if not h.startswith("shake"))
+# Refused unless the operator allows them (ServerConfig.allow_md5_signatures): no
+# known client signs with MD5 by default (both public clients use sha256).
+WEAK_HASHES = frozenset({"md5"})
+# The one answer to an unknown key and to a wrong signature alike.
+MISMATCH = "Signature mismatch"
 
 
 class AuthError(Exception):
@@ -192,7 +201,7 @@ def sign(
     return f"{auth_type} signMethod=HMAC-{hash_name.upper()}, credential={access_key}:{signature}"
 
 
-def _parse_authorization(value: str) -> tuple[str, str, str]:
+def _parse_authorization(value: str, allow_md5: bool) -> tuple[str, str, str]:
     """(hash name, access key, signature) from the header, per §2.3 step 4."""
     auth_type, _, rest = value.strip().partition(" ")
     if not rest.strip():
@@ -213,7 +222,7 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
     mac, dash, hash_name = params["signMethod"].lower().partition("-")
     if mac != "hmac" or not dash:
         raise AuthError(INVALID, "Unsupported request signing method (MAC type)")
-    if hash_name not in SUPPORTED_HASHES:
+    if hash_name not in SUPPORTED_HASHES or (hash_name in WEAK_HASHES and not allow_md5):
         raise AuthError(INVALID, "Unsupported request signing method (hash type)")
     return hash_name, access_key, signature
 
@@ -232,26 +241,38 @@ def _in_sync(date: datetime.datetime, now: datetime.datetime) -> bool:
         return False
 
 
-def authenticate(
-    method: str,
-    path: str,
+@dataclass(frozen=True)
+class Claim:
+    """What a request's headers say about its signature: all of it can be checked
+    before the body is read, except the signature itself (it covers the body hash)."""
+
+    access_key: str
+    signature: str
+    hash_name: str
+    date_value: str
+    date: datetime.datetime
+    version_name: str
+    version_value: str
+    host: str
+    mime: str
+
+
+def parse_claim(
     headers: Mapping[str, str],
-    body: bytes,
-    lookup_secret: Callable[[str], str | None],
     now: datetime.datetime | None = None,
-) -> str | None:
-    """The access key of a correctly signed request; None if it carries no Authorization.
+    allow_md5: bool = False,
+) -> Claim | None:
+    """The claim of a request's headers; None if it carries no Authorization.
 
     A request without Authorization is the caller's to refuse (401 on protected
-    endpoints), so its date is not checked here. Anything else that does not
-    verify raises AuthError: `invalid-auth-params` for a bad date or malformed
-    header, `auth-failed` for an unknown key or a wrong signature.
+    endpoints), so its date is not checked here. A bad date, a malformed header,
+    an unsupported hash (MD5 unless `allow_md5`) or a missing version header
+    raise AuthError `invalid-auth-params`.
     """
     headers = _lower(headers)
     authorization = headers.get("authorization")
     if authorization is None:
         return None
-
     date_value = (_first(headers, DATE_HEADERS) or ("", ""))[1]
     date = parse_date(date_value)
     if now is None:
@@ -260,26 +281,67 @@ def authenticate(
         now = now.replace(tzinfo=datetime.UTC)
     if date is None or not _in_sync(date, now):
         raise AuthError(INVALID, "Date/time sync error")
-
-    hash_name, access_key, signature = _parse_authorization(authorization)
+    hash_name, access_key, signature = _parse_authorization(authorization, allow_md5)
     version = _first(headers, VERSION_HEADERS)
     if version is None:
         raise AuthError(INVALID, "API version missing in request headers")
-    secret_key = lookup_secret(access_key)
-    if secret_key is None:
-        raise AuthError(FAILED, "Access key not found")
+    return Claim(
+        access_key=access_key,
+        signature=signature,
+        hash_name=hash_name,
+        date_value=date_value,
+        date=date,
+        version_name=version[0],
+        version_value=version[1],
+        host=headers.get("host", ""),
+        mime=mime_type(headers.get("content-type")),
+    )
 
-    version_name, version_value = version
-    other_name = VERSION_HEADERS[1 - VERSION_HEADERS.index(version_name)]
-    host = headers.get("host", "")
-    hosts = dict.fromkeys([host, _without_port(host)])  # ordered, de-duplicated
-    given = signature.encode("utf-8", "replace")
-    mime = mime_type(headers.get("content-type"))
-    body_hash = _body_hash(mime, body, hash_name)
+
+def signs_body(claim: Claim) -> bool:
+    """Whether the signature covers the body: multipart bodies are signed as empty."""
+    return not claim.mime.startswith("multipart/")
+
+
+def verify(claim: Claim, method: str, path: str, body: bytes, secret_key: str) -> bool:
+    """Whether the claim's signature is the one `secret_key` makes for this request,
+    with the leniencies of §12.2 (the other version header name, the host without
+    its port)."""
+    other_name = VERSION_HEADERS[1 - VERSION_HEADERS.index(claim.version_name)]
+    hosts = dict.fromkeys([claim.host, _without_port(claim.host)])  # ordered, de-duplicated
+    given = claim.signature.encode("utf-8", "replace")
+    body_hash = _body_hash(claim.mime, body, claim.hash_name)
     for try_host in hosts:
-        key = _key_for(secret_key, date, try_host, hash_name)
-        for name in (version_name, other_name):
-            text = _join(method, path, date_value, try_host, mime, name, version_value, body_hash)
-            if hmac.compare_digest(_signature(key, text, hash_name).encode(), given):
-                return access_key
-    raise AuthError(FAILED, "Signature mismatch")
+        key = _key_for(secret_key, claim.date, try_host, claim.hash_name)
+        for name in (claim.version_name, other_name):
+            text = _join(
+                method, path, claim.date_value, try_host, claim.mime, name,
+                claim.version_value, body_hash,
+            )  # fmt: skip
+            if hmac.compare_digest(_signature(key, text, claim.hash_name).encode(), given):
+                return True
+    return False
+
+
+def authenticate(
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    lookup_secret: Callable[[str], str | None],
+    now: datetime.datetime | None = None,
+    allow_md5: bool = False,
+) -> str | None:
+    """The access key of a correctly signed request; None if it carries no Authorization.
+
+    Raises AuthError as `parse_claim` does, and `auth-failed` with one and the same
+    detail for an unknown key and a wrong signature, so that keys cannot be told
+    apart from the answer.
+    """
+    claim = parse_claim(headers, now, allow_md5)
+    if claim is None:
+        return None
+    secret_key = lookup_secret(claim.access_key)
+    if secret_key is None or not verify(claim, method, path, body, secret_key):
+        raise AuthError(FAILED, MISMATCH)
+    return claim.access_key

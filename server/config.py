@@ -30,6 +30,13 @@ class ServerConfig:
     access_log: bool = False  # a log line per request: off, it costs more than a query
     hold_seconds: float = 2.0  # how long an execute call waits before "continued"
     max_body_bytes: int = 1 * MiB  # JSON request bodies
+    # what a client must meet before it is verified (server/http_guard.py, body_gate.py)
+    max_connections: int = 2048  # open client connections; the server's fds are sized by it
+    header_timeout_seconds: float = 10.0  # a request's line and headers, from its first byte
+    body_timeout_seconds: float = 60.0  # a request's body, from the end of its headers
+    max_header_bytes: int = 16 * 1024  # a request's line and headers
+    max_unverified_bodies: int = 32  # bodies read at once before their signature is checked
+    allow_md5_signatures: bool = False  # HMAC-MD5 signing; no known client uses it
     # per kernel, asked for at create (limits.maxMem, execTimeout, idleTimeout, maxCpuCredit)
     default_memory_bytes: int = 256 * MiB
     max_memory_bytes: int = 2048 * MiB
@@ -120,7 +127,16 @@ class ServerConfig:
             )
         if self.folder_inodes < MIN_FOLDER_INODES:
             raise ValueError(f"folder_inodes must be at least {MIN_FOLDER_INODES}")
-        for name in ("hold_seconds", "kernel_reply_seconds", "cpu_check_seconds"):
+        for name in (
+            "hold_seconds",
+            "kernel_reply_seconds",
+            "cpu_check_seconds",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "max_connections",
+            "max_header_bytes",
+            "max_unverified_bodies",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0")
         try:

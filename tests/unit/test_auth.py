@@ -177,9 +177,27 @@ def test_round_trip(auth_type, version_header, date_header):
     assert check(headers) == AK
 
 
-@pytest.mark.parametrize("hash_name", ["sha1", "sha512", "md5", "sha3_256", "blake2b"])
+@pytest.mark.parametrize("hash_name", ["sha1", "sha512", "sha3_256", "blake2b"])
 def test_other_hashes(hash_name):
     assert check(signed_headers(hash_name=hash_name)) == AK
+
+
+def test_md5_is_refused_unless_allowed():
+    headers = signed_headers(hash_name="md5")
+    assert refusal(headers) == (
+        "invalid-auth-params",
+        "Unsupported request signing method (hash type)",
+    )
+    allowed = authenticate("GET", "/v2/authorize", headers, b'{"echo": "hi"}', lookup, NOW, True)
+    assert allowed == AK
+
+
+def test_the_claim_is_checked_without_the_body():
+    claim = auth.parse_claim(signed_headers(), NOW)
+    assert claim is not None and claim.access_key == AK and auth.signs_body(claim)
+    assert auth.verify(claim, "GET", "/v2/authorize", b'{"echo": "hi"}', SK)
+    assert not auth.verify(claim, "GET", "/v2/authorize", b'{"echo": "ho"}', SK)
+    assert not auth.verify(claim, "POST", "/v2/authorize", b'{"echo": "hi"}', SK)
 
 
 def test_header_names_are_case_insensitive():
@@ -294,10 +312,10 @@ def test_missing_version_header():
     assert refusal(headers) == ("invalid-auth-params", "API version missing in request headers")
 
 
-def test_unknown_access_key():
+def test_unknown_access_key_is_answered_as_a_signature_mismatch():
     headers = signed_headers()
     headers["Authorization"] = headers["Authorization"].replace(AK, "AKIANOBODY")
-    assert refusal(headers) == ("auth-failed", "Access key not found")
+    assert refusal(headers) == ("auth-failed", "Signature mismatch")
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,12 @@ def test_a_file_with_every_kind_of_setting_loads(tmp_path):
         ("default_memory_bytes = 4294967296", "default_memory_bytes must not be more than"),
         ("max_exec_timeout_ms = 1000", "default_exec_timeout_ms must not be more than"),
         ("no_such_setting = 1", "unknown settings ['no_such_setting']"),
+        ("max_connections = 0", "max_connections must be more than 0"),
+        ("header_timeout_seconds = 0", "header_timeout_seconds must be more than 0"),
+        ("body_timeout_seconds = -1", "body_timeout_seconds must not be negative"),
+        ("max_header_bytes = 0", "max_header_bytes must be more than 0"),
+        ("max_unverified_bodies = 0", "max_unverified_bodies must be more than 0"),
+        ('allow_md5_signatures = "yes"', "allow_md5_signatures must be true or false"),
     ],
 )
 def test_a_wrong_setting_is_an_error_naming_it(tmp_path, text, message):
