@@ -33,7 +33,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from sandbox import languages
-from sandbox.kernel import Kernel, KernelGone, RunResult
+from sandbox.kernel import HeldBytes, Kernel, KernelBounds, KernelGone, RunResult
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
@@ -216,6 +216,14 @@ class Registry:
         self._create_lock = asyncio.Lock()
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
+        self.held = HeldBytes(config.server_held_bytes)  # for every kernel together
+        self.bounds = KernelBounds(
+            pause_bytes=config.kernel_pause_bytes,
+            held_bytes=config.kernel_held_bytes,
+            send_seconds=config.kernel_send_seconds,
+            reply_seconds=config.kernel_reply_seconds,
+            max_output_bytes=config.max_output_bytes,
+        )
         self.pool = WarmPool(config, spawner, self._start_fresh)
 
     def start(self) -> None:
@@ -442,9 +450,7 @@ class Registry:
                 raise bad_params(str(e)) from e
             raise spawner_problem(e, "kernel-creation-failed") from e
         try:
-            kernel = await Kernel.connect(kernel_id, pid, sock)
-            kernel.max_output_bytes = self.config.max_output_bytes
-            kernel.reply_timeout = self.config.kernel_reply_seconds
+            kernel = await Kernel.connect(kernel_id, pid, sock, self.bounds, self.held)
             await kernel.wait_ready()
         except KernelGone as e:
             with contextlib.suppress(SpawnerError):
@@ -463,6 +469,9 @@ class Registry:
             # notice an OOM) first; a restart holds it too and replaces the kernel.
             async with session.lock:
                 if self.sessions.get(session.id) is not session or session.kernel is not kernel:
+                    return
+                if kernel.end_reason:  # the host ended it (the protocol, a bound)
+                    await self.destroy(session, reason=kernel.end_reason)
                     return
                 if session.oom_restart_pending or await session.out_of_memory():
                     log.info("kernel %s ran out of memory: restarting", session.id)

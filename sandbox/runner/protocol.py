@@ -186,6 +186,8 @@ def decode_body(body: bytes) -> dict:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"frame is not JSON: {e}") from None
+    except RecursionError:  # json's C decoder stops deep nesting with this
+        raise ProtocolError("frame's JSON is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
     return message

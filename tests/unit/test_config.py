@@ -45,6 +45,10 @@ def test_a_file_with_every_kind_of_setting_loads(tmp_path):
         ("default_memory_bytes = 4294967296", "default_memory_bytes must not be more than"),
         ("max_exec_timeout_ms = 1000", "default_exec_timeout_ms must not be more than"),
         ("no_such_setting = 1", "unknown settings ['no_such_setting']"),
+        ("kernel_send_seconds = 0", "kernel_send_seconds must be more than 0"),
+        ("kernel_pause_bytes = 1000", "kernel_pause_bytes must be at least 1048576"),
+        ("kernel_held_bytes = 9000000", "kernel_held_bytes must be at least twice"),
+        ("server_held_bytes = 1048576", "server_held_bytes must not be less than"),
     ],
 )
 def test_a_wrong_setting_is_an_error_naming_it(tmp_path, text, message):
