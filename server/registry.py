@@ -47,6 +47,9 @@ log = logging.getLogger("sandbox.server")
 IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
 SWEEP_INTERVAL = 0.5  # seconds between checks of the exec and idle timeouts
 DESTROY_TIMEOUT = 15.0  # a destroy that takes longer is logged and left to the spawner
+# A call that finds its kernel dead waits this long for the watcher to restart or
+# destroy it (a restart starts a kernel: up to its 10 s ready wait, then some).
+SETTLE_TIMEOUT = DESTROY_TIMEOUT + 15.0
 OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
 OOM_KILLED = 128 + 9
 # uvloop rounds timers to the millisecond: a hold that ends at the exec deadline may
@@ -108,6 +111,8 @@ class Session:
     # and when that was; the clock stops while the program waits for input()
     run_budget: float = 0.0
     run_clock: float | None = None
+    watcher: asyncio.Task | None = None  # restarts or destroys the kernel when it dies
+    ended: str = ""  # why it was destroyed, once it was
 
     def mounted_at(self, path: str) -> str | None:
         """The mount a path in /home/work falls in, if any."""
@@ -145,36 +150,59 @@ class Session:
     async def execute(
         self, mode: str, code: str, options: dict, run_id: str | None, hold: float
     ) -> tuple[RunResult, str | None]:
-        """One execute call of the v2/v3 model. Returns the result and the run id."""
-        async with self.lock:
-            if mode == "continue" and self.state == IDLE:
-                raise bad_params("mode: no run to continue")
-            if mode == "input" and self.state != WAITING:
-                raise bad_params("mode: the run is not waiting for input")
-            if self.state == TIMED_OUT:
-                raise Problem("kernel-not-found", "its run exceeded the exec timeout")
-            if self.state == WAITING:  # the clock runs again from the moment input arrives
-                self.run_clock = time.monotonic()
-            elif self.state == IDLE:
-                self._start_run(run_id)
-            hold = max(0.0, min(hold, self.remaining()))
-            if self.state == IDLE and mode == "batch":
-                result = await self.kernel.start(self.language.batch_op(options), hold)
-            elif self.state == IDLE:
-                result = await self.kernel.start(self.language.query_op(code), hold)
-            elif self.state == WAITING:
-                result = await self.kernel.feed_input(code, hold)
-            else:  # RUNNING: v2 ignores the code of a continuation
-                result = await self.kernel.collect(hold)
-            self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
-            if self.state == WAITING:
-                self.run_budget, self.run_clock = self.remaining(), None
-            elif self.overdue():
-                self.state = TIMED_OUT
-                result = RunResult("exec-timeout", console=result.console)
-            elif self.state == IDLE and (self.kernel.dead or result.exit_code == OOM_KILLED):
-                await self._report_oom(result)
-            return result, self.run_id
+        """One execute call of the v2/v3 model. Returns the result and the run id.
+
+        A dead kernel (it exited, or the host ended it) only gives a running run its
+        last events; anything else waits for its watcher, then goes on in the
+        restarted kernel (after an OOM kill) or answers kernel-not-found with the
+        reason it was destroyed, never a send to a closed socket."""
+        for _ in range(2):
+            kernel = self.kernel
+            async with self.lock:
+                if kernel is self.kernel and (not kernel.dead or self.state == RUNNING):
+                    with contextlib.suppress(KernelGone):  # it died under us: as above
+                        return await self._execute_locked(mode, code, options, run_id, hold)
+            await self.settled()
+            if self.ended:
+                break
+        raise Problem("kernel-not-found", self.ended or "the kernel is gone")
+
+    async def settled(self) -> None:
+        """Wait until the watcher has dealt with a dead kernel (bounded)."""
+        if self.watcher is not None:
+            await asyncio.wait({self.watcher}, timeout=SETTLE_TIMEOUT)
+
+    async def _execute_locked(
+        self, mode: str, code: str, options: dict, run_id: str | None, hold: float
+    ) -> tuple[RunResult, str | None]:
+        if mode == "continue" and self.state == IDLE:
+            raise bad_params("mode: no run to continue")
+        if mode == "input" and self.state != WAITING:
+            raise bad_params("mode: the run is not waiting for input")
+        if self.state == TIMED_OUT:
+            raise Problem("kernel-not-found", "its run exceeded the exec timeout")
+        if self.state == WAITING:  # the clock runs again from the moment input arrives
+            self.run_clock = time.monotonic()
+        elif self.state == IDLE:
+            self._start_run(run_id)
+        hold = max(0.0, min(hold, self.remaining()))
+        if self.state == IDLE and mode == "batch":
+            result = await self.kernel.start(self.language.batch_op(options), hold)
+        elif self.state == IDLE:
+            result = await self.kernel.start(self.language.query_op(code), hold)
+        elif self.state == WAITING:
+            result = await self.kernel.feed_input(code, hold)
+        else:  # RUNNING: v2 ignores the code of a continuation
+            result = await self.kernel.collect(hold)
+        self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
+        if self.state == WAITING:
+            self.run_budget, self.run_clock = self.remaining(), None
+        elif self.overdue():
+            self.state = TIMED_OUT
+            result = RunResult("exec-timeout", console=result.console)
+        elif self.state == IDLE and (self.kernel.dead or result.exit_code == OOM_KILLED):
+            await self._report_oom(result)
+        return result, self.run_id
 
     async def cpu_ms(self) -> float:
         """CPU time used over the kernel's life, restarts included."""
@@ -235,12 +263,13 @@ class Registry:
     def _on_spawner_exit(self) -> None:
         self._in_background(self._spawner_died())
 
-    def _in_background(self, coro: Coroutine[object, object, None]) -> None:
+    def _in_background(self, coro: Coroutine[object, object, None]) -> asyncio.Task:
         """Run coro as a task, referenced until it is done (the loop keeps only a
         weak reference)."""
         task = asyncio.create_task(coro)
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+        return task
 
     def mounting(self, folder_id: str) -> list[str]:
         """Ids of the live kernels that mount a folder."""
@@ -393,6 +422,7 @@ class Registry:
         if not self.per_key[session.access_key]:
             del self.per_key[session.access_key]
         self.obituaries[session.id] = (session.access_key, reason)
+        session.ended = reason
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         return True
@@ -481,4 +511,4 @@ class Registry:
                 status = kernel.exit_status
                 await self.destroy(session, reason=f"the kernel exited (wait status {status})")
 
-        self._in_background(watch())
+        session.watcher = self._in_background(watch())
