@@ -157,20 +157,26 @@ class Session:
         restarted kernel (after an OOM kill) or answers kernel-not-found with the
         reason it was destroyed, never a send to a closed socket."""
         for _ in range(2):
-            kernel = self.kernel
-            async with self.lock:
-                if kernel is self.kernel and (not kernel.dead or self.state == RUNNING):
+            async with self.lock:  # a restart replaces the kernel and its watcher under it
+                watcher = self.watcher
+                if not self.kernel.dead or self.state == RUNNING:
                     with contextlib.suppress(KernelGone):  # it died under us: as above
                         return await self._execute_locked(mode, code, options, run_id, hold)
-            await self.settled()
+            if watcher is not None:
+                await asyncio.wait({watcher}, timeout=SETTLE_TIMEOUT)
             if self.ended:
                 break
         raise Problem("kernel-not-found", self.ended or "the kernel is gone")
 
-    async def settled(self) -> None:
-        """Wait until the watcher has dealt with a dead kernel (bounded)."""
-        if self.watcher is not None:
+    async def problem_for(self, kernel: Kernel, error: KernelGone) -> Problem:
+        """What a call that met `kernel` (this session's) gone answers: once its watcher
+        has destroyed it, 404 with the reason; if it is alive but did not answer, or
+        was restarted after an OOM kill, kernel-execution-failed."""
+        if kernel.dead and kernel is self.kernel and self.watcher is not None:
             await asyncio.wait({self.watcher}, timeout=SETTLE_TIMEOUT)
+        if self.ended:
+            return Problem("kernel-not-found", self.ended)
+        return Problem("kernel-execution-failed", str(error))
 
     async def _execute_locked(
         self, mode: str, code: str, options: dict, run_id: str | None, hold: float

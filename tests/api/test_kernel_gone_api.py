@@ -264,13 +264,23 @@ def test_a_kernel_that_stops_reading_is_ended(server, client, bystander):
     still_answers(client, bystander)
 
 
+AFTER_DEATH = {
+    "execute": ("POST", "", {"mode": "query", "code": "print(1)"}),
+    "interrupt": ("POST", "/interrupt", None),
+    "files": ("GET", "/files", {"path": "."}),
+    "download": ("GET", "/download", {"files": ["x"]}),
+}
+
+
+@pytest.mark.parametrize("request_kind", sorted(AFTER_DEATH))
 @pytest.mark.parametrize("suicide", ["os.kill(os.getpid(), 9)", "os._exit(0)"])
 def test_a_request_right_after_a_kernel_killed_itself_is_404_with_the_reason(
-    client, bystander, suicide
+    client, bystander, suicide, request_kind
 ):
+    method, path, body = AFTER_DEATH[request_kind]
     for _ in range(20):
         kid = create(client)
         client.execute(kid, mode="query", code=f"import os\n{suicide}")
-        r = client.execute(kid, mode="query", code="print(1)")
+        r = client.request(method, f"/v2/kernel/{kid}{path}", body)
         assert "the kernel exited" in problem(r, 404, "kernel-not-found")
     still_answers(client, bystander)
