@@ -241,7 +241,8 @@ class Kernel:
             return
         if event.kind in kernel_events.REPLIES:
             if blen > kernel_events.REPLY_BLOB_MAX:
-                raise protocol.ProtocolError(f"a reply's blob is over {blen} bytes")
+                limit = kernel_events.REPLY_BLOB_MAX
+                raise protocol.ProtocolError(f"a reply's blob of {blen} bytes is over {limit}")
             event.blob = await reader.readexactly(blen)
             event.size += blen
             self._resolve(event)
