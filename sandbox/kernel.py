@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 RESPONSE_CHARS = 1024 * 1024
 # Console blobs (up to 16 MiB a frame) are read, queued and counted in pieces of
 # at most this much, so reading stops within a piece of a bound.
-PIECE = 1024 * 1024
+PIECE = 256 * 1024
 # Past the server-wide bound, a kernel holding less than this still reads: a
 # quiet kernel's few events (ready, finished, a reply) must not wait for a flood.
 QUIET_BYTES = 64 * 1024
@@ -76,8 +76,9 @@ class HeldBytes:
         self.total += n
 
     def release(self, n: int) -> None:
+        was_over = self.over
         self.total -= n
-        if not self.over:
+        if was_over and not self.over:  # the rest were paused by their own bounds
             for room in self.paused:
                 room.set()
 
@@ -362,8 +363,9 @@ class Kernel:
         return await self.start({"op": "batch", "clean": clean, "build": build, "exec": run}, hold)
 
     async def send(self, message: dict, blob: bytes = b"") -> None:
-        """Write one op; a kernel that does not take it within send_seconds is ended."""
-        if self.gone or self._writer is None:
+        """Write one op; a kernel that does not take it within send_seconds is ended.
+        None to a dead kernel: its runner is gone and its pid 1 about to go."""
+        if self.dead or self._writer is None:
             raise KernelGone(self.end_reason or "the kernel is gone")
         self._writer.write(protocol.encode_op(message, blob))
         self._sending += 1

@@ -18,9 +18,10 @@ from .runner.files import MAX_DOWNLOAD
 
 # The runner's own JSON is small (its largest: 100 completions); frames pid 1
 # made (file replies, with a directory listing) may use the protocol's maximum.
-# Parsing inflates JSON (`[{},{},...]` takes 30 times its text), so the cap on
-# what user code can send bounds what one frame costs to parse.
-RUNNER_JSON_MAX = 1024 * 1024
+# A frame's JSON is read whole before it is counted, and parsing inflates it
+# (`[{},{},...]` takes 30 times its text), so the cap on what user code can
+# send bounds what each kernel's frame costs before the bounds apply.
+RUNNER_JSON_MAX = 256 * 1024
 REPLY_BLOB_MAX = MAX_DOWNLOAD  # a reply's blob is a downloaded file
 # What an event's objects cost beyond its text and blob, counted with them.
 EVENT_OVERHEAD = 256

@@ -23,9 +23,10 @@ import time
 import psutil
 import pytest
 from conftest import KernelRemains, start_server, stop_server
-from harness import wait_until
+from harness import AFTER_THE_QUERY, wait_until
 from test_kernels_api import problem
 
+from sandbox.kernel_events import RUNNER_JSON_MAX
 from sandbox.runner.protocol import MAX_JSON
 
 MiB = 1024 * 1024
@@ -38,7 +39,7 @@ kernel_send_seconds = 1.0
 """
 FLOODERS = 5
 # What the server may hold beyond its bounds: per flooding kernel one piece being
-# read (1 MiB) and one runner JSON being parsed (1 MiB), and the allocator's slack.
+# read and one runner JSON being parsed (256 KiB each), and the allocator's slack.
 RSS_SLACK = 64 * MiB
 
 # In-kernel: build frames as the wire protocol has them (sandbox/runner/protocol.py).
@@ -112,19 +113,23 @@ def peak_rss(pid: int) -> int:
 
 FLOOD = (
     FRAMES
-    + """
-import threading
+    + AFTER_THE_QUERY
+    + f"""
 def flood():
-    unknown = b'{"ev":"flood","x":"' + b"u" * (1024 * 1024 - 40) + b'"}'
-    error = b'{"ev":"error","message":"' + b"e" * (1024 * 1024 - 40) + b'"}'
-    out = frame(b'{"ev":"stdout"}', b"o" * (16 * 1024 * 1024))
-    for _ in range(100):
+    after_the_query()
+    unknown = b'{{"ev":"flood","x":"' + b"u" * ({RUNNER_JSON_MAX} - 40) + b'"}}'
+    error = b'{{"ev":"error","message":"' + b"e" * ({RUNNER_JSON_MAX} - 40) + b'"}}'
+    blob = b"o" * (16 * 1024 * 1024)
+    out = frame(b'{{"ev":"stdout"}}', blob)
+    for _ in range(400):
         send(frame(unknown))
+    for _ in range(4):
+        send(frame(b'{{"ev":"flood"}}', blob))
     with open("/home/work/progress", "w") as f:
         f.write("unknown sent")
     for _ in range(20):
         send(frame(error))
-        send(frame(b'{"ev":"waiting-input"}'))
+        send(frame(b'{{"ev":"waiting-input"}}'))
         send(out)
 threading.Thread(target=flood, daemon=True).start()
 """
@@ -132,12 +137,13 @@ threading.Thread(target=flood, daemon=True).start()
 
 
 def test_floods_nobody_polls_for_stay_within_the_bounds(server, client, bystander):
-    """5 kernels write maximal frames (unknown events, errors with 1 MiB messages,
-    16 MiB of output) from a thread after their query finished, so no client polls:
+    """5 kernels write maximal frames (unknown events with 16 MiB blobs or 256 KiB of
+    JSON, errors with 256 KiB messages, 16 MiB of output) from a thread after their
+    query finished, so no client polls:
     unknown events are dropped, the rest is held up to the bounds and then the
     server stops reading them. The server's peak RSS stays within its start plus
     the server-wide bound plus per-kernel slack (the fix's absence: 500 MiB and
-    more), the bystander answers, and a flooder's output is still all there."""
+    more), the bystander answers, and a flooder's output is still there."""
     still_answers(client, bystander)
     base = rss(server.pid)
     kids = [create(client) for _ in range(FLOODERS)]
@@ -159,6 +165,7 @@ def test_floods_nobody_polls_for_stay_within_the_bounds(server, client, bystande
     time.sleep(2)  # let the known events pile up to the bounds (the bound is asserted)
     peak = peak_rss(server.pid)
     bound = base + SERVER_HELD + FLOODERS * 2 * MiB + RSS_SLACK
+    print(f"\nFLOOD base {base / MiB:.1f} peak {peak / MiB:.1f} bound {bound / MiB:.1f} MiB")
     assert peak <= bound, f"peak RSS {peak / MiB:.0f} MiB over {bound / MiB:.0f} MiB"
 
     # Paused, not ended: a client that polls gets the output.
@@ -188,10 +195,19 @@ FATAL = [
 ]
 
 
-@pytest.mark.parametrize("body", FATAL[:4], ids=["ev-list", "deep", "deep-closed", "exitcode"])
+MALFORMED = {
+    "ev-list": repr(FATAL[0]),
+    "deep": repr(FATAL[1]),
+    "deep-closed": repr(FATAL[2]),
+    "exitcode": repr(FATAL[3]),
+    "over-the-runner-cap": f'b\'{{"ev":"x","p":"\' + b\'p\' * {RUNNER_JSON_MAX} + b\'"}}\'',
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_frame_ends_the_kernel_with_a_reason(client, bystander, body):
     kid = create(client)
-    code = FRAMES + f"send(frame({body!r}))\nprint('still here')"
+    code = FRAMES + f"send(frame({body}))\nprint('still here')"
     client.run(kid, code)
     title = gone_reason(client, kid)
     assert "broke the kernel protocol" in title, title

@@ -15,7 +15,7 @@ import os
 import time
 
 import pytest
-from harness import TestKernel, wait_until
+from harness import AFTER_THE_QUERY, TestKernel, wait_until
 
 from sandbox.kernel import PIECE, QUIET_BYTES, HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.kernel_events import EVENT_OVERHEAD
@@ -26,10 +26,14 @@ _ids = itertools.count(1)
 # The most a kernel holds past a bound before its reader looks again: one piece.
 STEP = PIECE + EVENT_OVERHEAD
 
-# A thread in the kernel writes 16 MiB stdout frames straight to fd 3, forever.
-FRAME_FLOOD = """
-import os, struct, threading
+# A thread in the kernel writes 16 MiB stdout frames straight to fd 3, forever,
+# once the query is over (its frames must not interleave with the runner's).
+FRAME_FLOOD = (
+    AFTER_THE_QUERY
+    + """
+import os, struct
 def flood():
+    after_the_query()
     frame = struct.pack(">II", 15, 16 << 20) + b'{"ev":"stdout"}' + b"f" * (16 << 20)
     while True:
         view = memoryview(frame)
@@ -37,6 +41,7 @@ def flood():
             view = view[os.write(3, view):]
 threading.Thread(target=flood, daemon=True).start()
 """
+)
 
 
 def connect(sandbox, bounds: KernelBounds, shared: HeldBytes | None = None) -> TestKernel:
