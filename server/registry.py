@@ -168,14 +168,20 @@ class Session:
                 break
         raise Problem("kernel-not-found", self.ended or "the kernel is gone")
 
-    async def problem_for(self, kernel: Kernel, error: KernelGone) -> Problem:
-        """What a call that met `kernel` (this session's) gone answers: once its watcher
-        has destroyed it, 404 with the reason; if it is alive but did not answer, or
-        was restarted after an OOM kill, kernel-execution-failed."""
+    async def check_alive(self, kernel: Kernel | None = None) -> None:
+        """If `kernel` (this session's, the current one by default) is dead, wait for
+        its watcher; kernel-not-found with the reason if that destroyed the session."""
+        kernel = kernel or self.kernel
         if kernel.dead and kernel is self.kernel and self.watcher is not None:
             await asyncio.wait({self.watcher}, timeout=SETTLE_TIMEOUT)
         if self.ended:
-            return Problem("kernel-not-found", self.ended)
+            raise Problem("kernel-not-found", self.ended)
+
+    async def problem_for(self, kernel: Kernel, error: KernelGone) -> Problem:
+        """What a call that met `kernel` gone answers: 404 with the reason once its
+        watcher has destroyed it (raised); kernel-execution-failed if it is alive but
+        did not answer, or was restarted after an OOM kill."""
+        await self.check_alive(kernel)
         return Problem("kernel-execution-failed", str(error))
 
     async def _execute_locked(
@@ -378,6 +384,7 @@ class Registry:
 
     async def info(self, session: Session) -> dict:
         """The flat DOC-v2 info object (spec §5.2), in its units."""
+        await session.check_alive()
         stats = await session.stats()
         now = time.monotonic()
         return {

@@ -165,7 +165,6 @@ def test_floods_nobody_polls_for_stay_within_the_bounds(server, client, bystande
     time.sleep(2)  # let the known events pile up to the bounds (the bound is asserted)
     peak = peak_rss(server.pid)
     bound = base + SERVER_HELD + FLOODERS * 2 * MiB + RSS_SLACK
-    print(f"\nFLOOD base {base / MiB:.1f} peak {peak / MiB:.1f} bound {bound / MiB:.1f} MiB")
     assert peak <= bound, f"peak RSS {peak / MiB:.0f} MiB over {bound / MiB:.0f} MiB"
 
     # Paused, not ended: a client that polls gets the output.
@@ -282,6 +281,7 @@ def test_a_kernel_that_stops_reading_is_ended(server, client, bystander):
 
 AFTER_DEATH = {
     "execute": ("POST", "", {"mode": "query", "code": "print(1)"}),
+    "info": ("GET", "", None),
     "interrupt": ("POST", "/interrupt", None),
     "files": ("GET", "/files", {"path": "."}),
     "download": ("GET", "/download", {"files": ["x"]}),
