@@ -16,9 +16,16 @@ Lifetimes (spec §5.10): a reaper task destroys kernels whose run is past its
 exec timeout while nobody polls, kernels idle past their idle timeout, and
 (every `cpu_check_seconds`) kernels that used up their CPU credit. A kernel
 whose runner the OOM killer took is restarted (same id, files kept, state
-lost) and the run's last response says so; one that crashed otherwise is
-destroyed. Why a kernel went is kept for a while, so a GET on it answers 404
-with the reason instead of a bare "No such kernel".
+lost) and the run's last response says so; one that crashed otherwise, or that
+the host ended (a malformed frame, a flood past its bound, an op it did not
+read: `Kernel.end_reason`), is destroyed. Why a kernel went is kept for a
+while, so a GET on it answers 404 with the reason instead of a bare "No such
+kernel"; a call that finds its kernel dead before that waits for its watcher
+and answers the same, never a 500 for a socket that closed under it.
+
+What the server holds for kernels' events is bounded per kernel and in total
+(`KernelBounds`, `HeldBytes`: kernel_pause_bytes, kernel_held_bytes,
+server_held_bytes).
 """
 
 from __future__ import annotations
