@@ -232,7 +232,7 @@ class Kernel:
     async def _take(self, event: Event | None, reader: asyncio.StreamReader, blen: int) -> None:
         """Act on one event and read its blob: console output is queued in pieces,
         a reply's blob goes to its requester, any other blob is read and dropped."""
-        if event is None or event.kind not in kernel_events.CONSOLE | kernel_events.REPLIES:
+        if event is None or event.kind not in kernel_events.WITH_BLOB:
             while blen:  # a blob the host has no use for: skipped, never held
                 n = min(blen, PIECE)
                 await reader.readexactly(n)

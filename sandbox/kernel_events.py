@@ -31,6 +31,7 @@ CONSOLE = frozenset({"stdout", "stderr"})
 FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
 REPLIES = frozenset({"reply", "completions"})
 KNOWN = PID1_EVENTS | CONSOLE | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
+WITH_BLOB = CONSOLE | REPLIES  # the events whose blob the host keeps
 
 T = TypeVar("T")
 
