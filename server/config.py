@@ -52,6 +52,14 @@ class ServerConfig:
     tmp_bytes: int = 64 * MiB  # /tmp and /dev/shm
     max_output_bytes: int = 64 * MiB  # console output of one run; the rest is dropped
     kernel_reply_seconds: float = 30.0  # a file operation unanswered this long: 500
+    kernel_send_seconds: float = 10.0  # an op the kernel does not read in this long: ended
+    # what the server holds for a kernel (its events waiting for a client, JSON and
+    # blobs): past the first it stops reading the kernel; past the second (read on
+    # while a request waits for its reply) the kernel is ended
+    kernel_pause_bytes: int = 8 * MiB
+    kernel_held_bytes: int = 32 * MiB
+    # the same over every kernel: past it, kernels holding more than 64 KiB pause
+    server_held_bytes: int = 512 * MiB
     # per host and per key
     max_kernels: int = 1000
     default_concurrency: int = 5
@@ -131,6 +139,7 @@ class ServerConfig:
             "hold_seconds",
             "kernel_reply_seconds",
             "cpu_check_seconds",
+            "kernel_send_seconds",
             "header_timeout_seconds",
             "body_timeout_seconds",
             "max_connections",
@@ -143,6 +152,12 @@ class ServerConfig:
             self.uid_range  # noqa: B018 (its checks)
         except ValueError as e:
             raise ValueError(f"kernel_uid_first, kernel_uid_count: {e}") from None
+        if self.kernel_pause_bytes < MiB:
+            raise ValueError(f"kernel_pause_bytes must be at least {MiB} (1 MiB)")
+        if self.kernel_held_bytes < 2 * self.kernel_pause_bytes:
+            raise ValueError("kernel_held_bytes must be at least twice kernel_pause_bytes")
+        if self.server_held_bytes < self.kernel_held_bytes:
+            raise ValueError("server_held_bytes must not be less than kernel_held_bytes")
         for f in dataclasses.fields(self):
             if f.name.startswith("default_") and hasattr(self, "max_" + f.name[8:]):
                 most = getattr(self, "max_" + f.name[8:])

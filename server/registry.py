@@ -1,4 +1,4 @@
-"""The server's kernels: who owns them, their session tokens, and the v2 run state.
+"""The server's kernels: who owns them, their session tokens, and their lifetimes.
 
 Kernels are processes, so this registry lives in memory. Each kernel belongs to
 the access key that created it and is found by (access key, client session
@@ -6,19 +6,22 @@ token) for get-or-create; a kernel id from another key is answered like an
 unknown one (404). The concurrency count of a key is the number of its live
 kernels, so reusing a session never counts twice (spec §9, counter drift).
 
-`Session.execute` implements the implicit v2 run model (spec §6.2): one run at a
-time; a call while a run is active continues it (its `code` is ignored), or
-answers the pending `input()` with it; every call holds up to `hold` seconds.
-The explicit `runId` model (§6.3) rides on the same state: `continue` and
-`input` modes name what the implicit model infers.
+Each live kernel is a `Session` (server/session.py: the v2 run state).
 
 Lifetimes (spec §5.10): a reaper task destroys kernels whose run is past its
 exec timeout while nobody polls, kernels idle past their idle timeout, and
 (every `cpu_check_seconds`) kernels that used up their CPU credit. A kernel
 whose runner the OOM killer took is restarted (same id, files kept, state
-lost) and the run's last response says so; one that crashed otherwise is
-destroyed. Why a kernel went is kept for a while, so a GET on it answers 404
-with the reason instead of a bare "No such kernel".
+lost) and the run's last response says so; one that crashed otherwise, or that
+the host ended (a malformed frame, a flood past its bound, an op it did not
+read: `Kernel.end_reason`), is destroyed. Why a kernel went is kept for a
+while, so a GET on it answers 404 with the reason instead of a bare "No such
+kernel"; a call that finds its kernel dead before that waits for its watcher
+and answers the same, never a 500 for a socket that closed under it.
+
+What the server holds for kernels' events is bounded per kernel and in total
+(`KernelBounds`, `HeldBytes`: kernel_pause_bytes, kernel_held_bytes,
+server_held_bytes).
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
 
 from sandbox import languages
-from sandbox.kernel import Kernel, KernelGone, RunResult
+from sandbox.kernel import HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
@@ -41,17 +43,13 @@ from .config import ServerConfig
 from .errors import Problem, bad_params
 from .limits import KernelLimits
 from .pool import WarmPool
+from .session import IDLE, Session
 
 log = logging.getLogger("sandbox.server")
 
-IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
 SWEEP_INTERVAL = 0.5  # seconds between checks of the exec and idle timeouts
 DESTROY_TIMEOUT = 15.0  # a destroy that takes longer is logged and left to the spawner
 OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
-OOM_KILLED = 128 + 9
-# uvloop rounds timers to the millisecond: a hold that ends at the exec deadline may
-# wake a little before it, and must still count as reaching it.
-TIMER_SLACK = 0.005
 
 
 def spawner_problem(error: SpawnerError, kind: str, context: str = "") -> Problem:
@@ -82,127 +80,6 @@ def resolve_lang(lang: str) -> languages.Language:
     return row
 
 
-@dataclass
-class Session:
-    """One kernel as the API sees it."""
-
-    id: str
-    access_key: str
-    token: str
-    lang: str
-    spec: KernelSpec
-    limits: KernelLimits
-    kernel: Kernel
-    spawner: SpawnerClient
-    created: float = field(default_factory=time.monotonic)
-    last_used: float = field(default_factory=time.monotonic)
-    queries: int = 0
-    state: str = IDLE
-    run_id: str | None = None
-    cpu_ms_before_restart: float = 0.0
-    oom_kills_seen: int = 0  # of the current kernel's cgroup
-    oom_restart_pending: bool = False  # the runner died of OOM: restart, don't destroy
-    mounts: dict[str, str] = field(default_factory=dict)  # path under /home/work -> folder id
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # exec timeout of the current run: seconds left when the clock last (re)started,
-    # and when that was; the clock stops while the program waits for input()
-    run_budget: float = 0.0
-    run_clock: float | None = None
-
-    def mounted_at(self, path: str) -> str | None:
-        """The mount a path in /home/work falls in, if any."""
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        for alias in self.mounts:
-            alias_parts = alias.split("/")
-            if parts[: len(alias_parts)] == alias_parts:
-                return alias
-        return None
-
-    @property
-    def language(self) -> languages.Language:
-        row = languages.resolve(self.lang)
-        assert row is not None, self.lang  # sessions are made with canonical names
-        return row
-
-    def touch(self) -> None:
-        self.queries += 1
-        self.last_used = time.monotonic()
-
-    def remaining(self) -> float:
-        """Seconds left of the current run's exec timeout."""
-        if self.run_clock is None:
-            return self.run_budget
-        return self.run_budget - (time.monotonic() - self.run_clock)
-
-    def overdue(self) -> bool:
-        return self.state == RUNNING and self.remaining() <= TIMER_SLACK
-
-    def _start_run(self, run_id: str | None) -> None:
-        self.run_id = run_id or secrets.token_hex(8)
-        self.run_budget = self.limits.exec_timeout_ms / 1000
-        self.run_clock = time.monotonic()
-
-    async def execute(
-        self, mode: str, code: str, options: dict, run_id: str | None, hold: float
-    ) -> tuple[RunResult, str | None]:
-        """One execute call of the v2/v3 model. Returns the result and the run id."""
-        async with self.lock:
-            if mode == "continue" and self.state == IDLE:
-                raise bad_params("mode: no run to continue")
-            if mode == "input" and self.state != WAITING:
-                raise bad_params("mode: the run is not waiting for input")
-            if self.state == TIMED_OUT:
-                raise Problem("kernel-not-found", "its run exceeded the exec timeout")
-            if self.state == WAITING:  # the clock runs again from the moment input arrives
-                self.run_clock = time.monotonic()
-            elif self.state == IDLE:
-                self._start_run(run_id)
-            hold = max(0.0, min(hold, self.remaining()))
-            if self.state == IDLE and mode == "batch":
-                result = await self.kernel.start(self.language.batch_op(options), hold)
-            elif self.state == IDLE:
-                result = await self.kernel.start(self.language.query_op(code), hold)
-            elif self.state == WAITING:
-                result = await self.kernel.feed_input(code, hold)
-            else:  # RUNNING: v2 ignores the code of a continuation
-                result = await self.kernel.collect(hold)
-            self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
-            if self.state == WAITING:
-                self.run_budget, self.run_clock = self.remaining(), None
-            elif self.overdue():
-                self.state = TIMED_OUT
-                result = RunResult("exec-timeout", console=result.console)
-            elif self.state == IDLE and (self.kernel.dead or result.exit_code == OOM_KILLED):
-                await self._report_oom(result)
-            return result, self.run_id
-
-    async def cpu_ms(self) -> float:
-        """CPU time used over the kernel's life, restarts included."""
-        return self.cpu_ms_before_restart + (await self.stats()).get("cpu_usec", 0) / 1000
-
-    async def stats(self) -> dict:
-        try:
-            return await self.spawner.stats(self.id)
-        except SpawnerError:
-            return {}
-
-    async def out_of_memory(self) -> bool:
-        """Whether the OOM killer struck in this kernel since the last look."""
-        kills = (await self.stats()).get("oom_kills", 0)
-        struck, self.oom_kills_seen = kills > self.oom_kills_seen, max(kills, self.oom_kills_seen)
-        return struck
-
-    async def _report_oom(self, result: RunResult) -> None:
-        if not await self.out_of_memory():
-            return
-        limit = self.limits.memory_bytes // (1024 * 1024)
-        note = f"\n[out of memory: the kernel reached its {limit} MiB limit"
-        if self.kernel.dead:
-            note += "; it was restarted: variables are gone, files in /home/work are kept"
-            self.oom_restart_pending = True
-        result.console.append(["stderr", note + "]\n"])
-
-
 class Registry:
     """All live sessions, and the spawner that makes their kernels."""
 
@@ -217,6 +94,14 @@ class Registry:
         self.borrowed = 0  # kernels counted by `counted`, not sessions
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
+        self.held = HeldBytes(config.server_held_bytes)  # for every kernel together
+        self.bounds = KernelBounds(
+            pause_bytes=config.kernel_pause_bytes,
+            held_bytes=config.kernel_held_bytes,
+            send_seconds=config.kernel_send_seconds,
+            reply_seconds=config.kernel_reply_seconds,
+            max_output_bytes=config.max_output_bytes,
+        )
         self.pool = WarmPool(config, spawner, self._start_fresh)
 
     def start(self) -> None:
@@ -228,12 +113,13 @@ class Registry:
     def _on_spawner_exit(self) -> None:
         self._in_background(self._spawner_died())
 
-    def _in_background(self, coro: Coroutine[object, object, None]) -> None:
+    def _in_background(self, coro: Coroutine[object, object, None]) -> asyncio.Task:
         """Run coro as a task, referenced until it is done (the loop keeps only a
         weak reference)."""
         task = asyncio.create_task(coro)
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+        return task
 
     def mounting(self, folder_id: str) -> list[str]:
         """Ids of the live kernels that mount a folder."""
@@ -361,6 +247,7 @@ class Registry:
 
     async def info(self, session: Session) -> dict:
         """The flat DOC-v2 info object (spec §5.2), in its units."""
+        await session.check_alive()
         stats = await session.stats()
         now = time.monotonic()
         return {
@@ -411,6 +298,7 @@ class Registry:
         if not self.per_key[session.access_key]:
             del self.per_key[session.access_key]
         self.obituaries[session.id] = (session.access_key, reason)
+        session.ended = reason
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         return True
@@ -468,9 +356,7 @@ class Registry:
                 raise bad_params(str(e)) from e
             raise spawner_problem(e, "kernel-creation-failed") from e
         try:
-            kernel = await Kernel.connect(kernel_id, pid, sock)
-            kernel.max_output_bytes = self.config.max_output_bytes
-            kernel.reply_timeout = self.config.kernel_reply_seconds
+            kernel = await Kernel.connect(kernel_id, pid, sock, self.bounds, self.held)
             await kernel.wait_ready()
         except KernelGone as e:
             with contextlib.suppress(SpawnerError):
@@ -490,6 +376,9 @@ class Registry:
             async with session.lock:
                 if self.sessions.get(session.id) is not session or session.kernel is not kernel:
                     return
+                if kernel.end_reason:  # the host ended it (the protocol, a bound)
+                    await self.destroy(session, reason=kernel.end_reason)
+                    return
                 if session.oom_restart_pending or await session.out_of_memory():
                     log.info("kernel %s ran out of memory: restarting", session.id)
                     with contextlib.suppress(Problem):
@@ -498,4 +387,4 @@ class Registry:
                 status = kernel.exit_status
                 await self.destroy(session, reason=f"the kernel exited (wait status {status})")
 
-        self._in_background(watch())
+        session.watcher = self._in_background(watch())

@@ -204,3 +204,20 @@ class TestKernel:
         self.destroyed = True
         self.sandbox.run(self.k.close())
         return self.sandbox.run(self.sandbox.client.destroy(self.id))
+
+
+# In-kernel: wait until the runner's main thread waits for its next op, so its
+# "finished" is out and no frame of a flooding thread can interleave with its own.
+AFTER_THE_QUERY = """
+import sys, threading, time
+def after_the_query():
+    main, deadline = threading.main_thread().ident, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame.f_code.co_name != "next_op":
+            frame = frame.f_back
+        if frame is not None:
+            return
+        time.sleep(0.01)
+    raise TimeoutError("the query did not end")
+"""

@@ -82,6 +82,11 @@ Messages, kernel -> host (the key is "ev"):
   {"ev": "exited", "status": int}     sent by pid 1 when the runner died;
                                       status is a wait status as from waitpid
 
+User code can write frames to the runner's fd 3, so the host checks every
+event it gets (sandbox/kernel_events.py): a known event with a field of the
+wrong type, JSON over 256 KiB from the runner, or a frame that is not a JSON
+object ends the kernel with the reason; an event of an unknown kind is dropped.
+
 Exit codes of batch steps are the shell's status, 128 + n if signal n killed
 it, and 130 if an interrupt arrived while it ran (the step's processes get the
 SIGINT too; a second interrupt SIGKILLs a shell that ignored the first).
@@ -186,6 +191,8 @@ def decode_body(body: bytes) -> dict:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"frame is not JSON: {e}") from None
+    except RecursionError:  # json's C decoder stops deep nesting with this
+        raise ProtocolError("frame's JSON is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
     return message

@@ -25,6 +25,7 @@ from sandbox.spec import WORK_DIR, MiB
 
 from ..app import Call, json_response, no_content, signed
 from ..errors import Problem, bad_params
+from ..registry import Session
 from .kernels import session_for
 
 MAX_FILES = 20
@@ -47,11 +48,16 @@ def check_path(path: object, field: str, absolute: bool = False) -> str:
     return path
 
 
-async def ask(kernel: Kernel, op: str, blob: bytes = b"", **fields: object) -> tuple[dict, bytes]:
-    """A file op done by the kernel's pid 1; 400 naming the problem if it refuses."""
+async def ask(
+    kernel: Kernel, op: str, blob: bytes = b"", session: Session | None = None, **fields: object
+) -> tuple[dict, bytes]:
+    """A file op done by the kernel's pid 1; 400 naming the problem if it refuses. A
+    session's kernel that died answers as the session says (404 with the reason)."""
     try:
         reply, data = await kernel.request(op, blob, **fields)
     except KernelGone as e:
+        if session is not None:
+            raise await session.problem_for(kernel, e) from e
         raise Problem("kernel-execution-failed", str(e)) from e
     if not reply.get("ok"):
         raise bad_params(str(reply.get("error", f"{op} failed")))
@@ -101,7 +107,7 @@ async def upload(call: Call) -> Response:
                 "upload into a folder with the folder API"
             )
     for path, data in contents:
-        await ask(session.kernel, "upload", data, path=path)
+        await ask(session.kernel, "upload", data, session, path=path)
     return no_content()
 
 
@@ -109,7 +115,8 @@ async def upload(call: Call) -> Response:
 async def list_files(call: Call) -> Response:
     data = call.json()
     path = check_path(data.get("path", ".") or ".", "path", absolute=True)
-    reply, _ = await ask(session_for(call).kernel, "files", path=path)
+    session = session_for(call)
+    reply, _ = await ask(session.kernel, "files", session=session, path=path)
     return json_response(
         {"files": json.dumps(reply.get("files", [])), "errors": "", "abspath": reply.get("abspath")}
     )
@@ -118,12 +125,17 @@ async def list_files(call: Call) -> Response:
 @signed
 async def download(call: Call) -> Response:
     """Each requested file as one tar archive in a multipart/mixed body (spec §5.9)."""
-    kernel = session_for(call).kernel
-    return await multipart_download(kernel, call.json().get("files"), absolute=True)
+    session = session_for(call)
+    files = call.json().get("files")
+    return await multipart_download(session.kernel, files, session=session, absolute=True)
 
 
 async def multipart_download(
-    kernel: Kernel, names: object, prefix: str = "", absolute: bool = False
+    kernel: Kernel,
+    names: object,
+    prefix: str = "",
+    session: Session | None = None,
+    absolute: bool = False,
 ) -> Response:
     """Download `names` (paths under prefix; `absolute`: see check_path) through the
     kernel's pid 1."""
@@ -133,7 +145,7 @@ async def multipart_download(
     body = io.BytesIO()
     for name in names:
         path = check_path(name, "files", absolute)
-        _reply, content = await ask(kernel, "download", path=prefix + path)
+        _reply, content = await ask(kernel, "download", session=session, path=prefix + path)
         archive = _tar_one(os.path.basename(path), content)
         body.write(f"--{boundary}\r\n".encode())
         body.write(b"Content-Type: application/x-tar\r\n")

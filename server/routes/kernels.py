@@ -186,10 +186,11 @@ async def execute(call: Call) -> Response:
 @signed
 async def interrupt(call: Call) -> Response:
     session = session_for(call)
+    kernel = session.kernel
     try:
-        await session.kernel.interrupt()
+        await kernel.interrupt()
     except KernelGone as e:
-        raise Problem("kernel-execution-failed", "the kernel is gone") from e
+        raise await session.problem_for(kernel, e) from e
     return no_content()
 
 

@@ -51,6 +51,10 @@ def test_a_file_with_every_kind_of_setting_loads(tmp_path):
         ("max_header_bytes = 0", "max_header_bytes must be more than 0"),
         ("max_unverified_bodies = 0", "max_unverified_bodies must be more than 0"),
         ('allow_md5_signatures = "yes"', "allow_md5_signatures must be true or false"),
+        ("kernel_send_seconds = 0", "kernel_send_seconds must be more than 0"),
+        ("kernel_pause_bytes = 1000", "kernel_pause_bytes must be at least 1048576"),
+        ("kernel_held_bytes = 9000000", "kernel_held_bytes must be at least twice"),
+        ("server_held_bytes = 1048576", "server_held_bytes must not be less than"),
     ],
 )
 def test_a_wrong_setting_is_an_error_naming_it(tmp_path, text, message):

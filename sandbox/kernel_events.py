@@ -1,0 +1,118 @@
+"""What a kernel may send the host, checked field by field.
+
+User code can write any bytes to the runner's fd 3, and pid 1 relays the
+runner's frames without parsing them, so every event is untrusted input. Each
+one is turned into an `Event` that holds only the fields the host uses (the
+parsed JSON is dropped at once, so what waits for a client is what is
+counted); an event of a known kind with a field of the wrong type is a
+protocol error, which ends the kernel; an unknown kind is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .runner import protocol
+from .runner.files import MAX_DOWNLOAD
+
+# The runner's own JSON is small (its largest: 100 completions); frames pid 1
+# made (file replies, with a directory listing) may use the protocol's maximum.
+# A frame's JSON is read whole before it is counted, and parsing inflates it
+# (`[{},{},...]` takes 30 times its text), so the cap on what user code can
+# send bounds what each kernel's frame costs before the bounds apply.
+RUNNER_JSON_MAX = 256 * 1024
+REPLY_BLOB_MAX = MAX_DOWNLOAD  # a reply's blob is a downloaded file
+# What an event's objects cost beyond its text and blob, counted with them.
+EVENT_OVERHEAD = 256
+# Events the host takes only from pid 1 (flagged FOR_PID1; see runner/kernel_init.c).
+PID1_EVENTS = frozenset({"reply", "exited"})
+CONSOLE = frozenset({"stdout", "stderr"})
+FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
+REPLIES = frozenset({"reply", "completions"})
+KNOWN = PID1_EVENTS | CONSOLE | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
+WITH_BLOB = CONSOLE | REPLIES  # the events whose blob the host keeps
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Event:
+    """One checked event. `reply` is the JSON of a reply, kept for its requester."""
+
+    kind: str
+    blob: bytes = b""
+    code: int | None = None  # exitCode of *-finished, status of exited
+    text: str = ""  # the message of an error
+    is_password: bool = False
+    rid: int | None = None
+    reply: dict = field(default_factory=dict)
+    size: int = EVENT_OVERHEAD  # bytes counted against the kernel's bounds
+
+
+def json_cap(from_pid1: bool) -> int:
+    """The largest JSON a frame may carry, by who made it."""
+    return protocol.MAX_JSON if from_pid1 else RUNNER_JSON_MAX
+
+
+def parse(body: bytes, from_pid1: bool) -> Event | None:
+    """The event of a frame's JSON, or None for one the host drops (an unknown
+    kind; a pid-1 event without pid 1's flag). ProtocolError if malformed."""
+    message = protocol.decode_body(body)
+    kind = message.get("ev")
+    if not isinstance(kind, str):
+        raise protocol.ProtocolError('"ev" is not a string')
+    if kind not in KNOWN:
+        return None
+    if (kind in PID1_EVENTS) != from_pid1:
+        if from_pid1:
+            raise protocol.ProtocolError(f"pid 1 flagged a {kind!r} event")
+        return None  # user code writing frames to fd 3: only pid 1 says these
+    event = Event(kind)
+    if kind in FINISHED:
+        event.code = _optional(message, "exitCode", int)
+    elif kind == "exited":
+        event.code = _required(message, "status", int)
+    elif kind == "waiting-input":
+        event.is_password = bool(_optional(message, "is_password", bool))
+    elif kind == "error":
+        event.text = _optional(message, "message", str) or "kernel error"
+        event.size += len(event.text)
+    elif kind in REPLIES:
+        event.rid = _required(message, "rid", int)
+        _check_reply(message)
+        event.reply = message
+        event.size += len(body)
+    return event
+
+
+def _check_reply(message: dict) -> None:
+    if message["ev"] == "completions":
+        items = _required(message, "items", list)
+        if not all(isinstance(i, str) for i in items):
+            raise protocol.ProtocolError('"items" is not a list of strings')
+        return
+    _required(message, "ok", bool)
+    _optional(message, "error", str)
+    _optional(message, "abspath", str)
+    files = _optional(message, "files", list)
+    if files is not None and not all(isinstance(f, dict) for f in files):
+        raise protocol.ProtocolError('"files" is not a list of objects')
+
+
+def _optional(message: dict, name: str, kind: type[T]) -> T | None:
+    """The field if present (None if absent or null), checked to be of `kind`."""
+    value = message.get(name)
+    if value is None:
+        return None
+    # JSON's true and false are Python ints too: never take them for numbers.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise protocol.ProtocolError(f"{message['ev']!r}: {name!r} is not {kind.__name__}")
+    return value
+
+
+def _required(message: dict, name: str, kind: type[T]) -> T:
+    value = _optional(message, name, kind)
+    if value is None:
+        raise protocol.ProtocolError(f"{message['ev']!r}: {name!r} is missing")
+    return value
