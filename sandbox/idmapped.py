@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 from . import syscalls as sc
+from .privileges import PID1_REAL_GID
 from .runner import init as runner_init
 
 
@@ -41,10 +42,15 @@ def user_namespace(proc: str, inside: int, outside: int) -> int:
     try:
         if os.read(ready_r, 1) != b"u":
             raise OSError("the idmapping's user namespace could not be made")
-        for name in ("uid_map", "gid_map"):
+        # Pid 1's real gid maps to itself: on some kernels (6.1, the v2 guest's;
+        # not 6.18) an exec under no_new_privs with real gid != effective gid
+        # (kernel-init's, and so its file helper's) makes every gid the real one,
+        # and a gid the map lacks cannot create files through the mount (EOVERFLOW).
+        gids = f"{inside} {outside} 1\n{PID1_REAL_GID} {PID1_REAL_GID} 1\n"
+        for name, text in (("uid_map", f"{inside} {outside} 1\n"), ("gid_map", gids)):
             fd = os.open(f"{proc}/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.write(fd, f"{inside} {outside} 1\n".encode())
+                os.write(fd, text.encode())
             finally:
                 os.close(fd)
         return os.open(f"{proc}/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
