@@ -103,7 +103,11 @@ async def folder_kernel(call: Call, folder: Folder) -> AsyncIterator[Kernel]:
 
 
 async def _describe(call: Call, folder: Folder) -> dict:
-    usage = await asyncio.to_thread(call.request.app.state.folders.usage, folder)
+    try:
+        usage = await asyncio.to_thread(call.request.app.state.folders.usage, folder)
+    except FileNotFoundError as e:  # its image was removed behind the server's back
+        detail = f"folder {folder.name!r}: its files are gone from the data directory ({e})"
+        raise Problem("folder-not-found", f"{detail}; delete it") from e
     return {
         "name": folder.name,
         "id": folder.id,

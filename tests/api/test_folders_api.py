@@ -350,3 +350,14 @@ def test_a_symlink_planted_where_a_mount_goes_fails_the_restart_safely(api, fold
     gone = problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
     assert "restart failed" in gone
     assert sorted(os.listdir("/etc")) == before and not os.path.exists("/etc/pkgs")
+
+
+def test_a_folder_whose_image_vanished_is_not_found_and_can_be_deleted(api_server, api):
+    name = f"gone{time.monotonic_ns()}"
+    r = api.request("POST", "/v2/folders", {"name": name})
+    assert r.status_code == 201, r.text
+    os.remove(os.path.join(api_server.data_dir, "folders", r.json()["id"] + ".img"))
+    title = problem(api.request("GET", f"/v2/folders/{name}"), 404, "folder-not-found")
+    assert "gone from the data directory" in title
+    assert api.request("DELETE", f"/v2/folders/{name}").status_code == 204
+    problem(api.request("GET", f"/v2/folders/{name}"), 404, "folder-not-found")
