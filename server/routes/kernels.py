@@ -190,7 +190,10 @@ async def interrupt(call: Call) -> Response:
     try:
         await kernel.interrupt()
     except KernelGone as e:
-        raise await session.problem_for(kernel, e) from e
+        problem = await session.problem_for(kernel, e)  # raises 404 if it ended
+        if session.kernel is kernel:
+            raise problem from e
+        # restarted after an OOM kill: the run it would interrupt is over
     return no_content()
 
 

@@ -11,6 +11,7 @@ Every test checks that another kernel still answers.
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures
 import contextlib
 import json
@@ -18,12 +19,13 @@ import os
 import random
 import signal
 import struct
+import threading
 import time
 
 import psutil
 import pytest
 from conftest import KernelRemains, start_server, stop_server
-from harness import AFTER_THE_QUERY, wait_until
+from harness import AFTER_THE_QUERY, HAS_CGROUPS, wait_until
 from test_kernels_api import problem
 
 from sandbox.kernel_events import RUNNER_JSON_MAX
@@ -299,4 +301,45 @@ def test_a_request_right_after_a_kernel_killed_itself_is_404_with_the_reason(
         client.execute(kid, mode="query", code=f"import os\n{suicide}")
         r = client.request(method, f"/v2/kernel/{kid}{path}", body)
         assert "the kernel exited" in problem(r, 404, "kernel-not-found")
+    still_answers(client, bystander)
+
+
+OUT_OF_MEMORY = """
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # the interrupts must not end it first
+chunks = []
+while True:
+    chunks.append(bytearray(8 * 1024 * 1024))
+"""
+
+
+def test_interrupts_while_a_kernel_is_restarted_after_an_oom_kill_never_get_500(
+    server, client, bystander
+):
+    """Interrupts sent all along a run that the OOM killer ends: the killed kernel's
+    run is over and the restarted kernel has none, so each is a 204, never a 500."""
+    if not HAS_CGROUPS:
+        pytest.skip("no OOM kill without cgroups (the none layout: MemoryError)")
+    r = client.create(limits={"maxMem": 64 * 1024})
+    assert r.status_code == 201, r.text
+    kid = r.json()["kernelId"]
+    other = server.client(access_key=client.access_key, secret_key=client.secret_key)
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def interrupt() -> None:
+        while not done.is_set():
+            statuses.append(other.request("POST", f"/v2/kernel/{kid}/interrupt").status_code)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    try:
+        results = client.run(kid, OUT_OF_MEMORY)
+    finally:
+        done.set()
+        thread.join()
+    err = "".join(t for r in results for k, t in r["console"] if k == "stderr")
+    assert "restarted" in err, f"the run was not killed for memory: {err[-300:]}"
+    assert statuses and set(statuses) == {204}, collections.Counter(statuses)
+    client.request("DELETE", f"/v2/kernel/{kid}")
     still_answers(client, bystander)
