@@ -239,14 +239,8 @@ class Spawner:
         """Fork spares up to the number wanted (after a request has been answered)."""
         while len(self.spares) < self.spares_wanted:
             try:
-                cgroup = self.cgroups.create(next(self._cgroup_names), cgroups.CgroupLimits())
-            except cgroups.CgroupError as e:
-                print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
-                return
-            try:
-                self.spares.append(self.zygote.spare(cgroup, self.start_timeout))
-            except OSError as e:
-                cgroup.remove()
+                self.spares.append(self._new_spare(cgroups.CgroupLimits()))
+            except (OSError, cgroups.CgroupError) as e:
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
                 return
 
