@@ -1,27 +1,28 @@
 """Starting a kernel: the isolation recipe of design.md, in order, in forked children.
 
-    caller (spawner or sandbox-exec; single-threaded)
+    exec mode (sandbox-exec; single-threaded)
       `-- fork into a new pid namespace (`_fork_pid1`): B, its pid 1
             setsid, keep only its fds, unshare mount/net/ipc/uts, build the root
             and pivot into it, bring up lo, set the hostname; wait until the
             caller has moved it into its cgroup (done meanwhile: slow on cgroup
-            v1), unshare the cgroup namespace; in server mode fork the runner (C)
-            and send it its start frame; drop to `work`, install seccomp, then
-            exec kernel-init, the relay between the host and C (server mode,
-            sandbox.runner.init), or fork the command (exec mode)
-            `-- C  forget the host's modules; on B's start frame drop to `work`
-                   and install seccomp itself (beside B doing the same), take the
-                   kernel's environment, run the runner
+            v1), unshare the cgroup namespace; drop to the kernel's uid, install
+            seccomp, fork the command
+    server mode (the spawner): B is a spare (below) the zygote forked
+      `-- its runner, C: forget the host's modules; on B's start frame drop to
+          the kernel's uid and install seccomp itself (beside B doing the same),
+          take the kernel's environment, run the runner; B execs kernel-init,
+          the relay between the host and C (sandbox.runner.init)
 
 The caller unshares the pid namespace for its next child and setns's back
 right after the fork, so B is its own child: no intermediate process, whose
 fork and exit would cost every kernel memory and time.
 
-A spare (`Spare`) is a B forked ahead of demand: it has moved itself into a
+A spare (`Spare`) is a B the zygote forked, ahead of demand or, when none is
+ready, at a create: it has moved itself into a
 fresh cgroup, started its session, unshared the namespaces, forked C, set up lo
 and the hostname and built the part of the root that is the same for every
 kernel (`mounts.prepare_root`), and waits for a kernel to become. A kernel
-started from one skips the forks, those steps and, above all, the move, which
+started from one made ahead skips the forks, those steps and, above all, the move, which
 waits for an RCU grace period (5-15 ms here) the first time in a while that any
 process changes cgroup. A spare has SIGKILL as its parent-death signal.
 
@@ -184,16 +185,19 @@ def start_kernel(
     is killed and fails: the caller serves every other kernel too.
     `host_sock` is the kernel's end of its socket (server mode); `stdio` are fds
     that become the command's 0/1/2 (exec mode). The caller keeps its own copies.
-    With a `spare` (server mode only), that spare becomes the kernel, and
-    `cgroup` must be the spare's, its limits already the kernel's (the caller sets
-    them). SpareLost if the spare was gone before it took the kernel.
+    A server-mode kernel starts from a `spare`, which becomes the kernel: `cgroup`
+    must be the spare's, its limits already the kernel's (the caller sets them).
+    SpareLost if the spare was gone before it took the kernel. An exec-mode
+    kernel is forked here.
     """
+    if (spare is None) == (not payload.argv):
+        raise ValueError("a spare starts a server-mode kernel; exec mode starts without one")
     rlimits = _rlimits(spec, env, payload)
     problems: list[str] = []
     placed_w = -1
     if spare is not None:
         if host_sock is None:
-            raise ValueError("a spare starts server-mode kernels only")
+            raise ValueError("a server-mode kernel needs its host socket")
         pid, status_r = spare.pid, spare.take_status()
         try:
             spare.send(spec, work, payload, rlimits, host_sock)
@@ -205,7 +209,7 @@ def start_kernel(
         pid = _fork_pid1()
         if pid == 0:
             try:
-                _new_b(env, spec, work, payload, rlimits, host_sock, stdio, status_w, placed_r)
+                _new_b(env, spec, work, payload, rlimits, stdio, status_w, placed_r)
             finally:  # B never returns into the caller's code, whatever happens: in
                 os._exit(1)  # the spawner, its error path would destroy every other kernel
         os.close(status_w)
@@ -264,18 +268,19 @@ def _fork_pid1(sibling: bool = False) -> int:
         os.close(own)
 
 
-def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...], sibling: bool) -> tuple[int, int]:
+def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...]) -> tuple[int, int]:
     """Fork a spare (see Spare) that joins the cgroup whose directories (one per
     hierarchy) are open as `cgroup_dirs`; the caller keeps and closes those.
     Returns the spare's request socket and status pipe, for Spare.adopt. The
-    socket passes credentials: the spare's first message tells its pid.
-    `sibling`: the spare is the caller's parent's child (the zygote's way)."""
+    spare is the caller's parent's child (`_fork_pid1(sibling=True)`): the zygote
+    forks spares for the spawner. The socket passes credentials: the spare's first
+    message tells its pid."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = -1
     try:
-        pid = _fork_pid1(sibling)
+        pid = _fork_pid1(sibling=True)
     except BaseException:
         ours.close()
         os.close(status_r)
@@ -293,7 +298,7 @@ def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...], sibling: bool) ->
 
 
 class Spare:
-    """A kernel's B, forked ahead of demand, that moves itself into a fresh cgroup,
+    """A kernel's B, forked by the zygote, that moves itself into a fresh cgroup,
     forks its runner and builds its root's common part, then waits to become some
     kernel (`start_kernel(spare=...)`).
 
@@ -310,17 +315,6 @@ class Spare:
         self.cgroup = cgroup
         self._conn = conn
         self.status_r = status_r
-
-    @classmethod
-    def fork(cls, env: Environment, cgroup: KernelCgroup) -> Spare:
-        """A spare forked by the caller itself (its own child)."""
-        dirs = cgroup.open_dirs()
-        try:
-            conn, status_r = fork_spare(env, dirs, sibling=False)
-        finally:
-            for fd in dirs:
-                os.close(fd)
-        return cls.adopt(cgroup, conn, status_r)
 
     @classmethod
     def adopt(
@@ -504,23 +498,19 @@ def _new_b(
     work: str,
     payload: Payload,
     rlimits: privileges.Rlimits,
-    host_sock: socket.socket | None,
     stdio: tuple[int, int, int] | None,
     status_w: int,
     placed_r: int,
 ) -> None:
-    """Runs in B forked for a kernel at once (not a spare). Never returns."""
+    """Runs in B forked for an exec-mode kernel (not a spare). Never returns."""
     try:
         os.setsid()
-        init = env.kernel_init
-        keep = (init.binary_fd, init.helper_fd) if init is not None else ()
-        kept = _arrange_fds(host_sock, stdio, status_w, placed_r, keep=keep)
-        program = runner_init.InitProgram(*kept, init.python) if init is not None else None
+        _arrange_fds(None, stdio, status_w, placed_r)
         sc.unshare(NAMESPACES)
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
-    _child_b(env, spec, work, payload, rlimits, _HOST_FD, program, None)
+    _child_b(env, spec, work, payload, rlimits, -1, None, None)
 
 
 def _arrange_fds(
@@ -565,10 +555,11 @@ def _child_b(
     program: runner_init.InitProgram | None,
     runner: runner_init.Runner | None,
 ) -> None:
-    """Runs in B, pid 1 of the new namespaces. With a `runner`, B is a spare's: in
-    its cgroup and cgroup namespace, with lo, the hostname, most of its root and
-    its runner (C) set up already. `program`: env.kernel_init's, as B holds it
-    (server mode execs it; None in exec mode). Never returns."""
+    """Runs in B, pid 1 of the new namespaces. In server mode B is a spare's, with
+    a `runner`: in its cgroup and cgroup namespace, with lo, the hostname, most of
+    its root and its runner (C) set up already; it execs `program`, kernel-init
+    as B holds it, on `host_fd`. In exec mode (both None) B is new and runs the
+    payload's command. Never returns."""
     step = "setup"
     try:
         step = "root filesystem"
@@ -591,10 +582,8 @@ def _child_b(
             os.close(_PLACED_FD)
             sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
         kernel_env = kernel_environment(spec)
-        if not payload.argv:
+        if runner is not None:
             step = "runner"
-            if runner is None:
-                runner = runner_init.fork_runner(functools.partial(_runner_main, env))
             # C drops its privileges itself, beside B's doing the same
             start = {"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)}
             runner.start({**start, "uid": payload.uid})
@@ -634,7 +623,7 @@ def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges
     weak = not env.layout_has_cgroup
     address_space = nproc = None
     if weak and spec.memory_bytes:
-        # A runner is a fork of the spawner and starts with its mappings: the limit
+        # A runner is a fork of the zygote and starts with its mappings: the limit
         # is on what the kernel maps beyond them. A payload is exec'd and starts afresh.
         address_space = spec.memory_bytes + (0 if payload.argv else _address_space())
     if weak and spec.pids:

@@ -114,7 +114,7 @@ def _zygote_main(env: process.Environment, fd: int, keep: tuple[int, ...]) -> No
         try:
             if request != _REQUEST:
                 raise ValueError(f"unknown request {request[:32]!r}")
-            conn, status_r = process.fork_spare(env, tuple(dirs), sibling=True)
+            conn, status_r = process.fork_spare(env, tuple(dirs))
         except Exception as e:  # answered, never fatal: the zygote serves every kernel
             with contextlib.suppress(OSError):
                 sock.send(f"error: no spare: {e}".encode()[:4096])

@@ -15,6 +15,7 @@ from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs, wait_unti
 from sandbox import cgroups, process
 from sandbox.kernel_uids import DEFAULT_RANGE
 from sandbox.spec import KernelSpec
+from sandbox.zygote import Zygote
 
 MiB = 1024 * 1024
 
@@ -147,15 +148,17 @@ def test_closing_the_spawner_ends_its_spares_and_their_cgroups():
 
 @pytest.mark.cgroups
 def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
-    """What the spawner retries without a spare (a spare killed while a create is
+    """What the spawner retries with a new spare (a spare killed while a create is
     under way): start_kernel must say SpareLost, and not hang or blame the spec."""
     if not HAS_CGROUPS:
         pytest.skip("no spares without cgroups")
     manager = cgroups.detect()
     env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
     cgroup = manager.create("spare-lost", cgroups.CgroupLimits())
+    init = env.kernel_init
+    zygote = Zygote.fork(env, keep=(init.binary_fd, init.helper_fd))
     try:
-        spare = process.Spare.fork(env, cgroup)
+        spare = zygote.spare(cgroup, process.START_TIMEOUT)  # our child, as the spawner's
         os.kill(spare.pid, signal.SIGKILL)
         host_end, kernel_end = socket.socketpair()
         with host_end, kernel_end, pytest.raises(process.SpareLost):
@@ -165,6 +168,7 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
             )  # fmt: skip
         assert not psutil.pid_exists(spare.pid)  # reaped by start_kernel
     finally:
+        zygote.close(cgroups.KILL_TIMEOUT)
         cgroup.remove()
         manager.cleanup()
 
