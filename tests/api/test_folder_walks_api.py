@@ -9,20 +9,12 @@ under way, other requests keep being answered.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import threading
 
 import pytest
+from conftest import start_server, stop_server
 
 from sandbox.spec import MiB
-
-_SPEC = importlib.util.spec_from_file_location(
-    "api_conftest", os.path.join(os.path.dirname(os.path.dirname(__file__)), "api", "conftest.py")
-)
-api = sys.modules["api_conftest"] = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(api)  # the API tests' server fixtures, under a name of its own
 
 FILES = 50_000
 CONFIG = f"""
@@ -43,9 +35,9 @@ print("filled")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("folder-walks")
-    proc, server = api.start_server(str(data / "data"), config=CONFIG)
+    proc, server = start_server(str(data / "data"), config=CONFIG)
     yield server
-    api.stop_server(proc)
+    stop_server(proc)
 
 
 def test_requests_are_answered_while_a_folder_is_measured(server):
