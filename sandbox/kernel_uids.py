@@ -23,6 +23,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 FOLDER_UID = 1_900_000_000  # the on-disk owner (uid and gid) of every folder's files
@@ -117,6 +118,20 @@ def for_exec(uids: UidRange = DEFAULT_RANGE) -> int:
     return uids.first + os.getpid() % uids.count
 
 
+def process_uids(proc: str = "/proc") -> Iterator[tuple[int, int, int]]:
+    """(pid, real uid, threads) of every process, from status (/proc/<pid> of a
+    non-dumpable process is root's, its status is readable)."""
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/status") as f:
+                fields = {k: v for k, _, v in (line.partition(":") for line in f)}
+            yield int(name), int(fields["Uid"].split()[0]), int(fields["Threads"])
+        except (OSError, KeyError, IndexError, ValueError):
+            continue
+
+
 def conflicts(uids: UidRange, proc: str = "/proc") -> list[str]:
     """Who else uses a uid of the range, or the folders' uid: accounts, groups,
     subordinate id ranges (/etc/subuid, /etc/subgid), running processes. Empty
@@ -139,14 +154,7 @@ def conflicts(uids: UidRange, proc: str = "/proc") -> list[str]:
                 lo, n = int(parts[1]), int(parts[2])
                 if (lo <= uids.last and uids.first < lo + n) or lo <= FOLDER_UID < lo + n:
                     found.append(f"{path}: {parts[0]} has {lo}-{lo + n - 1}")
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"{proc}/{name}/status") as f:
-                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
-        except (OSError, StopIteration, ValueError):
-            continue
+    for pid, uid, _threads in process_uids(proc):
         if ours(uid):
-            found.append(f"process {name} runs as uid {uid}")
+            found.append(f"process {pid} runs as uid {uid}")
     return found

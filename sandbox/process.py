@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass
 
 import prctl
 
-from . import kernel_init, mounts, network, privileges, seccomp
+from . import kernel_init, kernel_uids, mounts, network, privileges, seccomp
 from . import syscalls as sc
 from .cgroups import KILL_TIMEOUT, CgroupError, KernelCgroup
 from .runner import init as runner_init
@@ -638,17 +638,8 @@ def _rlimits(spec: KernelSpec, env: Environment, payload: Payload) -> privileges
 
 
 def _tasks_of(uid: int) -> int:
-    """Tasks of the processes whose real uid is `uid`: what RLIMIT_NPROC counts
-    (from status, since /proc/<pid> of a non-dumpable process is owned by root)."""
-    count = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            with contextlib.suppress(OSError, StopIteration, ValueError):
-                with open(f"/proc/{name}/status") as f:
-                    fields = {k: v for k, _, v in (line.partition(":") for line in f)}
-                if int(fields["Uid"].split()[0]) == uid:
-                    count += int(fields["Threads"])
-    return count
+    """Tasks of the processes whose real uid is `uid`: what RLIMIT_NPROC counts."""
+    return sum(threads for _pid, owner, threads in kernel_uids.process_uids() if owner == uid)
 
 
 def _address_space() -> int:
