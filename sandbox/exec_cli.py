@@ -24,6 +24,7 @@ import tempfile
 from . import cgroups, kernel_uids, languages, mounts, process
 from . import syscalls as sc
 from .kernel import wait_status_to_exit_code
+from .settings import SandboxSettings
 from .spec import Bind, KernelSpec, SpecError
 
 _SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[iI]?[bB]?$")
@@ -39,6 +40,9 @@ def parse_size(text: str) -> int:
 
 
 MIN_MEMORY = 16 * 1024**2  # below this no kernel starts (and "512" was surely not bytes)
+# sandbox-exec's own default for --mem; every other limit is the [sandbox] settings' default
+EXEC_MEMORY = 256 * 1024**2
+DEFAULTS = SandboxSettings()
 
 
 def parse_memory(text: str) -> int:
@@ -70,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a command in a fresh isolated kernel.",
         usage="sandbox-exec [options] -- CMD [ARGS...]",
     )
-    p.add_argument("--mem", type=parse_memory, default=KernelSpec.memory_bytes, help="memory limit")
-    p.add_argument("--pids", type=_positive(int), default=KernelSpec.pids, help="process limit")
+    p.add_argument("--mem", type=parse_memory, default=EXEC_MEMORY, help="memory limit")
+    p.add_argument(
+        "--pids", type=_positive(int), default=DEFAULTS.pids_per_kernel, help="process limit"
+    )
     p.add_argument("--cpu-time", type=_positive(float), help="CPU seconds per process")
     p.add_argument("--wall-time", type=_positive(float), help="wall-clock seconds")
     p.add_argument(
@@ -107,12 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"--lang: unknown {args.lang!r}; known: {', '.join(languages.names())}"
                 )
             env = dict(row.env)
-        spec = KernelSpec(
-            env=env,
-            memory_bytes=args.mem,
-            pids=args.pids,
-            cpu_time=args.cpu_time,
-            binds=binds,
+        spec = DEFAULTS.kernel_spec(
+            args.mem, binds, env=env, pids=args.pids, cpu_time=args.cpu_time
         )
         spec.validate()
     except SpecError as e:

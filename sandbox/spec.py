@@ -50,16 +50,17 @@ class KernelSpec:
     """Limits and contents of one kernel. Sizes are bytes, times seconds.
 
     Nothing here names a language: a language shapes a kernel through `env`
-    (see `languages`) and through the ops the host sends it."""
+    (see `languages`) and through the ops the host sends it. No limit has a default
+    here: the settings (`sandbox.settings.SandboxSettings.kernel_spec`) set each."""
 
-    memory_bytes: int | None = 256 * MiB
-    pids: int | None = 128
-    cpu_quota: float | None = 1.0  # cores; None = unlimited
-    cpu_time: float | None = None  # RLIMIT_CPU per process, seconds
-    tmp_bytes: int = 64 * MiB
-    work_bytes: int = 64 * MiB
-    nofile: int = 1024
-    fsize_bytes: int = 256 * MiB
+    memory_bytes: int | None
+    pids: int | None
+    cpu_quota: float | None  # cores; None = unlimited
+    tmp_bytes: int
+    work_bytes: int
+    nofile: int
+    fsize_bytes: int
+    cpu_time: float | None = None  # RLIMIT_CPU per process, seconds; None = unlimited
     binds: tuple[Bind, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
@@ -74,6 +75,14 @@ class KernelSpec:
         unknown = set(data) - known
         if unknown:
             raise SpecError(f"spec: unknown fields {sorted(unknown)}")
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        missing = required - set(data)
+        if missing:
+            raise SpecError(f"spec: missing fields {sorted(missing)}")
         values = dict(data)
         binds = values.get("binds", ())
         if not isinstance(binds, list | tuple):

@@ -17,9 +17,9 @@ import sys
 import uvicorn
 
 from .app import create_app
-from .config import ServerConfig
+from .engine.store_backends import open_store
 from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
-from .store import KeyStore
+from .settings import ServerConfig
 
 # How long an idle client connection stays open. uvicorn's default, 5 s, closes
 # connections that clients such as requests keep for reuse without a timer of
@@ -37,13 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--data-dir", help="keys and folders live here (default ./data)")
-    p.add_argument("--config", help="a TOML file with the same settings")
+    p.add_argument("--config", help="a TOML file of settings (docs/configuration.md)")
     return p
 
 
 def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> str:
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    endpoint = f"http://{host}:{config.port}"
+    server = config.server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    endpoint = f"http://{host}:{server.port}"
     return "\n".join(
         [
             f"SORNA_ENDPOINT={endpoint}",
@@ -62,8 +63,9 @@ def open_files_needed(config: ServerConfig) -> int:
     connections are accepted before they are counted; the rest (SQLite, the spawner,
     logs, uploads spooled to disk) fits in FD_RESERVE. So client connections can
     never take the fds that kernels need."""
-    pooled = config.pool_size * len(config.pool_languages)
-    return config.max_kernels + pooled + config.max_connections + BACKLOG + FD_RESERVE
+    pooled = config.pool.pool_size * len(config.pool.pool_languages)
+    clients = config.server.max_connections
+    return config.limits.max_kernels + pooled + clients + BACKLOG + FD_RESERVE
 
 
 def _set_open_files_limit(config: ServerConfig) -> None:
@@ -85,12 +87,20 @@ def _set_open_files_limit(config: ServerConfig) -> None:
         )
 
 
+def overrides(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, dict[str, object]]:
+    """The settings that flags and the environment give: the one place where the
+    server reads environment variables (settings.ENVIRONMENT lists them; TMPDIR and
+    XDG_CACHE_HOME reach the spawner through its environment)."""
+    return {
+        "server": {"host": args.host, "port": args.port, "data_dir": args.data_dir},
+        "sandbox": {"cgroup_layout": environ.get("SANDBOX_CGROUP_LAYOUT") or None},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        config = ServerConfig.load(
-            args.config, host=args.host, port=args.port, data_dir=args.data_dir
-        )
+        config = ServerConfig.load(args.config, overrides(args, dict(os.environ)))
     except (OSError, ValueError) as e:
         _parser().error(str(e))
     if os.geteuid() != 0:
@@ -98,32 +108,34 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _set_open_files_limit(config)
-    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-    store = KeyStore(config.database_path)
-    if store.count() == 0:
-        keypair = store.create(
-            concurrency=config.default_concurrency, rate_limit=config.default_rate_limit
+    server = config.server
+    os.makedirs(server.data_dir, mode=0o700, exist_ok=True)
+    store = open_store(server.data_dir)
+    if store.keys.count() == 0:
+        keypair = store.keys.create(
+            concurrency=config.limits.default_concurrency,
+            rate_limit=config.limits.default_rate_limit,
         )
         print("Created an API keypair. Client settings (paste into your shell):\n", flush=True)
         print(client_settings(config, keypair.access_key, keypair.secret_key) + "\n", flush=True)
     store.close()
     limits = ConnectionLimits(
-        max_connections=config.max_connections,
-        header_timeout=config.header_timeout_seconds,
-        body_timeout=config.body_timeout_seconds,
-        max_header_bytes=config.max_header_bytes,
+        max_connections=server.max_connections,
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
     )
     uvicorn.run(
         create_app(config),
-        host=config.host,
-        port=config.port,
+        host=server.host,
+        port=server.port,
         http=protocol_class(ConnectionGuard(limits)),  # type: ignore[arg-type]
         ws="none",
         backlog=BACKLOG,
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         log_level="info",
-        access_log=config.access_log,
+        access_log=server.access_log,
         proxy_headers=False,  # nothing is trusted to forward: X-Forwarded-* is ignored
     )
 

@@ -1,14 +1,16 @@
 """`sandbox-admin`: manage API keypairs and sign requests for curl.
 
-    sandbox-admin [--data-dir D] keys create [--access-key AK] [--secret-key SK]
+    sandbox-admin [--config FILE] [--data-dir D] keys create [--access-key AK] [--secret-key SK]
                                              [--concurrency N] [--rate-limit N] [--json]
     sandbox-admin [--data-dir D] keys list
     sandbox-admin [--data-dir D] keys disable AK
     sandbox-admin [--data-dir D] sign [--access-key AK --secret-key SK] [--dialect sorna|backendai]
                                       [--content-type T] [--data BODY] METHOD URL
 
-It works on the same `sandbox.sqlite` as the server, and the server sees
-changes at once, without a restart.
+It works on the same store as the server (the data directory of --data-dir, or
+of the server's --config file), and the server sees changes at once, without a
+restart. New keys' defaults are the config's [limits] default_concurrency and
+default_rate_limit.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import sys
 import urllib.parse
 from typing import NoReturn
 
-from . import auth
-from .store import Keypair, KeyStore
+from .engine.store import DATABASE_NAME, Keypair, Store
+from .engine.store_backends import open_store
+from .faces.v2 import signing as auth
+from .settings import ServerConfig
 
 # The version string v2 clients send in the version header (spec §2.2).
 CLIENT_VERSION = "v2.20170315"
@@ -58,15 +62,17 @@ first active keypair of --data-dir signs.
 
 
 def _parser() -> argparse.ArgumentParser:
-    # --data-dir is accepted before or after the command; SUPPRESS keeps the
-    # sub-command's copy from overwriting the top-level one when not given.
+    # --data-dir and --config are accepted before or after the command; SUPPRESS
+    # keeps the sub-command's copy from overwriting the top-level one when not given.
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", default=argparse.SUPPRESS, help="default ./data")
+    data_dir.add_argument("--config", default=argparse.SUPPRESS, help="the server's config file")
 
     p = argparse.ArgumentParser(
         prog="sandbox-admin", description="Manage the sandbox server's API keypairs."
     )
-    p.add_argument("--data-dir", default="./data", help="the server's data directory")
+    p.add_argument("--data-dir", help="the server's data directory (default: the config's)")
+    p.add_argument("--config", help="the server's TOML config file (docs/configuration.md)")
     commands = p.add_subparsers(dest="command", required=True)
 
     keys = commands.add_parser("keys", help="create, list or disable keypairs")
@@ -77,9 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--secret-key", help="8-128 printable characters, no spaces (default: generated)"
     )
-    create.add_argument("--concurrency", type=int, default=5, help="live kernels (default 5)")
     create.add_argument(
-        "--rate-limit", type=int, default=1000, help="requests per 15 minutes (default 1000)"
+        "--concurrency", type=int, help="live kernels (default: [limits] default_concurrency)"
+    )
+    create.add_argument(
+        "--rate-limit",
+        type=int,
+        help="requests per rate window (default: [limits] default_rate_limit)",
     )
     create.add_argument(
         "--json", action="store_true", help='print only {"accessKey": ..., "secretKey": ...}'
@@ -118,35 +128,49 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _open_store(data_dir: str, create: bool = False) -> KeyStore:
-    path = os.path.join(data_dir, "sandbox.sqlite")
+def _config(args: argparse.Namespace) -> ServerConfig:
+    """The server's settings: its config file's, with --data-dir over them."""
+    try:
+        return ServerConfig.load(args.config, {"server": {"data_dir": args.data_dir}})
+    except (OSError, ValueError) as e:
+        _fail(f"--config: {e}")
+
+
+def _open_store(args: argparse.Namespace, create: bool = False) -> Store:
+    data_dir = _config(args).server.data_dir
+    path = os.path.join(data_dir, DATABASE_NAME)
     if not create and not os.path.exists(path):
         _fail(f"no key store at {path} (wrong --data-dir?)")
     try:
         if create:
             os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        return KeyStore(path)
+        return open_store(data_dir)
     except (OSError, sqlite3.Error) as e:
         _fail(f"cannot open {path}: {e}")
 
 
 def keys_create(args: argparse.Namespace) -> None:
-    store = _open_store(args.data_dir, create=True)
+    limits = _config(args).limits
+    concurrency = args.concurrency if args.concurrency is not None else limits.default_concurrency
+    rate_limit = args.rate_limit if args.rate_limit is not None else limits.default_rate_limit
+    store = _open_store(args, create=True)
     try:
-        keypair = store.create(args.access_key, args.secret_key, args.concurrency, args.rate_limit)
+        keypair = store.keys.create(args.access_key, args.secret_key, concurrency, rate_limit)
     except ValueError as e:
         args.parser.error(str(e))
     finally:
         store.close()
+    seconds = _config(args).v2.rate_window_seconds
+    window = f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
     if args.json:
         print(json.dumps({"accessKey": keypair.access_key, "secretKey": keypair.secret_key}))
         return
     print(
-        f"Created a keypair in {args.data_dir}:\n"
+        f"Created a keypair in {_config(args).server.data_dir}:\n"
         f"  access key:  {keypair.access_key}\n"
         f"  secret key:  {keypair.secret_key}\n"
         f"  concurrency: {keypair.concurrency_limit} kernels\n"
-        f"  rate limit:  {keypair.rate_limit} requests / 15 min\n"
+        f"  rate limit:  {keypair.rate_limit} requests / {window}\n"
         "\nClient settings (paste into your shell):\n"
         f"SORNA_ACCESS_KEY={keypair.access_key}\n"
         f"SORNA_SECRET_KEY={keypair.secret_key}"
@@ -154,8 +178,8 @@ def keys_create(args: argparse.Namespace) -> None:
 
 
 def keys_list(args: argparse.Namespace) -> None:
-    store = _open_store(args.data_dir)
-    keypairs = store.list()
+    store = _open_store(args)
+    keypairs = store.keys.list()
     store.close()
     if not keypairs:
         print("no keypairs")
@@ -179,8 +203,8 @@ def keys_list(args: argparse.Namespace) -> None:
 
 
 def keys_disable(args: argparse.Namespace) -> None:
-    store = _open_store(args.data_dir)
-    found = store.disable(args.access_key)
+    store = _open_store(args)
+    found = store.keys.disable(args.access_key)
     store.close()
     if not found:
         _fail(f"no keypair with access key {args.access_key}")
@@ -192,11 +216,12 @@ def _signing_keypair(args: argparse.Namespace) -> tuple[str, str]:
         return args.access_key, args.secret_key
     if args.access_key or args.secret_key:
         args.parser.error("give both --access-key and --secret-key, or neither")
-    store = _open_store(args.data_dir)
-    active: list[Keypair] = [k for k in store.list() if k.is_active]
+    store = _open_store(args)
+    active: list[Keypair] = [k for k in store.keys.list() if k.is_active]
     store.close()
     if not active:
-        _fail(f"no active keypair in {args.data_dir}; create one with: sandbox-admin keys create")
+        data_dir = _config(args).server.data_dir
+        _fail(f"no active keypair in {data_dir}; create one with: sandbox-admin keys create")
     return active[0].access_key, active[0].secret_key
 
 

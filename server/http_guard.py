@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .app import SERVER_HEADER
-from .errors import BACKENDAI_BASE
+from .faces.v2.layers import SERVER_HEADER
+from .faces.v2.problems import BACKENDAI_BASE
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 from sandbox import cgroups
 from sandbox.kernel import Kernel, RunResult
+from sandbox.settings import SandboxSettings
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec
+from server.engine.settings import LimitSettings
 
 _ids = itertools.count(1)
 
@@ -28,6 +30,12 @@ _ids = itertools.count(1)
 # assert the weaker guarantees the README documents for it instead.
 LAYOUT = cgroups.detect().layout
 HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
+
+
+def kernel_spec(memory_bytes: int | None = None, **overrides: object) -> KernelSpec:
+    """A kernel's spec as the server's default settings make it, with `overrides`."""
+    memory = LimitSettings().default_memory_bytes if memory_bytes is None else memory_bytes
+    return SandboxSettings().kernel_spec(memory, **overrides)
 
 
 def sandbox_cgroup_dirs(pid: int) -> list[str]:
@@ -150,7 +158,7 @@ class Sandbox:
 
     def kernel(self, spec: KernelSpec | None = None, name: str = "k") -> TestKernel:
         kernel_id = f"t{os.getpid()}-{name}-{next(_ids)}"
-        pid, sock = self.run(self.client.spawn(kernel_id, spec or KernelSpec()))
+        pid, sock = self.run(self.client.spawn(kernel_id, spec or kernel_spec()))
         kernel = self.run(Kernel.connect(kernel_id, pid, sock))
         self.run(kernel.wait_ready())
         return TestKernel(self, kernel)

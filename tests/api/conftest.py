@@ -20,7 +20,7 @@ import psutil
 import pytest
 from harness import HAS_CGROUPS, sandbox_cgroup_dirs
 
-from server import auth
+from server.faces.v2 import signing as auth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -19,7 +19,7 @@ from harness import HAS_CGROUPS, alive, wait_until
 from test_kernels_api import problem
 
 from sandbox import cgroups
-from server.routes.streams import UNSUPPORTED
+from server.faces.v2.streams import UNSUPPORTED
 
 
 @pytest.mark.parametrize("dialect", ["sorna", "backendai"])

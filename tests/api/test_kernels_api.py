@@ -262,7 +262,7 @@ def test_scripts_run_prints_settings_that_work(tmp_path):
     # 1024 open files, which the server raises to what its settings need (a socket
     # per kernel and per connection), not to the hard limit
     from server.__main__ import open_files_needed
-    from server.config import ServerConfig
+    from server.settings import ServerConfig
 
     command = ("prlimit", "--nofile=1024:8192", sys.executable, "-m", "server")
     proc, again = start_server(str(tmp_path / "data"), command=command)

@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import ROOT, start_server, stop_server
 
-from server import auth
+from server.faces.v2 import signing as auth
 
 
 def problem(response, status: int, kind: str) -> str:

@@ -10,10 +10,10 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, alive, sandbox_cgroup_dirs, wait_until
+from harness import HAS_CGROUPS, Sandbox, alive, kernel_spec, sandbox_cgroup_dirs, wait_until
 
 from sandbox.spawner_client import SpawnerClient, SpawnerError
-from sandbox.spec import KernelSpec, MiB
+from sandbox.spec import MiB
 
 pytestmark = pytest.mark.cgroups
 
@@ -112,7 +112,7 @@ def test_runner_crash_is_reported(kernel):
 
 
 def test_fork_bomb_stops_at_pids_limit(sandbox):
-    spec = KernelSpec(pids=32)
+    spec = kernel_spec(pids=32)
     bomb = sandbox.kernel(spec, name="forkbomb")
     other = sandbox.kernel(name="bystander")
     try:
@@ -142,7 +142,7 @@ def test_fork_bomb_stops_at_pids_limit(sandbox):
 
 
 def test_memory_bomb_is_oom_killed_and_reported(sandbox):
-    spec = KernelSpec(memory_bytes=64 * MiB)
+    spec = kernel_spec(memory_bytes=64 * MiB)
     bomb = sandbox.kernel(spec, name="membomb")
     other = sandbox.kernel(name="bystander")
     try:
@@ -164,7 +164,7 @@ def test_memory_bomb_is_oom_killed_and_reported(sandbox):
 
 @pytest.mark.parametrize("where", ["/tmp", "/home/work", "/dev/shm"])
 def test_disk_fill_gives_enospc_not_host_damage(sandbox, where):
-    spec = KernelSpec(tmp_bytes=8 * MiB, work_bytes=8 * MiB)
+    spec = kernel_spec(tmp_bytes=8 * MiB, work_bytes=8 * MiB)
     kernel = sandbox.kernel(spec, name="diskfill")
     try:
         out = kernel.run(
@@ -200,7 +200,7 @@ def test_closing_a_kernels_socket_ends_it_even_with_others_running(sandbox):
 def test_cpu_quota_throttles(sandbox):
     """Two busy processes for a second of wall time under a 0.5-core quota: the
     kernel gets about half a core, not the two cores the host has."""
-    kernel = sandbox.kernel(KernelSpec(cpu_quota=0.5), name="throttled")
+    kernel = sandbox.kernel(kernel_spec(cpu_quota=0.5), name="throttled")
     try:
         before = kernel.stats()["cpu_usec"]
         out = kernel.run(

@@ -10,11 +10,18 @@ import socket
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, frozen, sandbox_cgroup_dirs, wait_until, zombie
+from harness import (
+    HAS_CGROUPS,
+    Sandbox,
+    frozen,
+    kernel_spec,
+    sandbox_cgroup_dirs,
+    wait_until,
+    zombie,
+)
 
 from sandbox import cgroups, process
 from sandbox.kernel_uids import DEFAULT_RANGE
-from sandbox.spec import KernelSpec
 from sandbox.zygote import Zygote
 
 MiB = 1024 * 1024
@@ -68,7 +75,7 @@ def test_a_kernel_starts_from_a_spare_with_its_own_limits(box):
     wait_for(lambda: bool(sandbox_cgroup_dirs(first)))
     spare_dirs = sandbox_cgroup_dirs(first)
     spare_limits = limit_files(spare_dirs)
-    kernel = box.kernel(KernelSpec(memory_bytes=96 * MiB, pids=77), name="spare")
+    kernel = box.kernel(kernel_spec(memory_bytes=96 * MiB, pids=77), name="spare")
     try:
         # the kernel's cgroups are the spare's, now with the kernel's limits
         assert sandbox_cgroup_dirs(kernel.pid) == spare_dirs
@@ -116,7 +123,7 @@ def test_without_spares_kernels_are_moved_into_their_cgroups():
     box = Sandbox(spares=0)
     try:
         assert spares_of(box) == []
-        kernel = box.kernel(KernelSpec(pids=55), name="no-spare")
+        kernel = box.kernel(kernel_spec(pids=55), name="no-spare")
         try:
             dirs = sandbox_cgroup_dirs(kernel.pid)
             assert bool(dirs) == HAS_CGROUPS
@@ -163,7 +170,7 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
         host_end, kernel_end = socket.socketpair()
         with host_end, kernel_end, pytest.raises(process.SpareLost):
             process.start_kernel(
-                env, KernelSpec(), str(tmp_path), cgroup, process.Payload(DEFAULT_RANGE.first),
+                env, kernel_spec(), str(tmp_path), cgroup, process.Payload(DEFAULT_RANGE.first),
                 host_sock=kernel_end, spare=spare,
             )  # fmt: skip
         assert not psutil.pid_exists(spare.pid)  # reaped by start_kernel

@@ -12,9 +12,10 @@ import subprocess
 import textwrap
 
 import pytest
+from harness import kernel_spec
 
 from sandbox.kernel_uids import DEFAULT_RANGE
-from sandbox.spec import Bind, KernelSpec
+from sandbox.spec import Bind
 
 
 def run_ok(kernel, code: str) -> str:
@@ -354,7 +355,7 @@ def test_setuid_binary_gains_nothing(sandbox, tmp_path):
     subprocess.run(["gcc", "-o", str(binary), str(src)], check=True)
     os.chown(binary, 0, 0)
     os.chmod(binary, 0o4755)
-    spec = KernelSpec(binds=(Bind(str(binary.parent), "/opt/suid", readonly=True),))
+    spec = kernel_spec(binds=(Bind(str(binary.parent), "/opt/suid", readonly=True),))
     kernel = sandbox.kernel(spec, name="suid")
     try:
         out = run_ok(

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from server.__main__ import open_files_needed
-from server.config import ServerConfig
+from server.settings import TABLE_OF, ServerConfig
 
 _spec = importlib.util.spec_from_file_location(
     "api_conftest", os.path.join(os.path.dirname(__file__), "..", "api", "conftest.py")
@@ -238,9 +238,12 @@ def test_two_thousand_slow_connections_do_not_starve_a_signed_client(server, eno
     assert errors == []
     growth = peaks["rss"] - rss_before
     assert growth < RSS_GROWTH_BOUND, f"the server grew by {growth / 2**20:.1f} MiB"
-    config = ServerConfig(**SETTINGS)
+    tables: dict[str, dict] = {}
+    for name, value in SETTINGS.items():
+        tables.setdefault(TABLE_OF[name], {})[name] = value
+    config = ServerConfig.build(tables)
     limit = open_files_needed(config)
-    assert peaks["fds"] < limit - config.max_kernels, peaks  # kernels' fds left untouched
+    assert peaks["fds"] < limit - config.limits.max_kernels, peaks  # kernels' fds left untouched
     assert attack.connections >= ATTACKERS
     # the slow ones were answered (408, 401 before the body, 503 at the caps) and dropped
     assert sum(attack.statuses.values()) >= ATTACKERS, attack.statuses

@@ -15,11 +15,10 @@ import os
 import time
 
 import pytest
-from harness import AFTER_THE_QUERY, TestKernel, wait_until
+from harness import AFTER_THE_QUERY, TestKernel, kernel_spec, wait_until
 
 from sandbox.kernel import PIECE, QUIET_BYTES, HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.kernel_events import EVENT_OVERHEAD
-from sandbox.spec import KernelSpec
 
 MiB = 1024 * 1024
 _ids = itertools.count(1)
@@ -46,7 +45,7 @@ threading.Thread(target=flood, daemon=True).start()
 
 def connect(sandbox, bounds: KernelBounds, shared: HeldBytes | None = None) -> TestKernel:
     kernel_id = f"t{os.getpid()}-abuse-{next(_ids)}"
-    pid, sock = sandbox.run(sandbox.client.spawn(kernel_id, KernelSpec()))
+    pid, sock = sandbox.run(sandbox.client.spawn(kernel_id, kernel_spec()))
     kernel = sandbox.run(Kernel.connect(kernel_id, pid, sock, bounds, shared))
     sandbox.run(kernel.wait_ready())
     return TestKernel(sandbox, kernel)

@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 
-from server import auth
 from server.admin import main
-from server.store import KeyStore
+from server.engine.store_backends import open_store
+from server.faces.v2 import signing as auth
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def test_create_json(capsys, data_dir):
     assert list(data) == ["accessKey", "secretKey"]
     assert data["accessKey"].startswith("AKIA") and len(data["accessKey"]) == 20
     assert len(data["secretKey"]) == 40
-    store = KeyStore(os.path.join(data_dir, "sandbox.sqlite"))
-    assert store.get(data["accessKey"]).secret_key == data["secretKey"]
+    store = open_store(data_dir)
+    assert store.keys.get(data["accessKey"]).secret_key == data["secretKey"]
     store.close()
     assert os.stat(data_dir).st_mode & 0o777 == 0o700
 
@@ -86,7 +86,7 @@ def test_list_hides_secrets(capsys, data_dir):
 
 def test_list_empty(capsys, data_dir):
     os.makedirs(data_dir)
-    KeyStore(os.path.join(data_dir, "sandbox.sqlite")).close()
+    open_store(data_dir).close()
     assert run(capsys, "--data-dir", data_dir, "keys", "list") == "no keypairs\n"
 
 
@@ -189,8 +189,8 @@ def test_sign_with_the_first_active_key_and_a_body(capsys, data_dir):
     run(capsys, "--data-dir", data_dir, "keys", "create", "--access-key", "AKIAOLD", "--json")
     run(capsys, "--data-dir", data_dir, "keys", "create", "--access-key", "AKIANEW", "--json")
     run(capsys, "--data-dir", data_dir, "keys", "disable", "AKIAOLD")
-    store = KeyStore(os.path.join(data_dir, "sandbox.sqlite"))
-    secret = store.get("AKIANEW").secret_key
+    store = open_store(data_dir)
+    secret = store.keys.get("AKIANEW").secret_key
     store.close()
     body = '{"lang": "python3", "note": "it\'s ünïcode"}'
     out = run(
@@ -247,3 +247,30 @@ def test_sign_help_shows_the_shell_usage(capsys):
         main(["sign", "--help"])
     assert info.value.code == 0
     assert "eval curl $(sandbox-admin sign" in capsys.readouterr().out
+
+
+def test_the_server_config_file_gives_the_data_dir_and_new_keys_defaults(capsys, tmp_path):
+    data_dir = tmp_path / "from-config"
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{data_dir}"\n'
+        "[limits]\ndefault_concurrency = 7\ndefault_rate_limit = 77\n"
+        "[v2]\nrate_window_seconds = 60\n"
+    )
+    out = run(capsys, "--config", str(config), "keys", "create")
+    assert f"in {data_dir}:" in out and "77 requests / 1 min" in out
+    store = open_store(str(data_dir))
+    (keypair,) = store.keys.list()
+    store.close()
+    assert (keypair.concurrency_limit, keypair.rate_limit) == (7, 77)
+    # --data-dir still wins over the file's, after the command as before it
+    other = tmp_path / "flag"
+    run(capsys, "keys", "create", "--config", str(config), "--data-dir", str(other))
+    assert os.path.exists(other / "sandbox.sqlite")
+
+
+def test_a_bad_config_file_is_named(capsys, tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text("[limits]\ndefault_concurrency = 0\n")
+    code, err = fails(capsys, "--config", str(config), "keys", "list")
+    assert code == 1 and "default_concurrency must be at least 1" in err

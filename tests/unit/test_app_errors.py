@@ -9,12 +9,12 @@ import httpx
 from starlette.routing import Route
 
 from server.app import create_app
-from server.config import ServerConfig
-from server.errors import CATALOGUE
+from server.faces.v2.problems import CATALOGUE
+from server.settings import ServerConfig
 
 
 def test_an_unhandled_exception_is_an_internal_server_error_problem(tmp_path):
-    app = create_app(ServerConfig(data_dir=str(tmp_path)))
+    app = create_app(ServerConfig.build({"server": {"data_dir": str(tmp_path)}}))
 
     async def buggy(request):
         raise RuntimeError("a secret detail: /etc/shadow")

@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
-from server import auth
-from server.auth import AuthError, authenticate, sign, signing_key, string_to_sign
+from server.faces.v2 import signing as auth
+from server.faces.v2.signing import AuthError, authenticate, sign, signing_key, string_to_sign
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.body_gate import BodyGate
+from server.faces.http import BodyGate
 
 
 def test_a_new_read_evicts_the_oldest_and_places_are_given_back():

@@ -194,8 +194,9 @@ def test_installed_version_for_every_row():
 
 
 def test_a_runtime_that_is_not_installed_is_a_503_naming_the_package(monkeypatch):
-    from server.errors import Problem
-    from server.registry import resolve_lang
+    from server.engine.errors import NoCapacity
+    from server.engine.registry import resolve_lang
+    from server.faces.v2.problems import from_engine
 
     row = languages.Language(
         "cobol",
@@ -206,9 +207,10 @@ def test_a_runtime_that_is_not_installed_is_a_503_naming_the_package(monkeypatch
         query=languages.Query("snippet", "main.cob", "cobc -x {dir}/main.cob"),
     )
     monkeypatch.setitem(languages._BY_NAME, "cobol", row)
-    with pytest.raises(Problem) as raised:
+    with pytest.raises(NoCapacity) as raised:
         resolve_lang("cobol")
-    assert raised.value.status == 503
-    assert raised.value.kind == "instance-not-available"
-    assert "apt-get install gnucobol" in raised.value.title
-    assert "no-such-compiler-here" in raised.value.title
+    problem = from_engine(raised.value)
+    assert problem.status == 503
+    assert problem.kind == "instance-not-available"
+    assert "apt-get install gnucobol" in problem.title
+    assert "no-such-compiler-here" in problem.title

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from server.ratelimit import PUBLIC_HEADERS, RateLimiter
+from server.faces.v2.rate_limit import RateLimiter
+from server.faces.v2.settings import V2Settings
+
+WINDOW = V2Settings().rate_window_seconds
 
 
 class Clock:
@@ -15,7 +18,7 @@ class Clock:
 
 def test_exactly_limit_requests_pass_per_window():
     clock = Clock()
-    limiter = RateLimiter(clock=clock)
+    limiter = RateLimiter(WINDOW, clock=clock)
     results = [limiter.hit("AK", 3) for _ in range(5)]
     assert [allowed for allowed, _ in results] == [True, True, True, False, False]
     assert [h["X-RateLimit-Remaining"] for _, h in results] == ["2", "1", "0", "0", "0"]
@@ -25,7 +28,7 @@ def test_exactly_limit_requests_pass_per_window():
 
 def test_reset_counts_down_in_milliseconds_and_the_window_is_fixed():
     clock = Clock()
-    limiter = RateLimiter(clock=clock)
+    limiter = RateLimiter(WINDOW, clock=clock)
     assert limiter.hit("AK", 2)[1]["X-RateLimit-Reset"] == "900000"
     clock.now += 100.25
     allowed, headers = limiter.hit("AK", 2)
@@ -43,7 +46,7 @@ def test_reset_counts_down_in_milliseconds_and_the_window_is_fixed():
 
 
 def test_keys_are_counted_separately():
-    limiter = RateLimiter(clock=Clock())
+    limiter = RateLimiter(WINDOW, clock=Clock())
     assert limiter.hit("A", 1)[0]
     assert not limiter.hit("A", 1)[0]
     assert limiter.hit("B", 1)[0]
@@ -51,7 +54,7 @@ def test_keys_are_counted_separately():
 
 def test_custom_window():
     clock = Clock()
-    limiter = RateLimiter(window=10, clock=clock)
+    limiter = RateLimiter(10, clock=clock)
     _, headers = limiter.hit("AK", 5)
     assert headers["X-RateLimit-Window"] == "10"
     assert headers["X-RateLimit-Reset"] == "10000"
@@ -61,7 +64,7 @@ def test_custom_window():
 
 def test_memory_forgets_ended_windows():
     clock = Clock()
-    limiter = RateLimiter(clock=clock)
+    limiter = RateLimiter(WINDOW, clock=clock)
     for i in range(1000):
         limiter.hit(f"K{i}", 10)
     clock.now += 600
@@ -72,8 +75,8 @@ def test_memory_forgets_ended_windows():
     assert set(limiter._windows) == {"late", "fresh"}
 
 
-def test_public_headers_are_the_originals_constants():
-    assert PUBLIC_HEADERS == {
+def test_public_headers_by_default_are_the_originals_constants():
+    assert RateLimiter(WINDOW).public_headers(1000) == {
         "X-RateLimit-Limit": "1000",
         "X-RateLimit-Remaining": "1000",
         "X-RateLimit-Reset": "900000",

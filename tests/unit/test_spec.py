@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from harness import kernel_spec
 
 from sandbox.spec import Bind, KernelSpec, SpecError, validate_kernel_id
 
 
 def test_round_trip_through_json():
-    spec = KernelSpec(
+    spec = kernel_spec(
         memory_bytes=1 << 20, binds=(Bind("/a", "/b", readonly=False),), env={"X": "1"}
     )
     assert KernelSpec.from_json(spec.to_json()) == spec
@@ -33,6 +34,13 @@ def test_round_trip_through_json():
 )
 def test_bad_fields_are_named(data, field):
     with pytest.raises(SpecError, match=field):
+        KernelSpec.from_json({**kernel_spec().to_json(), **data})
+
+
+def test_missing_fields_are_named():
+    data = kernel_spec().to_json()
+    del data["pids"], data["nofile"]
+    with pytest.raises(SpecError, match=r"missing fields \['nofile', 'pids'\]"):
         KernelSpec.from_json(data)
 
 

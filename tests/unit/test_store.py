@@ -1,4 +1,5 @@
-"""KeyStore: keypair formats, persistence, validation, and sharing the file with another process."""
+"""The SQLite store: keypair formats, persistence, validation, sharing the file with
+another process, and folder records beside the keys."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import stat
 
 import pytest
 
-from server.store import Keypair, KeyStore
+from server.engine.sqlite_store import SqliteStore
+from server.engine.store import Duplicate, Keypair
 
 
 @pytest.fixture
@@ -19,75 +21,75 @@ def path(tmp_path) -> str:
 
 @pytest.fixture
 def store(path):
-    store = KeyStore(path)
+    store = SqliteStore(path)
     yield store
     store.close()
 
 
 def test_generated_keys_look_like_the_originals(store):
-    keypair = store.create()
+    keypair = store.keys.create()
     assert re.fullmatch(r"AKIA[A-Z2-7]{16}", keypair.access_key)
     assert len(keypair.secret_key) == 40
     assert len(base64.urlsafe_b64decode(keypair.secret_key)) == 30
     assert keypair.is_active
     assert (keypair.concurrency_limit, keypair.rate_limit) == (5, 1000)
     assert keypair.created.endswith("+00:00")
-    assert store.create().access_key != keypair.access_key
+    assert store.keys.create().access_key != keypair.access_key
 
 
 def test_create_get_list_disable(store):
-    assert store.count() == 0
-    assert store.list() == []
-    a = store.create("AKIAFIRST", "secret-first", concurrency=2, rate_limit=10)
-    b = store.create("AKIASECOND", "secret-second")
+    assert store.keys.count() == 0
+    assert store.keys.list() == []
+    a = store.keys.create("AKIAFIRST", "secret-first", concurrency=2, rate_limit=10)
+    b = store.keys.create("AKIASECOND", "secret-second")
     assert a == Keypair("AKIAFIRST", "secret-first", True, 2, 10, a.created)
-    assert store.get("AKIAFIRST") == a
-    assert store.get("AKIANOBODY") is None
-    assert store.list() == [a, b]
-    assert store.count() == 2
+    assert store.keys.get("AKIAFIRST") == a
+    assert store.keys.get("AKIANOBODY") is None
+    assert store.keys.list() == [a, b]
+    assert store.keys.count() == 2
 
-    assert store.disable("AKIAFIRST") is True
-    assert store.get("AKIAFIRST").is_active is False
-    assert store.get("AKIASECOND").is_active is True
-    assert store.disable("AKIANOBODY") is False
-    assert store.count() == 2
+    assert store.keys.disable("AKIAFIRST") is True
+    assert store.keys.get("AKIAFIRST").is_active is False
+    assert store.keys.get("AKIASECOND").is_active is True
+    assert store.keys.disable("AKIANOBODY") is False
+    assert store.keys.count() == 2
 
 
 def test_given_one_key_generates_the_other(store):
-    assert store.create(access_key="AKIAMINE").secret_key
-    assert store.create(secret_key="my-secret-key").access_key.startswith("AKIA")
+    assert store.keys.create(access_key="AKIAMINE").secret_key
+    assert store.keys.create(secret_key="my-secret-key").access_key.startswith("AKIA")
 
 
 def test_persists_across_reopen(path):
-    store = KeyStore(path)
-    created = store.create("AKIAKEEP", "kept-secret", concurrency=3, rate_limit=50)
-    store.disable("AKIAKEEP")
-    store.create("AKIAOTHER", "other-secret")
+    store = SqliteStore(path)
+    created = store.keys.create("AKIAKEEP", "kept-secret", concurrency=3, rate_limit=50)
+    store.keys.disable("AKIAKEEP")
+    store.keys.create("AKIAOTHER", "other-secret")
     store.close()
-    store = KeyStore(path)
+    store = SqliteStore(path)
     try:
-        kept = store.get("AKIAKEEP")
+        kept = store.keys.get("AKIAKEEP")
         assert kept == Keypair("AKIAKEEP", "kept-secret", False, 3, 50, created.created)
-        assert [k.access_key for k in store.list()] == ["AKIAKEEP", "AKIAOTHER"]
+        assert [k.access_key for k in store.keys.list()] == ["AKIAKEEP", "AKIAOTHER"]
     finally:
         store.close()
 
 
 def test_the_file_is_private_and_in_wal_mode(path, store):
-    store.create()
+    store.keys.create()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.path.exists(path + "-wal")
 
 
 def test_sees_writes_from_another_connection(path, store):
     # The server keeps a store open while sandbox-admin writes through its own.
-    assert store.get("AKIALATER") is None
-    other = KeyStore(path)
-    other.create("AKIALATER", "later-secret")
-    assert store.get("AKIALATER").secret_key == "later-secret"
-    other.disable("AKIALATER")
-    assert store.get("AKIALATER").is_active is False
-    assert store.count() == 1
+    assert store.keys.get("AKIALATER") is None
+    other = SqliteStore(path)
+    other.keys.create("AKIALATER", "later-secret")
+    assert store.keys.get("AKIALATER").secret_key == "later-secret"
+    other.keys.disable("AKIALATER")
+    assert store.keys.get("AKIALATER").is_active is False
+    assert store.keys.count() == 1
     other.close()
 
 
@@ -111,18 +113,34 @@ def test_sees_writes_from_another_connection(path, store):
 )
 def test_validation_names_the_field(store, kwargs, field):
     with pytest.raises(ValueError, match=field):
-        store.create(**kwargs)
-    assert store.count() == 0
+        store.keys.create(**kwargs)
+    assert store.keys.count() == 0
 
 
 def test_boundary_lengths_are_accepted(store):
-    store.create("A" * 4, "s" * 8)
-    store.create("B" * 64, "~" * 128)
-    assert store.count() == 2
+    store.keys.create("A" * 4, "s" * 8)
+    store.keys.create("B" * 64, "~" * 128)
+    assert store.keys.count() == 2
 
 
 def test_duplicate_access_key(store):
-    store.create("AKIATWICE", "first-secret")
+    store.keys.create("AKIATWICE", "first-secret")
     with pytest.raises(ValueError, match="access_key.*exists"):
-        store.create("AKIATWICE", "second-secret")
-    assert store.get("AKIATWICE").secret_key == "first-secret"
+        store.keys.create("AKIATWICE", "second-secret")
+    assert store.keys.get("AKIATWICE").secret_key == "first-secret"
+
+
+def test_folder_records_live_beside_the_keys(store):
+    store.keys.create("AKIAOWNER", "owner-secret")
+    first = store.folders.add("AKIAOWNER", "data")
+    assert re.fullmatch(r"[0-9a-f]{32}", first.id)
+    with pytest.raises(Duplicate):
+        store.folders.add("AKIAOWNER", "data")
+    other = store.folders.add("AKIAOTHER", "data")  # names are per key
+    assert store.folders.get("AKIAOWNER", "data") == first
+    assert store.folders.get("AKIAOWNER", first.id) == first  # DOC-v2 addresses by id
+    assert store.folders.get("AKIAOWNER", other.id) is None  # never another key's
+    assert store.folders.list("AKIAOWNER") == [first]
+    store.folders.remove(first.id)
+    assert store.folders.list("AKIAOWNER") == []
+    assert store.keys.count() == 1

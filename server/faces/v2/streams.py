@@ -9,9 +9,9 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..app import Call, signed
-from ..errors import Problem
-from .kernels import session_for
+from ..http import Caller
+from .problems import Problem
+from .signed import session_for, signed
 
 UNSUPPORTED = {
     "stream/kernel/{kernel_id}/pty": "terminal streams",
@@ -24,8 +24,8 @@ UNSUPPORTED = {
 
 def _not_implemented(what: str):
     @signed
-    async def endpoint(call: Call) -> Response:
-        session_for(call)
+    async def endpoint(caller: Caller) -> Response:
+        session_for(caller)
         raise Problem("not-implemented", f"{what}: not offered here; use execute")
 
     return endpoint

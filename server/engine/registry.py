@@ -6,7 +6,7 @@ token) for get-or-create; a kernel id from another key is answered like an
 unknown one (404). The concurrency count of a key is the number of its live
 kernels, so reusing a session never counts twice (spec §9, counter drift).
 
-Each live kernel is a `Session` (server/session.py: the v2 run state).
+Each live kernel is a `Session` (session.py: its run state).
 
 Lifetimes (spec §5.10): a reaper task destroys kernels whose run is past its
 exec timeout while nobody polls, kernels idle past their idle timeout, and
@@ -33,17 +33,28 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 
 from sandbox import languages
 from sandbox.kernel import HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
-from .config import ServerConfig
-from .errors import Problem, bad_params
+from .errors import (
+    EngineError,
+    InvalidRequest,
+    KernelNotFound,
+    KernelStartFailed,
+    LanguageMismatch,
+    NoCapacity,
+    QuotaExceeded,
+    ServiceUnavailable,
+    UnknownLanguage,
+)
 from .limits import KernelLimits
 from .pool import WarmPool
 from .session import IDLE, Session
+from .settings import EngineSettings
 
 log = logging.getLogger("sandbox.server")
 
@@ -52,40 +63,54 @@ DESTROY_TIMEOUT = 15.0  # a destroy that takes longer is logged and left to the 
 OBITUARIES = 10_000  # why-it-died records kept for GETs on dead kernels
 
 
-def spawner_problem(error: SpawnerError, kind: str, context: str = "") -> Problem:
-    """The problem for a failed spawner request: `kind` (creation, restart, ...)
-    naming the error, but service-unavailable when the spawner itself is gone,
-    since then no kernel can be started until the server is restarted."""
+def start_error(error: SpawnerError, context: str = "", restart: bool = False) -> EngineError:
+    """What a failed spawner start means: the kernel did not start, unless the
+    spawner itself is gone, since then no kernel can start until the server is
+    restarted."""
     detail = f"{context}{error}"
     if error.kind == "gone":
         log.critical("the spawner is gone: no kernel can start until the server restarts")
-        return Problem("service-unavailable", f"{detail}; the server must be restarted")
-    return Problem(kind, detail)
+        return ServiceUnavailable(f"{detail}; the server must be restarted")
+    return KernelStartFailed(detail, restart=restart)
 
 
 def resolve_lang(lang: str) -> languages.Language:
-    """Resolve an alias (spec §8.2), or raise image-not-found naming what exists;
-    instance-not-available when the runtime is not installed on this host."""
+    """Resolve an alias (spec §8.2), naming what exists when it is unknown; NoCapacity
+    when the runtime is not installed on this host."""
     row = languages.resolve(lang)
     if row is None:
         available = ", ".join(languages.names())
-        raise Problem("image-not-found", f"unknown lang {lang!r}; available: {available}")
+        raise UnknownLanguage(f"unknown lang {lang!r}; available: {available}")
     missing = row.missing()
     if missing:
-        raise Problem(
-            "instance-not-available",
+        raise NoCapacity(
             f"the {row.name} runtime is not installed on this host ({', '.join(missing)} "
             f"not found); install it with: apt-get install {row.packages}",
         )
     return row
 
 
+@dataclass(frozen=True)
+class KernelInfo:
+    """What a kernel has used and may use, for a face to show in its units."""
+
+    lang: str
+    limits: KernelLimits
+    age_ms: float
+    idle_ms: float
+    queries: int
+    memory_peak_bytes: int
+    memory_current_bytes: int
+    cpu_used_ms: float
+
+
 class Registry:
     """All live sessions, and the spawner that makes their kernels."""
 
-    def __init__(self, spawner: SpawnerClient, config: ServerConfig) -> None:
+    def __init__(self, spawner: SpawnerClient, settings: EngineSettings) -> None:
         self.spawner = spawner
-        self.config = config
+        self.settings = settings
+        limits = settings.limits
         self.sessions: dict[str, Session] = {}
         self.by_token: dict[tuple[str, str], str] = {}
         self.per_key: collections.Counter[str] = collections.Counter()  # live sessions
@@ -94,15 +119,15 @@ class Registry:
         self.borrowed = 0  # kernels counted by `counted`, not sessions
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
-        self.held = HeldBytes(config.server_held_bytes)  # for every kernel together
+        self.held = HeldBytes(limits.server_held_bytes)  # for every kernel together
         self.bounds = KernelBounds(
-            pause_bytes=config.kernel_pause_bytes,
-            held_bytes=config.kernel_held_bytes,
-            send_seconds=config.kernel_send_seconds,
-            reply_seconds=config.kernel_reply_seconds,
-            max_output_bytes=config.max_output_bytes,
+            pause_bytes=limits.kernel_pause_bytes,
+            held_bytes=limits.kernel_held_bytes,
+            send_seconds=limits.kernel_send_seconds,
+            reply_seconds=limits.kernel_reply_seconds,
+            max_output_bytes=limits.max_output_bytes,
         )
-        self.pool = WarmPool(config, spawner, self._start_fresh)
+        self.pool = WarmPool(settings, spawner, self._start_fresh)
 
     def start(self) -> None:
         """Begin filling the warm pool and watching the spawner (needs the running
@@ -133,18 +158,14 @@ class Registry:
     @contextlib.asynccontextmanager
     async def counted(self, access_key: str, concurrency_limit: int) -> AsyncIterator[None]:
         """Count a kernel that is no session (a folder operation's) against the key's
-        concurrency (412) and max_kernels (503) while the block runs, as a create is."""
+        concurrency (QuotaExceeded) and max_kernels (NoCapacity) while the block runs,
+        as a create is."""
         async with self._create_lock:
             if self.count_for(access_key) >= concurrency_limit:
-                raise Problem(
-                    "quota-exceeded",
-                    f"at most {concurrency_limit} kernels per key, folder operations included",
+                raise QuotaExceeded(
+                    f"at most {concurrency_limit} kernels per key, folder operations included"
                 )
-            if len(self.sessions) + self.borrowed >= self.config.max_kernels:
-                raise Problem(
-                    "instance-not-available",
-                    f"this server runs its maximum of {self.config.max_kernels} kernels",
-                )
+            self._check_capacity()
             self.per_key[access_key] += 1
             self.borrowed += 1
         try:
@@ -155,11 +176,18 @@ class Registry:
             if not self.per_key[access_key]:
                 del self.per_key[access_key]
 
+    def _check_capacity(self) -> None:
+        most = self.settings.limits.max_kernels
+        if len(self.sessions) + self.borrowed >= most:
+            raise NoCapacity(f"this server runs its maximum of {most} kernels")
+
     def get(self, access_key: str, kernel_id: str) -> Session:
+        """The key's kernel; KernelNotFound for an unknown or foreign id alike, with
+        why it went if it was the key's."""
         session = self.sessions.get(kernel_id)
         if session is None or session.access_key != access_key:
             owner, reason = self.obituaries.get(kernel_id, ("", ""))
-            raise Problem("kernel-not-found", reason if owner == access_key else "")
+            raise KernelNotFound(reason if owner == access_key else "")
         return session
 
     async def get_or_create(
@@ -177,15 +205,11 @@ class Registry:
             if existing is not None and existing in self.sessions:
                 session = self.sessions[existing]
                 if session.lang != lang:
-                    raise Problem("kernel-already-exists", f"session {token!r} runs {session.lang}")
+                    raise LanguageMismatch(f"session {token!r} runs {session.lang}")
                 return session, False
             if self.count_for(access_key) >= concurrency_limit:
-                raise Problem("quota-exceeded", f"at most {concurrency_limit} kernels per key")
-            if len(self.sessions) + self.borrowed >= self.config.max_kernels:
-                raise Problem(
-                    "instance-not-available",
-                    f"this server runs its maximum of {self.config.max_kernels} kernels",
-                )
+                raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
+            self._check_capacity()
             warm = await self.pool.take(lang, spec)
             if warm is not None:
                 kernel_id, kernel = warm
@@ -219,11 +243,13 @@ class Registry:
         try:
             await self.spawner.destroy(session.id, keep_work=True)
             session.kernel = await self._start(session.id, session.spec, keep_work=True)
-        except (SpawnerError, KernelGone, Problem) as e:
+        except (SpawnerError, KernelGone, EngineError) as e:
             await self.destroy(session, reason="its restart failed")
             if isinstance(e, SpawnerError):
-                raise spawner_problem(e, "kernel-restart-failed") from e
-            raise Problem("kernel-restart-failed", str(e)) from e
+                raise start_error(e, restart=True) from e
+            if isinstance(e, ServiceUnavailable):
+                raise
+            raise KernelStartFailed(getattr(e, "detail", None) or str(e), restart=True) from e
         session.state, session.run_id = IDLE, None
         session.oom_kills_seen, session.oom_restart_pending = 0, False
         session.last_used = time.monotonic()
@@ -231,8 +257,8 @@ class Registry:
 
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
         """Forget the kernel and have the spawner free it. False when a process of it
-        would not die (the spawner frees the rest once it does): the API then says
-        kernel-destruction-failed, though the kernel is gone from the API's view."""
+        would not die (the spawner frees the rest once it does): the kernel is gone
+        from the engine's view, but a face may say its destruction failed."""
         if not self._forget(session, reason):
             return True
         await session.kernel.close()
@@ -245,37 +271,32 @@ class Registry:
         log.info("kernel destroyed id=%s reason=%s", session.id, reason)
         return True
 
-    async def info(self, session: Session) -> dict:
-        """The flat DOC-v2 info object (spec §5.2), in its units."""
+    async def info(self, session: Session) -> KernelInfo:
         await session.check_alive()
         stats = await session.stats()
         now = time.monotonic()
-        return {
-            "lang": session.lang,
-            "age": round((now - session.created) * 1000, 1),
-            "queryTimeout": session.limits.exec_timeout_ms,
-            "idleTimeout": session.limits.idle_timeout_ms,
-            "memoryLimit": session.limits.memory_bytes // 1024,
-            "maxCpuCredit": session.limits.cpu_credit_ms,
-            "numQueriesExecuted": session.queries,
-            "idle": round((now - session.last_used) * 1000, 1),
-            "memoryUsed": stats.get("memory_peak", 0) // 1024,  # peak, as v2 reported it
-            "memoryCurrent": stats.get("memory_current", 0) // 1024,
-            "cpuCreditUsed": round(
-                session.cpu_ms_before_restart + stats.get("cpu_usec", 0) / 1000, 1
-            ),
-        }
+        return KernelInfo(
+            lang=session.lang,
+            limits=session.limits,
+            age_ms=(now - session.created) * 1000,
+            idle_ms=(now - session.last_used) * 1000,
+            queries=session.queries,
+            memory_peak_bytes=stats.get("memory_peak", 0),
+            memory_current_bytes=stats.get("memory_current", 0),
+            cpu_used_ms=session.cpu_ms_before_restart + stats.get("cpu_usec", 0) / 1000,
+        )
 
     async def _reap(self) -> None:
         """Destroy kernels past their limits. Never dies: one kernel's trouble is
         logged and the others are still looked after."""
-        next_cpu_check = time.monotonic() + self.config.cpu_check_seconds
+        every = self.settings.limits.cpu_check_seconds
+        next_cpu_check = time.monotonic() + every
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
             cpu_usec: dict[str, int] | None = None  # every kernel's, in one spawner request
             if now >= next_cpu_check and self.sessions:
-                next_cpu_check = now + self.config.cpu_check_seconds
+                next_cpu_check = now + every
                 try:
                     cpu_usec = await self.spawner.cpu_usage()
                 except SpawnerError:
@@ -353,15 +374,15 @@ class Registry:
             pid, sock = await self.spawner.spawn(kernel_id, spec, keep_work=keep_work)
         except SpawnerError as e:
             if e.kind == "bad-request":
-                raise bad_params(str(e)) from e
-            raise spawner_problem(e, "kernel-creation-failed") from e
+                raise InvalidRequest(str(e)) from e
+            raise start_error(e) from e
         try:
             kernel = await Kernel.connect(kernel_id, pid, sock, self.bounds, self.held)
             await kernel.wait_ready()
         except KernelGone as e:
             with contextlib.suppress(SpawnerError):
                 await self.spawner.destroy(kernel_id)
-            raise Problem("kernel-creation-failed", str(e)) from e
+            raise KernelStartFailed(str(e)) from e
         return kernel
 
     def _watch(self, session: Session) -> None:
@@ -381,7 +402,7 @@ class Registry:
                     return
                 if session.oom_restart_pending or await session.out_of_memory():
                     log.info("kernel %s ran out of memory: restarting", session.id)
-                    with contextlib.suppress(Problem):
+                    with contextlib.suppress(EngineError):
                         await self._restart_locked(session)
                     return
                 status = kernel.exit_status

@@ -1,4 +1,4 @@
-"""One kernel as the API sees it: its owner, its limits and the v2 run state.
+"""One kernel as its owner sees it: its limits and its run state.
 
 `Session.execute` implements the implicit v2 run model (spec §6.2): one run at a
 time; a call while a run is active continues it (its `code` is ignored), or
@@ -6,7 +6,7 @@ answers the pending `input()` with it; every call holds up to `hold` seconds.
 The explicit `runId` model (§6.3) rides on the same state: `continue` and
 `input` modes name what the implicit model infers.
 
-The registry (server/registry.py) makes sessions and ends them; a session's
+The registry (registry.py) makes sessions and ends them; a session's
 `watcher` is the registry's task that restarts or destroys its kernel when the
 kernel dies, and `ended` the reason once it was destroyed.
 """
@@ -24,7 +24,7 @@ from sandbox.kernel import Kernel, KernelGone, RunResult
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
-from .errors import Problem, bad_params
+from .errors import ExecutionFailed, InvalidRequest, KernelNotFound
 from .limits import KernelLimits
 
 IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
@@ -40,7 +40,7 @@ TIMER_SLACK = 0.005
 
 @dataclass
 class Session:
-    """One kernel as the API sees it."""
+    """One kernel as its owner sees it."""
 
     id: str
     access_key: str
@@ -119,33 +119,33 @@ class Session:
                 await asyncio.wait({watcher}, timeout=SETTLE_TIMEOUT)
             if self.ended:
                 break
-        raise Problem("kernel-not-found", self.ended or "the kernel is gone")
+        raise KernelNotFound(self.ended or "the kernel is gone")
 
     async def check_alive(self, kernel: Kernel | None = None) -> None:
         """If `kernel` (this session's, the current one by default) is dead, wait for
-        its watcher; kernel-not-found with the reason if that destroyed the session."""
+        its watcher; KernelNotFound with the reason if that destroyed the session."""
         kernel = kernel or self.kernel
         if kernel.dead and kernel is self.kernel and self.watcher is not None:
             await asyncio.wait({self.watcher}, timeout=SETTLE_TIMEOUT)
         if self.ended:
-            raise Problem("kernel-not-found", self.ended)
+            raise KernelNotFound(self.ended)
 
-    async def problem_for(self, kernel: Kernel, error: KernelGone) -> Problem:
-        """What a call that met `kernel` gone answers: 404 with the reason once its
-        watcher has destroyed it (raised); kernel-execution-failed if it is alive but
+    async def gone_error(self, kernel: Kernel, error: KernelGone) -> ExecutionFailed:
+        """What a call that met `kernel` gone answers: KernelNotFound with the reason
+        once its watcher has destroyed it (raised); ExecutionFailed if it is alive but
         did not answer, or was restarted after an OOM kill."""
         await self.check_alive(kernel)
-        return Problem("kernel-execution-failed", str(error))
+        return ExecutionFailed(str(error))
 
     async def _execute_locked(
         self, mode: str, code: str, options: dict, run_id: str | None, hold: float
     ) -> tuple[RunResult, str | None]:
         if mode == "continue" and self.state == IDLE:
-            raise bad_params("mode: no run to continue")
+            raise InvalidRequest("mode: no run to continue")
         if mode == "input" and self.state != WAITING:
-            raise bad_params("mode: the run is not waiting for input")
+            raise InvalidRequest("mode: the run is not waiting for input")
         if self.state == TIMED_OUT:
-            raise Problem("kernel-not-found", "its run exceeded the exec timeout")
+            raise KernelNotFound("its run exceeded the exec timeout")
         if self.state == WAITING:  # the clock runs again from the moment input arrives
             self.run_clock = time.monotonic()
         elif self.state == IDLE:

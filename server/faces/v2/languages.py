@@ -16,8 +16,7 @@ from starlette.routing import Route
 
 from sandbox import languages
 
-from .. import ratelimit
-from ..app import json_response
+from ..http import json_response
 
 
 @functools.cache
@@ -41,13 +40,15 @@ def _describe() -> list[dict]:
 
 
 async def list_languages(request: Request) -> Response:
-    ready = request.app.state.registry.pool.ready
+    state = request.app.state
+    ready = state.engine.registry.pool.ready
     rows = [
         {**row, "warm": len(ready.get(row["lang"], ()))}  # kernels waiting in the pool
         for row in await asyncio.to_thread(_describe)
     ]
     response = json_response({"languages": rows})
-    response.headers.update(ratelimit.PUBLIC_HEADERS)
+    limit = state.engine.settings.limits.default_rate_limit
+    response.headers.update(state.limiter.public_headers(limit))
     return response
 
 

@@ -1,6 +1,6 @@
-"""Virtual folders: persistent file systems that belong to an access key.
+"""Virtual folders' contents: persistent file systems that belong to an access key.
 
-Metadata lives in the SQLite store (`folders` table, beside the keypairs). Each
+Their records live in the store (store.FolderRecords). Each
 folder's contents live in an ext4 image, `<data dir>/folders/<id>.img`, of a fixed
 size and inode count (`sandbox.folder_images`): kernels that mount a folder write
 into the image and stop at ENOSPC there, so they cannot fill the host's disk, and
@@ -11,7 +11,7 @@ Kernel code can plant anything in a folder it mounts (symlinks to host files,
 FIFOs). The host never opens a path inside a folder: usage is statvfs of the
 image's file system plus a walk that opens directories only, beneath the folder and
 through no symlink; a delete removes the image file. Every other file operation
-runs inside a throw-away kernel that mounts the folder (see routes/folders.py).
+runs inside a throw-away kernel that mounts the folder (see folders.py).
 
 Blocking calls (mkfs, the usage walk, deletes) are for a worker thread, never the
 event loop: the store is safe to share between threads.
@@ -25,15 +25,11 @@ budgeted walk, and a delete moves the directory into `.trash/`, which `rm -rf
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
-import re
-import sqlite3
 import stat
 import subprocess
 import threading
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -41,19 +37,10 @@ from sandbox import folder_images
 from sandbox.folder_images import LoopDevice
 from sandbox.kernel_uids import FOLDER_UID, LEGACY_FOLDER_UID
 
+from .store import Folder, FolderRecords
+
 log = logging.getLogger("sandbox.server")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS folders (
-    id         TEXT PRIMARY KEY,
-    access_key TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    created    TEXT NOT NULL,
-    UNIQUE (access_key, name)
-)
-"""
-# v3's rule (spec §7.4), at most 64 characters
-NAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62}[a-zA-Z0-9])?$")
 IMAGE_SUFFIX = ".img"
 TRASH = ".trash"
 WALK_BUDGET = 200_000  # entries a usage walk looks at; an image's inode quota is lower
@@ -61,21 +48,9 @@ REMOVE_TIMEOUT = 600.0  # seconds for `rm -rf` of one old directory folder
 
 
 @dataclass(frozen=True)
-class Folder:
-    id: str  # 32 hex digits
-    access_key: str
-    name: str
-    created: str  # ISO 8601, UTC
-
-
-@dataclass(frozen=True)
 class Usage:
     files: int
     bytes: int
-
-
-class FolderExists(ValueError):
-    pass
 
 
 class FolderBusy(RuntimeError):
@@ -88,18 +63,15 @@ class _Held:
     holders: int  # kernel starts and folder operations in progress
 
 
-class FolderStore:
-    """The folder table, the images and their loop devices; thread-safe."""
+class FolderStorage:
+    """The folders' images and their loop devices; thread-safe."""
 
-    def __init__(self, database: str, root: str) -> None:
+    def __init__(self, records: FolderRecords, root: str) -> None:
+        self.records = records
         self.root = root
         self.trash = os.path.join(root, TRASH)
         os.makedirs(self.trash, mode=0o700, exist_ok=True)
         os.chmod(root, 0o700)  # images are root's alone: kernels reach them by device
-        self._db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(SCHEMA)
-        self._lock = threading.Lock()  # the database
         self._devices: dict[str, _Held] = {}
         self._devices_lock = threading.Lock()  # and attaches: one loop device per image
         old = [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
@@ -130,58 +102,25 @@ class FolderStore:
                 return path
         return None
 
-    # -- the table -------------------------------------------------------------
+    # -- the folders -----------------------------------------------------------
 
     def create(self, access_key: str, name: str, size: int, inodes: int) -> Folder:
         """A new empty folder of `size` bytes and `inodes` files (blocking: mkfs);
-        FolderExists if the key has one of that name, OSError if the image cannot
+        store.Duplicate if the key has one of that name, OSError if the image cannot
         be made (ENOSPC: the host's disk has no room for it)."""
-        folder = Folder(
-            uuid.uuid4().hex,
-            access_key,
-            name,
-            datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        )
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO folders (id, access_key, name, created) VALUES (?, ?, ?, ?)",
-                    (folder.id, folder.access_key, folder.name, folder.created),
-                )
-            except sqlite3.IntegrityError:
-                raise FolderExists(name) from None
+        folder = self.records.add(access_key, name)
         try:
             folder_images.create_image(self.image(folder), size, inodes)
         except BaseException:
-            with self._lock:
-                self._db.execute("DELETE FROM folders WHERE id = ?", (folder.id,))
+            self.records.remove(folder.id)
             raise
         return folder
-
-    def list(self, access_key: str) -> list[Folder]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, access_key, name, created FROM folders WHERE access_key = ? "
-                "ORDER BY created, name",
-                (access_key,),
-            ).fetchall()
-        return [Folder(*row) for row in rows]
-
-    def get(self, access_key: str, name_or_id: str) -> Folder | None:
-        """A key's folder by name, or by id (DOC-v2 addresses folders by id)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, access_key, name, created FROM folders "
-                "WHERE access_key = ? AND (name = ? OR id = ?)",
-                (access_key, name_or_id, name_or_id),
-            ).fetchone()
-        return Folder(*row) if row else None
 
     def reserved_bytes(self, access_key: str) -> int:
         """What the key's folders hold on the host's disk: each image's size (its
         reservation), an old directory folder's counted usage (blocking)."""
         total = 0
-        for folder in self.list(access_key):
+        for folder in self.records.list(access_key):
             try:
                 total += os.stat(self.image(folder)).st_size
             except FileNotFoundError:
@@ -267,8 +206,7 @@ class FolderStore:
         trashed = os.path.join(self.trash, os.path.basename(source))
         with contextlib.suppress(FileNotFoundError):
             os.rename(source, trashed)
-        with self._lock:
-            self._db.execute("DELETE FROM folders WHERE id = ?", (folder.id,))
+        self.records.remove(folder.id)
         _remove(trashed)
 
     def sweep_trash(self) -> None:
@@ -282,8 +220,6 @@ class FolderStore:
             held, self._devices = list(self._devices.values()), {}
         for h in held:
             h.device.close()
-        with self._lock:
-            self._db.close()
 
 
 def _remove(path: str) -> None:

@@ -1,8 +1,9 @@
-"""API errors as RFC 7807 problems: `application/problem+json` with `type` and `title`.
+"""v2 errors as RFC 7807 problems: `application/problem+json` with `type` and `title`.
 
 The catalogue follows spec §4.2 with the corrected statuses (400 for bad
 requests, never the 0.9.x 404). Context goes into the title in parentheses, as
-the original servers did; clients key on `type`.
+the original servers did; clients key on `type`. `from_engine` is the one place
+where the engine's errors become problems.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from ...engine import errors
 
 SORNA_BASE = "https://api.sorna.io/probs/"
 BACKENDAI_BASE = "https://api.backend.ai/probs/"
@@ -70,6 +73,33 @@ class Problem(Exception):
 def bad_params(detail: str) -> Problem:
     """The most common problem: a field is missing or wrong; `detail` names it."""
     return Problem("invalid-api-params", detail)
+
+
+# engine error -> problem type; the first match in order wins (subclasses first)
+ENGINE_ERRORS: tuple[tuple[type[errors.EngineError], str], ...] = (
+    (errors.InvalidRequest, "invalid-api-params"),
+    (errors.KernelNotFound, "kernel-not-found"),
+    (errors.LanguageMismatch, "kernel-already-exists"),
+    (errors.UnknownLanguage, "image-not-found"),
+    (errors.QuotaExceeded, "quota-exceeded"),
+    (errors.NoCapacity, "instance-not-available"),
+    (errors.ServiceUnavailable, "service-unavailable"),
+    (errors.ExecutionFailed, "kernel-execution-failed"),
+    (errors.DestructionFailed, "kernel-destruction-failed"),
+    (errors.FolderNotFound, "folder-not-found"),
+    (errors.FolderExists, "folder-already-exists"),
+)
+
+
+def from_engine(error: errors.EngineError) -> Problem:
+    """The problem a v2 client gets for an engine error."""
+    if isinstance(error, errors.KernelStartFailed):
+        kind = "kernel-restart-failed" if error.restart else "kernel-creation-failed"
+        return Problem(kind, error.detail or None)
+    for cls, kind in ENGINE_ERRORS:
+        if isinstance(error, cls):
+            return Problem(kind, error.detail or None)
+    return Problem("internal-server-error", error.detail or None)
 
 
 def type_base(request: Request) -> str:

@@ -1,4 +1,4 @@
-"""Per-access-key request limits in fixed 15-minute windows (spec §3, §12.7).
+"""Per-access-key request limits in fixed windows, 15 minutes by default (spec §3, §12.7).
 
 The window opens at a key's first request and lasts `window` seconds on the
 monotonic clock, as in sorna-manager 0.9.x; every request counts, failed ones
@@ -10,16 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-WINDOW_SECONDS = 900
-
-# What unauthenticated requests (GET /v2) get: the original's constants (§3).
-PUBLIC_HEADERS: dict[str, str] = {
-    "X-RateLimit-Limit": "1000",
-    "X-RateLimit-Remaining": "1000",
-    "X-RateLimit-Reset": str(WINDOW_SECONDS * 1000),
-    "X-RateLimit-Window": str(WINDOW_SECONDS),
-}
 
 
 class RateLimiter:
@@ -35,9 +25,7 @@ class RateLimiter:
     Not thread-safe: call it from the event loop only.
     """
 
-    def __init__(
-        self, window: float = float(WINDOW_SECONDS), clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
         self.clock = clock
         self._windows: dict[str, tuple[float, int]] = {}  # key -> (window end, requests)
@@ -60,6 +48,16 @@ class RateLimiter:
             "X-RateLimit-Window": f"{self.window:g}",
         }
         return count <= limit, headers
+
+    def public_headers(self, limit: int) -> dict[str, str]:
+        """What unauthenticated requests (GET /v2) get: a fresh window of a new key's
+        limit, as the original reported its constants there (§3)."""
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(limit),
+            "X-RateLimit-Reset": str(round(self.window * 1000)),
+            "X-RateLimit-Window": f"{self.window:g}",
+        }
 
     def _forget_ended(self, now: float) -> None:
         """Drop keys whose window is over; run once a window, so memory holds about

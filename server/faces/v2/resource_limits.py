@@ -1,4 +1,4 @@
-"""A kernel's limits as a create asks for them, checked against the server's own.
+"""A kernel's limits as a v2 create asks for them, checked against the server's own.
 
 Clients send them in `limits` (v2) or `resourceLimits` (v1), in the units of
 DOC-v2: `maxMem` in KB, the timeouts and `maxCpuCredit` in ms. A field that is
@@ -9,22 +9,12 @@ no Sorna release kept).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .config import ServerConfig
-from .errors import Problem, bad_params
-
-
-@dataclass(frozen=True)
-class KernelLimits:
-    memory_bytes: int
-    exec_timeout_ms: int  # one run; then exec-timeout and the kernel is destroyed
-    idle_timeout_ms: int  # no execute call for this long: destroyed
-    cpu_credit_ms: int  # CPU time over the kernel's life: destroyed when used up
-
+from ...engine.limits import KernelLimits
+from ...engine.settings import LimitSettings
+from .problems import Problem, bad_params
 
 # request field -> (KernelLimits field, its unit in bytes or ms, the unit's name). The
-# server's default and maximum are the config's default_<field> and max_<field>.
+# server's default and maximum are the `[limits]` settings default_<field> and max_<field>.
 _FIELDS: dict[str, tuple[str, int, str]] = {
     "maxMem": ("memory_bytes", 1024, "KB"),
     "execTimeout": ("exec_timeout_ms", 1, "ms"),
@@ -35,7 +25,7 @@ _FIELDS: dict[str, tuple[str, int, str]] = {
 }
 
 
-def requested(data: dict, config: ServerConfig) -> KernelLimits:
+def requested(data: dict, config: LimitSettings) -> KernelLimits:
     """The limits a create body asks for, defaults filled in; 400 or 406 if wrong."""
     values: dict[str, int] = {}
     for where in ("resourceLimits", "limits"):  # v2's name wins when both are sent

@@ -1,6 +1,6 @@
 """The warm pool: kernels started ahead of demand, so that a create is an assignment.
 
-Per language in `pool_languages`, `pool_size` kernels wait, started with the
+Per language in `[pool] pool_languages`, `pool_size` kernels wait, started with the
 server's default limits and no folders. A create that mounts no folder takes one
 (popped, so no kernel ever reaches two users); if it asked for another memory
 limit, the spawner changes the kernel's cgroup first, and where that cannot be
@@ -24,8 +24,8 @@ from sandbox.kernel import Kernel
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import Bind, KernelSpec
 
-from .config import ServerConfig
-from .errors import Problem
+from .errors import EngineError
+from .settings import EngineSettings
 
 log = logging.getLogger("sandbox.server")
 
@@ -35,39 +35,33 @@ Starter = Callable[[str, KernelSpec], Awaitable[Kernel]]
 
 
 def kernel_spec(
-    config: ServerConfig,
+    settings: EngineSettings,
     language: languages.Language,
     memory_bytes: int,
     binds: tuple[Bind, ...] = (),
 ) -> KernelSpec:
     """The spec of a kernel of `language`: the one place that builds it, so that a
     pooled kernel and a cold one are alike."""
-    return KernelSpec(
-        memory_bytes=memory_bytes,
-        pids=config.pids_per_kernel,
-        work_bytes=config.work_bytes,
-        tmp_bytes=config.tmp_bytes,
-        binds=binds,
-        env=dict(language.env),
-    )
+    return settings.sandbox.kernel_spec(memory_bytes, binds, env=dict(language.env))
 
 
 class WarmPool:
     """Ready kernels per language, refilled in the background."""
 
-    def __init__(self, config: ServerConfig, spawner: SpawnerClient, start: Starter) -> None:
-        self.config = config
+    def __init__(self, settings: EngineSettings, spawner: SpawnerClient, start: Starter) -> None:
+        self.settings = settings.pool
         self.spawner = spawner
         self._start = start
         # The spec of each pooled language's kernels: what a create must match.
         self.specs: dict[str, KernelSpec] = {}
-        for name in config.pool_languages:
+        for name in settings.pool.pool_languages:
             row = _pooled_language(name)
             missing = row.missing()
             if missing:
                 log.warning("warm pool: no %s kernels: %s is not installed", row.name, missing)
             else:
-                self.specs[row.name] = kernel_spec(config, row, config.default_memory_bytes)
+                memory = settings.limits.default_memory_bytes
+                self.specs[row.name] = kernel_spec(settings, row, memory)
         self.ready: dict[str, collections.deque[tuple[str, Kernel]]] = {
             name: collections.deque() for name in self.specs
         }
@@ -75,7 +69,7 @@ class WarmPool:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        if self.config.pool_size > 0 and self.specs and self._task is None:
+        if self.settings.pool_size > 0 and self.specs and self._task is None:
             self._wanted.set()
             self._task = asyncio.create_task(self._refill())
 
@@ -124,11 +118,11 @@ class WarmPool:
             self._wanted.clear()
             for name, spec in self.specs.items():
                 ready = self.ready[name]
-                while len(ready) < self.config.pool_size:
+                while len(ready) < self.settings.pool_size:
                     kernel_id = secrets.token_urlsafe(16)
                     try:
                         ready.append((kernel_id, await self._start(kernel_id, spec)))
-                    except Problem as e:
+                    except EngineError as e:
                         log.warning("warm pool: a %s kernel did not start: %s", name, e)
                         asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wanted.set)
                         break

@@ -1,0 +1,188 @@
+"""The engine: kernels and their owners, runs, files, folders, limits and lifetimes,
+behind one object that every face holds. It knows no HTTP and no API's shapes:
+faces turn their protocol into these calls, and `errors` into their answers.
+
+One `Engine` per server process. `open` starts the spawner (the root process that
+makes kernels) and the warm pool; `close` destroys every kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from sandbox.kernel import KernelGone, RunResult
+from sandbox.spawner_client import SpawnerClient
+from sandbox.spec import WORK_DIR, Bind
+
+from . import kernel_files
+from .errors import ExecutionFailed, InvalidRequest
+from .folder_storage import FolderStorage
+from .folders import Folders
+from .limits import KernelLimits
+from .pool import kernel_spec
+from .registry import IDLE, KernelInfo, Registry, resolve_lang
+from .session import Session
+from .settings import EngineSettings
+from .store import Folder, Keypair, Store
+
+# A mount's alias: a relative path in /home/work of safe characters.
+ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+COMPLETE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A folder to mount, by the name (or id) its owner knows it by, at
+    /home/work/<alias>."""
+
+    folder: str
+    alias: str
+
+
+class Engine:
+    """Everything a face may ask of the server's kernels and folders."""
+
+    def __init__(
+        self, settings: EngineSettings, store: Store, spawner: SpawnerClient, data_dir: str
+    ):
+        self.settings = settings
+        self.store = store
+        self.spawner = spawner
+        self.registry = Registry(spawner, settings)
+        storage = FolderStorage(store.folders, os.path.join(data_dir, "folders"))
+        self.folders = Folders(settings, store.folders, storage, self.registry, spawner)
+
+    @classmethod
+    async def open(cls, settings: EngineSettings, store: Store, data_dir: str) -> Engine:
+        """Start the spawner and the engine over it (in the running event loop)."""
+        sandbox = settings.sandbox
+        spawner = await SpawnerClient.start(
+            spares=sandbox.spare_processes,
+            uids=sandbox.uid_range,
+            # cgroup_layout=sandbox.forced_layout,  MERGE-TODO
+        )
+        engine = cls(settings, store, spawner, data_dir)
+        engine.registry.start()
+        return engine
+
+    async def close(self) -> None:
+        await self.registry.close()
+        await self.spawner.close()
+        self.folders.storage.close()
+
+    # -- kernels -----------------------------------------------------------------
+
+    async def get_or_create(
+        self,
+        owner: Keypair,
+        token: str,
+        lang: str,
+        limits: KernelLimits,
+        mounts: list[Mount],
+    ) -> tuple[Session, bool]:
+        """The owner's kernel for `token`, or a new one of `lang` (True) mounting
+        `mounts`. The folders' devices are held until the kernel is registered as
+        mounting them."""
+        most = self.settings.folders.max_mounts
+        if len(mounts) > most:
+            raise InvalidRequest(f"mounts: at most {most} folders")
+        language = resolve_lang(lang)
+        planned = self._mount_plan(mounts, owner.access_key)
+        async with self.folders.holding(list(planned.values())) as sources:
+            binds = tuple(
+                Bind(sources[folder.id], f"{WORK_DIR}/{alias}", False, self.folders.owner(folder))
+                for alias, folder in planned.items()
+            )
+            spec = kernel_spec(self.settings, language, limits.memory_bytes, binds)
+            return await self.registry.get_or_create(
+                owner.access_key,
+                token,
+                language.name,
+                spec,
+                limits,
+                owner.concurrency_limit,
+                {alias: folder.id for alias, folder in planned.items()},
+            )
+
+    def _mount_plan(self, mounts: list[Mount], access_key: str) -> dict[str, Folder]:
+        """{alias: folder} for the owner's folders; FolderNotFound, or InvalidRequest
+        for a bad alias or two folders inside one another."""
+        by_alias: dict[str, Folder] = {}
+        for mount in mounts:
+            alias = mount.alias
+            entry = f"{mount.folder}:{alias}" if alias != mount.folder else alias
+            parts = alias.split("/")
+            if not ALIAS_RE.match(alias) or any(p in (".", "..") for p in parts):
+                raise InvalidRequest(
+                    f"mounts: {entry!r}: the alias must be a relative path in /home/work"
+                )
+            if alias in by_alias or any(
+                a.startswith(alias + "/") or alias.startswith(a + "/") for a in by_alias
+            ):
+                raise InvalidRequest(f"mounts: {entry!r}: two folders at or inside one another")
+            by_alias[alias] = self.folders.get(access_key, mount.folder)
+        return by_alias
+
+    def session(self, owner: Keypair, kernel_id: str) -> Session:
+        """The owner's kernel (KernelNotFound for unknown and foreign ids alike),
+        counted as used now."""
+        session = self.registry.get(owner.access_key, kernel_id)
+        session.touch()
+        return session
+
+    async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
+        """False when a process of it would not die (see Registry.destroy)."""
+        return await self.registry.destroy(session, reason)
+
+    async def restart(self, session: Session) -> None:
+        await self.registry.restart(session)
+
+    async def info(self, session: Session) -> KernelInfo:
+        return await self.registry.info(session)
+
+    async def execute(
+        self, session: Session, mode: str, code: str, options: dict, run_id: str | None, hold: float
+    ) -> tuple[RunResult, str | None]:
+        """One call of the run model (Session.execute)."""
+        try:
+            return await session.execute(mode, code, options, run_id, hold)
+        except KernelGone as e:
+            raise ExecutionFailed("the kernel is gone") from e
+
+    async def interrupt(self, session: Session) -> None:
+        """SIGINT to the run; nothing to do if the kernel was restarted under us
+        after an OOM kill (the run it would interrupt is over)."""
+        kernel = session.kernel
+        try:
+            await kernel.interrupt()
+        except KernelGone as e:
+            error = await session.gone_error(kernel, e)  # raises if it was destroyed
+            if session.kernel is kernel:
+                raise error from e
+
+    async def complete(self, session: Session, code: str, options: dict) -> list[str]:
+        """Completions from the python3 REPL; none while a run is active (it is busy)."""
+        if session.state != IDLE or not session.language.completes:
+            return []
+        try:
+            reply, _ = await session.kernel.request(
+                "complete", code=code, options=options, timeout=COMPLETE_SECONDS
+            )
+        except KernelGone:
+            return []
+        items = reply.get("items")
+        valid = isinstance(items, list) and all(isinstance(i, str) for i in items)
+        return items if valid else []
+
+    # -- a kernel's files -------------------------------------------------------
+
+    async def upload(self, session: Session, files: list[tuple[str, bytes]]) -> None:
+        await kernel_files.upload(session, files)
+
+    async def list_files(self, session: Session, path: str) -> dict:
+        return await kernel_files.list_files(session.kernel, path, session)
+
+    async def download(self, session: Session, paths: list[str]) -> list[tuple[str, bytes]]:
+        return await kernel_files.download(session.kernel, paths, session)

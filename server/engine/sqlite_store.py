@@ -1,0 +1,194 @@
+"""The store in one SQLite file (`<data dir>/sandbox.sqlite`): keypairs, read
+through a memory cache, and folder records.
+
+Every signed request looks its key up, so `keys.get` answers from a dict. The
+server and `sandbox-admin` share the file: before answering, the cache checks
+SQLite's `data_version`, which changes when another connection commits, so a
+key created or disabled from the command line takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import uuid
+
+from .store import Duplicate, Folder, Keypair, new_keypair, now
+
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS keypairs (
+    access_key        TEXT PRIMARY KEY,
+    secret_key        TEXT NOT NULL,
+    is_active         INTEGER NOT NULL DEFAULT 1,
+    concurrency_limit INTEGER NOT NULL,
+    rate_limit        INTEGER NOT NULL,
+    created           TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS folders (
+    id         TEXT PRIMARY KEY,
+    access_key TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    created    TEXT NOT NULL,
+    UNIQUE (access_key, name)
+)""",
+)
+KEY_COLUMNS = "access_key, secret_key, is_active, concurrency_limit, rate_limit, created"
+FOLDER_COLUMNS = "id, access_key, name, created"
+
+
+class _Database:
+    """One connection shared by the tables, serialised by a lock (threads use it)."""
+
+    def __init__(self, path: str) -> None:
+        # The file holds secrets: create it owner-only (SQLite gives its WAL the same mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")  # the other process may be writing
+        for table in SCHEMA:
+            self.db.execute(table)
+
+
+class SqliteKeys:
+    """The keypair table; safe to share between threads."""
+
+    def __init__(self, database: _Database) -> None:
+        self._db = database.db
+        self._lock = database.lock
+        self._cache: dict[str, Keypair] = {}
+        self._version = -1
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Reload the cache if anyone else committed since the last load. Hold the lock."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return
+        rows = self._db.execute(f"SELECT {KEY_COLUMNS} FROM keypairs ORDER BY rowid")
+        self._cache = {row[0]: _keypair(row) for row in rows}
+        self._version = version
+
+    def create(
+        self,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        concurrency: int = 5,
+        rate_limit: int = 1000,
+    ) -> Keypair:
+        keypair = new_keypair(access_key, secret_key, concurrency, rate_limit)
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"INSERT INTO keypairs ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        keypair.access_key,
+                        keypair.secret_key,
+                        1,
+                        keypair.concurrency_limit,
+                        keypair.rate_limit,
+                        keypair.created,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"access_key: {keypair.access_key} exists already") from None
+            self._refresh()
+            # Our own commits do not move data_version: put the row in by hand.
+            self._cache[keypair.access_key] = keypair
+        return keypair
+
+    def get(self, access_key: str) -> Keypair | None:
+        """The keypair, active or not, or None."""
+        with self._lock:
+            self._refresh()
+            return self._cache.get(access_key)
+
+    def list(self) -> list[Keypair]:
+        """All keypairs, oldest first (the cache keeps insertion order)."""
+        with self._lock:
+            self._refresh()
+            return list(self._cache.values())
+
+    def disable(self, access_key: str) -> bool:
+        """Mark a keypair inactive; False if there is no such key."""
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE keypairs SET is_active = 0 WHERE access_key = ?", (access_key,)
+            ).rowcount
+            self._refresh()
+            if changed:
+                row = self._db.execute(
+                    f"SELECT {KEY_COLUMNS} FROM keypairs WHERE access_key = ?", (access_key,)
+                ).fetchone()
+                self._cache[access_key] = _keypair(row)
+        return bool(changed)
+
+    def count(self) -> int:
+        """How many keypairs exist, disabled ones included."""
+        with self._lock:
+            self._refresh()
+            return len(self._cache)
+
+
+class SqliteFolders:
+    """The folder table; safe to share between threads."""
+
+    def __init__(self, database: _Database) -> None:
+        self._db = database.db
+        self._lock = database.lock
+
+    def add(self, access_key: str, name: str) -> Folder:
+        folder = Folder(uuid.uuid4().hex, access_key, name, now())
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"INSERT INTO folders ({FOLDER_COLUMNS}) VALUES (?, ?, ?, ?)",
+                    (folder.id, folder.access_key, folder.name, folder.created),
+                )
+            except sqlite3.IntegrityError:
+                raise Duplicate(name) from None
+        return folder
+
+    def get(self, access_key: str, name_or_id: str) -> Folder | None:
+        """A key's folder by name, or by id (DOC-v2 addresses folders by id)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {FOLDER_COLUMNS} FROM folders "
+                "WHERE access_key = ? AND (name = ? OR id = ?)",
+                (access_key, name_or_id, name_or_id),
+            ).fetchone()
+        return Folder(*row) if row else None
+
+    def list(self, access_key: str) -> list[Folder]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {FOLDER_COLUMNS} FROM folders WHERE access_key = ? ORDER BY created, name",
+                (access_key,),
+            ).fetchall()
+        return [Folder(*row) for row in rows]
+
+    def remove(self, folder_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+
+
+class SqliteStore:
+    """Keys and folders over one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self._database = _Database(path)
+        self.keys = SqliteKeys(self._database)
+        self.folders = SqliteFolders(self._database)
+
+    def close(self) -> None:
+        with self._database.lock:
+            self._database.db.close()
+
+
+def _keypair(row: tuple) -> Keypair:
+    access_key, secret_key, is_active, concurrency, rate_limit, created = row
+    return Keypair(access_key, secret_key, bool(is_active), concurrency, rate_limit, created)

@@ -1,0 +1,129 @@
+"""What the server keeps across restarts: API keypairs and virtual folders' records.
+
+Callers see only these interfaces and records, and get a store from
+`store_backends.open_store`; `sqlite_store` is the one implementation today (one
+SQLite file in the data directory). Another database (PostgreSQL, for several
+servers sharing keys) is a new module implementing `Store`, chosen in
+`open_store`, with no caller changed. Validation and key
+generation live here, not in an implementation, so every store accepts the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+ACCESS_KEY_RE = re.compile(r"[A-Za-z0-9]{4,64}")
+SECRET_KEY_RE = re.compile(r"[\x21-\x7e]{8,128}")  # printable ASCII, no space
+DATABASE_NAME = "sandbox.sqlite"
+
+
+@dataclass(frozen=True)
+class Keypair:
+    access_key: str
+    secret_key: str
+    is_active: bool
+    concurrency_limit: int
+    rate_limit: int
+    created: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: str  # 32 hex digits
+    access_key: str
+    name: str
+    created: str  # ISO 8601, UTC
+
+
+class Duplicate(ValueError):
+    """A record with that unique name exists already."""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def generate_access_key() -> str:
+    """AWS-looking, as the original: "AKIA" + base32 of 10 random bytes (20 chars)."""
+    return "AKIA" + base64.b32encode(secrets.token_bytes(10)).decode()
+
+
+def generate_secret_key() -> str:
+    """URL-safe base64 of 30 random bytes (40 chars)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(30)).decode()
+
+
+def new_keypair(
+    access_key: str | None, secret_key: str | None, concurrency: int, rate_limit: int
+) -> Keypair:
+    """A keypair to store, generating whichever key is not given. ValueError naming
+    the field for a malformed key or a non-positive limit."""
+    if access_key is not None and not ACCESS_KEY_RE.fullmatch(access_key):
+        raise ValueError("access_key: must be 4-64 letters or digits")
+    if secret_key is not None and not SECRET_KEY_RE.fullmatch(secret_key):
+        raise ValueError("secret_key: must be 8-128 printable ASCII characters, no spaces")
+    for name, value in (("concurrency", concurrency), ("rate_limit", rate_limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive integer, not {value!r}")
+    return Keypair(
+        access_key=access_key or generate_access_key(),
+        secret_key=secret_key or generate_secret_key(),
+        is_active=True,
+        concurrency_limit=concurrency,
+        rate_limit=rate_limit,
+        created=now(),
+    )
+
+
+class KeyRecords(Protocol):
+    """Keypairs. Every signed request looks one up: `get` must be cheap, and must see
+    what another process (sandbox-admin) committed."""
+
+    def create(
+        self,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        concurrency: int = 5,
+        rate_limit: int = 1000,
+    ) -> Keypair:
+        """Store a new keypair (see new_keypair); ValueError for bad fields or an
+        access key that exists already."""
+        ...
+
+    def get(self, access_key: str) -> Keypair | None: ...
+
+    def list(self) -> list[Keypair]:
+        """Oldest first."""
+        ...
+
+    def disable(self, access_key: str) -> bool:
+        """False if there is no such key."""
+        ...
+
+    def count(self) -> int: ...
+
+
+class FolderRecords(Protocol):
+    """Virtual folders' records (their contents live in images: folder_storage)."""
+
+    def add(self, access_key: str, name: str) -> Folder:
+        """A new record with a fresh id; Duplicate if the key has that name already."""
+        ...
+
+    def get(self, access_key: str, name_or_id: str) -> Folder | None: ...
+
+    def list(self, access_key: str) -> list[Folder]: ...
+
+    def remove(self, folder_id: str) -> None: ...
+
+
+class Store(Protocol):
+    keys: KeyRecords
+    folders: FolderRecords
+
+    def close(self) -> None: ...

@@ -1,0 +1,157 @@
+"""Virtual folder endpoints (spec §7.4): the v3 `/folders` routes and DOC-v2's forms.
+
+Folders are addressed by name (v3 as implemented) or by id (DOC-v2). The engine
+does each file operation inside a throw-away kernel that mounts the folder
+(engine.folders); such a kernel counts against the key's concurrency and the
+server's max_kernels while it lives (412 quota-exceeded, 503 instance-not-available).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ...engine.folders import FolderInfo
+from ...engine.kernel_files import check_path
+from ...engine.store import Folder
+from ..http import Caller, json_response
+from .problems import bad_params
+from .signed import engine_of, no_content, signed
+from .uploads import download_paths, multipart_download, read_upload
+
+
+def _folder(caller: Caller) -> Folder:
+    return engine_of(caller.request).folders.get(
+        caller.access_key, caller.request.path_params["name"]
+    )
+
+
+def _describe(info: FolderInfo) -> dict:
+    folder = info.folder
+    return {
+        "name": folder.name,
+        "id": folder.id,
+        "numFiles": info.files,
+        "size": info.bytes,
+        "created": folder.created,
+        "is_owner": True,
+        "permission": "rw",
+    }
+
+
+# -- the folders ---------------------------------------------------------------------
+
+
+@signed
+async def create(caller: Caller) -> Response:
+    folder = await _create(caller)
+    return json_response({"id": folder.id, "name": folder.name}, status=201)
+
+
+@signed
+async def create_v2(caller: Caller) -> Response:
+    """DOC-v2's POST /folder/create: answers {"folderId"} (and the v3 fields)."""
+    folder = await _create(caller)
+    return json_response({"folderId": folder.id, "id": folder.id, "name": folder.name}, 201)
+
+
+async def _create(caller: Caller) -> Folder:
+    data = caller.json()
+    extra = sorted(set(data) - {"name"})
+    if extra:
+        raise bad_params(f"body: unknown field {extra[0]!r}")
+    return await engine_of(caller.request).folders.create(caller.access_key, data.get("name"))
+
+
+@signed
+async def list_folders(caller: Caller) -> Response:
+    folders = engine_of(caller.request).folders.list(caller.access_key)
+    return json_response(
+        [{"name": f.name, "id": f.id, "is_owner": True, "permission": "rw"} for f in folders]
+    )
+
+
+@signed
+async def info(caller: Caller) -> Response:
+    folders = engine_of(caller.request).folders
+    return json_response(_describe(await folders.describe(_folder(caller))))
+
+
+@signed
+async def delete(caller: Caller) -> Response:
+    await engine_of(caller.request).folders.delete(_folder(caller))
+    return no_content()
+
+
+# -- its files -----------------------------------------------------------------------
+
+
+@signed
+async def upload(caller: Caller) -> Response:
+    folder = _folder(caller)
+    files = await read_upload(caller, caller.request.app.state.v2)
+    await engine_of(caller.request).folders.upload(caller.keypair, folder, files)
+    return Response(status_code=201)
+
+
+@signed
+async def mkdir(caller: Caller) -> Response:
+    folder = _folder(caller)
+    path = check_path(caller.json().get("path"), "path")
+    await engine_of(caller.request).folders.mkdir(caller.keypair, folder, path)
+    return Response(status_code=201)
+
+
+@signed
+async def list_files(caller: Caller) -> Response:
+    folder = _folder(caller)
+    data = caller.json()
+    path = data.get("path") or caller.request.query_params.get("path") or "."
+    path = check_path(path, "path")
+    files = await engine_of(caller.request).folders.list_files(caller.keypair, folder, path)
+    return json_response({"files": json.dumps(files)})
+
+
+@signed
+async def download(caller: Caller) -> Response:
+    folder = _folder(caller)
+    paths = download_paths(caller.json().get("files"), caller.request.app.state.v2)
+    contents = await engine_of(caller.request).folders.download(caller.keypair, folder, paths)
+    return multipart_download(contents)
+
+
+@signed
+async def delete_files(caller: Caller) -> Response:
+    folder = _folder(caller)
+    data = caller.json()
+    names, recursive = data.get("files"), data.get("recursive", False)
+    most = caller.request.app.state.v2.max_upload_files
+    if not isinstance(names, list) or not names or len(names) > most:
+        raise bad_params(f"files: expected a list of 1 to {most} paths")
+    if not isinstance(recursive, bool):
+        raise bad_params("recursive: expected true or false")
+    paths = [check_path(name, "files") for name in names]
+    await engine_of(caller.request).folders.delete_files(caller.keypair, folder, paths, recursive)
+    return json_response({})
+
+
+def routes(prefix: str) -> list[Route]:
+    one = f"{prefix}/folders/{{name}}"
+    return [
+        Route(f"{prefix}/folders", create, methods=["POST"]),
+        Route(f"{prefix}/folders/", create, methods=["POST"]),
+        Route(f"{prefix}/folders", list_folders, methods=["GET"]),
+        Route(f"{prefix}/folders/", list_folders, methods=["GET"]),
+        Route(f"{prefix}/folder/create", create_v2, methods=["POST"]),
+        Route(f"{prefix}/folder/{{name}}", info, methods=["GET"]),
+        Route(f"{prefix}/folder/{{name}}", delete, methods=["DELETE"]),
+        Route(one, info, methods=["GET"]),
+        Route(one, delete, methods=["DELETE"]),
+        Route(f"{one}/upload", upload, methods=["POST"]),
+        Route(f"{one}/mkdir", mkdir, methods=["POST"]),
+        Route(f"{one}/files", list_files, methods=["GET"]),
+        Route(f"{one}/download", download, methods=["GET"]),
+        Route(f"{one}/delete_files", delete_files, methods=["DELETE"]),
+    ]

@@ -1,0 +1,35 @@
+"""`[v2]`: the Backend.AI / Sorna v2 API's own settings (the limits of what a
+kernel and its owner may use are the engine's `[limits]`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox.settings import check, setting
+from sandbox.spec import MiB
+
+
+@dataclass(frozen=True)
+class V2Settings:
+    hold_seconds: float = setting(
+        2.0, 'how long an execute call waits for output before answering "continued"', above=0
+    )
+    max_body_bytes: int = setting(1 * MiB, "a JSON request body", minimum=1024)
+    allow_md5_signatures: bool = setting(
+        False, "accept HMAC-MD5 signatures; no known client uses them"
+    )
+    rate_window_seconds: int = setting(
+        900, "the window of each key's request rate limit (its requests per window)", minimum=1
+    )
+    max_upload_files: int = setting(20, "files in one upload", minimum=1)
+    max_file_bytes: int = setting(1 * MiB, "one uploaded file", minimum=1)
+    max_download_files: int = setting(5, "files in one download", minimum=1)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """An upload's whole body: multipart framing per part is small; anything far
+        beyond the files at their largest is not an upload."""
+        return self.max_upload_files * (self.max_file_bytes + 64 * 1024)
