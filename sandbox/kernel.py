@@ -50,13 +50,14 @@ READ_LIMIT = 64 * 1024
 
 @dataclass(frozen=True)
 class KernelBounds:
-    """What the host holds for one kernel, and how long it waits on it."""
+    """What the host holds for one kernel, and how long it waits on it (the server's
+    [limits] settings give each: LimitSettings.kernel_bounds)."""
 
-    pause_bytes: int = 8 * MiB  # held this much: stop reading until a client takes some
-    held_bytes: int = 32 * MiB  # more than this (read on for a request): the kernel is ended
-    send_seconds: float = 10.0  # an op the kernel does not take in this long ends it
-    reply_seconds: float = 30.0  # request() waits this long for a reply
-    max_output_bytes: int | None = None  # console output per run; the rest is dropped
+    pause_bytes: int  # held this much: stop reading until a client takes some
+    held_bytes: int  # more than this (read on for a request): the kernel is ended
+    send_seconds: float  # an op the kernel does not take in this long ends it
+    reply_seconds: float  # request() waits this long for a reply
+    max_output_bytes: int | None  # console output per run; the rest is dropped
 
 
 class HeldBytes:
@@ -137,12 +138,12 @@ class Kernel:
         self,
         kernel_id: str,
         pid: int,
-        bounds: KernelBounds | None = None,
+        bounds: KernelBounds,
         shared: HeldBytes | None = None,
     ) -> None:
         self.id = kernel_id
         self.pid = pid
-        self.bounds = bounds or KernelBounds()
+        self.bounds = bounds
         self.exit_status: int | None = None  # wait status of the runner, once it died
         self.gone = False
         self.end_reason = ""  # why the host ended it: a protocol violation, a bound
@@ -173,7 +174,7 @@ class Kernel:
         kernel_id: str,
         pid: int,
         sock: socket.socket,
-        bounds: KernelBounds | None = None,
+        bounds: KernelBounds,
         shared: HeldBytes | None = None,
     ) -> Kernel:
         kernel = cls(kernel_id, pid, bounds, shared)

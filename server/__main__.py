@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     store = open_store(server.data_dir)
     if store.keys.count() == 0:
         keypair = store.keys.create(
+            None,
+            None,
             concurrency=config.limits.default_concurrency,
             rate_limit=config.limits.default_rate_limit,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
 from sandbox import cgroups
-from sandbox.kernel import Kernel, RunResult
+from sandbox.kernel import Kernel, KernelBounds, RunResult
 from sandbox.settings import SandboxSettings
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec
@@ -36,6 +37,11 @@ def kernel_spec(memory_bytes: int | None = None, **overrides: object) -> KernelS
     """A kernel's spec as the server's default settings make it, with `overrides`."""
     memory = LimitSettings().default_memory_bytes if memory_bytes is None else memory_bytes
     return SandboxSettings().kernel_spec(memory, **overrides)
+
+
+def kernel_bounds(**overrides: object) -> KernelBounds:
+    """What the host holds for a kernel, as the server's default settings say."""
+    return dataclasses.replace(LimitSettings().kernel_bounds(), **overrides)
 
 
 def sandbox_cgroup_dirs(pid: int) -> list[str]:
@@ -159,7 +165,7 @@ class Sandbox:
     def kernel(self, spec: KernelSpec | None = None, name: str = "k") -> TestKernel:
         kernel_id = f"t{os.getpid()}-{name}-{next(_ids)}"
         pid, sock = self.run(self.client.spawn(kernel_id, spec or kernel_spec()))
-        kernel = self.run(Kernel.connect(kernel_id, pid, sock))
+        kernel = self.run(Kernel.connect(kernel_id, pid, sock, kernel_bounds()))
         self.run(kernel.wait_ready())
         return TestKernel(self, kernel)
 

@@ -205,7 +205,8 @@ class Folders:
             except SpawnerError as e:
                 raise start_error(e, "folder access: ") from e
             try:
-                kernel = await Kernel.connect(kernel_id, pid, sock)
+                registry = self.registry
+                kernel = await Kernel.connect(kernel_id, pid, sock, registry.bounds, registry.held)
                 try:
                     await kernel.wait_ready()
                     yield kernel

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 
 from sandbox import languages
-from sandbox.kernel import HeldBytes, Kernel, KernelBounds, KernelGone
+from sandbox.kernel import HeldBytes, Kernel, KernelGone
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
@@ -120,13 +120,7 @@ class Registry:
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
         self.held = HeldBytes(limits.server_held_bytes)  # for every kernel together
-        self.bounds = KernelBounds(
-            pause_bytes=limits.kernel_pause_bytes,
-            held_bytes=limits.kernel_held_bytes,
-            send_seconds=limits.kernel_send_seconds,
-            reply_seconds=limits.kernel_reply_seconds,
-            max_output_bytes=limits.max_output_bytes,
-        )
+        self.bounds = limits.kernel_bounds()
         self.pool = WarmPool(settings, spawner, self._start_fresh)
 
     def start(self) -> None:

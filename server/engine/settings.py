@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from sandbox.kernel import KernelBounds
 from sandbox.settings import SandboxSettings, check, setting
 from sandbox.spec import MiB
 
@@ -61,6 +62,16 @@ class LimitSettings:
     max_kernels: int = setting(1000, "kernels on this host, folder operations' included")
     default_concurrency: int = setting(5, "kernels at once per new key", minimum=1)
     default_rate_limit: int = setting(1000, "requests per rate window per new key", minimum=1)
+
+    def kernel_bounds(self) -> KernelBounds:
+        """What the host holds for one kernel and how long it waits on it."""
+        return KernelBounds(
+            pause_bytes=self.kernel_pause_bytes,
+            held_bytes=self.kernel_held_bytes,
+            send_seconds=self.kernel_send_seconds,
+            reply_seconds=self.kernel_reply_seconds,
+            max_output_bytes=self.max_output_bytes,
+        )
 
     def __post_init__(self) -> None:
         check(self)

@@ -75,10 +75,10 @@ class SqliteKeys:
 
     def create(
         self,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        concurrency: int = 5,
-        rate_limit: int = 1000,
+        access_key: str | None,
+        secret_key: str | None,
+        concurrency: int,
+        rate_limit: int,
     ) -> Keypair:
         keypair = new_keypair(access_key, secret_key, concurrency, rate_limit)
         with self._lock:

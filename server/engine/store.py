@@ -86,10 +86,10 @@ class KeyRecords(Protocol):
 
     def create(
         self,
-        access_key: str | None = None,
-        secret_key: str | None = None,
-        concurrency: int = 5,
-        rate_limit: int = 1000,
+        access_key: str | None,
+        secret_key: str | None,
+        concurrency: int,
+        rate_limit: int,
     ) -> Keypair:
         """Store a new keypair (see new_keypair); ValueError for bad fields or an
         access key that exists already."""

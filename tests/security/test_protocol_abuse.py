@@ -15,7 +15,7 @@ import os
 import time
 
 import pytest
-from harness import AFTER_THE_QUERY, TestKernel, kernel_spec, wait_until
+from harness import AFTER_THE_QUERY, TestKernel, kernel_bounds, kernel_spec, wait_until
 
 from sandbox.kernel import PIECE, QUIET_BYTES, HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.kernel_events import EVENT_OVERHEAD
@@ -72,7 +72,7 @@ def test_output_nobody_collects_pauses_the_kernel_and_is_all_kept(kernels):
     """40 MiB printed in one write while nobody collects: the host holds at most
     pause_bytes and a piece, the program waits in write(), and every byte arrives
     once a client collects."""
-    kernel = kernels(KernelBounds(pause_bytes=2 * MiB, held_bytes=8 * MiB))
+    kernel = kernels(kernel_bounds(pause_bytes=2 * MiB, held_bytes=8 * MiB))
     first = kernel.query("import sys\nsys.stdout.write('x' * (40 << 20))\nprint('end')", hold=0.5)
     held_stays_bounded(kernel, 2 * MiB + STEP)
     out = "".join(text for _kind, text in first.console)
@@ -92,7 +92,7 @@ def test_a_flood_while_a_file_operation_waits_ends_the_kernel(kernels):
     pause_bytes while it waits; a kernel that floods past held_bytes meanwhile is
     ended with the reason, and the request says so, rather than the host holding
     all of it (before: without bound)."""
-    kernel = kernels(KernelBounds(pause_bytes=1 * MiB, held_bytes=4 * MiB))
+    kernel = kernels(kernel_bounds(pause_bytes=1 * MiB, held_bytes=4 * MiB))
     kernel.query(FRAME_FLOOD)
     held_stays_bounded(kernel, 1 * MiB + STEP, samples=3)
     with pytest.raises(KernelGone, match="no client took"):
@@ -106,7 +106,7 @@ def test_the_server_wide_bound_pauses_floods_and_quiet_kernels_still_answer(kern
     stay within it plus a piece each past QUIET_BYTES, and a third kernel that holds
     next to nothing still runs its query."""
     shared = HeldBytes(3 * MiB)
-    bounds = KernelBounds(pause_bytes=4 * MiB, held_bytes=16 * MiB)
+    bounds = kernel_bounds(pause_bytes=4 * MiB, held_bytes=16 * MiB)
     floods = [kernels(bounds, shared) for _ in range(2)]
     quiet = kernels(bounds, shared)
     for kernel in floods:

@@ -14,6 +14,11 @@ from server.engine.sqlite_store import SqliteStore
 from server.engine.store import Duplicate, Keypair
 
 
+def create(keys, access_key=None, secret_key=None, concurrency=5, rate_limit=1000):
+    """A keypair with the limits new keys get by default unless given."""
+    return keys.create(access_key, secret_key, concurrency, rate_limit)
+
+
 @pytest.fixture
 def path(tmp_path) -> str:
     return str(tmp_path / "sandbox.sqlite")
@@ -27,21 +32,21 @@ def store(path):
 
 
 def test_generated_keys_look_like_the_originals(store):
-    keypair = store.keys.create()
+    keypair = create(store.keys)
     assert re.fullmatch(r"AKIA[A-Z2-7]{16}", keypair.access_key)
     assert len(keypair.secret_key) == 40
     assert len(base64.urlsafe_b64decode(keypair.secret_key)) == 30
     assert keypair.is_active
     assert (keypair.concurrency_limit, keypair.rate_limit) == (5, 1000)
     assert keypair.created.endswith("+00:00")
-    assert store.keys.create().access_key != keypair.access_key
+    assert create(store.keys).access_key != keypair.access_key
 
 
 def test_create_get_list_disable(store):
     assert store.keys.count() == 0
     assert store.keys.list() == []
-    a = store.keys.create("AKIAFIRST", "secret-first", concurrency=2, rate_limit=10)
-    b = store.keys.create("AKIASECOND", "secret-second")
+    a = create(store.keys, "AKIAFIRST", "secret-first", concurrency=2, rate_limit=10)
+    b = create(store.keys, "AKIASECOND", "secret-second")
     assert a == Keypair("AKIAFIRST", "secret-first", True, 2, 10, a.created)
     assert store.keys.get("AKIAFIRST") == a
     assert store.keys.get("AKIANOBODY") is None
@@ -56,15 +61,15 @@ def test_create_get_list_disable(store):
 
 
 def test_given_one_key_generates_the_other(store):
-    assert store.keys.create(access_key="AKIAMINE").secret_key
-    assert store.keys.create(secret_key="my-secret-key").access_key.startswith("AKIA")
+    assert create(store.keys, access_key="AKIAMINE").secret_key
+    assert create(store.keys, secret_key="my-secret-key").access_key.startswith("AKIA")
 
 
 def test_persists_across_reopen(path):
     store = SqliteStore(path)
-    created = store.keys.create("AKIAKEEP", "kept-secret", concurrency=3, rate_limit=50)
+    created = create(store.keys, "AKIAKEEP", "kept-secret", concurrency=3, rate_limit=50)
     store.keys.disable("AKIAKEEP")
-    store.keys.create("AKIAOTHER", "other-secret")
+    create(store.keys, "AKIAOTHER", "other-secret")
     store.close()
     store = SqliteStore(path)
     try:
@@ -76,7 +81,7 @@ def test_persists_across_reopen(path):
 
 
 def test_the_file_is_private_and_in_wal_mode(path, store):
-    store.keys.create()
+    create(store.keys)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.path.exists(path + "-wal")
 
@@ -85,7 +90,7 @@ def test_sees_writes_from_another_connection(path, store):
     # The server keeps a store open while sandbox-admin writes through its own.
     assert store.keys.get("AKIALATER") is None
     other = SqliteStore(path)
-    other.keys.create("AKIALATER", "later-secret")
+    create(other.keys, "AKIALATER", "later-secret")
     assert store.keys.get("AKIALATER").secret_key == "later-secret"
     other.keys.disable("AKIALATER")
     assert store.keys.get("AKIALATER").is_active is False
@@ -113,25 +118,25 @@ def test_sees_writes_from_another_connection(path, store):
 )
 def test_validation_names_the_field(store, kwargs, field):
     with pytest.raises(ValueError, match=field):
-        store.keys.create(**kwargs)
+        create(store.keys, **kwargs)
     assert store.keys.count() == 0
 
 
 def test_boundary_lengths_are_accepted(store):
-    store.keys.create("A" * 4, "s" * 8)
-    store.keys.create("B" * 64, "~" * 128)
+    create(store.keys, "A" * 4, "s" * 8)
+    create(store.keys, "B" * 64, "~" * 128)
     assert store.keys.count() == 2
 
 
 def test_duplicate_access_key(store):
-    store.keys.create("AKIATWICE", "first-secret")
+    create(store.keys, "AKIATWICE", "first-secret")
     with pytest.raises(ValueError, match="access_key.*exists"):
-        store.keys.create("AKIATWICE", "second-secret")
+        create(store.keys, "AKIATWICE", "second-secret")
     assert store.keys.get("AKIATWICE").secret_key == "first-secret"
 
 
 def test_folder_records_live_beside_the_keys(store):
-    store.keys.create("AKIAOWNER", "owner-secret")
+    create(store.keys, "AKIAOWNER", "owner-secret")
     first = store.folders.add("AKIAOWNER", "data")
     assert re.fullmatch(r"[0-9a-f]{32}", first.id)
     with pytest.raises(Duplicate):
