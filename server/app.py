@@ -45,7 +45,6 @@ def create_app(config: ServerConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         store = open_store(config.server.data_dir)
-        app.state.config = config
         app.state.v2 = config.v2
         app.state.limiter = RateLimiter(config.v2.rate_window_seconds)
         app.state.body_gate = BodyGate(config.server.max_unverified_bodies)
