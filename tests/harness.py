@@ -28,7 +28,7 @@ _ids = itertools.count(1)
 
 # The layout the spawners of this run pick (honours SANDBOX_CGROUP_LAYOUT, as they
 # do). Under none there are no cgroups, only rlimits and psutil: the cgroup tests
-# assert the weaker guarantees the README documents for it instead.
+# assert the weaker guarantees docs/architecture.md documents for it instead.
 LAYOUT = cgroups.detect().layout
 HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
 

@@ -204,7 +204,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class ForwardingProxy:
-    """What the README's nginx snippet does to a request, without TLS: the Host header
+    """What the nginx snippet of docs/security.md does to a request, without TLS: the Host header
     as the client sent it (or, with `keep_host=False`, rewritten to the upstream, as
     nginx does by default), X-Forwarded-For/-Proto and X-Real-IP added."""
 
@@ -260,5 +260,5 @@ def test_signatures_verify_behind_a_proxy_that_passes_the_host(api_server):
 
 
 def test_a_proxy_that_rewrites_the_host_breaks_signatures(api_server):
-    # why the README's snippet sets `proxy_set_header Host $http_host`
+    # why the snippet in docs/security.md sets `proxy_set_header Host $http_host`
     assert through_proxy(api_server, keep_host=False) == 401
