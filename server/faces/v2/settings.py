@@ -11,6 +11,9 @@ from sandbox.spec import MiB
 
 @dataclass(frozen=True)
 class V2Settings:
+    """`[v2]`: the v2 API face: how long an execute call holds, request bodies,
+    signing, the rate-limit window, and uploads and downloads."""
+
     hold_seconds: float = setting(
         2.0, 'how long an execute call waits for output before answering "continued"', above=0
     )
