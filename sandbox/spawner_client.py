@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from .cgroups import ENV_LAYOUT
+from .cgroups.detection import ENV_LAYOUT
 from .kernel_uids import UidRange
 from .runner import protocol
 from .spec import KernelSpec

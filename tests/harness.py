@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
 from sandbox import cgroups
+from sandbox.cgroups.probe import probe
 from sandbox.kernel import Kernel, RunResult
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec
@@ -36,7 +37,7 @@ def sandbox_cgroup_dirs(pid: int) -> list[str]:
     k1, ... (a spare's is made before its kernel is known), so a kernel's are found
     through its pid 1. [] under the none layout: the kernel stays where we are."""
     with open(f"/proc/{pid}/cgroup") as f:
-        host = cgroups.probe(proc_cgroup=f.read())
+        host = probe(proc_cgroup=f.read())
     found = {h.own_dir for h in (*host.v1.values(), host.v2) if h is not None and h.own_dir}
     return sorted(d for d in found if "/sandbox-" in d)
 
