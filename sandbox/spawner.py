@@ -47,7 +47,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, kernel_init, kernel_uids, mounts, process, zygote
+from . import cgroups, environment, kernel_init, kernel_uids, mounts, process, zygote
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol, python_repl
@@ -471,7 +471,7 @@ def main() -> None:
     process.become_subreaper()
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    tmp = os.environ.get("TMPDIR") or "/tmp"
+    tmp = environment.tmpdir_from_environment()
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     os.mkdir(scratch, 0o700)
