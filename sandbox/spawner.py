@@ -455,15 +455,18 @@ def _sweep_stale_scratch(root: str) -> None:
 
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
-    [--start-timeout S] [--uids FIRST:COUNT]`, FD connected to the server; N
-    process.Spare kept ready (DEFAULT_SPARES), S seconds before a kernel start is
-    given up on, the kernels' uids (sandbox.kernel_uids)."""
+    [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L]`, FD connected to
+    the server; N process.Spare kept ready (DEFAULT_SPARES), S seconds before a
+    kernel start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
+    layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
     parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
     parser.add_argument("--start-timeout", type=float, default=process.START_TIMEOUT)
     uids = kernel_uids.UidRange.parse
     parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
+    layouts = ["auto", *(layout.value for layout in cgroups.Layout)]
+    parser.add_argument("--cgroup-layout", choices=layouts, default="auto")
     args = parser.parse_args()
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -479,7 +482,8 @@ def main() -> None:
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
-            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
+            manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
+            spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)
         except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return

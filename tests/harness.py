@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sandbox import cgroups
 from sandbox.cgroups.probe import probe
+from sandbox.environment import layout_from_environment
 from sandbox.kernel import Kernel, RunResult
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec
@@ -27,7 +28,7 @@ _ids = itertools.count(1)
 # The layout the spawners of this run pick (honours SANDBOX_CGROUP_LAYOUT, as they
 # do). Under none there are no cgroups, only rlimits and psutil: the cgroup tests
 # assert the weaker guarantees the README documents for it instead.
-LAYOUT = cgroups.detect().layout
+LAYOUT = cgroups.detect(layout_from_environment()).layout
 HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
 
 
@@ -143,7 +144,11 @@ class Sandbox:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.client: SpawnerClient = self.run(
-            SpawnerClient.start(spares=spares, start_timeout=start_timeout)
+            SpawnerClient.start(
+                spares=spares,
+                start_timeout=start_timeout,
+                cgroup_layout=layout_from_environment(),
+            )
         )
 
     def run(self, coro: Coroutine, timeout: float = 60):

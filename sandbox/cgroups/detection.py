@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from . import fs
 from .interface import CgroupError, CgroupManager, Layout
@@ -17,8 +17,6 @@ from .v1 import HybridManager, V1Manager
 from .v2 import V2Manager
 
 log = logging.getLogger(__name__)
-
-ENV_LAYOUT = "SANDBOX_CGROUP_LAYOUT"
 
 
 def _writable_dir(path: str | None) -> bool:
@@ -105,18 +103,16 @@ def detect(
     proc_cgroup: str | None = None,
     fs_root: str = "/",
     tree: str | None = None,
-    environ: Mapping[str, str] | None = None,
 ) -> CgroupManager:
     """Build the manager for this host's cgroup layout.
 
-    `force` (or else $SANDBOX_CGROUP_LAYOUT) picks a layout and raises CgroupError if
-    the host cannot do it. Otherwise the first of v2, hybrid, v1 that the host supports
-    with writable directories wins, and none (with the reasons in its problems) if no
-    layout does. The keyword arguments inject the inputs for tests; `tree` names the
-    parents of the kernel cgroups (default: `tree_name` of this process)."""
-    env = os.environ if environ is None else environ
-    if force is None and env.get(ENV_LAYOUT):
-        force = env[ENV_LAYOUT]
+    `force` picks a layout and raises CgroupError if the host cannot do it; the
+    entry points pass what their caller forced (a flag, or
+    `sandbox.environment.layout_from_environment`), never read here. Otherwise the
+    first of v2, hybrid, v1 that the host supports with writable directories wins,
+    and none (with the reasons in its problems) if no layout does. The keyword
+    arguments inject the inputs for tests; `tree` names the parents of the kernel
+    cgroups (default: `tree_name` of this process)."""
     if isinstance(force, str):
         try:
             force = Layout(force.strip().lower())

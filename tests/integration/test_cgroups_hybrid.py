@@ -41,7 +41,7 @@ def _our_dirs() -> list[str]:
 
 @pytest.fixture(scope="module")
 def detected() -> Layout:
-    layout = cgroups.detect(environ={}).layout
+    layout = cgroups.detect().layout
     if layout is not Layout.HYBRID:
         pytest.skip(f"this host's cgroup layout is {layout.value}, not hybrid")
     return layout

@@ -20,15 +20,15 @@ from fake_cgroupfs import (
     v2_fs,
 )
 
-from sandbox import cgroups
-from sandbox.cgroups import CgroupError, CgroupLimits, Layout, detection
+from sandbox import cgroups, environment
+from sandbox.cgroups import CgroupError, CgroupLimits, Layout
 
 pytestmark = pytest.mark.cgroups
 
 
 def test_v2_without_memory_is_not_v2(tmp_path) -> None:
     v2_fs(tmp_path, controllers="cpu pids")
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     assert m.layout is Layout.NONE
     assert any("memory" in p for p in m.describe()["problems"])
     with pytest.raises(CgroupError):
@@ -45,7 +45,7 @@ def test_v2_in_an_earlier_managers_supervisor_leaf_works_in_its_parent(tmp_path)
     make_fs(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
     (own / f"sandbox-{dead}-5-supervisor/cgroup.procs").write_text(f"{os.getpid()}\n")
     (own / f"sandbox-{dead}-5/k0").mkdir(parents=True)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
     m.create("k1", CgroupLimits())
     assert m.describe()["paths"]["unified"] == str(own / "sandbox-4242")
     assert (own / "sandbox-4242/k1").is_dir()
@@ -68,25 +68,24 @@ def test_v2_in_a_supervisor_leaf_whose_parent_is_not_ours_stays_in_the_leaf(
     monkeypatch.setattr(
         os, "access", lambda p, mode, **kw: str(p) != str(service) and real_access(p, mode)
     )
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
     m.create("k1", CgroupLimits())
     assert (leaf / "sandbox-4242/k1").is_dir()
 
 
-def test_force_and_environment(tmp_path) -> None:
+def test_force(tmp_path) -> None:
     make_fs(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
     (tmp_path / "sys/fs/cgroup/unified/cgroup.controllers").write_text("\n")
-    env = {detection.ENV_LAYOUT: "v1"}
-    assert detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, environ=env).layout is Layout.V1
-    env = {detection.ENV_LAYOUT: "none"}
-    assert detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, environ=env).layout is Layout.NONE
-    # an explicit force wins over the environment
-    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force="hybrid", environ=env)
+    assert detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force="v1").layout is Layout.V1
+    assert (
+        detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force="none").layout is Layout.NONE
+    )
+    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force=" Hybrid")
     assert m.layout is Layout.HYBRID
     with pytest.raises(CgroupError, match="unknown"):
-        detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, environ={detection.ENV_LAYOUT: "v3"})
+        detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force="v3")
     with pytest.raises(CgroupError, match="v2"):
-        detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force=Layout.V2, environ={})
+        detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, force=Layout.V2)
     # a v1-only host cannot do hybrid
     make_fs(tmp_path / "v1", V1_MOUNTINFO, V1_CGROUP)
     with pytest.raises(CgroupError, match="hybrid"):
@@ -107,7 +106,7 @@ def test_unwritable_falls_back_to_none(tmp_path, monkeypatch) -> None:
         "access",
         lambda p, mode, **kw: False if str(p).startswith(str(tmp_path)) else real_access(p, mode),
     )
-    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, environ={})
+    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
     assert m.layout is Layout.NONE
     problems = m.describe()["problems"]
     assert any("writable" in p for p in problems)
@@ -116,7 +115,7 @@ def test_unwritable_falls_back_to_none(tmp_path, monkeypatch) -> None:
 
 
 def test_missing_mounts_fall_back_to_none(tmp_path) -> None:
-    m = detect_fake(tmp_path, "", "", environ={})
+    m = detect_fake(tmp_path, "", "")
     assert m.layout is Layout.NONE
     assert m.describe()["limits"] == {"memory": False, "pids": False, "cpu": False}
 
@@ -136,3 +135,14 @@ def test_none_layout_tracks_pids_with_psutil() -> None:
     cg.remove()
     m.cleanup()
     assert m.describe()["layout"] == "none"
+
+
+def test_the_environment_forces_a_layout_through_the_entry_points(monkeypatch) -> None:
+    """detect() never reads the environment; the entry points pass what
+    $SANDBOX_CGROUP_LAYOUT says, and an empty one is no force."""
+    monkeypatch.setenv(environment.CGROUP_LAYOUT, " V1")
+    assert environment.layout_from_environment() == "v1"
+    monkeypatch.setenv(environment.CGROUP_LAYOUT, "")
+    assert environment.layout_from_environment() is None
+    monkeypatch.delenv(environment.CGROUP_LAYOUT)
+    assert environment.layout_from_environment() is None

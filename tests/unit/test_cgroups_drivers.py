@@ -43,7 +43,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 def test_v2_create_writes_limits_and_moves_our_processes(tmp_path, writes) -> None:
     own = v2_fs(tmp_path)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     assert m.layout is Layout.V2
     cg = m.create("k1", LIMITS)
     sup, base, k = own / "sandbox-4242-supervisor", own / "sandbox-4242", own / "sandbox-4242/k1"
@@ -69,7 +69,7 @@ def test_v2_create_writes_limits_and_moves_our_processes(tmp_path, writes) -> No
 
 def test_v2_second_create_prepares_only_once(tmp_path, writes) -> None:
     own = v2_fs(tmp_path)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     m.create("k1", CgroupLimits())
     writes.clear()
     m.create("k2", CgroupLimits(pids=3))
@@ -79,7 +79,7 @@ def test_v2_second_create_prepares_only_once(tmp_path, writes) -> None:
 
 def test_v2_root_cgroup_needs_no_supervisor(tmp_path, writes) -> None:
     own = v2_fs(tmp_path, root=True)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     m.create("k1", CgroupLimits(memory_bytes=MiB))
     assert not (own / "sandbox-4242-supervisor").exists()
     assert writes[0] == (str(own / "cgroup.subtree_control"), "+memory +pids +cpu")
@@ -87,7 +87,7 @@ def test_v2_root_cgroup_needs_no_supervisor(tmp_path, writes) -> None:
 
 def test_v2_controllers_already_enabled(tmp_path, writes) -> None:
     own = v2_fs(tmp_path, subtree="cpu memory pids")
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     m.create("k1", CgroupLimits())
     assert not (own / "sandbox-4242-supervisor").exists()
     assert [p for p, _ in writes if p.startswith(str(own / "cgroup."))] == []
@@ -95,7 +95,7 @@ def test_v2_controllers_already_enabled(tmp_path, writes) -> None:
 
 def test_v2_missing_cpu_controller(tmp_path, writes) -> None:
     own = v2_fs(tmp_path, controllers="memory pids io")
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     assert m.layout is Layout.V2
     m.create("k1", LIMITS)
     assert (str(own / "cgroup.subtree_control"), "+memory +pids") in writes
@@ -107,7 +107,7 @@ def test_v2_missing_cpu_controller(tmp_path, writes) -> None:
 
 def test_v2_join_stats_and_kill(tmp_path, writes, monkeypatch) -> None:
     v2_fs(tmp_path)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     cg = m.create("k1", LIMITS)
     k = Path(cg.paths()[0])
     # what the kernel provides in a new cgroup
@@ -143,7 +143,7 @@ def test_v2_join_stats_and_kill(tmp_path, writes, monkeypatch) -> None:
 
 def test_v2_kill_fallback_freezes(tmp_path, writes, monkeypatch) -> None:
     v2_fs(tmp_path)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     cg = m.create("k1", CgroupLimits())
     k = Path(cg.paths()[0])
     (k / "cgroup.procs").write_text("999999\n")
@@ -159,7 +159,7 @@ def test_stale_cgroup_is_replaced_and_remove_is_idempotent(tmp_path) -> None:
     own = v2_fs(tmp_path)
     stale = own / "sandbox-4242/k1/nested"
     stale.mkdir(parents=True)  # empty dirs, as a dead kernel's cgroups would be
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     cg = m.create("k1", CgroupLimits())
     assert not stale.exists()
     for p in cg.paths():  # what the kernel leaves after rmdir: nothing
@@ -173,7 +173,7 @@ def test_stale_cgroup_is_replaced_and_remove_is_idempotent(tmp_path) -> None:
 def test_hybrid_detect_create_join_stats(tmp_path, writes) -> None:
     make_fs(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
     (tmp_path / "sys/fs/cgroup/unified/cgroup.controllers").write_text("hugetlb\n")
-    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP, environ={})
+    m = detect_fake(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
     assert m.layout is Layout.HYBRID
     cg = m.create("k1", LIMITS)
     cgfs = tmp_path / "sys/fs/cgroup"
@@ -211,7 +211,7 @@ def test_hybrid_detect_create_join_stats(tmp_path, writes) -> None:
 
 def test_v1_comount_detect_create_stats(tmp_path, writes) -> None:
     make_fs(tmp_path, V1_MOUNTINFO, V1_CGROUP)
-    m = detect_fake(tmp_path, V1_MOUNTINFO, V1_CGROUP, environ={})
+    m = detect_fake(tmp_path, V1_MOUNTINFO, V1_CGROUP)
     assert m.layout is Layout.V1
     cg = m.create("k1", LIMITS)
     cgfs = tmp_path / "sys/fs/cgroup"
@@ -233,7 +233,7 @@ def test_v1_comount_detect_create_stats(tmp_path, writes) -> None:
 
 def test_v1_kill_freezes_kills_thaws(tmp_path, writes, monkeypatch) -> None:
     make_fs(tmp_path, V1_MOUNTINFO, V1_CGROUP)
-    m = detect_fake(tmp_path, V1_MOUNTINFO, V1_CGROUP, environ={})
+    m = detect_fake(tmp_path, V1_MOUNTINFO, V1_CGROUP)
     cg = m.create("k1", CgroupLimits())
     frz = tmp_path / "sys/fs/cgroup/freezer/sandbox-4242/k1"
     (frz / "cgroup.procs").write_text("999999\n")
@@ -251,7 +251,7 @@ def test_hybrid_without_pids_and_cpu_still_works(tmp_path) -> None:
     )
     mountinfo = "\n".join(line for line in mountinfo.splitlines() if "rw,pids" not in line)
     make_fs(tmp_path, mountinfo, HYBRID_CGROUP)
-    m = detect_fake(tmp_path, mountinfo, HYBRID_CGROUP, environ={})
+    m = detect_fake(tmp_path, mountinfo, HYBRID_CGROUP)
     assert m.layout is Layout.HYBRID
     d = m.describe()
     assert d["limits"] == {"memory": True, "pids": False, "cpu": False}
@@ -263,7 +263,7 @@ def test_hybrid_without_pids_and_cpu_still_works(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["", "a" * 65, "../x", "a/b", "a.b", "a b", None])
 def test_bad_names(tmp_path, name) -> None:
     v2_fs(tmp_path)
-    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP, environ={})
+    m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     with pytest.raises(CgroupError):
         m.create(name, CgroupLimits())
     with pytest.raises(CgroupError):

@@ -51,7 +51,7 @@ def test_the_sweep_tells_a_dead_managers_tree_from_a_live_one_by_pid_and_start(
     for d in trees.values():
         d.mkdir(parents=True)
     (trees["dead supervisor, in use"] / "cgroup.procs").write_text(f"{os.getpid()}\n")
-    manager = detect_fake(tmp_path, *mounts, environ={})
+    manager = detect_fake(tmp_path, *mounts)
     assert manager.layout.value == layout
     manager.create("k0", CgroupLimits())
     assert {what for what, d in trees.items() if d.exists()} == {
