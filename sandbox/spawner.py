@@ -239,7 +239,7 @@ class Spawner:
         """Fork spares up to the number wanted (after a request has been answered)."""
         while len(self.spares) < self.spares_wanted:
             try:
-                self.spares.append(self._new_spare(cgroups.CgroupLimits()))
+                self.spares.append(self._new_spare(cgroups.CgroupLimits.unlimited()))
             except (OSError, cgroups.CgroupError) as e:
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
                 return

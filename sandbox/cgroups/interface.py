@@ -32,11 +32,19 @@ class CgroupError(RuntimeError):
 
 @dataclass(frozen=True)
 class CgroupLimits:
-    """What one kernel may use. None means no limit."""
+    """What one kernel may use. Every field is given: the values come from the
+    kernel's spec (whose defaults are the server's settings), never from here.
+    None writes nothing: no limit on a new cgroup, the limit it had on a live one."""
 
-    memory_bytes: int | None = None  # RAM; swap is always disallowed when limited
-    pids: int | None = None  # tasks (processes and threads)
-    cpu_quota: float | None = None  # in cores, e.g. 0.5 -> "50000 100000"
+    memory_bytes: int | None  # RAM; swap is always disallowed when limited
+    pids: int | None  # tasks (processes and threads)
+    cpu_quota: float | None  # in cores, e.g. 0.5 -> "50000 100000"
+
+    @classmethod
+    def unlimited(cls) -> CgroupLimits:
+        """No limit at all: for a spare's cgroup, made before anyone knows which
+        kernel, so which limits, it will hold (set_limits gives them then)."""
+        return cls(memory_bytes=None, pids=None, cpu_quota=None)
 
     def __post_init__(self) -> None:
         # Catch nonsense here rather than as an EINVAL from a cgroup file.

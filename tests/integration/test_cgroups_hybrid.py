@@ -289,7 +289,7 @@ def test_stale_cgroup_is_replaced(manager, children) -> None:
     old = manager.create("stale", LIMITS)
     pid = children.spawn(old, lambda: time.sleep(600))
     assert _wait_for(lambda: pid in old.procs())
-    new = manager.create("stale", CgroupLimits(pids=5))
+    new = manager.create("stale", CgroupLimits(memory_bytes=None, pids=5, cpu_quota=None))
     assert new.procs() == []
     assert os.WIFSIGNALED(children.wait(pid))
     assert _read(f"{_dir(manager, 'pids', new)}/pids.max") == "5"

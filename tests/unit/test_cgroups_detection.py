@@ -46,7 +46,7 @@ def test_v2_in_an_earlier_managers_supervisor_leaf_works_in_its_parent(tmp_path)
     (own / f"sandbox-{dead}-5-supervisor/cgroup.procs").write_text(f"{os.getpid()}\n")
     (own / f"sandbox-{dead}-5/k0").mkdir(parents=True)
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
-    m.create("k1", CgroupLimits())
+    m.create("k1", CgroupLimits.unlimited())
     assert m.describe()["paths"]["unified"] == str(own / "sandbox-4242")
     assert (own / "sandbox-4242/k1").is_dir()
     assert not (own / f"sandbox-{dead}-5").exists()
@@ -69,7 +69,7 @@ def test_v2_in_a_supervisor_leaf_whose_parent_is_not_ours_stays_in_the_leaf(
         os, "access", lambda p, mode, **kw: str(p) != str(service) and real_access(p, mode)
     )
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, in_leaf)
-    m.create("k1", CgroupLimits())
+    m.create("k1", CgroupLimits.unlimited())
     assert (leaf / "sandbox-4242/k1").is_dir()
 
 

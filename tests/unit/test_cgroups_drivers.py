@@ -70,9 +70,9 @@ def test_v2_create_writes_limits_and_moves_our_processes(tmp_path, writes) -> No
 def test_v2_second_create_prepares_only_once(tmp_path, writes) -> None:
     own = v2_fs(tmp_path)
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
-    m.create("k1", CgroupLimits())
+    m.create("k1", CgroupLimits.unlimited())
     writes.clear()
-    m.create("k2", CgroupLimits(pids=3))
+    m.create("k2", CgroupLimits(memory_bytes=None, pids=3, cpu_quota=None))
     k2 = own / "sandbox-4242/k2"
     assert writes == [(str(k2 / "memory.swap.max"), "0"), (str(k2 / "pids.max"), "3")]
 
@@ -80,7 +80,7 @@ def test_v2_second_create_prepares_only_once(tmp_path, writes) -> None:
 def test_v2_root_cgroup_needs_no_supervisor(tmp_path, writes) -> None:
     own = v2_fs(tmp_path, root=True)
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
-    m.create("k1", CgroupLimits(memory_bytes=MiB))
+    m.create("k1", CgroupLimits(memory_bytes=MiB, pids=None, cpu_quota=None))
     assert not (own / "sandbox-4242-supervisor").exists()
     assert writes[0] == (str(own / "cgroup.subtree_control"), "+memory +pids +cpu")
 
@@ -88,7 +88,7 @@ def test_v2_root_cgroup_needs_no_supervisor(tmp_path, writes) -> None:
 def test_v2_controllers_already_enabled(tmp_path, writes) -> None:
     own = v2_fs(tmp_path, subtree="cpu memory pids")
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
-    m.create("k1", CgroupLimits())
+    m.create("k1", CgroupLimits.unlimited())
     assert not (own / "sandbox-4242-supervisor").exists()
     assert [p for p, _ in writes if p.startswith(str(own / "cgroup."))] == []
 
@@ -144,7 +144,7 @@ def test_v2_join_stats_and_kill(tmp_path, writes, monkeypatch) -> None:
 def test_v2_kill_fallback_freezes(tmp_path, writes, monkeypatch) -> None:
     v2_fs(tmp_path)
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
-    cg = m.create("k1", CgroupLimits())
+    cg = m.create("k1", CgroupLimits.unlimited())
     k = Path(cg.paths()[0])
     (k / "cgroup.procs").write_text("999999\n")
     (k / "cgroup.freeze").write_text("0\n")
@@ -160,7 +160,7 @@ def test_stale_cgroup_is_replaced_and_remove_is_idempotent(tmp_path) -> None:
     stale = own / "sandbox-4242/k1/nested"
     stale.mkdir(parents=True)  # empty dirs, as a dead kernel's cgroups would be
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
-    cg = m.create("k1", CgroupLimits())
+    cg = m.create("k1", CgroupLimits.unlimited())
     assert not stale.exists()
     for p in cg.paths():  # what the kernel leaves after rmdir: nothing
         for f in Path(p).iterdir():
@@ -234,7 +234,7 @@ def test_v1_comount_detect_create_stats(tmp_path, writes) -> None:
 def test_v1_kill_freezes_kills_thaws(tmp_path, writes, monkeypatch) -> None:
     make_fs(tmp_path, V1_MOUNTINFO, V1_CGROUP)
     m = detect_fake(tmp_path, V1_MOUNTINFO, V1_CGROUP)
-    cg = m.create("k1", CgroupLimits())
+    cg = m.create("k1", CgroupLimits.unlimited())
     frz = tmp_path / "sys/fs/cgroup/freezer/sandbox-4242/k1"
     (frz / "cgroup.procs").write_text("999999\n")
     monkeypatch.setattr(fs_driver, "KILL_TIMEOUT", 0.02)
@@ -265,18 +265,20 @@ def test_bad_names(tmp_path, name) -> None:
     v2_fs(tmp_path)
     m = detect_fake(tmp_path, PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
     with pytest.raises(CgroupError):
-        m.create(name, CgroupLimits())
+        m.create(name, CgroupLimits.unlimited())
     with pytest.raises(CgroupError):
-        NoneManager().create(name, CgroupLimits())
+        NoneManager().create(name, CgroupLimits.unlimited())
 
 
 def test_limits_validation() -> None:
     with pytest.raises(ValueError):
-        CgroupLimits(memory_bytes=0)
+        CgroupLimits(memory_bytes=0, pids=None, cpu_quota=None)
     with pytest.raises(ValueError):
-        CgroupLimits(pids=True)
+        CgroupLimits(memory_bytes=None, pids=True, cpu_quota=None)
     with pytest.raises(ValueError):
-        CgroupLimits(cpu_quota=-1)
+        CgroupLimits(memory_bytes=None, pids=None, cpu_quota=-1)
+    with pytest.raises(TypeError):  # no field has a default: the spec gives each
+        CgroupLimits(pids=3)  # type: ignore[call-arg]
     assert fs.cpu_quota_us(0.5) == 50000
     assert fs.cpu_quota_us(2) == 200000
     assert fs.cpu_quota_us(0.0001) == 1000  # the kernel's minimum

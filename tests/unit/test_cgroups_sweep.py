@@ -53,7 +53,7 @@ def test_the_sweep_tells_a_dead_managers_tree_from_a_live_one_by_pid_and_start(
     (trees["dead supervisor, in use"] / "cgroup.procs").write_text(f"{os.getpid()}\n")
     manager = detect_fake(tmp_path, *mounts)
     assert manager.layout.value == layout
-    manager.create("k0", CgroupLimits())
+    manager.create("k0", CgroupLimits.unlimited())
     assert {what for what, d in trees.items() if d.exists()} == {
         "live",
         "live supervisor",
