@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, kernel_init, kernel_uids, languages, process
+from . import cgroups, environment, kernel_init, kernel_uids, languages, process
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -85,9 +85,10 @@ def check_seccomp() -> Check:
     return Check("seccomp", OK, f"filter builds; actions: {' '.join(actions)}")
 
 
-def check_cgroups() -> Check:
+def check_cgroups(layout: str | None = None) -> Check:
+    """The layout `layout` forces (None: the detected one) and what it can do here."""
     try:
-        info = cgroups.detect().describe()
+        info = cgroups.detect(layout).describe()
     except cgroups.CgroupError as e:
         return Check(
             "cgroups", FAIL, str(e), "mount cgroupfs read-write or unset SANDBOX_CGROUP_LAYOUT"
@@ -195,7 +196,9 @@ def check_runtimes() -> list[Check]:
     return checks
 
 
-def run_checks(uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE) -> list[Check]:
+def run_checks(
+    uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE, cgroup_layout: str | None = None
+) -> list[Check]:
     checks = [check_root()]
     if checks[0].status == FAIL:
         return checks
@@ -203,7 +206,7 @@ def run_checks(uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE) -> list[C
         check_namespaces(),
         check_user_namespaces(),
         check_seccomp(),
-        check_cgroups(),
+        check_cgroups(cgroup_layout),
         check_filesystems(),
         check_kernel_uids(uids),
         check_kernel_init(),
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the kernels' uids, as the server's kernel_uid_first and kernel_uid_count",
     )
     args = parser.parse_args(argv)
-    checks = run_checks(args.uids)
+    checks = run_checks(args.uids, environment.layout_from_environment())
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, kernel_uids, languages, mounts, process
+from . import cgroups, environment, kernel_uids, languages, mounts, process
 from . import syscalls as sc
 from .kernel import wait_status_to_exit_code
 from .settings import SandboxSettings
@@ -122,16 +122,22 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         print("sandbox-exec: must run as root (namespaces and cgroups)", file=sys.stderr)
         sys.exit(125)
-    sys.exit(run(spec, command, args.wall_time))
+    sys.exit(run(spec, command, args.wall_time, environment.layout_from_environment()))
 
 
-def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
-    """Run `command` in a kernel; return the exit status sandbox-exec should exit with."""
+def run(
+    spec: KernelSpec,
+    command: list[str],
+    wall_time: float | None,
+    cgroup_layout: str | None = None,
+) -> int:
+    """Run `command` in a kernel; return the exit status sandbox-exec should exit with.
+    `cgroup_layout`: the layout to force (None: detect it)."""
     process.become_subreaper()
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
-    manager = cgroups.detect()
+    manager = cgroups.detect(cgroup_layout)
     cgroup = manager.create(
         f"exec-{os.getpid()}",
         cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota),

@@ -26,6 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import environment
 from .runner import protocol
 
 RUNNER_DIR = Path(__file__).parent / "runner"
@@ -104,7 +105,7 @@ def build(cache_dir: str) -> tuple[str, int]:
 
 
 def _default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = environment.cache_home_from_environment()
     return os.path.join(base, "sandbox-server")
 
 

@@ -47,7 +47,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, kernel_init, kernel_uids, mounts, process, zygote
+from . import cgroups, environment, kernel_init, kernel_uids, mounts, process, zygote
 from . import syscalls as sc
 from .runner import init as runner_init
 from .runner import protocol, python_repl
@@ -239,7 +239,7 @@ class Spawner:
         """Fork spares up to the number wanted (after a request has been answered)."""
         while len(self.spares) < self.spares_wanted:
             try:
-                self.spares.append(self._new_spare(cgroups.CgroupLimits()))
+                self.spares.append(self._new_spare(cgroups.CgroupLimits.unlimited()))
             except (OSError, cgroups.CgroupError) as e:
                 print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
                 return
@@ -455,15 +455,18 @@ def _sweep_stale_scratch(root: str) -> None:
 
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
-    [--start-timeout S] [--uids FIRST:COUNT]`, FD connected to the server; N
-    process.Spare kept ready (DEFAULT_SPARES), S seconds before a kernel start is
-    given up on, the kernels' uids (sandbox.kernel_uids)."""
+    [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L]`, FD connected to
+    the server; N process.Spare kept ready (DEFAULT_SPARES), S seconds before a
+    kernel start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
+    layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
     parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
     parser.add_argument("--start-timeout", type=float, default=process.START_TIMEOUT)
     uids = kernel_uids.UidRange.parse
     parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
+    layouts = ["auto", *(layout.value for layout in cgroups.Layout)]
+    parser.add_argument("--cgroup-layout", choices=layouts, default="auto")
     args = parser.parse_args()
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -471,7 +474,7 @@ def main() -> None:
     process.become_subreaper()
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    tmp = os.environ.get("TMPDIR") or "/tmp"
+    tmp = environment.tmpdir_from_environment()
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     os.mkdir(scratch, 0o700)
@@ -479,7 +482,8 @@ def main() -> None:
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
-            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
+            manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
+            spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)
         except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return

@@ -15,17 +15,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from .cgroups import ENV_LAYOUT
 from .kernel_uids import UidRange
 from .runner import protocol
 from .spec import KernelSpec
 
 # What the spawner is started with of the server's environment: what it needs to
 # find its tools (PATH: the C compiler for kernel-init), its cache (HOME,
-# XDG_CACHE_HOME), its scratch space (TMPDIR) and a forced cgroup layout. Nothing
-# else: every kernel starts as a copy of a process forked from the spawner, and
-# the server's environment may hold secrets (threat model row 15).
-SPAWNER_ENVIRONMENT = ("PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH", ENV_LAYOUT)
+# XDG_CACHE_HOME) and its scratch space (TMPDIR); a forced cgroup layout is a flag.
+# Nothing else: every kernel starts as a copy of a process forked from the spawner,
+# and the server's environment may hold secrets (threat model row 15).
+SPAWNER_ENVIRONMENT = ("PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH")
 
 
 def spawner_environment() -> dict[str, str]:
@@ -77,15 +76,18 @@ class SpawnerClient:
         spares: int | None = None,
         start_timeout: float | None = None,
         uids: UidRange | None = None,
+        cgroup_layout: str | None = None,
     ) -> SpawnerClient:
         """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
         ready. `spares`: how many spare processes it keeps; `start_timeout`: seconds
         before it gives up on a kernel start; `uids`: the kernels' (None: its
-        defaults)."""
+        defaults); `cgroup_layout`: the layout to force (v2, hybrid, v1, none), or
+        None or "auto" to detect it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         extra = [] if spares is None else ["--spares", str(spares)]
         extra += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
         extra += [] if uids is None else ["--uids", str(uids)]
+        extra += [] if cgroup_layout is None else ["--cgroup-layout", cgroup_layout]
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],

@@ -85,7 +85,7 @@ from dataclasses import asdict, dataclass, field
 import httpx
 import psutil
 
-from sandbox import cgroups
+from sandbox.cgroups.probe import probe
 from server import auth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -807,7 +807,7 @@ def memory_cgroup_room(pid: int) -> float:
     are created below it, so its limit bounds them too. Ancestors' limits are not
     looked at."""
     with open(f"/proc/{pid}/cgroup") as f:
-        host = cgroups.probe(proc_cgroup=f.read())
+        host = probe(proc_cgroup=f.read())
     if "memory" in host.v1:
         hierarchy, limit, usage = (
             host.v1["memory"],

@@ -16,6 +16,8 @@ import sys
 
 import uvicorn
 
+from sandbox.environment import layout_from_environment
+
 from .app import create_app
 from .engine.store_backends import open_store
 from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
@@ -87,20 +89,20 @@ def _set_open_files_limit(config: ServerConfig) -> None:
         )
 
 
-def overrides(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, dict[str, object]]:
+def overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """The settings that flags and the environment give: the one place where the
     server reads environment variables (settings.ENVIRONMENT lists them; TMPDIR and
     XDG_CACHE_HOME reach the spawner through its environment)."""
     return {
         "server": {"host": args.host, "port": args.port, "data_dir": args.data_dir},
-        "sandbox": {"cgroup_layout": environ.get("SANDBOX_CGROUP_LAYOUT") or None},
+        "sandbox": {"cgroup_layout": layout_from_environment()},
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        config = ServerConfig.load(args.config, overrides(args, dict(os.environ)))
+        config = ServerConfig.load(args.config, overrides(args))
     except (OSError, ValueError) as e:
         _parser().error(str(e))
     if os.geteuid() != 0:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
 from sandbox import cgroups
+from sandbox.cgroups.probe import probe
+from sandbox.environment import layout_from_environment
 from sandbox.kernel import Kernel, KernelBounds, RunResult
 from sandbox.settings import SandboxSettings
 from sandbox.spawner_client import SpawnerClient
@@ -29,7 +31,7 @@ _ids = itertools.count(1)
 # The layout the spawners of this run pick (honours SANDBOX_CGROUP_LAYOUT, as they
 # do). Under none there are no cgroups, only rlimits and psutil: the cgroup tests
 # assert the weaker guarantees docs/architecture.md documents for it instead.
-LAYOUT = cgroups.detect().layout
+LAYOUT = cgroups.detect(layout_from_environment()).layout
 HAS_CGROUPS = LAYOUT is not cgroups.Layout.NONE
 
 
@@ -50,7 +52,7 @@ def sandbox_cgroup_dirs(pid: int) -> list[str]:
     k1, ... (a spare's is made before its kernel is known), so a kernel's are found
     through its pid 1. [] under the none layout: the kernel stays where we are."""
     with open(f"/proc/{pid}/cgroup") as f:
-        host = cgroups.probe(proc_cgroup=f.read())
+        host = probe(proc_cgroup=f.read())
     found = {h.own_dir for h in (*host.v1.values(), host.v2) if h is not None and h.own_dir}
     return sorted(d for d in found if "/sandbox-" in d)
 
@@ -156,7 +158,11 @@ class Sandbox:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.client: SpawnerClient = self.run(
-            SpawnerClient.start(spares=spares, start_timeout=start_timeout)
+            SpawnerClient.start(
+                spares=spares,
+                start_timeout=start_timeout,
+                cgroup_layout=layout_from_environment(),
+            )
         )
 
     def run(self, coro: Coroutine, timeout: float = 60):

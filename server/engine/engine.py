@@ -61,7 +61,7 @@ class Engine:
         spawner = await SpawnerClient.start(
             spares=sandbox.spare_processes,
             uids=sandbox.uid_range,
-            # cgroup_layout=sandbox.forced_layout,  MERGE-TODO
+            cgroup_layout=sandbox.forced_layout,
         )
         engine = cls(settings, store, spawner, data_dir)
         engine.registry.start()

@@ -18,7 +18,7 @@ from conftest import KernelRemains, spawner_pid, start_server, stop_server
 from harness import HAS_CGROUPS, alive, wait_until
 from test_kernels_api import problem
 
-from sandbox import cgroups
+from sandbox.cgroups.sweep import tree_name
 from server.faces.v2.streams import UNSUPPORTED
 
 
@@ -93,7 +93,7 @@ def test_a_dead_spawner_is_service_unavailable(faulty_server, tmp_path):
     kid = client.create().json()["kernelId"]
     remains = KernelRemains(faulty_server, kid)
     dead = spawner_pid(faulty_server.pid)
-    tree = cgroups.tree_name(dead)  # sandbox-<pid>-<start>: pid reuse cannot fake it
+    tree = tree_name(dead)  # sandbox-<pid>-<start>: pid reuse cannot fake it
     os.kill(dead, signal.SIGKILL)
     # Its exit takes a moment (a warm create does not): once it has exited, the
     # server learns of it at once (a pidfd), and a create at most races that news.

@@ -18,6 +18,7 @@ from harness import alive
 
 from sandbox import cgroups
 from sandbox.cgroups import CgroupLimits, Layout
+from sandbox.cgroups.sweep import tree_name
 
 MiB = 1024 * 1024
 LIMITS = CgroupLimits(memory_bytes=64 * MiB, pids=16, cpu_quota=0.5)
@@ -30,7 +31,7 @@ pytestmark = [
 
 def _our_dirs() -> list[str]:
     """Every directory of our cgroup tree anywhere under /sys/fs/cgroup."""
-    tree = cgroups.tree_name(os.getpid())
+    tree = tree_name(os.getpid())
     mine = {tree, f"{tree}-supervisor"}
     found = []
     for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
@@ -40,7 +41,7 @@ def _our_dirs() -> list[str]:
 
 @pytest.fixture(scope="module")
 def detected() -> Layout:
-    layout = cgroups.detect(environ={}).layout
+    layout = cgroups.detect().layout
     if layout is not Layout.HYBRID:
         pytest.skip(f"this host's cgroup layout is {layout.value}, not hybrid")
     return layout
@@ -160,7 +161,7 @@ def test_join_enters_every_hierarchy(manager, children) -> None:
             # join() writes one hierarchy after another: wait for all, not the first
             with open(f"/proc/{pid}/cgroup") as f:
                 lines = f.read().splitlines()
-            suffix = f"/{cgroups.tree_name(os.getpid())}/join"
+            suffix = f"/{tree_name(os.getpid())}/join"
             return {line.split(":")[1] for line in lines if line.endswith(suffix)}
 
         assert _wait_for(lambda: joined() >= wanted), joined()
@@ -288,7 +289,7 @@ def test_stale_cgroup_is_replaced(manager, children) -> None:
     old = manager.create("stale", LIMITS)
     pid = children.spawn(old, lambda: time.sleep(600))
     assert _wait_for(lambda: pid in old.procs())
-    new = manager.create("stale", CgroupLimits(pids=5))
+    new = manager.create("stale", CgroupLimits(memory_bytes=None, pids=5, cpu_quota=None))
     assert new.procs() == []
     assert os.WIFSIGNALED(children.wait(pid))
     assert _read(f"{_dir(manager, 'pids', new)}/pids.max") == "5"

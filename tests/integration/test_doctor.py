@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from sandbox import cgroups
+from sandbox.environment import layout_from_environment
 
 pytestmark = pytest.mark.cgroups
 
-LAYOUT = cgroups.detect().layout  # honours SANDBOX_CGROUP_LAYOUT, as the doctor does
+LAYOUT = cgroups.detect(layout_from_environment()).layout  # the doctor's, too
 
 
 def test_doctor_reports_this_host():
@@ -36,7 +37,7 @@ def test_doctor_reports_this_host():
 
 def test_doctor_fails_loudly_when_a_forced_layout_is_impossible():
     # pure v2 hosts have no v1 hierarchy; hybrid and v1 hosts have no v2-only tree
-    impossible = "v1" if cgroups.detect(environ={}).layout is cgroups.Layout.V2 else "v2"
+    impossible = "v1" if cgroups.detect().layout is cgroups.Layout.V2 else "v2"
     result = subprocess.run(
         [sys.executable, "-m", "sandbox.doctor"],
         capture_output=True,

@@ -161,7 +161,7 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
         pytest.skip("no spares without cgroups")
     manager = cgroups.detect()
     env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
-    cgroup = manager.create("spare-lost", cgroups.CgroupLimits())
+    cgroup = manager.create("spare-lost", cgroups.CgroupLimits.unlimited())
     init = env.kernel_init
     zygote = Zygote.fork(env, keep=(init.binary_fd, init.helper_fd))
     try:
