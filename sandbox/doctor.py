@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, kernel_init, kernel_uids, languages, process
+from . import cgroups, kernel_init, kernel_uids, languages, pid1
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -39,7 +39,7 @@ def check_namespaces() -> Check:
     pid = os.fork()
     if pid == 0:
         try:
-            sc.unshare(process.NAMESPACES)
+            sc.unshare(pid1.NAMESPACES)
             os._exit(0)
         except OSError as e:
             os._exit(min(e.errno or 1, 255))

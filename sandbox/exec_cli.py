@@ -21,7 +21,7 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, kernel_uids, languages, mounts, process
+from . import cgroups, kernel_inputs, kernel_start, kernel_uids, languages, mounts, pid_namespace
 from . import syscalls as sc
 from .kernel import wait_status_to_exit_code
 from .spec import Bind, KernelSpec, SpecError
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     """Run `command` in a kernel; return the exit status sandbox-exec should exit with."""
-    process.become_subreaper()
+    pid_namespace.become_subreaper()
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
@@ -137,21 +137,21 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     uid = kernel_uids.for_exec()
     try:
         mounts.mount_work(f"{scratch}/work", spec.work_bytes, uid)
-        env = process.Environment.prepare(
+        env = kernel_inputs.Environment.prepare(
             scratch,
             layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
             server_mode=False,
         )
         try:
-            started = process.start_kernel(
+            started = kernel_start.start_kernel(
                 env,
                 spec,
                 f"{scratch}/work",
                 cgroup,
-                process.Payload(uid, tuple(command)),
+                kernel_inputs.Payload(uid, tuple(command)),
                 stdio=(0, 1, 2),
             )
-        except process.KernelStartError as e:
+        except kernel_start.KernelStartError as e:
             print(f"sandbox-exec: {e}", file=sys.stderr)
             return 125
         status, timed_out = _wait(started.pid, wall_time)
@@ -180,7 +180,7 @@ def _wait(pid: int, wall_time: float | None) -> tuple[int, bool]:
         ready, _, _ = select.select([pidfd], [], [], wall_time)
         timed_out = not ready
         if timed_out:
-            process.kill_kernel(pid)
+            pid_namespace.kill_kernel(pid)
         return os.waitpid(pid, 0)[1], timed_out
     finally:
         os.close(pidfd)
