@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, kernel_init, kernel_uids, languages, pid1
+from . import cgroups, kernel_init_build, kernel_uids, languages, pid1
 from . import syscalls as sc
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -146,8 +146,8 @@ def check_kernel_uids(uids: kernel_uids.UidRange) -> Check:
 def check_kernel_init() -> Check:
     """Pid 1 of a server-mode kernel is a small C program, compiled on this host."""
     try:
-        built = kernel_init.prepare()
-    except kernel_init.BuildError as e:
+        built = kernel_init_build.prepare()
+    except kernel_init_build.BuildError as e:
         return Check("kernel-init", FAIL, str(e)[-300:], "apt-get install gcc libc6-dev")
     os.close(built.binary_fd)
     os.close(built.helper_fd)

@@ -18,7 +18,7 @@ import os
 
 from . import syscalls as sc
 from .privileges import PID1_REAL_GID
-from .runner import init as runner_init
+from .runner import forking
 
 
 def user_namespace(proc: str, inside: int, outside: int) -> int:
@@ -27,7 +27,7 @@ def user_namespace(proc: str, inside: int, outside: int) -> int:
     and single-threaded."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = runner_init.lean_fork()
+    pid = forking.lean_fork()
     if pid == 0:
         try:
             os.close(done_w)  # so that the caller's close is our EOF

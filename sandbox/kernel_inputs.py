@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import kernel_init, mounts, seccomp
+from . import kernel_init_build, mounts, seccomp
 from . import syscalls as sc
 from .host_modules import HostModules
 from .spec import WORK_DIR
@@ -31,14 +31,14 @@ class Environment:
     mountpoint: str  # an empty host directory; each kernel mounts its root there privately
     layout_has_cgroup: bool
     host_modules: HostModules
-    kernel_init: kernel_init.KernelInit | None  # pid 1's program; None: exec mode only
+    kernel_init: kernel_init_build.KernelInit | None  # pid 1's program; None: exec mode only
     argv_area: tuple[int, int]  # sc.argv_area(), the same in every fork
 
     @classmethod
     def prepare(cls, scratch: str, layout_has_cgroup: bool, server_mode: bool) -> Environment:
         """Read the skeleton and build the filter once; kernels mount their roots
         at `scratch`/root, privately, each in its own mount namespace. Only a caller
-        that starts server-mode kernels (the runner) builds kernel-init."""
+        that starts server-mode kernels (the spawner) builds kernel-init."""
         os.makedirs(f"{scratch}/root", exist_ok=True)
         return cls(
             skeleton=mounts.load_skeleton(mounts.ROOTFS),
@@ -46,6 +46,6 @@ class Environment:
             mountpoint=f"{scratch}/root",
             layout_has_cgroup=layout_has_cgroup,
             host_modules=HostModules.find(),
-            kernel_init=kernel_init.prepare() if server_mode else None,
+            kernel_init=kernel_init_build.prepare() if server_mode else None,
             argv_area=sc.argv_area(),
         )

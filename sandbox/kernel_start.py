@@ -12,7 +12,7 @@ execs its program:
                 drop to the kernel's uid and install seccomp itself (beside pid 1
                 doing the same), take the kernel's environment, run the runner
                 (sandbox.runner_bootstrap); pid 1 execs kernel-init, the relay
-                between the host and the runner (sandbox.runner.init)
+                between the host and the runner (sandbox.runner.forking)
 
 `start_kernel` hands a spare its kernel, or forks an exec-mode pid 1 and moves
 it into its cgroup meanwhile, then reads the status pipe until pid 1 (or

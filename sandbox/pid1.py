@@ -11,7 +11,7 @@ an exec, so that nothing of this Python stays in pid 1:
         build the root and pivot into it, bring up lo, set the hostname; wait
         until the caller has moved it into its cgroup (done meanwhile: slow on
         cgroup v1), unshare the cgroup namespace; drop to the kernel's uid,
-        install seccomp, fork the command and wait for it (runner_init.exec_as_init)
+        install seccomp, fork the command and wait for it (forking.run_as_pid1)
     server mode (`become_kernel`, in a spare: sandbox.spare)
         with its cgroup, namespaces, lo, hostname, most of its root and its
         runner made ahead: finish the root, send the runner its start frame,
@@ -38,7 +38,7 @@ from . import mounts, network, privileges
 from . import syscalls as sc
 from .host_modules import forget_host
 from .kernel_inputs import Environment, Payload
-from .runner import init as runner_init
+from .runner import forking
 from .spec import WORK_DIR, KernelSpec
 
 # Pid 1 unshares these (its pid namespace is made by its fork,
@@ -126,7 +126,7 @@ def arrange_fds(
         os.dup2(host, _HOST_FD, inheritable=False)
     else:
         os.closerange(_HOST_FD, _HOST_FD + 1)
-    runner_init.close_fds_from(_PLACED_FD + (placed is not None), keep=kept)
+    forking.close_fds_from(_PLACED_FD + (placed is not None), keep=kept)
     return kept
 
 
@@ -143,8 +143,8 @@ def become_kernel(
     payload: Payload,
     rlimits: privileges.Rlimits,
     host_fd: int,
-    program: runner_init.InitProgram | None,
-    runner: runner_init.Runner | None,
+    program: forking.KernelInitProgram | None,
+    runner: forking.Runner | None,
 ) -> None:
     """Runs in pid 1 of the new namespaces. In server mode pid 1 is a spare's, with
     a `runner`: in its cgroup and cgroup namespace, with lo, the hostname, most of
@@ -200,7 +200,7 @@ def become_kernel(
     except BaseException as e:
         _report_failure(step, e)
         os._exit(1)
-    runner_init.exec_as_init(list(payload.argv), kernel_env, payload.cwd)
+    forking.run_as_pid1(list(payload.argv), kernel_env, payload.cwd)
 
 
 def _report_failure(step: str, error: BaseException) -> None:

@@ -14,11 +14,11 @@ import signal
 import time
 
 from . import syscalls as sc
-from .runner import init as runner_init
+from .runner import forking
 
 
 def fork_pid1(sibling: bool = False) -> int:
-    """A fork (runner_init.lean_fork), the child as pid 1 of a new pid namespace.
+    """A fork (forking.lean_fork), the child as pid 1 of a new pid namespace.
     The caller's later children are in its own namespace again. The caller must
     be single-threaded. `sibling`: the child is the caller's parent's child
     (sc.fork_sibling), and the caller gets -1, not its pid."""
@@ -27,7 +27,7 @@ def fork_pid1(sibling: bool = False) -> int:
         sc.unshare(sc.CLONE_NEWPID)  # for the children made from now on
         pid = -1
         try:
-            pid = (0 if sc.fork_sibling() else -1) if sibling else runner_init.lean_fork()
+            pid = (0 if sc.fork_sibling() else -1) if sibling else forking.lean_fork()
         finally:
             if pid != 0:
                 sc.setns(own, sc.CLONE_NEWPID)  # back to ours; raises if it cannot

@@ -30,7 +30,7 @@ from . import syscalls as sc
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
-from .runner import init as runner_init
+from .runner import forking
 from .spec import KernelSpec
 
 # What a spare's pid 1 writes to the status pipe when it has taken its kernel: a
@@ -173,20 +173,20 @@ def _spare_main(
         # kernel-init; what it writes after, it copies for itself alone.
         _join_cgroup(cgroup_dirs)
         sc.unshare(pid1.NAMESPACES | sc.CLONE_NEWCGROUP)  # the cgroup one: after the move
-        runner = runner_init.fork_runner(functools.partial(runner_bootstrap.main, env))
+        runner = forking.fork_runner(functools.partial(runner_bootstrap.main, env))
         signal.set_wakeup_fd(-1)  # a parent's: about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
         os.setsid()
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.
-        init = env.kernel_init
+        built = env.kernel_init
         runner_fds = (runner.ctl_fd, runner.out_r, runner.err_r)
-        keep = (conn_fd, init.binary_fd, init.helper_fd, *runner_fds)
+        keep = (conn_fd, built.binary_fd, built.helper_fd, *runner_fds)
         conn_fd, binary_fd, helper_fd, *runner_fds = pid1.arrange_fds(
             None, None, status_w, None, keep=keep
         )
-        program = runner_init.InitProgram(binary_fd, helper_fd, init.python)
-        runner = runner_init.Runner(runner.pid, *runner_fds)
+        program = forking.KernelInitProgram(binary_fd, helper_fd, built.python)
+        runner = forking.Runner(runner.pid, *runner_fds)
         status = pid1.STATUS_FD
         pid1.network_and_hostname()
         mounts.prepare_root(env.skeleton, env.mountpoint)

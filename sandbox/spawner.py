@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from . import (
     cgroups,
-    kernel_init,
+    kernel_init_build,
     kernel_inputs,
     kernel_start,
     kernel_uids,
@@ -58,8 +58,7 @@ from . import (
     zygote,
 )
 from . import syscalls as sc
-from .runner import init as runner_init
-from .runner import protocol, python_repl
+from .runner import forking, protocol, python_repl
 from .spare import Spare
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
@@ -106,8 +105,8 @@ class Spawner:
     def fork_zygote(self) -> None:
         """Fork the process every kernel comes from (sandbox.zygote), while this one
         has served no request and knows no kernel."""
-        init = self.env.kernel_init
-        self.zygote = zygote.Zygote.fork(self.env, keep=(init.binary_fd, init.helper_fd))
+        program = self.env.kernel_init
+        self.zygote = zygote.Zygote.fork(self.env, keep=(program.binary_fd, program.helper_fd))
 
     # -- requests -------------------------------------------------------------
 
@@ -268,7 +267,7 @@ class Spawner:
         by_pid = {k.pid: k for k in self.kernels.values()}
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
         spares = {spare.pid: spare for spare in self.spares}
-        for pid, status in runner_init.reap_exited().items():
+        for pid, status in forking.reap_exited().items():
             if self.zygote is not None and pid == self.zygote.pid:
                 self.zygote.status = status
                 print(f"spawner: the zygote exited (status {status}): no kernel can "
@@ -326,15 +325,15 @@ class Spawner:
             os.rmdir(work)
 
 
-def _namespace_pids(init_pid: int) -> list[int]:
+def _namespace_pids(pid1: int) -> list[int]:
     """The kernel's pid 1 and every process below it: all of its pid namespace,
     since orphans there are re-parented to that pid 1 (accounting for the none
     layout, which has no cgroup to ask)."""
     import psutil  # only the none layout asks; keeps the spawner's import light
 
     try:
-        init = psutil.Process(init_pid)
-        return [init_pid, *(p.pid for p in init.children(recursive=True))]
+        children = psutil.Process(pid1).children(recursive=True)
+        return [pid1, *(p.pid for p in children)]
     except psutil.NoSuchProcess:
         return []
 
@@ -490,7 +489,7 @@ def main() -> None:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
             spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
-        except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
+        except kernel_init_build.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return
         # Every kernel is a fork of this process: what every python3 kernel does

@@ -34,7 +34,7 @@ import prctl
 from . import kernel_inputs, pid_namespace
 from . import syscalls as sc
 from .cgroups import KernelCgroup
-from .runner import init as runner_init
+from .runner import forking
 from .spare import Spare, fork_spare
 
 _REQUEST = b"spare"
@@ -59,7 +59,7 @@ class Zygote:
         The caller must be single-threaded. In the zygote every fd is closed but
         stdio, its socket and `keep` (what spares need: kernel-init's fds)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = runner_init.lean_fork()
+        pid = forking.lean_fork()
         if pid == 0:
             try:
                 _zygote_main(env, theirs.detach(), keep)
@@ -103,7 +103,7 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
     prctl.set_name("sandbox-zygote")
-    runner_init.close_fds_from(3, keep=(fd, *keep))
+    forking.close_fds_from(3, keep=(fd, *keep))
     sock = socket.socket(fileno=fd)
     while True:
         try:

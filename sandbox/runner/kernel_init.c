@@ -50,7 +50,7 @@
  *   it is closed once we run (the spawner's sign that the kernel started).
  *
  * Standard C library only: this runs inside the kernel. Built (static) by
- * sandbox/kernel_init.py.
+ * sandbox/kernel_init_build.py.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -155,8 +155,8 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
     manager = cgroups.detect()
     env = kernel_inputs.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
     cgroup = manager.create("spare-lost", cgroups.CgroupLimits())
-    init = env.kernel_init
-    zygote = Zygote.fork(env, keep=(init.binary_fd, init.helper_fd))
+    program = env.kernel_init
+    zygote = Zygote.fork(env, keep=(program.binary_fd, program.helper_fd))
     try:
         spare = zygote.spare(cgroup, kernel_start.START_TIMEOUT)  # our child, as the spawner's
         os.kill(spare.pid, signal.SIGKILL)

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox import kernel_init
+from sandbox import kernel_init_build
 from sandbox.runner import files, protocol
 
 
 def test_a_build_is_compiled_once_and_opened(tmp_path) -> None:
-    path, fd = kernel_init.build(str(tmp_path))
-    again, fd2 = kernel_init.build(str(tmp_path))
+    path, fd = kernel_init_build.build(str(tmp_path))
+    again, fd2 = kernel_init_build.build(str(tmp_path))
     try:
         assert again == path and os.path.basename(path).startswith("kernel-init-")
         assert os.stat(fd).st_ino == os.stat(fd2).st_ino == os.stat(path).st_ino
@@ -36,7 +36,7 @@ def test_a_compile_removes_other_versions_but_not_an_open_one(tmp_path) -> None:
     kept = os.open(older, os.O_RDONLY)  # as a spawner started on that version holds it
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("not ours")
-    path, fd = kernel_init.build(str(tmp_path))
+    path, fd = kernel_init_build.build(str(tmp_path))
     try:
         assert sorted(os.listdir(tmp_path)) == [os.path.basename(path), "notes.txt"]
         run = subprocess.run(["/bin/sh", f"/proc/self/fd/{kept}"], pass_fds=[kept], text=True,
@@ -84,7 +84,7 @@ while True:
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory) -> Iterator[str]:
-    path, fd = kernel_init.build(str(tmp_path_factory.mktemp("cache")))
+    path, fd = kernel_init_build.build(str(tmp_path_factory.mktemp("cache")))
     os.close(fd)
     yield path
 
