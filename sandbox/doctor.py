@@ -15,8 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, kernel_init_build, kernel_uids, languages, pid1
-from . import syscalls as sc
+from . import cgroups, kernel_init_build, kernel_uids, languages, pid1, syscalls
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -39,7 +38,7 @@ def check_namespaces() -> Check:
     pid = os.fork()
     if pid == 0:
         try:
-            sc.unshare(pid1.NAMESPACES)
+            syscalls.unshare(pid1.NAMESPACES)
             os._exit(0)
         except OSError as e:
             os._exit(min(e.errno or 1, 255))

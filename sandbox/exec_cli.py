@@ -21,8 +21,16 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, kernel_inputs, kernel_start, kernel_uids, languages, mounts, pid_namespace
-from . import syscalls as sc
+from . import (
+    cgroups,
+    kernel_inputs,
+    kernel_start,
+    kernel_uids,
+    languages,
+    mounts,
+    pid_namespace,
+    syscalls,
+)
 from .kernel import wait_status_to_exit_code
 from .spec import Bind, KernelSpec, SpecError
 
@@ -126,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
     """Run `command` in a kernel; return the exit status sandbox-exec should exit with."""
     pid_namespace.become_subreaper()
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
     manager = cgroups.detect()
     cgroup = manager.create(
@@ -162,7 +170,7 @@ def run(spec: KernelSpec, command: list[str], wall_time: float | None) -> int:
         cgroup.remove()
         manager.cleanup()
         with contextlib.suppress(OSError):
-            sc.umount(f"{scratch}/work")
+            syscalls.umount(f"{scratch}/work")
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import kernel_init_build, mounts, seccomp
-from . import syscalls as sc
+from . import kernel_init_build, mounts, seccomp, syscalls
 from .host_modules import HostModules
 from .spec import WORK_DIR
 
@@ -32,7 +31,7 @@ class Environment:
     layout_has_cgroup: bool
     host_modules: HostModules
     kernel_init: kernel_init_build.KernelInit | None  # pid 1's program; None: exec mode only
-    argv_area: tuple[int, int]  # sc.argv_area(), the same in every fork
+    argv_area: tuple[int, int]  # syscalls.argv_area(), the same in every fork
 
     @classmethod
     def prepare(cls, scratch: str, layout_has_cgroup: bool, server_mode: bool) -> Environment:
@@ -47,5 +46,5 @@ class Environment:
             layout_has_cgroup=layout_has_cgroup,
             host_modules=HostModules.find(),
             kernel_init=kernel_init_build.prepare() if server_mode else None,
-            argv_area=sc.argv_area(),
+            argv_area=syscalls.argv_area(),
         )

@@ -34,8 +34,7 @@ from dataclasses import asdict
 
 import prctl
 
-from . import mounts, network, privileges
-from . import syscalls as sc
+from . import mounts, network, privileges, syscalls
 from .host_modules import forget_host
 from .kernel_inputs import Environment, Payload
 from .runner import forking
@@ -44,7 +43,9 @@ from .spec import WORK_DIR, KernelSpec
 # Pid 1 unshares these (its pid namespace is made by its fork,
 # pid_namespace.fork_pid1), then the cgroup namespace once it is in its cgroup,
 # so that the namespace's root is the kernel's own cgroup.
-NAMESPACES = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWNS
+NAMESPACES = (
+    syscalls.CLONE_NEWNET | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNS
+)
 HOSTNAME = "sandbox"
 # /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
@@ -91,7 +92,7 @@ def exec_mode_main(
     try:
         os.setsid()
         arrange_fds(None, stdio, status_w, placed_r)
-        sc.unshare(NAMESPACES)
+        syscalls.unshare(NAMESPACES)
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
@@ -171,7 +172,7 @@ def become_kernel(
             if os.read(_PLACED_FD, 1) != b"p":
                 raise RuntimeError("the caller did not place the kernel in its cgroup")
             os.close(_PLACED_FD)
-            sc.unshare(sc.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
+            syscalls.unshare(syscalls.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
         kernel_env = kernel_environment(spec)
         if runner is not None:
             step = "runner"
@@ -183,7 +184,7 @@ def become_kernel(
         real_gid = None if payload.argv else privileges.PID1_REAL_GID  # kernel-init's
         privileges.drop_privileges(payload.uid, payload.uid, rlimits, real_gid)
         step = "seccomp"
-        sc.seccomp_install(env.filter)
+        syscalls.seccomp_install(env.filter)
         step = "start"
         if payload.argv:
             forget_host(env.host_modules)
@@ -194,7 +195,7 @@ def become_kernel(
             step = "kernel-init"
             runner.serve(host_fd, program, status_fd=STATUS_FD)  # it says "ok"
         prctl.set_name("kernel-init")
-        sc.set_cmdline("kernel-init", env.argv_area)
+        syscalls.set_cmdline("kernel-init", env.argv_area)
         os.write(STATUS_FD, b"ok\n")
         os.close(STATUS_FD)
     except BaseException as e:

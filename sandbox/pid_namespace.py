@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from . import syscalls as sc
+from . import syscalls
 from .runner import forking
 
 
@@ -21,16 +21,16 @@ def fork_pid1(sibling: bool = False) -> int:
     """A fork (forking.lean_fork), the child as pid 1 of a new pid namespace.
     The caller's later children are in its own namespace again. The caller must
     be single-threaded. `sibling`: the child is the caller's parent's child
-    (sc.fork_sibling), and the caller gets -1, not its pid."""
+    (syscalls.fork_sibling), and the caller gets -1, not its pid."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.unshare(sc.CLONE_NEWPID)  # for the children made from now on
+        syscalls.unshare(syscalls.CLONE_NEWPID)  # for the children made from now on
         pid = -1
         try:
-            pid = (0 if sc.fork_sibling() else -1) if sibling else forking.lean_fork()
+            pid = (0 if syscalls.fork_sibling() else -1) if sibling else forking.lean_fork()
         finally:
             if pid != 0:
-                sc.setns(own, sc.CLONE_NEWPID)  # back to ours; raises if it cannot
+                syscalls.setns(own, syscalls.CLONE_NEWPID)  # back to ours; raises if it cannot
         return pid
     finally:
         os.close(own)
@@ -65,4 +65,4 @@ def wait_for_exit(pid: int, timeout: float) -> int | None:
 def become_subreaper() -> None:
     """Orphaned descendants (a kernel's processes whose pid 1 died first) come back
     to us, to be reaped."""
-    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)

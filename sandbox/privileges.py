@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import prctl
 
-from . import kernel_uids
-from . import syscalls as sc
+from . import kernel_uids, syscalls
 from .spec import KernelSpec
 
 _PR_CAPBSET_DROP = 24
@@ -92,8 +91,8 @@ def drop_privileges(uid: int, gid: int, limits: Rlimits, real_gid: int | None = 
     set rlimits and no_new_privs."""
     _apply_rlimits(limits)
     for cap in range(_last_cap() + 1):
-        sc.prctl(_PR_CAPBSET_DROP, cap)
-    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+        syscalls.prctl(_PR_CAPBSET_DROP, cap)
+    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     prctl.cap_inheritable.limit()
     os.setgroups([])
     os.setresgid(gid if real_gid is None else real_gid, gid, gid)

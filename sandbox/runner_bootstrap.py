@@ -16,8 +16,7 @@ import os
 
 import prctl
 
-from . import privileges
-from . import syscalls as sc
+from . import privileges, syscalls
 from .host_modules import forget_host
 from .kernel_inputs import Environment
 from .runner import main as runner_main
@@ -30,7 +29,7 @@ def main(env: Environment, fd: int) -> None:
     (pid 1 may have forked it before it had a kernel), once pid 1's start frame
     has come; then the runner."""
     prctl.set_name("kernel-runner")
-    sc.set_cmdline("kernel-runner", env.argv_area)
+    syscalls.set_cmdline("kernel-runner", env.argv_area)
     forget_host(env.host_modules)
     try:
         start, _blob = protocol.read_frame(fd)
@@ -39,7 +38,7 @@ def main(env: Environment, fd: int) -> None:
     os.umask(0o022)
     uid = start["uid"]
     privileges.drop_privileges(uid, uid, privileges.Rlimits(**start["rlimits"]))
-    sc.seccomp_install(env.filter)
+    syscalls.seccomp_install(env.filter)
     os.environ.clear()
     os.environ.update(start["env"])
     os.chdir(WORK_DIR)

@@ -25,8 +25,7 @@ import struct
 
 import prctl
 
-from . import mounts, pid1, privileges, runner_bootstrap
-from . import syscalls as sc
+from . import mounts, pid1, privileges, runner_bootstrap, syscalls
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
@@ -164,7 +163,8 @@ def _spare_main(
     """Runs in a spare, pid 1 of its pid namespace. Never returns."""
     status = status_w
     try:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)  # the parent gone: so is the spare
+        # the parent gone: so is the spare
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.write(conn_fd, _HELLO)  # first: the parent waits for it, and our pid in it
         prctl.set_name("sandbox-spare")
         # The runner is forked first, as soon as it can be in the kernel's cgroup and
@@ -172,7 +172,8 @@ def _spare_main(
         # before that fork would be the runner's own once this process execs
         # kernel-init; what it writes after, it copies for itself alone.
         _join_cgroup(cgroup_dirs)
-        sc.unshare(pid1.NAMESPACES | sc.CLONE_NEWCGROUP)  # the cgroup one: after the move
+        # the cgroup namespace too: after the move
+        syscalls.unshare(pid1.NAMESPACES | syscalls.CLONE_NEWCGROUP)
         runner = forking.fork_runner(functools.partial(runner_bootstrap.main, env))
         signal.set_wakeup_fd(-1)  # a parent's: about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others

@@ -55,9 +55,9 @@ from . import (
     kernel_uids,
     mounts,
     pid_namespace,
+    syscalls,
     zygote,
 )
-from . import syscalls as sc
 from .runner import forking, protocol, python_repl
 from .spare import Spare
 from .spec import KernelSpec, SpecError, validate_kernel_id
@@ -320,7 +320,7 @@ class Spawner:
 
     def _remove_work(self, work: str) -> None:
         with contextlib.suppress(OSError):
-            sc.umount(work)
+            syscalls.umount(work)
         with contextlib.suppress(OSError):
             os.rmdir(work)
 
@@ -478,13 +478,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     pid_namespace.become_subreaper()
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     tmp = os.environ.get("TMPDIR") or "/tmp"
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     os.mkdir(scratch, 0o700)
-    sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
+    syscalls.mount(
+        "tmpfs", scratch, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64m,mode=700"
+    )
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
@@ -504,7 +506,7 @@ def main() -> None:
         serve(conn, spawner)
     finally:
         with contextlib.suppress(OSError):
-            sc.umount(scratch)
+            syscalls.umount(scratch)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -31,8 +31,7 @@ import socket
 
 import prctl
 
-from . import kernel_inputs, pid_namespace
-from . import syscalls as sc
+from . import kernel_inputs, pid_namespace, syscalls
 from .cgroups import KernelCgroup
 from .runner import forking
 from .spare import Spare, fork_spare
@@ -99,7 +98,7 @@ class Zygote:
 
 def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...]) -> None:
     """Runs in the zygote. Never returns."""
-    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
     prctl.set_name("sandbox-zygote")
