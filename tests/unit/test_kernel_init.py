@@ -57,14 +57,14 @@ def test_a_compile_removes_other_versions_but_not_an_open_one(tmp_path) -> None:
 LAUNCHER = """
 import os, sys, time
 binary, helper, work, host, ctl, out, err, zip_fd = sys.argv[1:]
-c = os.fork()
-if c == 0:  # C, the runner: waits to be killed
+runner = os.fork()
+if runner == 0:  # the runner: waits to be killed
     os.setpgid(0, 0)
     time.sleep(60)
     os._exit(0)
 for fd, target in ((host, 3), (ctl, 5), (out, 6), (err, 7), (zip_fd, 8)):
     os.dup2(int(fd), target)
-os.execv(binary, [binary, str(c), helper, work, "-1"])
+os.execv(binary, [binary, str(runner), helper, work, "-1"])
 """
 
 HELPER = """#!/usr/bin/python3
@@ -123,7 +123,7 @@ def forwarded(binary: str, tmp_path, reply: bytes) -> tuple[bool, dict]:
         message = protocol.decode_body(body[: jword & ~protocol.FLAGS])
         return bool(jword & protocol.FOR_PID1), message
     finally:
-        host.close()  # kernel-init exits at once, and kills C
+        host.close()  # kernel-init exits at once, and kills the runner
         proc.wait(10)
         ctl.close()
         os.close(out_w)

@@ -137,7 +137,7 @@ def _kernel_init() -> kernel_init_build.KernelInit:
 class Kernel:
     """A forked pid-1 stand-in running the python3 runner, seen from the host side:
     the test's process forks, becomes a subreaper, forks the runner and execs
-    kernel-init, as B does in a real kernel.
+    kernel-init, as pid 1 does in a real kernel.
 
     work_dir: the root of pid 1's file operations and the runner's batch steps.
     """
