@@ -78,7 +78,7 @@ class ServerConfig:
     pool_size: int = 4
     pool_languages: tuple[str, ...] = ("python3",)
     # processes the spawner forks ahead of demand, already in a fresh cgroup, that any
-    # kernel (pooled or not) starts from (sandbox.spare.Spare); 0: none
+    # kernel (pooled or not) starts from (sandbox.process.Spare); 0: none
     spare_processes: int = 2
     # the host uids kernels run as, one each (sandbox/kernel_uids.py): a range that no
     # account, subordinate id range or process uses (`sandbox-doctor` checks)
