@@ -11,7 +11,7 @@ execs its program:
             `-- the runner: forget the host's modules; on pid 1's start frame
                 drop to the kernel's uid and install seccomp itself (beside pid 1
                 doing the same), take the kernel's environment, run the runner
-                (sandbox.runner_bootstrap); pid 1 execs kernel-init, the relay
+                (sandbox.bootstrap_runner); pid 1 execs kernel-init, the relay
                 between the host and the runner (sandbox.runner.forking)
 
 `start_kernel` hands a spare its kernel, or forks an exec-mode pid 1 and moves

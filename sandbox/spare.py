@@ -25,7 +25,7 @@ import struct
 
 import prctl
 
-from . import mounts, pid1, privileges, runner_bootstrap, syscalls
+from . import bootstrap_runner, mounts, pid1, privileges, syscalls
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
@@ -174,7 +174,7 @@ def _spare_main(
         _join_cgroup(cgroup_dirs)
         # the cgroup namespace too: after the move
         syscalls.unshare(pid1.NAMESPACES | syscalls.CLONE_NEWCGROUP)
-        runner = forking.fork_runner(functools.partial(runner_bootstrap.main, env))
+        runner = forking.fork_runner(functools.partial(bootstrap_runner.main, env))
         signal.set_wakeup_fd(-1)  # a parent's: about to be closed
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
         os.setsid()

@@ -7,7 +7,8 @@ setup (sandbox.pid1) once pid 1's start frame says it may: forget the host's
 modules, drop to the kernel's uid, install seccomp, take the kernel's
 environment. This is host code (it imports prctl and the host's syscalls), so
 it lives outside sandbox/runner/, which meets the host only through the wire
-protocol.
+protocol; and its name does not start with "runner", so that the runner's
+forgetting of the host (sandbox.host_modules) drops it too.
 """
 
 from __future__ import annotations
