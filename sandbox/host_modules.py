@@ -32,7 +32,7 @@ class HostModules:
         names = []
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None)
-            if name.startswith("sandbox.runner") or name == "sandbox":
+            if name in ("sandbox", "sandbox.runner") or name.startswith("sandbox.runner."):
                 continue
             if path and not path.startswith(system):
                 names.append(name)
