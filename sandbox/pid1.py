@@ -1,10 +1,9 @@
 """Pid 1's setup: what the process that becomes a kernel's pid 1 does before it
 execs the kernel's program.
 
-Pid 1 is the only process that sees the kernel's namespaces empty, still holds
-the caller's privileges, and is trusted by the caller; everything that needs
-those happens here, in the isolation recipe's order (design.md), and ends with
-an exec, so that nothing of this Python stays in pid 1:
+Pid 1 is the first process in the kernel's new namespaces and still holds the
+caller's privileges, so everything that needs both happens here, in the
+isolation recipe's order (design.md), before anything of the kernel's runs:
 
     exec mode (`exec_mode_main`, forked by sandbox.kernel_start)
         setsid, keep only its fds, unshare mount/net/ipc/uts; then `become_kernel`:
