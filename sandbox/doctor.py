@@ -15,8 +15,15 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import cgroups, environment, kernel_init, kernel_uids, languages, process
-from . import syscalls as sc
+from . import (
+    cgroups,
+    environment,
+    kernel_init_build,
+    kernel_uids,
+    languages,
+    pid1,
+    syscalls,
+)
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -39,7 +46,7 @@ def check_namespaces() -> Check:
     pid = os.fork()
     if pid == 0:
         try:
-            sc.unshare(process.NAMESPACES)
+            syscalls.unshare(pid1.NAMESPACES)
             os._exit(0)
         except OSError as e:
             os._exit(min(e.errno or 1, 255))
@@ -147,8 +154,8 @@ def check_kernel_uids(uids: kernel_uids.UidRange) -> Check:
 def check_kernel_init() -> Check:
     """Pid 1 of a server-mode kernel is a small C program, compiled on this host."""
     try:
-        built = kernel_init.prepare()
-    except kernel_init.BuildError as e:
+        built = kernel_init_build.prepare()
+    except kernel_init_build.BuildError as e:
         return Check("kernel-init", FAIL, str(e)[-300:], "apt-get install gcc libc6-dev")
     os.close(built.binary_fd)
     os.close(built.helper_fd)

@@ -21,8 +21,17 @@ import signal
 import sys
 import tempfile
 
-from . import cgroups, environment, kernel_uids, languages, mounts, process
-from . import syscalls as sc
+from . import (
+    cgroups,
+    environment,
+    kernel_inputs,
+    kernel_start,
+    kernel_uids,
+    languages,
+    mounts,
+    pid_namespace,
+    syscalls,
+)
 from .kernel import wait_status_to_exit_code
 from .settings import SandboxSettings
 from .spec import Bind, KernelSpec, SpecError
@@ -133,9 +142,9 @@ def run(
 ) -> int:
     """Run `command` in a kernel; return the exit status sandbox-exec should exit with.
     `cgroup_layout`: the layout to force (None: detect it)."""
-    process.become_subreaper()
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    pid_namespace.become_subreaper()
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     scratch = tempfile.mkdtemp(prefix="sandbox-exec-")
     manager = cgroups.detect(cgroup_layout)
     cgroup = manager.create(
@@ -145,21 +154,21 @@ def run(
     uid = kernel_uids.for_exec()
     try:
         mounts.mount_work(f"{scratch}/work", spec.work_bytes, uid)
-        env = process.Environment.prepare(
+        env = kernel_inputs.Environment.prepare(
             scratch,
             layout_has_cgroup=manager.layout is not cgroups.Layout.NONE,
             server_mode=False,
         )
         try:
-            started = process.start_kernel(
+            started = kernel_start.start_kernel(
                 env,
                 spec,
                 f"{scratch}/work",
                 cgroup,
-                process.Payload(uid, tuple(command)),
+                kernel_inputs.Payload(uid, tuple(command)),
                 stdio=(0, 1, 2),
             )
-        except process.KernelStartError as e:
+        except kernel_start.KernelStartError as e:
             print(f"sandbox-exec: {e}", file=sys.stderr)
             return 125
         status, timed_out = _wait(started.pid, wall_time)
@@ -170,7 +179,7 @@ def run(
         cgroup.remove()
         manager.cleanup()
         with contextlib.suppress(OSError):
-            sc.umount(f"{scratch}/work")
+            syscalls.umount(f"{scratch}/work")
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -188,7 +197,7 @@ def _wait(pid: int, wall_time: float | None) -> tuple[int, bool]:
         ready, _, _ = select.select([pidfd], [], [], wall_time)
         timed_out = not ready
         if timed_out:
-            process.kill_kernel(pid)
+            pid_namespace.kill_kernel(pid)
         return os.waitpid(pid, 0)[1], timed_out
     finally:
         os.close(pidfd)

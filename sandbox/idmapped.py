@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 
-from . import syscalls as sc
+from . import syscalls
 from .privileges import PID1_REAL_GID
-from .runner import init as runner_init
+from .runner import forking
 
 
 def user_namespace(proc: str, inside: int, outside: int) -> int:
@@ -27,12 +27,12 @@ def user_namespace(proc: str, inside: int, outside: int) -> int:
     and single-threaded."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = runner_init.lean_fork()
+    pid = forking.lean_fork()
     if pid == 0:
         try:
             os.close(done_w)  # so that the caller's close is our EOF
             os.close(ready_r)
-            sc.unshare(sc.CLONE_NEWUSER)
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
             os.write(ready_w, b"u")
             os.read(done_r, 1)  # until the caller has the namespace: then EOF
         finally:
@@ -62,10 +62,10 @@ def user_namespace(proc: str, inside: int, outside: int) -> int:
 
 def remap(target: str, userns_fd: int) -> None:
     """Replace the mount at `target` by an idmapped copy of it (same flags)."""
-    tree = sc.open_tree(target, sc.OPEN_TREE_CLONE)
+    tree = syscalls.open_tree(target, syscalls.OPEN_TREE_CLONE)
     try:
-        sc.mount_setattr_idmap(tree, userns_fd)
-        sc.umount(target)
-        sc.move_mount(tree, target)
+        syscalls.mount_setattr_idmap(tree, userns_fd)
+        syscalls.umount(target)
+        syscalls.move_mount(tree, target)
     finally:
         os.close(tree)

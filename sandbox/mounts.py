@@ -33,8 +33,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from . import idmapped
-from . import syscalls as sc
+from . import idmapped, syscalls
 from .spec import WORK_DIR, Bind
 
 # Host paths a kernel sees, read-only. Missing ones are skipped, so one list
@@ -85,7 +84,13 @@ PROC_MASKED_FILES = (
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound")
 PROC_READONLY = ("sys", "irq", "bus", "fs")
 
-_RO_FLAGS = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+_RO_FLAGS = (
+    syscalls.MS_BIND
+    | syscalls.MS_REMOUNT
+    | syscalls.MS_RDONLY
+    | syscalls.MS_NOSUID
+    | syscalls.MS_NODEV
+)
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def mount_work(path: str, size: int, uid: int) -> None:
     """A kernel's /home/work on the host side: a size-limited tmpfs owned by its uid."""
     os.makedirs(path, exist_ok=True)
     options = f"size={size},mode=0755,uid={uid},gid={uid}"
-    sc.mount("tmpfs", path, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, options)
+    syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
 
 
 def make_work_root(path: str) -> None:
@@ -124,8 +129,8 @@ def make_work_root(path: str) -> None:
     kernels' /home/work tmpfs mounts go under, so that each also appears in the
     mount namespaces of spares made before it (`prepare_root`)."""
     os.makedirs(path, exist_ok=True)
-    sc.mount(path, path, None, sc.MS_BIND)
-    sc.mount(None, path, None, sc.MS_SHARED)
+    syscalls.mount(path, path, None, syscalls.MS_BIND)
+    syscalls.mount(None, path, None, syscalls.MS_SHARED)
 
 
 def build_root(plan: RootPlan, mountpoint: str) -> None:
@@ -143,7 +148,7 @@ def prepare_root(
     skeleton, /proc and /dev (but /dev/shm)."""
     # Slaves, not private: a work directory mounted later by the caller still
     # arrives here. finish_root makes the kernel's mounts private.
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
     _mount_tmpfs(mountpoint, 4 * 1024 * 1024, 0o755)
     root = mountpoint.rstrip("/")
     for path in host_paths:
@@ -163,8 +168,13 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
     root = mountpoint.rstrip("/")
     _mount_tmpfs(root + "/dev/shm", min(plan.tmp_bytes, 64 * 1024 * 1024), 0o1777)
     _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
-    sc.mount(plan.work, root + WORK_DIR, None, sc.MS_BIND)
-    sc.mount(None, root + WORK_DIR, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV)
+    syscalls.mount(plan.work, root + WORK_DIR, None, syscalls.MS_BIND)
+    syscalls.mount(
+        None,
+        root + WORK_DIR,
+        None,
+        syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV,
+    )
     for path, content in identity_files(plan.skeleton, plan.uid).items():
         _rewrite_file(root + path, content)
     maps: dict[int, int] = {}  # owner -> its idmapping's user namespace
@@ -182,12 +192,17 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
         for fd in maps.values():
             os.close(fd)
 
-    sc.mount(None, root, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV)
+    syscalls.mount(
+        None,
+        root,
+        None,
+        syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV,
+    )
     os.chdir(root)
-    sc.pivot_root(".", ".")
-    sc.umount(".", sc.MNT_DETACH)
+    syscalls.pivot_root(".", ".")
+    syscalls.umount(".", syscalls.MNT_DETACH)
     os.chdir("/")
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
 
 
 def _mirror_host_path(root: str, path: str) -> None:
@@ -204,8 +219,8 @@ def _mirror_host_path(root: str, path: str) -> None:
         _mkdir(target, 0o755)
     else:
         _write_file(target, 0o644, b"")
-    sc.mount(path, target, None, sc.MS_BIND)
-    sc.mount(None, target, None, _RO_FLAGS)
+    syscalls.mount(path, target, None, syscalls.MS_BIND)
+    syscalls.mount(None, target, None, _RO_FLAGS)
 
 
 def _mount_proc(root: str) -> None:
@@ -214,36 +229,38 @@ def _mount_proc(root: str) -> None:
     An entry this host's kernel lacks is skipped."""
     proc = root + "/proc"
     _mkdir(proc, 0o555)
-    sc.mount("proc", proc, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    syscalls.mount(
+        "proc", proc, "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+    )
     for name in PROC_READONLY:
         path = f"{proc}/{name}"
         if os.path.exists(path):
-            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-            sc.mount(None, path, None, _RO_FLAGS | sc.MS_NOEXEC)
+            syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
+            syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
     for name in PROC_MASKED_FILES:
         path = f"{proc}/{name}"
         if os.path.isfile(path):  # reads are empty, writes go nowhere (as with runc)
-            sc.mount("/dev/null", path, None, sc.MS_BIND)
+            syscalls.mount("/dev/null", path, None, syscalls.MS_BIND)
     for name in PROC_MASKED_DIRS:
         path = f"{proc}/{name}"
         if os.path.isdir(path):
-            flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-            sc.mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=555")
+            flags = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+            syscalls.mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=555")
 
 
 def _mount_dev(root: str) -> None:
     dev = root + "/dev"
     # not nodev: the device nodes bound below must work (they keep their own flags)
-    _mount_tmpfs(dev, 64 * 1024, 0o755, sc.MS_NOSUID | sc.MS_NOEXEC)
+    _mount_tmpfs(dev, 64 * 1024, 0o755, syscalls.MS_NOSUID | syscalls.MS_NOEXEC)
     for name in DEVICES:
         _write_file(f"{dev}/{name}", 0o666, b"")
-        sc.mount(f"/dev/{name}", f"{dev}/{name}", None, sc.MS_BIND)
+        syscalls.mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND)
     _mkdir(dev + "/pts", 0o755)
-    sc.mount(
+    syscalls.mount(
         "devpts",
         dev + "/pts",
         "devpts",
-        sc.MS_NOSUID | sc.MS_NOEXEC,
+        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620,gid=5",
     )
     os.symlink("pts/ptmx", dev + "/ptmx")
@@ -256,9 +273,11 @@ def _mount_dev(root: str) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
-def _mount_tmpfs(path: str, size: int, mode: int, flags: int = sc.MS_NOSUID | sc.MS_NODEV) -> None:
+def _mount_tmpfs(
+    path: str, size: int, mode: int, flags: int = syscalls.MS_NOSUID | syscalls.MS_NODEV
+) -> None:
     _mkdir(path, mode)
-    sc.mount("tmpfs", path, "tmpfs", flags, f"size={size},mode={mode:o}")
+    syscalls.mount("tmpfs", path, "tmpfs", flags, f"size={size},mode={mode:o}")
 
 
 def identity_files(skeleton: dict[str, tuple[int, bytes]], uid: int) -> dict[str, bytes]:
@@ -283,9 +302,9 @@ def _bind(root: str, bind: Bind, uid: int) -> str:
     own files (owned by `uid`), which a previous run of the same kernel may have
     turned into symlinks."""
     target = _safe_makedirs(root, bind.dst, uid)
-    sc.mount(bind.src, target, None, sc.MS_BIND | sc.MS_REC)
-    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV
-    sc.mount(None, target, None, flags | (sc.MS_RDONLY if bind.readonly else 0))
+    syscalls.mount(bind.src, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+    flags = syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV
+    syscalls.mount(None, target, None, flags | (syscalls.MS_RDONLY if bind.readonly else 0))
     return target
 
 
@@ -302,8 +321,8 @@ def mount_block_device(root: str, bind: Bind, uid: int) -> str:
     Every kernel mounting one device shares its superblock, so kernels see each
     other's writes at once; the kernel's mountinfo shows the device, no host path."""
     target = _safe_makedirs(root, bind.dst, uid)
-    flags = sc.MS_NOSUID | sc.MS_NODEV | (sc.MS_RDONLY if bind.readonly else 0)
-    sc.mount(bind.src, target, "ext4", flags)
+    flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | (syscalls.MS_RDONLY if bind.readonly else 0)
+    syscalls.mount(bind.src, target, "ext4", flags)
     return target
 
 

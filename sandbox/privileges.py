@@ -5,6 +5,9 @@ hold CAP_SETPCAP (as root); switching every uid to non-zero then clears the
 permitted and effective sets; no_new_privs makes setuid binaries and file
 capabilities inert for everything the kernel later executes, and is what lets
 an unprivileged process install the seccomp filter.
+
+Which rlimits a kernel gets is decided here too (`kernel_rlimits`): where no
+cgroup can limit memory and tasks (the none layout), rlimits stand in for it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 
 import prctl
 
-from . import syscalls as sc
+from . import kernel_uids, syscalls
+from .spec import KernelSpec
 
 _PR_CAPBSET_DROP = 24
 # The real gid of a kernel's pid 1 (kernel-init) and so of its file helper: not
@@ -39,6 +43,44 @@ class Rlimits:
     nproc: int | None = None  # only where no cgroup can limit pids
 
 
+def kernel_rlimits(spec: KernelSpec, has_cgroup: bool, uid: int, forked: bool) -> Rlimits:
+    """A kernel's rlimits, computed in the caller before the fork (the kernel
+    starts with the caller's mappings, and sees only its own pid namespace).
+    `forked`: the kernel runs a fork of the caller (the runner), not an exec'd
+    command."""
+    # Without a cgroup, rlimits are all we have (README: the none layout). They are
+    # weaker: RLIMIT_AS counts address space, not memory in use, and RLIMIT_NPROC
+    # counts the tasks of the kernel's uid: a kernel may start `pids` tasks beyond
+    # those its uid has when it starts (none, unless a process of a kernel that had
+    # it before has outlived it).
+    weak = not has_cgroup
+    address_space = nproc = None
+    if weak and spec.memory_bytes:
+        # A runner is a fork of the zygote and starts with its mappings: the limit
+        # is on what the kernel maps beyond them. A command is exec'd and starts afresh.
+        address_space = spec.memory_bytes + (_address_space() if forked else 0)
+    if weak and spec.pids:
+        nproc = spec.pids + _tasks_of(uid)
+    return Rlimits(
+        nofile=spec.nofile,
+        fsize=spec.fsize_bytes,
+        cpu_seconds=int(spec.cpu_time + 0.999) if spec.cpu_time else None,
+        address_space=address_space,
+        nproc=nproc,
+    )
+
+
+def _tasks_of(uid: int) -> int:
+    """Tasks of the processes whose real uid is `uid`: what RLIMIT_NPROC counts."""
+    return sum(threads for _pid, owner, threads in kernel_uids.process_uids() if owner == uid)
+
+
+def _address_space() -> int:
+    """This process's mapped address space, bytes (VmSize)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
@@ -49,8 +91,8 @@ def drop_privileges(uid: int, gid: int, limits: Rlimits, real_gid: int | None = 
     set rlimits and no_new_privs."""
     _apply_rlimits(limits)
     for cap in range(_last_cap() + 1):
-        sc.prctl(_PR_CAPBSET_DROP, cap)
-    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+        syscalls.prctl(_PR_CAPBSET_DROP, cap)
+    syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     prctl.cap_inheritable.limit()
     os.setgroups([])
     os.setresgid(gid if real_gid is None else real_gid, gid, gid)

@@ -28,7 +28,7 @@ import os
 import struct
 import sys
 
-import pyseccomp as sc
+import pyseccomp as libseccomp
 
 # Whole syscalls a kernel has no business making.
 DENIED_SYSCALLS: tuple[str, ...] = (
@@ -123,13 +123,13 @@ NETLINK_ROUTE = 0
 ALLOWED_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
-def build_filter() -> sc.SyscallFilter:
+def build_filter() -> libseccomp.SyscallFilter:
     """Return libseccomp's part of the filter (all but the personality guard,
     see `compile_filter`), for a process that has no_new_privs set."""
-    eperm = sc.ERRNO(errno.EPERM)
-    eafnosupport = sc.ERRNO(errno.EAFNOSUPPORT)
-    f = sc.SyscallFilter(sc.ALLOW)
-    f.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    eperm = libseccomp.ERRNO(errno.EPERM)
+    eafnosupport = libseccomp.ERRNO(errno.EAFNOSUPPORT)
+    f = libseccomp.SyscallFilter(libseccomp.ALLOW)
+    f.set_attr(libseccomp.Attr.ACT_BADARCH, libseccomp.KILL_PROCESS)
     for name in DENIED_SYSCALLS:
         try:
             f.add_rule(eperm, name)
@@ -137,26 +137,26 @@ def build_filter() -> sc.SyscallFilter:
             continue  # not a syscall on this architecture / libseccomp version
     # clone3 passes its flags in memory where seccomp cannot read them: ENOSYS
     # makes libc fall back to clone(), whose flags are checked below.
-    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    f.add_rule(libseccomp.ERRNO(errno.ENOSYS), "clone3")
     for flag in CLONE_NAMESPACE_FLAGS:
-        f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+        f.add_rule(eperm, "clone", libseccomp.Arg(0, libseccomp.MASKED_EQ, flag, flag))
     # ioctl compares only the low 32 bits of the request (CVE-2019-10063)
     for request in DENIED_IOCTLS:
-        f.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
+        f.add_rule(eperm, "ioctl", libseccomp.Arg(1, libseccomp.MASKED_EQ, 0xFFFFFFFF, request))
     # Families below AF_NETLINK that are not allowed, one rule each (libseccomp
     # takes one comparison per argument and rule), then everything above it.
     # Compared on all 64 bits: a domain with high bits set is refused too.
     for family in range(AF_NETLINK):
         if family not in ALLOWED_FAMILIES:
-            f.add_rule(eafnosupport, "socket", sc.Arg(0, sc.EQ, family))
-    f.add_rule(eafnosupport, "socket", sc.Arg(0, sc.GT, AF_NETLINK))
+            f.add_rule(eafnosupport, "socket", libseccomp.Arg(0, libseccomp.EQ, family))
+    f.add_rule(eafnosupport, "socket", libseccomp.Arg(0, libseccomp.GT, AF_NETLINK))
     f.add_rule(
         eafnosupport,
         "socket",
-        sc.Arg(0, sc.EQ, AF_NETLINK),
-        sc.Arg(2, sc.NE, NETLINK_ROUTE),
+        libseccomp.Arg(0, libseccomp.EQ, AF_NETLINK),
+        libseccomp.Arg(2, libseccomp.NE, NETLINK_ROUTE),
     )
-    f.add_rule(eafnosupport, "socketpair", sc.Arg(0, sc.NE, AF_UNIX))
+    f.add_rule(eafnosupport, "socketpair", libseccomp.Arg(0, libseccomp.NE, AF_UNIX))
     return f
 
 
@@ -197,8 +197,8 @@ def personality_guard() -> bytes:
     jumps are relative and forward only, so libseccomp's program appended after
     it runs unchanged. The kernel reads the low 32 bits of the value; a value
     with high bits set is refused."""
-    arch = sc.system_arch()
-    nr = sc.resolve_syscall(arch, "personality")
+    arch = libseccomp.system_arch()
+    nr = libseccomp.resolve_syscall(arch, "personality")
     low, high = (_ARG0, _ARG0 + 4) if sys.byteorder == "little" else (_ARG0 + 4, _ARG0)
     n = len(ALLOWED_PERSONALITIES)
     deny, end = 7 + n, 8 + n  # instruction indices: the deny return, the next program

@@ -7,7 +7,7 @@ once, then starts a kernel per request in about a millisecond.
 
 The spawner knows every kernel, so no kernel is forked from it: before its first
 request it forks the zygote (sandbox.zygote), which knows none, and every kernel
-starts from a spare the zygote forked (process.Spare), ahead of demand or, when
+starts from a spare the zygote forked (sandbox.spare), ahead of demand or, when
 none is ready, at the request.
 
 The spawner runs in its own private mount namespace, so the per-kernel
@@ -47,10 +47,20 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from . import cgroups, environment, kernel_init, kernel_uids, mounts, process, zygote
-from . import syscalls as sc
-from .runner import init as runner_init
-from .runner import protocol, python_repl
+from . import (
+    cgroups,
+    environment,
+    kernel_init_build,
+    kernel_inputs,
+    kernel_start,
+    kernel_uids,
+    mounts,
+    pid_namespace,
+    syscalls,
+    zygote,
+)
+from .runner import forking, protocol, python_repl
+from .spare import Spare
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
 
@@ -71,7 +81,7 @@ class Spawner:
         cgroup_manager: cgroups.CgroupManager,
         scratch: str,
         spares: int = 0,
-        start_timeout: float = process.START_TIMEOUT,
+        start_timeout: float = kernel_start.START_TIMEOUT,
         uids: kernel_uids.UidRange = kernel_uids.DEFAULT_RANGE,
     ) -> None:
         self.cgroups = cgroup_manager
@@ -80,46 +90,46 @@ class Spawner:
         self.uids = kernel_uids.UidAllocator(uids)
         self.kernels: dict[str, _Kernel] = {}
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
-        self.env = process.Environment.prepare(
+        self.env = kernel_inputs.Environment.prepare(
             scratch,
             layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
             server_mode=True,
         )
-        # Kept ready when there are cgroups to move into (process.Spare); a cgroup is
+        # Kept ready when there are cgroups to move into (sandbox.spare); a cgroup is
         # made for a spare before anyone knows which kernel it will be, so cgroups
         # are named k0, k1, ... (ask `stats` for a kernel's), not after kernels.
         self.spares_wanted = spares if self.env.layout_has_cgroup else 0
-        self.spares: list[process.Spare] = []
+        self.spares: list[Spare] = []
         self._cgroup_names = (f"k{n}" for n in itertools.count())
         self.zygote: zygote.Zygote | None = None  # fork_zygote, before any request
 
     def fork_zygote(self) -> None:
         """Fork the process every kernel comes from (sandbox.zygote), while this one
         has served no request and knows no kernel."""
-        init = self.env.kernel_init
-        self.zygote = zygote.Zygote.fork(self.env, keep=(init.binary_fd, init.helper_fd))
+        program = self.env.kernel_init
+        self.zygote = zygote.Zygote.fork(self.env, keep=(program.binary_fd, program.helper_fd))
 
     # -- requests -------------------------------------------------------------
 
     def spawn(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> tuple[int, socket.socket]:
         if kernel_id in self.kernels:
             raise SpecError(f"id: kernel {kernel_id} already exists")
-        if spec.pids and spec.pids < process.SERVER_TASKS:
-            raise process.KernelStartError(
-                f"kernel setup failed at runner: a kernel needs {process.SERVER_TASKS} "
+        if spec.pids and spec.pids < kernel_start.SERVER_TASKS:
+            raise kernel_start.KernelStartError(
+                f"kernel setup failed at runner: a kernel needs {kernel_start.SERVER_TASKS} "
                 f"processes (its pid 1 and runner), and its pids limit is {spec.pids}"
             )
         try:
             uid = self.uids.take(kernel_id)
         except kernel_uids.UidsExhausted as e:
-            raise process.KernelStartError(f"kernel setup failed at uid: {e}") from e
-        payload = process.Payload(uid)
+            raise kernel_start.KernelStartError(f"kernel setup failed at uid: {e}") from e
+        payload = kernel_inputs.Payload(uid)
         work = None
         try:
             work = self._work_dir(kernel_id, spec, keep_work, uid)
             try:
                 pid, cgroup, host_end = self._start(spec, work, payload, self._take_spare())
-            except process.SpareLost as e:
+            except kernel_start.SpareLost as e:
                 print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
                       "from a new one", file=sys.stderr, flush=True)  # fmt: skip
                 pid, cgroup, host_end = self._start(spec, work, payload, None)
@@ -127,7 +137,7 @@ class Spawner:
             if not keep_work:
                 if work is not None:
                     self._remove_work(work)
-                if isinstance(e, process.KernelStartError) and e.undead:
+                if isinstance(e, kernel_start.KernelStartError) and e.undead:
                     self.uids.detach(kernel_id)  # freed once the undead pid 1 is reaped
                 else:
                     self.uids.release(kernel_id)
@@ -136,11 +146,11 @@ class Spawner:
         self.kernels[kernel_id] = _Kernel(pid, cgroup, work, uid)
         return pid, host_end
 
-    def _take_spare(self) -> process.Spare | None:
+    def _take_spare(self) -> Spare | None:
         """The oldest spare, if any is ready."""
         return self.spares.pop(0) if self.spares else None
 
-    def _new_spare(self, limits: cgroups.CgroupLimits) -> process.Spare:
+    def _new_spare(self, limits: cgroups.CgroupLimits) -> Spare:
         """A spare from the zygote, in a new cgroup with `limits`."""
         cgroup = self.cgroups.create(next(self._cgroup_names), limits)
         try:
@@ -150,7 +160,7 @@ class Spawner:
             raise
 
     def _start(
-        self, spec: KernelSpec, work: str, payload: process.Payload, spare: process.Spare | None
+        self, spec: KernelSpec, work: str, payload: kernel_inputs.Payload, spare: Spare | None
     ) -> tuple[int, cgroups.KernelCgroup, socket.socket]:
         """Start a kernel from the spare, or from a new one made now (every kernel
         comes from the zygote). Leaves nothing behind when it fails (the work
@@ -160,23 +170,23 @@ class Spawner:
             try:
                 spare = self._new_spare(limits)
             except (OSError, cgroups.CgroupError) as e:
-                raise process.KernelStartError(f"kernel setup failed at spare: {e}") from e
+                raise kernel_start.KernelStartError(f"kernel setup failed at spare: {e}") from e
         else:
             try:
                 spare.cgroup.set_limits(limits)
             except cgroups.CgroupError as e:
                 self._drop_spare(spare)
-                raise process.SpareLost(f"its cgroup: {e}") from e
+                raise kernel_start.SpareLost(f"its cgroup: {e}") from e
         cgroup = spare.cgroup
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            started = process.start_kernel(
+            started = kernel_start.start_kernel(
                 self.env, spec, work, cgroup, payload,
                 host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
             )  # fmt: skip
         except BaseException as e:
             host_end.close()
-            undead = e.undead if isinstance(e, process.KernelStartError) else None
+            undead = e.undead if isinstance(e, kernel_start.KernelStartError) else None
             if undead is None:
                 cgroup.remove()
             else:  # as for a destroy (see there): its cgroup goes once it is reaped
@@ -195,11 +205,11 @@ class Spawner:
         is reaped (see reap): the spawner must stay responsive for every other kernel."""
         kernel = self.kernels.pop(kernel_id)
         if kernel.status is None:  # once reaped, its pid may be another process's
-            process.kill_kernel(kernel.pid)
+            pid_namespace.kill_kernel(kernel.pid)
         try:
             kernel.cgroup.remove()
             if kernel.status is None:
-                kernel.status = process.wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
+                kernel.status = pid_namespace.wait_for_exit(kernel.pid, cgroups.KILL_TIMEOUT)
             if kernel.status is None:
                 raise cgroups.CgroupError(f"pid {kernel.pid} did not exit")
         except cgroups.CgroupError as e:
@@ -245,7 +255,7 @@ class Spawner:
                 return
 
     @staticmethod
-    def _drop_spare(spare: process.Spare, reaped: bool = False) -> None:
+    def _drop_spare(spare: Spare, reaped: bool = False) -> None:
         """End a spare that will start no kernel, and remove its cgroup."""
         spare.discard(reaped)
         with contextlib.suppress(cgroups.CgroupError):
@@ -258,7 +268,7 @@ class Spawner:
         by_pid = {k.pid: k for k in self.kernels.values()}
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
         spares = {spare.pid: spare for spare in self.spares}
-        for pid, status in runner_init.reap_exited().items():
+        for pid, status in forking.reap_exited().items():
             if self.zygote is not None and pid == self.zygote.pid:
                 self.zygote.status = status
                 print(f"spawner: the zygote exited (status {status}): no kernel can "
@@ -286,7 +296,7 @@ class Spawner:
         for spare in spares:
             spare.discard()
         for spare in spares:  # reaped here: none outlives us, not even as a zombie
-            process.wait_for_exit(spare.pid, cgroups.KILL_TIMEOUT)
+            pid_namespace.wait_for_exit(spare.pid, cgroups.KILL_TIMEOUT)
             with contextlib.suppress(cgroups.CgroupError):
                 spare.cgroup.remove()
         self.reap()  # any kernel that has exited (keeping its status)
@@ -311,20 +321,20 @@ class Spawner:
 
     def _remove_work(self, work: str) -> None:
         with contextlib.suppress(OSError):
-            sc.umount(work)
+            syscalls.umount(work)
         with contextlib.suppress(OSError):
             os.rmdir(work)
 
 
-def _namespace_pids(init_pid: int) -> list[int]:
+def _namespace_pids(pid1: int) -> list[int]:
     """The kernel's pid 1 and every process below it: all of its pid namespace,
     since orphans there are re-parented to that pid 1 (accounting for the none
     layout, which has no cgroup to ask)."""
     import psutil  # only the none layout asks; keeps the spawner's import light
 
     try:
-        init = psutil.Process(init_pid)
-        return [init_pid, *(p.pid for p in init.children(recursive=True))]
+        children = psutil.Process(pid1).children(recursive=True)
+        return [pid1, *(p.pid for p in children)]
     except psutil.NoSuchProcess:
         return []
 
@@ -387,7 +397,7 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
             _reply(conn, {"ok": False, "kind": "bad-request", "error": f"unknown op {op!r}"})
     except SpecError as e:
         _reply(conn, {"ok": False, "kind": "bad-request", "error": str(e)})
-    except process.KernelStartError as e:
+    except kernel_start.KernelStartError as e:
         _reply(conn, {"ok": False, "kind": "start-failed", "error": str(e)})
 
 
@@ -438,7 +448,7 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
 
 SCRATCH_PREFIX = "sandbox-spawner-"
 WORK_ROOT = "work"  # under the scratch directory: mounts.make_work_root
-DEFAULT_SPARES = 2  # process.Spare: kept ready to start kernels from
+DEFAULT_SPARES = 2  # Spare: kept ready to start kernels from
 
 
 def _sweep_stale_scratch(root: str) -> None:
@@ -456,13 +466,13 @@ def _sweep_stale_scratch(root: str) -> None:
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
     [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L]`, FD connected to
-    the server; N process.Spare kept ready (DEFAULT_SPARES), S seconds before a
-    kernel start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
+    the server; N spares kept ready (DEFAULT_SPARES), S seconds before a kernel
+    start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
     layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
     parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
-    parser.add_argument("--start-timeout", type=float, default=process.START_TIMEOUT)
+    parser.add_argument("--start-timeout", type=float, default=kernel_start.START_TIMEOUT)
     uids = kernel_uids.UidRange.parse
     parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
     layouts = ["auto", *(layout.value for layout in cgroups.Layout)]
@@ -471,20 +481,21 @@ def main() -> None:
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
-    process.become_subreaper()
-    sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    pid_namespace.become_subreaper()
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     tmp = environment.tmpdir_from_environment()
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
     os.mkdir(scratch, 0o700)
-    sc.mount("tmpfs", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=64m,mode=700")
+    syscalls.mount(
+        "tmpfs", scratch, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64m,mode=700"
+    )
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
-            manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
-            spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)
-        except kernel_init.BuildError as e:  # the host lacks a C compiler or libc.a
+            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
+        except kernel_init_build.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return
         # Every kernel is a fork of this process: what every python3 kernel does
@@ -499,7 +510,7 @@ def main() -> None:
         serve(conn, spawner)
     finally:
         with contextlib.suppress(OSError):
-            sc.umount(scratch)
+            syscalls.umount(scratch)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

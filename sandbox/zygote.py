@@ -10,7 +10,7 @@ at its start, before it has seen any request, from a minimal environment
 seccomp filter, the root skeleton and kernel-init, and nothing else, and it is
 never told anything about a kernel.
 
-Asked for a spare, it forks one (process.fork_spare) with clone(CLONE_PARENT):
+Asked for a spare, it forks one (spare.fork_spare) with clone(CLONE_PARENT):
 the spare is the spawner's child, so the spawner reaps it as before, and the
 zygote never learns even its pid (the spawner reads it from the spare's first
 message). The spare's cgroup comes as open directories, not paths.
@@ -31,10 +31,10 @@ import socket
 
 import prctl
 
-from . import process
-from . import syscalls as sc
+from . import kernel_inputs, pid_namespace, syscalls
 from .cgroups import KernelCgroup
-from .runner import init as runner_init
+from .runner import forking
+from .spare import Spare, fork_spare
 
 _REQUEST = b"spare"
 _MAX_FDS = 8  # a cgroup's directories: one per hierarchy
@@ -53,12 +53,12 @@ class Zygote:
         self._sock = sock
 
     @classmethod
-    def fork(cls, env: process.Environment, keep: tuple[int, ...] = ()) -> Zygote:
+    def fork(cls, env: kernel_inputs.Environment, keep: tuple[int, ...] = ()) -> Zygote:
         """Fork the zygote now (before any request: see the module's docstring).
         The caller must be single-threaded. In the zygote every fd is closed but
         stdio, its socket and `keep` (what spares need: kernel-init's fds)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = runner_init.lean_fork()
+        pid = forking.lean_fork()
         if pid == 0:
             try:
                 _zygote_main(env, theirs.detach(), keep)
@@ -67,7 +67,7 @@ class Zygote:
         theirs.close()
         return cls(pid, ours)
 
-    def spare(self, cgroup: KernelCgroup, timeout: float) -> process.Spare:
+    def spare(self, cgroup: KernelCgroup, timeout: float) -> Spare:
         """A new spare in `cgroup`, our child (ZygoteError if none could be made;
         OSError if it died at once or did not say hello within `timeout` s)."""
         dirs = cgroup.open_dirs()
@@ -86,23 +86,23 @@ class Zygote:
                 os.close(fd)
             detail = reply.decode(errors="replace") or "the zygote is gone"
             raise ZygoteError(0, detail)
-        return process.Spare.adopt(cgroup, fds[0], fds[1], timeout)
+        return Spare.adopt(cgroup, fds[0], fds[1], timeout)
 
     def close(self, timeout: float) -> None:
         """End the zygote and reap it (unless the spawner's reaper has: `status`)."""
         self._sock.close()
-        if self.status is None and process.wait_for_exit(self.pid, timeout) is None:
-            process.kill_kernel(self.pid)
-            process.wait_for_exit(self.pid, timeout)
+        if self.status is None and pid_namespace.wait_for_exit(self.pid, timeout) is None:
+            pid_namespace.kill_kernel(self.pid)
+            pid_namespace.wait_for_exit(self.pid, timeout)
 
 
-def _zygote_main(env: process.Environment, fd: int, keep: tuple[int, ...]) -> None:
+def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...]) -> None:
     """Runs in the zygote. Never returns."""
-    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
     prctl.set_name("sandbox-zygote")
-    runner_init.close_fds_from(3, keep=(fd, *keep))
+    forking.close_fds_from(3, keep=(fd, *keep))
     sock = socket.socket(fileno=fd)
     while True:
         try:
@@ -114,7 +114,7 @@ def _zygote_main(env: process.Environment, fd: int, keep: tuple[int, ...]) -> No
         try:
             if request != _REQUEST:
                 raise ValueError(f"unknown request {request[:32]!r}")
-            conn, status_r = process.fork_spare(env, tuple(dirs))
+            conn, status_r = fork_spare(env, tuple(dirs))
         except Exception as e:  # answered, never fatal: the zygote serves every kernel
             with contextlib.suppress(OSError):
                 sock.send(f"error: no spare: {e}".encode()[:4096])

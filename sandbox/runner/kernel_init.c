@@ -2,13 +2,14 @@
  * kernel-init: pid 1 of a kernel in server mode, the relay between the host and
  * the runner.
  *
- * B (sandbox/process.py) builds the kernel, forks the runner ("C", a fork of
- * the spawner's Python: sandbox/runner/init.py) and then execs this program in
- * its own place (init.Runner.serve). A Python pid 1 held about 2.5 MiB of pages
- * of its own in every kernel, idle or not; this one holds a few.
+ * The process that becomes pid 1 (sandbox/pid1.py) builds the kernel, forks the
+ * runner (a fork of the zygote's Python: sandbox/runner/forking.py) and then
+ * execs this program in its own place (forking.Runner.serve). A Python pid 1
+ * held about 2.5 MiB of pages of its own in every kernel, idle or not; this
+ * one holds a few.
  *
- *     host socket  <->  kernel-init  <->  C: fd 3 (control socket, framed)
- *                           ^  ^-------  C: fd 1, fd 2 (pipes; only we read them)
+ *     host socket  <->  kernel-init  <->  runner: fd 3 (control socket, framed)
+ *                           ^  ^-------  runner: fd 1, fd 2 (pipes; only we read them)
  *                           `--------->  file helper (python3 -I -S, on demand)
  *
  * Frames (sandbox/runner/protocol.py): an 8-byte header, two big-endian u32
@@ -18,17 +19,18 @@
  *             kernel -> host: a frame pid 1 made (a file operation's "reply",
  *             "exited"). The host believes those two events only with it.
  *   INTERRUPT host -> kernel: SIGINT the runner's process group.
- * Host frames without flags go to C as they are. C is untrusted (user code
- * can write anything to fd 3): a frame from C with a flag, or over the size
- * limits, or C closing fd 3 is a protocol violation: C's process group is
- * killed and the kernel ends with "exited" once C is reaped. The JSON of C's
- * frames is not parsed here; the host checks it.
+ * Host frames without flags go to the runner as they are. The runner is
+ * untrusted (user code can write anything to fd 3): a frame from it with a
+ * flag, or over the size limits, or its closing fd 3 is a protocol violation:
+ * the runner's process group is killed and the kernel ends with "exited" once
+ * the runner is reaped. The JSON of the runner's frames is not parsed here;
+ * the host checks it.
  *
- * Order of output: before each frame from C is forwarded, the pipes are
- * drained (their data goes first, as "stdout"/"stderr" frames), and each frame
- * is acknowledged to C with {"op":"ack"}; C's writes wait for that ack (see
- * runner/channel.py), so nothing C writes to a pipe after a frame can be
- * drained ahead of it.
+ * Order of output: before each frame from the runner is forwarded, the pipes
+ * are drained (their data goes first, as "stdout"/"stderr" frames), and each
+ * frame is acknowledged to the runner with {"op":"ack"}; its writes wait for
+ * that ack (see runner/channel.py), so nothing the runner writes to a pipe
+ * after a frame can be drained ahead of it.
  *
  * File operations run in a helper, `PYTHON -I -S /proc/self/fd/4 WORK_DIR`
  * (fd 4: the zip of runner/files.py and its __main__), started at the first
@@ -40,17 +42,17 @@
  * Anything else: the helper is killed, and its requests fail. If it cannot start or dies with requests
  * outstanding, each of those gets an error reply from here.
  *
- * When C exits: what it left in fd 3 and the pipes is forwarded, then
+ * When the runner exits: what it left in fd 3 and the pipes is forwarded, then
  * {"ev":"exited","status":<wait status>}, and we exit; the pid namespace takes
  * everything else down. When the host socket closes we exit at once.
  *
- * Usage: kernel-init C_PID PYTHON WORK_DIR STATUS_FD
- *   fds: 3 host socket, 5 C's control socket, 6 C's stdout pipe, 7 its stderr
+ * Usage: kernel-init RUNNER_PID PYTHON WORK_DIR STATUS_FD
+ *   fds: 3 host socket, 5 the runner's control socket, 6 its stdout pipe, 7 its stderr
  *   pipe, 8 the helper's zip; STATUS_FD (or -1): "ok\n" is written to it and
  *   it is closed once we run (the spawner's sign that the kernel started).
  *
  * Standard C library only: this runs inside the kernel. Built (static) by
- * sandbox/kernel_init.py.
+ * sandbox/kernel_init_build.py.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -97,13 +99,13 @@ struct buf {
     size_t start, end, cap;
 };
 
-static pid_t c_pid;
-static int c_reading = 1; /* 0 after a protocol violation or EOF on fd 3 */
-static int c_status = -1; /* wait status once C is reaped */
-static int c_reaped;
+static pid_t runner_pid;
+static int runner_reading = 1; /* 0 after a protocol violation or EOF on fd 3 */
+static int runner_status = -1; /* wait status once the runner is reaped */
+static int runner_reaped;
 static int pipes[2] = {OUT_FD, ERR_FD}; /* -1 once closed */
 static const char *const pipe_names[2] = {"stdout", "stderr"};
-static struct buf host_in, c_in, c_out, helper_in, helper_out;
+static struct buf host_in, runner_in, runner_out, helper_in, helper_out;
 
 static const char *python, *work_dir;
 static pid_t helper_pid;
@@ -116,8 +118,8 @@ static struct timespec helper_idle_since;
 
 static void die(const char *what) {
     dprintf(2, "kernel-init: %s: %s\n", what, strerror(errno));
-    if (c_pid > 0)
-        kill(-c_pid, SIGKILL);
+    if (runner_pid > 0)
+        kill(-runner_pid, SIGKILL);
     _exit(125);
 }
 
@@ -217,7 +219,7 @@ static long ms_since(const struct timespec *t) {
 /* -- the host ----------------------------------------------------------------- */
 
 static _Noreturn void host_gone(void) {
-    kill(-c_pid, SIGKILL);
+    kill(-runner_pid, SIGKILL);
     _exit(0);
 }
 
@@ -293,63 +295,63 @@ static void drain_pipes(void) {
             read_pipe(p[k].fd == OUT_FD ? 0 : 1, DRAIN_LIMIT);
 }
 
-/* -- C ------------------------------------------------------------------------ */
+/* -- the runner --------------------------------------------------------------- */
 
 static void violation(void) {
-    kill(-c_pid, SIGKILL);
-    c_reading = 0;
-    c_out.start = c_out.end = 0;
+    kill(-runner_pid, SIGKILL);
+    runner_reading = 0;
+    runner_out.start = runner_out.end = 0;
 }
 
-static void flush_c(void) {
-    if (buf_flush(&c_out, CTL_FD) < 0) /* C closed its end or died; reaping will tell */
-        c_out.start = c_out.end = 0;
+static void flush_runner(void) {
+    if (buf_flush(&runner_out, CTL_FD) < 0) /* it closed its end or died; reaping will tell */
+        runner_out.start = runner_out.end = 0;
 }
 
-/* Take what C sent and forward each whole frame after the pipe data before it.
+/* Take what the runner sent and forward each whole frame after the pipe data before it.
  * Returns 0 when there was nothing more to read. */
-static int read_c(int final) {
-    ssize_t n = buf_read(&c_in, CTL_FD, 4 * READ_CHUNK);
+static int read_runner(int final) {
+    ssize_t n = buf_read(&runner_in, CTL_FD, 4 * READ_CHUNK);
     if (n < 0)
         return 0;
     if (n == 0) {
         if (!final)
             violation();
-        c_reading = 0;
+        runner_reading = 0;
         return 0;
     }
     for (;;) {
         uint32_t jword, blen;
-        long total = frame_at(&c_in, &jword, &blen);
+        long total = frame_at(&runner_in, &jword, &blen);
         if (total < 0 || (total > 0 && (jword & FLAGS))) {
             if (!final)
                 violation();
-            c_reading = 0;
+            runner_reading = 0;
             return 0;
         }
         if (total == 0)
             break;
         drain_pipes();
-        buf_add(&c_out, ACK, ACK_SIZE);
-        flush_c(); /* let C go on while the host write below may block */
-        to_host(c_in.data + c_in.start, (size_t)total);
-        buf_take(&c_in, (size_t)total);
+        buf_add(&runner_out, ACK, ACK_SIZE);
+        flush_runner(); /* let the runner go on while the host write below may block */
+        to_host(runner_in.data + runner_in.start, (size_t)total);
+        buf_take(&runner_in, (size_t)total);
     }
     return 1;
 }
 
-/* C is gone: forward what it left behind, report its status, exit. */
+/* The runner is gone: forward what it left behind, report its status, exit. */
 static _Noreturn void finish(void) {
-    for (int i = 0; c_reading && i < 64; i++) /* bounded: a grandchild may still spam fd 3 */
-        if (!read_c(1))
+    for (int i = 0; runner_reading && i < 64; i++) /* bounded: a grandchild may still spam fd 3 */
+        if (!read_runner(1))
             break;
     for (int i = 0; i < 2; i++)
         if (pipes[i] >= 0)
             read_pipe(i, DRAIN_LIMIT);
     char json[64];
-    snprintf(json, sizeof json, "{\"ev\":\"exited\",\"status\":%d}", c_status);
+    snprintf(json, sizeof json, "{\"ev\":\"exited\",\"status\":%d}", runner_status);
     to_host_pid1(json);
-    kill(-c_pid, SIGKILL);
+    kill(-runner_pid, SIGKILL);
     _exit(0);
 }
 
@@ -480,7 +482,7 @@ static void read_helper(void) {
     }
 }
 
-/* -- host -> C, and the rest --------------------------------------------------- */
+/* -- host -> runner, and the rest --------------------------------------------- */
 
 static void read_host(void) {
     ssize_t n = buf_read(&host_in, HOST_FD, 4 * READ_CHUNK);
@@ -497,23 +499,23 @@ static void read_host(void) {
             break;
         const char *frame = host_in.data + host_in.start;
         if (jword & INTERRUPT)
-            kill(-c_pid, SIGINT);
+            kill(-runner_pid, SIGINT);
         else if (jword & FOR_PID1)
             file_op(frame, (size_t)total);
-        else if (c_reading)
-            buf_add(&c_out, frame, (size_t)total);
+        else if (runner_reading)
+            buf_add(&runner_out, frame, (size_t)total);
         buf_take(&host_in, (size_t)total);
     }
-    flush_c();
+    flush_runner();
 }
 
 static void reap(void) {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == c_pid) {
-            c_status = status;
-            c_reaped = 1;
+        if (pid == runner_pid) {
+            runner_status = status;
+            runner_reaped = 1;
         } else if (pid == helper_pid) {
             helper_pid = 0;
             if (helper_fd >= 0)
@@ -530,7 +532,7 @@ int main(int argc, char **argv) {
     /* Not dumpable: user code runs as our uid, and /proc/1/mem would be its way in. */
     prctl(PR_SET_DUMPABLE, 0);
     prctl(PR_SET_NAME, "kernel-init");
-    c_pid = atoi(argv[1]);
+    runner_pid = atoi(argv[1]);
     python = argv[2];
     work_dir = argv[3];
     int status_fd = atoi(argv[4]);
@@ -562,14 +564,15 @@ int main(int argc, char **argv) {
 
     for (;;) {
         reap();
-        if (c_reaped)
+        if (runner_reaped)
             finish();
         struct pollfd p[6];
         nfds_t n = 0;
         p[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = HOST_FD, .events = POLLIN};
-        short c_events = (short)((c_reading ? POLLIN : 0) | (buf_len(&c_out) ? POLLOUT : 0));
-        p[n++] = (struct pollfd){.fd = c_events ? CTL_FD : -1, .events = c_events};
+        short runner_events =
+            (short)((runner_reading ? POLLIN : 0) | (buf_len(&runner_out) ? POLLOUT : 0));
+        p[n++] = (struct pollfd){.fd = runner_events ? CTL_FD : -1, .events = runner_events};
         for (int i = 0; i < 2; i++)
             p[n++] = (struct pollfd){.fd = pipes[i], .events = POLLIN};
         int timeout = -1;
@@ -597,9 +600,9 @@ int main(int argc, char **argv) {
                 ;
         }
         if (p[2].revents & POLLOUT)
-            flush_c();
+            flush_runner();
         if (p[2].revents & (POLLIN | POLLHUP | POLLERR))
-            read_c(0);
+            read_runner(0);
         for (int i = 0; i < 2; i++)
             if (p[3 + i].revents && pipes[i] >= 0)
                 read_pipe(i, READ_CHUNK);

@@ -1,6 +1,6 @@
 """The runner's main loop: ops from the host in, events out (see `protocol`).
 
-`serve(fd)` is what pid 1 calls in the runner process (`init.fork_runner`
+`serve(fd)` is what pid 1 calls in the runner process (`forking.fork_runner`
 with `child_main=serve`). It is single-threaded: the host's interrupt reaches it
 as a SIGINT from pid 1, which `channel.InterruptGate` turns into a
 KeyboardInterrupt while user code runs and ignores otherwise.

@@ -1,5 +1,5 @@
 """Spares: processes the spawner forks ahead of demand, each already in a fresh
-cgroup, that kernels start from (sandbox.process.Spare)."""
+cgroup, that kernels start from (sandbox.spare.Spare)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from harness import (
     zombie,
 )
 
-from sandbox import cgroups, process
+from sandbox import cgroups, kernel_inputs, kernel_start
 from sandbox.kernel_uids import DEFAULT_RANGE
 from sandbox.zygote import Zygote
 
@@ -160,18 +160,18 @@ def test_a_kernel_given_to_a_dead_spare_fails_as_spare_lost(tmp_path):
     if not HAS_CGROUPS:
         pytest.skip("no spares without cgroups")
     manager = cgroups.detect()
-    env = process.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
+    env = kernel_inputs.Environment.prepare(str(tmp_path), layout_has_cgroup=True, server_mode=True)
     cgroup = manager.create("spare-lost", cgroups.CgroupLimits.unlimited())
-    init = env.kernel_init
-    zygote = Zygote.fork(env, keep=(init.binary_fd, init.helper_fd))
+    program = env.kernel_init
+    zygote = Zygote.fork(env, keep=(program.binary_fd, program.helper_fd))
     try:
-        spare = zygote.spare(cgroup, process.START_TIMEOUT)  # our child, as the spawner's
+        spare = zygote.spare(cgroup, kernel_start.START_TIMEOUT)  # our child, as the spawner's
         os.kill(spare.pid, signal.SIGKILL)
         host_end, kernel_end = socket.socketpair()
-        with host_end, kernel_end, pytest.raises(process.SpareLost):
-            process.start_kernel(
-                env, kernel_spec(), str(tmp_path), cgroup, process.Payload(DEFAULT_RANGE.first),
-                host_sock=kernel_end, spare=spare,
+        with host_end, kernel_end, pytest.raises(kernel_start.SpareLost):
+            kernel_start.start_kernel(
+                env, kernel_spec(), str(tmp_path), cgroup,
+                kernel_inputs.Payload(DEFAULT_RANGE.first), host_sock=kernel_end, spare=spare,
             )  # fmt: skip
         assert not psutil.pid_exists(spare.pid)  # reaped by start_kernel
     finally:

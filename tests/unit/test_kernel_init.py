@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox import kernel_init
+from sandbox import kernel_init_build
 from sandbox.runner import files, protocol
 
 
 def test_a_build_is_compiled_once_and_opened(tmp_path) -> None:
-    path, fd = kernel_init.build(str(tmp_path))
-    again, fd2 = kernel_init.build(str(tmp_path))
+    path, fd = kernel_init_build.build(str(tmp_path))
+    again, fd2 = kernel_init_build.build(str(tmp_path))
     try:
         assert again == path and os.path.basename(path).startswith("kernel-init-")
         assert os.stat(fd).st_ino == os.stat(fd2).st_ino == os.stat(path).st_ino
@@ -36,7 +36,7 @@ def test_a_compile_removes_other_versions_but_not_an_open_one(tmp_path) -> None:
     kept = os.open(older, os.O_RDONLY)  # as a spawner started on that version holds it
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("not ours")
-    path, fd = kernel_init.build(str(tmp_path))
+    path, fd = kernel_init_build.build(str(tmp_path))
     try:
         assert sorted(os.listdir(tmp_path)) == [os.path.basename(path), "notes.txt"]
         run = subprocess.run(["/bin/sh", f"/proc/self/fd/{kept}"], pass_fds=[kept], text=True,
@@ -57,14 +57,14 @@ def test_a_compile_removes_other_versions_but_not_an_open_one(tmp_path) -> None:
 LAUNCHER = """
 import os, sys, time
 binary, helper, work, host, ctl, out, err, zip_fd = sys.argv[1:]
-c = os.fork()
-if c == 0:  # C, the runner: waits to be killed
+runner = os.fork()
+if runner == 0:  # the runner: waits to be killed
     os.setpgid(0, 0)
     time.sleep(60)
     os._exit(0)
 for fd, target in ((host, 3), (ctl, 5), (out, 6), (err, 7), (zip_fd, 8)):
     os.dup2(int(fd), target)
-os.execv(binary, [binary, str(c), helper, work, "-1"])
+os.execv(binary, [binary, str(runner), helper, work, "-1"])
 """
 
 HELPER = """#!/usr/bin/python3
@@ -84,7 +84,7 @@ while True:
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory) -> Iterator[str]:
-    path, fd = kernel_init.build(str(tmp_path_factory.mktemp("cache")))
+    path, fd = kernel_init_build.build(str(tmp_path_factory.mktemp("cache")))
     os.close(fd)
     yield path
 
@@ -123,7 +123,7 @@ def forwarded(binary: str, tmp_path, reply: bytes) -> tuple[bool, dict]:
         message = protocol.decode_body(body[: jword & ~protocol.FLAGS])
         return bool(jword & protocol.FOR_PID1), message
     finally:
-        host.close()  # kernel-init exits at once, and kills C
+        host.close()  # kernel-init exits at once, and kills the runner
         proc.wait(10)
         ctl.close()
         os.close(out_w)

@@ -1,8 +1,8 @@
-"""The in-kernel runner without namespaces: pid 1 (init) + the python3 REPL.
+"""The in-kernel runner without namespaces: pid 1 (kernel-init) + the python3 REPL.
 
 Each test forks a process that plays pid 1 (PR_SET_CHILD_SUBREAPER makes
 orphans come back to it, as they would to the real pid 1) and calls
-`init.fork_runner` with `main.serve` as the runner. The test is the host: it
+`forking.fork_runner` with `main.serve` as the runner. The test is the host: it
 speaks protocol frames over the other end of a socketpair.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import pytest
 from harness import alive, wait_until
 
-from sandbox import kernel_init
-from sandbox.runner import init, main, protocol
+from sandbox import kernel_init_build
+from sandbox.runner import forking, main, protocol
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -124,20 +124,20 @@ class Run:
         return items
 
 
-_programs: list[kernel_init.KernelInit] = []
+_programs: list[kernel_init_build.KernelInit] = []
 
 
-def _kernel_init() -> kernel_init.KernelInit:
+def _kernel_init() -> kernel_init_build.KernelInit:
     """kernel-init and a helper zip, made once for this module."""
     if not _programs:
-        _programs.append(kernel_init.prepare())
+        _programs.append(kernel_init_build.prepare())
     return _programs[0]
 
 
 class Kernel:
     """A forked pid-1 stand-in running the python3 runner, seen from the host side:
     the test's process forks, becomes a subreaper, forks the runner and execs
-    kernel-init, as B does in a real kernel.
+    kernel-init, as pid 1 does in a real kernel.
 
     work_dir: the root of pid 1's file operations and the runner's batch steps.
     """
@@ -150,12 +150,12 @@ class Kernel:
             try:
                 host.close()
                 _become_subreaper()
-                program = init.InitProgram(built.binary_fd, built.helper_fd, built.python)
+                program = forking.KernelInitProgram(built.binary_fd, built.helper_fd, built.python)
                 if work_dir is None:
-                    init.fork_runner(main.serve).serve(kernel.detach(), program)
+                    forking.fork_runner(main.serve).serve(kernel.detach(), program)
                 else:
                     serve = functools.partial(main.serve, work_dir=work_dir)
-                    init.fork_runner(serve).serve(kernel.detach(), program, work_dir=work_dir)
+                    forking.fork_runner(serve).serve(kernel.detach(), program, work_dir=work_dir)
             finally:
                 os._exit(99)
         kernel.close()
@@ -752,14 +752,14 @@ def test_complete_survives_hostile_objects(kernel):
 
 
 def _exec(argv: list[str], send: int | None = None) -> tuple[int, bytes]:
-    """Run exec_as_init in a forked pid-1 stand-in; its exit code and stderr."""
+    """Run run_as_pid1 in a forked pid-1 stand-in; its exit code and stderr."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             os.dup2(w, 2)
             _become_subreaper()
-            init.exec_as_init(argv, {"PATH": "/usr/bin:/bin"}, "/")
+            forking.run_as_pid1(argv, {"PATH": "/usr/bin:/bin"}, "/")
         finally:
             os._exit(99)
     os.close(w)
@@ -773,7 +773,7 @@ def _exec(argv: list[str], send: int | None = None) -> tuple[int, bytes]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             os.waitpid(pid, 0)
-            pytest.fail("exec_as_init did not exit")
+            pytest.fail("run_as_pid1 did not exit")
         os.set_blocking(r, False)
         try:
             err = os.read(r, 4096)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from sandbox.process import wait_for_exit
+from sandbox.pid_namespace import wait_for_exit
 
 
 def test_reaps_a_child_that_exits():

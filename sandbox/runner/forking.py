@@ -1,27 +1,30 @@
-"""Pid 1 of a kernel: the reaper, and in server mode the relay to the host.
+"""Forking inside a kernel: how pid 1 forks the runner and becomes kernel-init
+(server mode) or forks the command and stays its reaper (exec mode).
 
 The isolation library forks a process that becomes pid 1 of the kernel's pid
-namespace ("B"), builds the root, drops privileges, then calls one of:
+namespace (sandbox.pid1), builds the root, drops privileges, then calls one of:
 
 * `fork_runner(child_main)`, then `Runner.serve(host_fd, program)`: server
-  mode. B forks the runner ("C"), then execs kernel-init (kernel_init.c) in its
-  own place, which relays between the host socket and C:
+  mode. Pid 1 forks the runner, then execs kernel-init (kernel_init.c) in its
+  own place, which relays between the host socket and the runner:
 
-      host socket  <->  kernel-init  <->  C: fd 3 (control socket, framed)
-                             ^-------------  C: fd 1, fd 2 (pipes)
+      host socket  <->  kernel-init  <->  runner: fd 3 (control socket, framed)
+                             ^-------------  runner: fd 1, fd 2 (pipes)
 
-  B may fork C before it has a host (a spare), and before either has dropped
-  privileges: child_main(3) then does C's own setup. `Runner.start(message)`
-  sends C one frame first, before any of the host's, to say it may go on.
+  Pid 1 may fork the runner before it has a host (a spare), and before either
+  has dropped privileges: child_main(3) then does the runner's own setup.
+  `Runner.start(message)` sends the runner one frame first, before any of the
+  host's, to say it may go on.
 
-  C sees exactly fds 0 (/dev/null), 1, 2 and 3. Python-level output comes as
-  frames on fd 3; fd-level output (os.write, subprocesses, C extensions) comes
-  through the pipes, and kernel-init keeps the two in order (see kernel_init.c
-  and `channel`). It also does the file operations (through a helper running
-  `files.serve`), the interrupt, and reports C's end with {"ev": "exited"}.
-  Pid 1 is not Python so that an idle kernel holds one Python heap, not two.
+  The runner sees exactly fds 0 (/dev/null), 1, 2 and 3. Python-level output
+  comes as frames on fd 3; fd-level output (os.write, subprocesses, C
+  extensions) comes through the pipes, and kernel-init keeps the two in order
+  (see kernel_init.c and `channel`). It also does the file operations (through
+  a helper running `files.serve`), the interrupt, and reports the runner's end
+  with {"ev": "exited"}. Pid 1 is not Python so that an idle kernel holds one
+  Python heap, not two.
 
-* `exec_as_init(argv, env, cwd)`: exec mode (`sandbox-exec`). Pid 1 forks the
+* `run_as_pid1(argv, env, cwd)`: exec mode (`sandbox-exec`). Pid 1 forks the
   program, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to it, reaps everything, and
   exits with the program's status (128 + n if signal n killed it).
 
@@ -101,7 +104,7 @@ def _reset_signals_for_python() -> None:
 
 
 @dataclass(frozen=True)
-class InitProgram:
+class KernelInitProgram:
     """What pid 1 execs in server mode: kernel-init (runner/kernel_init.c, compiled
     and opened by the host) and its file helper, as fds pid 1 holds."""
 
@@ -111,7 +114,7 @@ class InitProgram:
 
 
 class Runner:
-    """C as pid 1 sees it, between `fork_runner` and `serve`."""
+    """The runner as pid 1 sees it, between `fork_runner` and `serve`."""
 
     def __init__(self, pid: int, ctl_fd: int, out_r: int, err_r: int) -> None:
         self.pid = pid
@@ -120,25 +123,26 @@ class Runner:
         self.err_r = err_r
 
     def alive(self) -> bool:
-        """False once C has exited (left unreaped: kernel-init reports its end)."""
+        """False once the runner has exited (left unreaped: kernel-init reports its end)."""
         try:
             return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
         except ChildProcessError:
             return False
 
     def start(self, message: dict) -> None:
-        """Send C its first frame (child_main reads it from fd 3 before anything else)."""
+        """Send the runner its first frame (child_main reads it from fd 3 before anything
+        else)."""
         protocol.write_all(self.ctl_fd, protocol.encode(message))
 
     def serve(
         self,
         host_fd: int,
-        program: InitProgram,
+        program: KernelInitProgram,
         work_dir: str = files.WORK_DIR,
         status_fd: int | None = None,
     ) -> NoReturn:
-        """Exec kernel-init, which relays between the host and C until either is
-        gone. Raises OSError if it cannot be executed.
+        """Exec kernel-init, which relays between the host and the runner until
+        either is gone. Raises OSError if it cannot be executed.
 
         work_dir is the root of the file operations. kernel-init writes "ok\n" to
         status_fd (if given) and closes it once it runs.
@@ -188,7 +192,7 @@ def lean_fork() -> int:
 
 
 def fork_runner(child_main: Callable[[int], object]) -> Runner:
-    """Fork C, which runs child_main(3) with fds 0-3 set up (see the module's
+    """Fork the runner, which runs child_main(3) with fds 0-3 set up (see the module's
     docstring). Sets pid 1's signals for serving: call it in pid 1 only."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -212,7 +216,7 @@ def fork_runner(child_main: Callable[[int], object]) -> Runner:
 def _become_runner(
     out_w: int, err_w: int, ctl_fd: int, child_main: Callable[[int], object]
 ) -> NoReturn:
-    """In C: its own session (and so process group), signals and fds 0-3, then
+    """In the runner: its own session (and so process group), signals and fds 0-3, then
     run child_main(3)."""
     try:
         _reset_signals_for_python()
@@ -245,7 +249,7 @@ def _become_runner(
 # -- exec mode -------------------------------------------------------------------
 
 
-def exec_as_init(
+def run_as_pid1(
     argv: list[str], env: dict[str, str], cwd: str, pass_fds: Iterable[int] = ()
 ) -> NoReturn:
     """Be pid 1 in exec mode: run argv as a child, forward signals, exit with its status.
@@ -262,13 +266,13 @@ def exec_as_init(
     fd 2 and the exit status is 127.
     """
     try:
-        _exec_as_init(list(argv), dict(env), cwd, tuple(pass_fds))
+        _run_as_pid1(list(argv), dict(env), cwd, tuple(pass_fds))
     except BaseException:
-        _report_crash("sandbox-exec init: ")
+        _report_crash("sandbox-exec pid 1: ")
     os._exit(EXIT_SETUP_FAILED)
 
 
-def _exec_as_init(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]):
+def _run_as_pid1(argv: list[str], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...]):
     waited = {*_FORWARDED, signal.SIGCHLD}
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # never SIG_IGN: that would auto-reap

@@ -1,5 +1,5 @@
-"""Pid 1's program in server mode: kernel-init (runner/kernel_init.c), built on
-the host, and the zip its file helper runs.
+"""Building kernel-init, pid 1's program in server mode (runner/kernel_init.c),
+on the host, and the zip its file helper runs.
 
 The binary is compiled once, static (it runs inside kernels, whose roots bind
 the host's /usr but whose pid 1 should not map a libc it does not need), and
