@@ -494,7 +494,8 @@ def main() -> None:
     try:
         mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
         try:
-            spawner = Spawner(cgroups.detect(), scratch, args.spares, args.start_timeout, args.uids)
+            manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
+            spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)
         except kernel_init_build.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return
