@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 import pytest
-from harness import HAS_CGROUPS, sandbox_cgroup_dirs
+from helpers.harness import HAS_CGROUPS, sandbox_cgroup_dirs
 
 from server.faces.v2 import signing as auth
 

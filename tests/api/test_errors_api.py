@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import KernelRemains, spawner_pid, start_server, stop_server
-from harness import HAS_CGROUPS, alive, wait_until
+from helpers.harness import HAS_CGROUPS, alive, wait_until
 from test_kernels_api import problem
 
 from sandbox.cgroups.sweep import tree_name

@@ -25,7 +25,7 @@ import time
 import psutil
 import pytest
 from conftest import KernelRemains, start_server, stop_server
-from harness import AFTER_THE_QUERY, HAS_CGROUPS, wait_until
+from helpers.harness import AFTER_THE_QUERY, HAS_CGROUPS, wait_until
 from test_kernels_api import problem
 
 from sandbox.kernel_events import RUNNER_JSON_MAX

@@ -13,8 +13,8 @@ import time
 import psutil
 import pytest
 from conftest import KernelRemains, start_server, stop_server
-from harness import HAS_CGROUPS, wait_until
-from harness import frozen as harness_frozen
+from helpers.harness import HAS_CGROUPS, wait_until
+from helpers.harness import frozen as harness_frozen
 from test_kernels_api import problem
 
 pytestmark = pytest.mark.cgroups

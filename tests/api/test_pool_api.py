@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 from conftest import KernelRemains, spawner_pid, start_server, stop_server
-from harness import HAS_CGROUPS
+from helpers.harness import HAS_CGROUPS
 
 MiB = 1024 * 1024
 POOL = 2
