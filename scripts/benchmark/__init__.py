@@ -4,8 +4,8 @@ Method. The script makes a temporary data directory, creates an API keypair in
 it with `sandbox-admin` (concurrency and rate limit high enough never to
 refuse), writes a config raising `max_kernels` (to 2000, or above --density), and starts the server
 as users do, `python -m server`, on a free loopback port. Every server figure is
-measured from the client's side over HTTP: requests signed as server.auth
-verifies them (Sorna v2 headers) on keep-alive connections, timed with
+measured from the client's side over HTTP: requests signed as the v2 face
+(server/faces/v2/signing.py) verifies them (Sorna v2 headers) on keep-alive connections, timed with
 perf_counter from before the request to the end of the response, and their output
 checked. The client shares the machine's cores with the server, as the baselines
 do, so it is kept lean to weigh on the figures as little as it can: a minimal

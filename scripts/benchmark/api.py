@@ -71,7 +71,7 @@ class Api:
         await self.request("DELETE", f"/v2/kernel/{kernel_id}")
 
     async def upload(self, kernel_id: str, name: str, data: bytes) -> None:
-        """multipart/form-data built here; server.auth signs its body as empty."""
+        """multipart/form-data built here; the v2 face signs its body as empty."""
         boundary = uuid.uuid4().hex
         part = f'Content-Disposition: form-data; name="src"; filename="{name}"\r\n'
         body = f"--{boundary}\r\n{part}\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import email.utils
 import time
 
-from server import auth
+from server.faces.v2 import signing as auth
 
 from .services import Server
 
@@ -14,7 +14,7 @@ API_VERSION = "v2.20170315"
 
 
 class Signer:
-    """Request heads (request line and headers) signed as server.auth verifies them.
+    """Request heads (request line and headers) signed as server.faces.v2.signing verifies them.
 
     The Date has whole seconds, so a head is kept per (method, path, content type,
     body) and reused while the second lasts: the same request repeated is signed
