@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from harness import Sandbox  # noqa: E402
+from helpers.harness import Sandbox
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,9 +14,10 @@ import tempfile
 import time
 
 import pytest
-from conftest import KernelRemains, spawner_pid, start_server, stop_server
-from harness import HAS_CGROUPS, alive, wait_until
-from test_kernels_api import problem
+from helpers.api_server import spawner_pid, start_server, stop_server
+from helpers.harness import HAS_CGROUPS, alive, wait_until
+from helpers.kernel_remains import KernelRemains
+from helpers.problems import problem
 
 from sandbox.cgroups.sweep import tree_name
 from server.faces.v2.streams import UNSUPPORTED

@@ -5,21 +5,10 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import uuid
 
 import pytest
-from test_kernels_api import problem
-
-
-def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, data in files:
-        out.write(f"--{boundary}\r\n".encode())
-        out.write(f'Content-Disposition: form-data; name="src"; filename="{name}"\r\n'.encode())
-        out.write(b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+from helpers.multipart import upload
+from helpers.problems import problem
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +17,6 @@ def kid(api_server):
     kernel_id = client.create(token="files-api-kernel").json()["kernelId"]
     yield kernel_id
     client.request("DELETE", f"/v2/kernel/{kernel_id}")
-
-
-def upload(api, kid, files):
-    body, ctype = multipart(files)
-    return api.request("POST", f"/v2/kernel/{kid}/upload", raw=body, content_type=ctype)
 
 
 def test_upload_list_download(api, kid):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import start_server, stop_server
+from helpers.api_server import start_server, stop_server
 
 from sandbox.spec import MiB
 

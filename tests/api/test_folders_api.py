@@ -12,8 +12,8 @@ import tarfile
 import time
 
 import pytest
-from test_files_api import multipart
-from test_kernels_api import problem
+from helpers.multipart import multipart
+from helpers.problems import problem
 
 CLIENT_TIMEOUT = 20  # seconds; a request that hangs on a FIFO would blow through it
 

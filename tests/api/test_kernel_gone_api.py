@@ -24,9 +24,10 @@ import time
 
 import psutil
 import pytest
-from conftest import KernelRemains, start_server, stop_server
-from harness import AFTER_THE_QUERY, HAS_CGROUPS, wait_until
-from test_kernels_api import problem
+from helpers.api_server import start_server, stop_server
+from helpers.harness import AFTER_THE_QUERY, HAS_CGROUPS, wait_until
+from helpers.kernel_remains import KernelRemains
+from helpers.problems import problem
 
 from sandbox.kernel_events import RUNNER_JSON_MAX
 from sandbox.runner.protocol import MAX_JSON

@@ -19,7 +19,7 @@ import textwrap
 
 import psutil
 import pytest
-from conftest import spawner_pid, start_server, stop_server
+from helpers.api_server import spawner_pid, start_server, stop_server
 
 from sandbox.spawner_client import SPAWNER_ENVIRONMENT
 

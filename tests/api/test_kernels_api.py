@@ -7,17 +7,9 @@ import socket
 import sys
 
 import pytest
-from conftest import KernelRemains
-
-PROBS = ("https://api.sorna.io/probs/", "https://api.backend.ai/probs/")
-
-
-def problem(response, status: int, kind: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["type"].startswith(PROBS) and body["type"].endswith("/" + kind), body
-    return body["title"]
+from helpers.api_server import start_server, stop_server
+from helpers.kernel_remains import KernelRemains
+from helpers.problems import problem
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +240,6 @@ def test_unknown_paths_and_methods(api):
 
 
 def test_scripts_run_prints_settings_that_work(tmp_path):
-    from conftest import start_server, stop_server
-
     proc, server = start_server(str(tmp_path / "data"), command=("./scripts/run",))
     try:
         assert server.access_key.startswith("AKIA") and len(server.secret_key) == 40

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from test_files_api import upload
-from test_kernels_api import problem
+from helpers.multipart import upload
+from helpers.problems import problem
 
 from sandbox.kernel_uids import DEFAULT_RANGE
 

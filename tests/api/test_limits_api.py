@@ -12,10 +12,12 @@ import time
 
 import psutil
 import pytest
-from conftest import KernelRemains, start_server, stop_server
-from harness import HAS_CGROUPS, wait_until
-from harness import frozen as harness_frozen
-from test_kernels_api import problem
+from helpers.api_server import start_server, stop_server
+from helpers.harness import HAS_CGROUPS, wait_until
+from helpers.harness import frozen as harness_frozen
+from helpers.kernel_remains import KernelRemains
+from helpers.multipart import multipart
+from helpers.problems import problem
 
 pytestmark = pytest.mark.cgroups
 
@@ -405,8 +407,6 @@ def test_an_unknown_folder_in_mounts_is_folder_not_found(client):
 def test_folder_bytes_quota(client):
     """A folder holds what its image holds (412 once full); the key's folders may
     reserve max_folder_bytes_per_key in all (412 at create)."""
-    from test_files_api import multipart
-
     names = ["quota", "quota2", "quota3"]
     assert client.request("POST", "/v2/folders", {"name": "quota"}).status_code == 201
     try:

@@ -11,8 +11,9 @@ import time
 
 import psutil
 import pytest
-from conftest import KernelRemains, spawner_pid, start_server, stop_server
-from harness import HAS_CGROUPS
+from helpers.api_server import spawner_pid, start_server, stop_server
+from helpers.harness import HAS_CGROUPS
+from helpers.kernel_remains import KernelRemains
 
 MiB = 1024 * 1024
 POOL = 2

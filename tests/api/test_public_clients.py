@@ -15,6 +15,7 @@ import subprocess
 import textwrap
 
 import pytest
+from helpers.multipart import multipart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.join(ROOT, ".venv-clients")
@@ -458,8 +459,6 @@ def test_lcc_shows_a_compile_error(api_server, tmp_path):
 
 def test_sorna_mounts_folders_with_an_alias(api_server, tmp_path):
     """sorna-client 0.9.8's `mounts` (top-level, DOC-v2): `name` and `name:alias`."""
-    from test_files_api import multipart
-
     api = api_server.client()  # the key the client scripts use
     for name, text in (("data", b"from data\n"), ("lib", b"from lib\n")):
         assert api.request("POST", "/v2/folders", {"name": name}).status_code == 201

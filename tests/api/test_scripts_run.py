@@ -10,7 +10,7 @@ import os
 import sqlite3
 import uuid
 
-from conftest import ROOT, start_server, stop_server
+from helpers.api_server import ROOT, start_server, stop_server
 
 from sandbox.kernel_uids import LEGACY_FOLDER_UID
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, start_server, stop_server
+from helpers.api_server import ROOT, start_server, stop_server
 
 from server.faces.v2 import signing as auth
 

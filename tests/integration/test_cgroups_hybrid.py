@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from harness import alive
+from helpers.harness import alive
 
 from sandbox import cgroups
 from sandbox.cgroups import CgroupLimits, Layout

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import HAS_CGROUPS
+from helpers.harness import HAS_CGROUPS
 
 from sandbox.kernel_uids import DEFAULT_RANGE
 

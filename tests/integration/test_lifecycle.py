@@ -10,7 +10,14 @@ import time
 
 import psutil
 import pytest
-from harness import HAS_CGROUPS, Sandbox, alive, kernel_spec, sandbox_cgroup_dirs, wait_until
+from helpers.harness import (
+    HAS_CGROUPS,
+    Sandbox,
+    alive,
+    kernel_spec,
+    sandbox_cgroup_dirs,
+    wait_until,
+)
 
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import MiB

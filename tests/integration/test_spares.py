@@ -10,7 +10,7 @@ import socket
 
 import psutil
 import pytest
-from harness import (
+from helpers.harness import (
     HAS_CGROUPS,
     Sandbox,
     frozen,

@@ -12,7 +12,7 @@ import subprocess
 import textwrap
 
 import pytest
-from harness import kernel_spec
+from helpers.harness import kernel_spec
 
 from sandbox.kernel_uids import DEFAULT_RANGE
 from sandbox.spec import Bind

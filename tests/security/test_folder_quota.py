@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from harness import wait_until
+from helpers.harness import wait_until
 
 from sandbox.folder_images import loops_backing
 from sandbox.spec import MiB

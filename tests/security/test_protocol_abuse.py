@@ -15,7 +15,7 @@ import os
 import time
 
 import pytest
-from harness import AFTER_THE_QUERY, TestKernel, kernel_bounds, kernel_spec, wait_until
+from helpers.harness import AFTER_THE_QUERY, TestKernel, kernel_bounds, kernel_spec, wait_until
 
 from sandbox.kernel import PIECE, QUIET_BYTES, HeldBytes, Kernel, KernelBounds, KernelGone
 from sandbox.kernel_events import EVENT_OVERHEAD

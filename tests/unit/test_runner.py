@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from harness import alive, wait_until
+from helpers.harness import alive, wait_until
 
 from sandbox import kernel_init_build
 from sandbox.runner import forking, main, protocol

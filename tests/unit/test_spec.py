@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import kernel_spec
+from helpers.harness import kernel_spec
 
 from sandbox.spec import Bind, KernelSpec, SpecError, validate_kernel_id
 

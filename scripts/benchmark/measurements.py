@@ -1,0 +1,198 @@
+"""The server figures, each measured from the client's side over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import psutil
+
+from .api import BATCH_BODY, Api
+from .baselines import HELLO_C
+from .ceiling import Footprint, ceiling_note, host_tasks, settled_mem_available
+from .checks import expect
+from .cpu import CpuMeter
+from .figures import (
+    BARE_GCC,
+    BWRAP,
+    CREATE,
+    IDLE_PSS,
+    IDLE_USS,
+    NOOP,
+    QUERY_RT,
+    SERVER_RSS,
+    SPAWNER_RSS,
+    Figure,
+    MiB,
+    Plan,
+    ms_since,
+)
+from .pagemap import kernel_memory
+from .services import Server, rss_mib, spawner_of
+
+POOL_SIZE = 4  # the server's default pool_size, written out so the figures can name it
+CLIENTS = (1, 8, 32)
+COLD_PAUSE = 0.05  # s, untimed, before each spaced cold create
+
+
+async def repeat(action: Callable[[], Awaitable[object]], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        await action()
+        samples.append(ms_since(t))
+    return samples
+
+
+async def measure_queries(api: Api, runs: int) -> list[Figure]:
+    await repeat(api.noop, 10)  # warm: the connection, the server's first calls
+    noop = await repeat(api.noop, runs)
+    kernel_id = await api.create()
+    await repeat(lambda: api.query(kernel_id), 10)
+    queries = await repeat(lambda: api.query(kernel_id), runs)
+    await api.destroy(kernel_id)
+    return [Figure(NOOP, noop), Figure(QUERY_RT, queries, baseline=NOOP)]
+
+
+async def time_creates(
+    api: Api, runs: int, pool: int, pause: float = 0.0
+) -> tuple[list[float], list[float]]:
+    """(create, create until print(1) finished) in ms; each kernel destroyed untimed.
+    With a pool, each create waits (untimed) until the pool is full again, so that it
+    measures taking a warm kernel and no refill competes with it; with a pause, it
+    waits that long (untimed) first, as a create on a server that is not busy
+    creating sees it."""
+    created, executable = [], []
+    for _ in range(runs):
+        await wait_pool_full(api, pool)
+        await asyncio.sleep(pause)
+        t = time.perf_counter()
+        kernel_id = await api.create()
+        created.append(ms_since(t))
+        await api.query(kernel_id)
+        executable.append(ms_since(t))
+        await api.destroy(kernel_id)
+    return created, executable
+
+
+async def wait_pool_full(api: Api, pool: int = POOL_SIZE) -> None:
+    """Until `pool` kernels wait in the warm pool (at once when pool is 0)."""
+    while pool and await api.warm() < pool:
+        await asyncio.sleep(0.005)
+
+
+async def load(
+    meter: CpuMeter,
+    name: str,
+    call: Callable[[Api, int], Awaitable[object]],
+    clients: list[Api],
+    seconds: float,
+    baseline: str | None = None,
+) -> Figure:
+    """Each client calls call(client, its index) back to back until `seconds` are up."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(api: Api, i: int) -> None:
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            await call(api, i)
+            samples.append(ms_since(t))
+
+    before, start = meter.read(), time.perf_counter()
+    await asyncio.gather(*(client(api, i) for i, api in enumerate(clients)))
+    rate = len(samples) / (time.perf_counter() - start)
+    cpu = {
+        party: (used - before[party]) * 1000 / len(samples) for party, used in meter.read().items()
+    }
+    return Figure(name, samples, baseline=baseline, rate=rate, cpu=cpu)
+
+
+async def measure_throughput(api: Api, server: Server, seconds: float) -> list[Figure]:
+    """No-op and query load from 1, 8 and 32 clients, each with its own connection and
+    (for queries) its own kernel."""
+    kernels = [await api.create() for _ in range(max(CLIENTS))]
+    clients = [Api(server, api.signer) for _ in kernels]
+    meter = CpuMeter(server)
+    figures = []
+    for n in CLIENTS:
+        noop = f"no-op, {n} concurrent"
+        figures += [
+            await load(meter, noop, lambda c, _: c.noop(), clients[:n], seconds),
+            await load(
+                meter, f"query, {n} concurrent", lambda c, i: c.query(kernels[i]), clients[:n],
+                seconds, baseline=noop,
+            ),
+        ]  # fmt: skip
+    await asyncio.gather(*(c.close() for c in clients), *(api.destroy(k) for k in kernels))
+    return figures
+
+
+async def measure_batch_c(api: Api, runs: int) -> list[Figure]:
+    cycles, calls = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        kernel_id = await api.create("c")
+        await api.upload(kernel_id, "main.c", HELLO_C)
+        t_call = time.perf_counter()
+        stdout = await api.execute(kernel_id, BATCH_BODY)
+        calls.append(ms_since(t_call))
+        expect(stdout == "hello world\n", f"the C program printed {stdout!r}")
+        await api.destroy(kernel_id)
+        cycles.append(ms_since(t))
+    return [
+        Figure("batch C cycle", cycles, baseline=BARE_GCC),
+        Figure("batch C: the build+exec call", calls, baseline=BARE_GCC),
+    ]
+
+
+async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]) -> list[Figure]:
+    n = plan.density
+    server_proc = psutil.Process(server.proc.pid)
+    await wait_pool_full(api)
+    before = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
+    kernels = [await api.create() for _ in range(n)]
+    await wait_pool_full(api)
+    after = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
+    per_kernel = Footprint(
+        (before.memory - after.memory) / n,
+        (after.tasks - before.tasks) / n,
+        (after.server_fds - before.server_fds) / n,
+    )
+    notes.append(ceiling_note(n, per_kernel, server_proc))
+    spawner = spawner_of(server)
+    uss, pss = kernel_memory(spawner)  # a warm pool's kernels, if any, included
+    expect(len(uss) >= n, f"{n} kernels alive, but {len(uss)} under the spawner")
+    server_rss = rss_mib(server_proc)
+    creates, _ = await time_creates(api, plan.probes, POOL_SIZE)
+    queries = []
+    for kernel_id in kernels[:: max(1, n // plan.probes)][: plan.probes]:
+        await api.query(kernel_id)  # untimed: a kernel's first query, like the warm-up
+        t = time.perf_counter()  # of the low-density figure, costs more than the rest
+        await api.query(kernel_id)
+        queries.append(ms_since(t))
+    await asyncio.gather(*(api.destroy(k) for k in kernels))
+    return [
+        Figure(f"kernel unique memory, {n} alive", uss, unit="MiB", baseline=IDLE_USS),
+        Figure(f"kernel PSS, {n} alive", pss, unit="MiB", baseline=IDLE_PSS),
+        Figure(f"host memory per kernel, {n} alive", [per_kernel.memory / MiB], unit="MiB"),
+        Figure(f"server RSS, {n} alive", [server_rss], unit="MiB", baseline=SERVER_RSS),
+        Figure(f"spawner RSS, {n} alive", [rss_mib(spawner)], unit="MiB", baseline=SPAWNER_RSS),
+        Figure(f"create, {n} alive", creates, baseline=CREATE),
+        Figure(f"query print(1), {n} alive", queries, baseline=QUERY_RT),
+    ]
+
+
+async def measure_cold_creates(
+    server: Server, runs: int, name: str, pause: float = COLD_PAUSE
+) -> list[Figure]:
+    api = Api(server)
+    try:
+        created, executable = await time_creates(api, runs, pool=0, pause=pause)
+    finally:
+        await api.close()
+    return [
+        Figure(name, created, baseline=BWRAP),
+        Figure(f"{name} until print(1) finished", executable, baseline=BWRAP),
+    ]

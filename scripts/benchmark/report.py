@@ -1,0 +1,70 @@
+"""The report: a table for people, JSON for machines, each figure beside its
+baseline as a multiple of it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import asdict
+
+from .figures import Figure, Plan
+
+
+def ratios(figure: Figure, by_name: dict[str, Figure]) -> tuple[float | None, float | None]:
+    """The figure's p50 and rate as multiples of its baseline's; None where there is none."""
+    base = by_name.get(figure.baseline or "")
+    if base is None:
+        return None, None
+    p50 = figure.stats["p50"] / base.stats["p50"] if base.stats["p50"] else None
+    rate = figure.rate / base.rate if figure.rate and base.rate else None
+    return p50, rate
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def report_json(figures: list[Figure], notes: list[str], plan: Plan) -> str:
+    by_name = {f.name: f for f in figures}
+    rows = []
+    for f in figures:
+        x_p50, x_rate = ratios(f, by_name)
+        row = {"name": f.name, "unit": f.unit, **{k: rounded(v) for k, v in f.stats.items()}}
+        row |= {"baseline": f.baseline, "x_baseline_p50": rounded(x_p50)}
+        if f.cpu is not None:
+            row |= {"per_second": rounded(f.rate), "x_baseline_per_second": rounded(x_rate)}
+            row["cpu_ms_per_request"] = {party: rounded(ms) for party, ms in f.cpu.items()}
+        rows.append(row)
+    machine = {"host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count()}
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    report = {"date": date, "machine": machine, "plan": asdict(plan), "figures": rows}
+    return json.dumps(report | {"notes": notes}, indent=2)
+
+
+def number(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(rows: list[list[str]], specs: list[str]) -> list[str]:
+    return [" ".join(map(format, row, specs)).rstrip() for row in rows]
+
+
+def report_table(figures: list[Figure], notes: list[str]) -> str:
+    by_name = {f.name: f for f in figures}
+    rows = [["figure", "n", "p50", "p90", "p99", "unit", "per s", "x base", "baseline"]]
+    for f in figures:
+        x = ratios(f, by_name)[0]
+        rows.append(
+            [f.name, str(f.stats["n"]), *(number(f.stats[k]) for k in ("p50", "p90", "p99")),
+             f.unit, "" if f.rate is None else f"{f.rate:.0f}", "" if x is None else f"{x:.2f}",
+             f.baseline or ""]
+        )  # fmt: skip
+    lines = table(rows, ["<34", ">5", ">8", ">8", ">8", "<4", ">6", ">7", ""])
+    loads = [(f.name, f.cpu) for f in figures if f.cpu]
+    if loads:
+        parties = list(loads[0][1])
+        cpu_rows = [["CPU ms per request", *parties]]
+        cpu_rows += [[name, *(f"{cpu[p]:.2f}" for p in parties)] for name, cpu in loads]
+        lines += ["", *table(cpu_rows, ["<34", *([">16"] * len(parties))])]
+    return "\n".join(lines + [f"note: {n}" for n in notes])

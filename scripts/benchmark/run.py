@@ -1,0 +1,98 @@
+"""The run: every figure in order, on three servers (default, no pool, no spares)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+
+import psutil
+
+from .api import Api
+from .baselines import command_baselines, idle_python_memory
+from .figures import (
+    BARE_CREATE,
+    BWRAP,
+    COLD_CREATE,
+    CREATE,
+    KERNEL_GATEWAY,
+    SERVER_RSS,
+    SPAWNER_RSS,
+    Figure,
+    Plan,
+)
+from .kernel_gateway import GATEWAY, gateway_baseline
+from .measurements import (
+    CLIENTS,
+    POOL_SIZE,
+    measure_batch_c,
+    measure_cold_creates,
+    measure_density,
+    measure_queries,
+    measure_throughput,
+    time_creates,
+)
+from .services import Server, rss_mib, sandbox_server, spawner_of
+
+COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
+BARE_CONFIG = COLD_CONFIG + "spare_processes = 0\n"
+
+
+def step(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+async def measure_server(
+    server: Server, plan: Plan, executable_baseline: str, notes: list[str]
+) -> list[Figure]:
+    api = Api(server)
+    try:
+        step(f"no-op and query round trips ({plan.queries} each)")
+        figures = await measure_queries(api, plan.queries)
+        step(f"creates ({plan.runs})")
+        created, executable = await time_creates(api, plan.runs, POOL_SIZE)
+        figures += [
+            Figure(CREATE, created, baseline=BWRAP),
+            Figure("create until print(1) finished", executable, baseline=executable_baseline),
+        ]
+        step(f"throughput ({'/'.join(map(str, CLIENTS))} clients, {plan.seconds:g} s each)")
+        figures += await measure_throughput(api, server, plan.seconds)
+        step(f"batch C cycles ({plan.runs})")
+        figures += await measure_batch_c(api, plan.runs)
+        step(f"density ({plan.density} kernels)")
+        figures += await measure_density(api, server, plan, notes)
+        return figures
+    finally:
+        await api.close()
+
+
+def run(plan: Plan) -> tuple[list[Figure], list[str]]:
+    """Every figure, and notes on what could not be measured."""
+    with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+        step(f"baselines: commands ({plan.runs} runs each), idle interpreters ({plan.probes})")
+        figures = command_baselines(plan.runs, tmp) + idle_python_memory(plan.probes)
+        notes = []
+        gateway = gateway_baseline(plan.runs, tmp)
+        if gateway is None:
+            notes.append(f"{GATEWAY} is not installed: no Jupyter Kernel Gateway baseline")
+        else:
+            figures.append(gateway)
+        step("starting the server")
+        # room for the density's kernels, the probes' and the warm pool's
+        max_kernels = max(2000, plan.density + plan.probes + POOL_SIZE + 10)
+        with sandbox_server(tmp, settings=f"max_kernels = {max_kernels}\n") as server:
+            server_rss = rss_mib(psutil.Process(server.proc.pid))
+            figures.append(Figure(SERVER_RSS, [server_rss], unit="MiB"))
+            figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
+            executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
+            figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
+        step(f"cold creates, no warm pool ({plan.runs} spaced, {plan.runs} back to back)")
+        with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
+            figures += asyncio.run(measure_cold_creates(server, plan.runs, COLD_CREATE))
+            figures += asyncio.run(
+                measure_cold_creates(server, plan.runs, f"{COLD_CREATE}, back to back", 0.0)
+            )
+        step(f"cold creates, no warm pool and no spare processes ({plan.runs} spaced)")
+        with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
+            figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))
+    return figures, notes
