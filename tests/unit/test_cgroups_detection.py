@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from fake_cgroupfs import (
+from helpers.fake_cgroupfs import (
     HYBRID_CGROUP,
     HYBRID_MOUNTINFO,
     LIMITS,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fake_cgroupfs import (
+from helpers.fake_cgroupfs import (
     HYBRID_CGROUP,
     HYBRID_MOUNTINFO,
     LIMITS,

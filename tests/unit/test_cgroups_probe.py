@@ -4,7 +4,7 @@ into where our own cgroups are."""
 from __future__ import annotations
 
 import pytest
-from fake_cgroupfs import (
+from helpers.fake_cgroupfs import (
     CONTAINER_CGROUP,
     CONTAINER_MOUNTINFO,
     HYBRID_CGROUP,
