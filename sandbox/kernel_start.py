@@ -1,4 +1,5 @@
-"""Starting a kernel: the isolation recipe of design.md, in order, in forked children.
+"""Starting a kernel: the isolation recipe (docs/architecture.md, "How a kernel is
+built"), in order, in forked children.
 
 A kernel is a pid namespace whose pid 1 sets it up (sandbox.pid1) and then
 execs its program:

@@ -3,7 +3,7 @@ execs the kernel's program.
 
 Pid 1 is the first process in the kernel's new namespaces and still holds the
 caller's privileges, so everything that needs both happens here, in the
-isolation recipe's order (design.md), before anything of the kernel's runs:
+isolation recipe's order (docs/architecture.md), before anything of the kernel's runs:
 
     exec mode (`exec_mode_main`, forked by sandbox.kernel_start)
         setsid, keep only its fds, unshare mount/net/ipc/uts; then `become_kernel`:

@@ -48,11 +48,11 @@ def kernel_rlimits(spec: KernelSpec, has_cgroup: bool, uid: int, forked: bool) -
     starts with the caller's mappings, and sees only its own pid namespace).
     `forked`: the kernel runs a fork of the caller (the runner), not an exec'd
     command."""
-    # Without a cgroup, rlimits are all we have (README: the none layout). They are
-    # weaker: RLIMIT_AS counts address space, not memory in use, and RLIMIT_NPROC
-    # counts the tasks of the kernel's uid: a kernel may start `pids` tasks beyond
-    # those its uid has when it starts (none, unless a process of a kernel that had
-    # it before has outlived it).
+    # Without a cgroup, rlimits are all we have (docs/architecture.md: cgroups and
+    # their layouts). They are weaker: RLIMIT_AS counts address space, not memory in
+    # use, and RLIMIT_NPROC counts the tasks of the kernel's uid: a kernel may start
+    # `pids` tasks beyond those its uid has when it starts (none, unless a process of
+    # a kernel that had it before has outlived it).
     weak = not has_cgroup
     address_space = nproc = None
     if weak and spec.memory_bytes:

@@ -2,7 +2,7 @@
 
 Default allow, so that compilers, JVMs and language runtimes work unmodified;
 deny (EPERM) the syscall families that give a process reach beyond its kernel
-or a large kernel attack surface (design.md, isolation recipe step 7), and kill
+or a large kernel attack surface (docs/architecture.md, "How a kernel is built"), and kill
 the process on any foreign architecture: the i386 `int 0x80` ABI and x32
 syscall numbers bypass a filter written for x86_64 numbers (libseccomp applies
 the bad-arch action to both).

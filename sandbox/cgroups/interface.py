@@ -117,7 +117,7 @@ class KernelCgroup(abc.ABC):
 
     def open_dirs(self) -> tuple[int, ...]:
         """Its directories, opened O_PATH (the caller closes them): how a process
-        that must not know the paths joins it (process.fork_spare). None under
+        that must not know the paths joins it (spare.fork_spare). None under
         the none layout."""
         return ()
 

@@ -89,7 +89,7 @@ class Footprint:
 
 def ceiling_note(n: int, per_kernel: Footprint, server: psutil.Process) -> str:
     """How many idle python3 kernels this host could hold, and what runs out first,
-    projected from the footprint of the N alive now (README: the ceiling)."""
+    projected from the footprint of the N alive now (docs/benchmarks.md: the ceiling)."""
     nofile = server.rlimit(psutil.RLIMIT_NOFILE)[0]
     limits = {
         "memory (MemAvailable)": mem_available() / per_kernel.memory,
