@@ -60,6 +60,7 @@ from . import (
     zygote,
 )
 from .runner import forking, protocol, python_repl
+from .settings import SandboxSettings
 from .spare import Spare
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
@@ -448,7 +449,6 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
 
 SCRATCH_PREFIX = "sandbox-spawner-"
 WORK_ROOT = "work"  # under the scratch directory: mounts.make_work_root
-DEFAULT_SPARES = 2  # Spare: kept ready to start kernels from
 
 
 def _sweep_stale_scratch(root: str) -> None:
@@ -466,12 +466,12 @@ def _sweep_stale_scratch(root: str) -> None:
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
     [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L]`, FD connected to
-    the server; N spares kept ready (DEFAULT_SPARES), S seconds before a kernel
+    the server; N spares kept ready (default: [sandbox] spare_processes), S seconds before a kernel
     start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
     layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
-    parser.add_argument("--spares", type=int, default=DEFAULT_SPARES)
+    parser.add_argument("--spares", type=int, default=SandboxSettings().spare_processes)
     parser.add_argument("--start-timeout", type=float, default=kernel_start.START_TIMEOUT)
     uids = kernel_uids.UidRange.parse
     parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
