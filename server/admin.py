@@ -129,11 +129,15 @@ def _fail(message: str) -> NoReturn:
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    """The server's settings: its config file's, with --data-dir over them."""
-    try:
-        return ServerConfig.load(args.config, {"server": {"data_dir": args.data_dir}})
-    except (OSError, ValueError) as e:
-        _fail(f"--config: {e}")
+    """The server's settings: its config file's, with --data-dir over them; read once
+    per command."""
+    if getattr(args, "settings", None) is None:
+        try:
+            overrides = {"server": {"data_dir": args.data_dir}}
+            args.settings = ServerConfig.load(args.config, overrides)
+        except (OSError, ValueError) as e:
+            _fail(f"--config: {e}")
+    return args.settings
 
 
 def _open_store(args: argparse.Namespace, create: bool = False) -> Store:

@@ -28,7 +28,6 @@ from sandbox.settings import SandboxSettings, check, field_type, setting
 from sandbox.spec import MiB
 
 from .engine.settings import EngineSettings, FolderSettings, LimitSettings, PoolSettings
-from .engine.store import DATABASE_NAME
 from .faces.v2.settings import V2Settings
 
 # environment variable -> what it does; read by server.__main__
@@ -97,10 +96,6 @@ class ServerConfig:
     @property
     def engine(self) -> EngineSettings:
         return EngineSettings(self.limits, self.folders, self.pool, self.sandbox)
-
-    @property
-    def database_path(self) -> str:
-        return os.path.join(self.server.data_dir, DATABASE_NAME)
 
     @classmethod
     def build(cls, values: dict[str, dict[str, object]]) -> ServerConfig:

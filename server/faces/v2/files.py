@@ -11,7 +11,7 @@ from starlette.routing import Route
 from ...engine.kernel_files import check_path
 from ..http import Caller, json_response
 from .signed import engine_of, no_content, session_for, signed
-from .uploads import download_paths, multipart_download, read_upload
+from .uploads import file_paths, multipart_download, read_upload
 
 
 @signed
@@ -38,7 +38,8 @@ async def download(caller: Caller) -> Response:
     """Each requested file as one tar archive in a multipart/mixed body (spec §5.9)."""
     session = session_for(caller)
     settings = caller.request.app.state.v2
-    paths = download_paths(caller.json().get("files"), settings, absolute=True)
+    names = caller.json().get("files")
+    paths = file_paths(names, settings.max_download_files, absolute=True)
     return multipart_download(await engine_of(caller.request).download(session, paths))
 
 

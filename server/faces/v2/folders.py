@@ -19,7 +19,7 @@ from ...engine.store import Folder
 from ..http import Caller, json_response
 from .problems import bad_params
 from .signed import engine_of, no_content, signed
-from .uploads import download_paths, multipart_download, read_upload
+from .uploads import file_paths, multipart_download, read_upload
 
 
 def _folder(caller: Caller) -> Folder:
@@ -117,7 +117,8 @@ async def list_files(caller: Caller) -> Response:
 @signed
 async def download(caller: Caller) -> Response:
     folder = _folder(caller)
-    paths = download_paths(caller.json().get("files"), caller.request.app.state.v2)
+    most = caller.request.app.state.v2.max_download_files
+    paths = file_paths(caller.json().get("files"), most)
     contents = await engine_of(caller.request).folders.download(caller.keypair, folder, paths)
     return multipart_download(contents)
 
@@ -126,13 +127,10 @@ async def download(caller: Caller) -> Response:
 async def delete_files(caller: Caller) -> Response:
     folder = _folder(caller)
     data = caller.json()
-    names, recursive = data.get("files"), data.get("recursive", False)
-    most = caller.request.app.state.v2.max_upload_files
-    if not isinstance(names, list) or not names or len(names) > most:
-        raise bad_params(f"files: expected a list of 1 to {most} paths")
+    recursive = data.get("recursive", False)
+    paths = file_paths(data.get("files"), caller.request.app.state.v2.max_upload_files)
     if not isinstance(recursive, bool):
         raise bad_params("recursive: expected true or false")
-    paths = [check_path(name, "files") for name in names]
     await engine_of(caller.request).folders.delete_files(caller.keypair, folder, paths, recursive)
     return json_response({})
 

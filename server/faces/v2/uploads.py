@@ -52,9 +52,8 @@ async def read_upload(
     return contents
 
 
-def download_paths(names: object, settings: V2Settings, absolute: bool = False) -> list[str]:
-    """The `files` of a download request, checked."""
-    most = settings.max_download_files
+def file_paths(names: object, most: int, absolute: bool = False) -> list[str]:
+    """The `files` of a request (a download, a delete), checked: 1 to `most` paths."""
     if not isinstance(names, list) or not names or len(names) > most:
         raise bad_params(f"files: expected a list of 1 to {most} paths")
     return [check_path(name, "files", absolute) for name in names]
