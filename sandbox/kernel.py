@@ -353,11 +353,11 @@ class Kernel:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self._release(future.result().size)
 
-    async def start(self, op: dict, hold: float = 2.0) -> RunResult:
+    async def start(self, op: dict, hold: float = 2.0, eager: bool = False) -> RunResult:
         """Start a run (a query, exec or batch op) and collect its first response."""
         self._run_output = 0
         await self.send(op)
-        return await self.collect(hold)
+        return await self.collect(hold, eager)
 
     async def batch(self, clean: str, build: str, run: str, hold: float = 2.0) -> RunResult:
         """Start a batch run (shell commands, "" skips a step) and collect its first response."""
@@ -385,9 +385,9 @@ class Kernel:
         """Start a python3 query-mode run and collect its first response."""
         return await self.start({"op": "query", "code": code}, hold)
 
-    async def feed_input(self, text: str, hold: float = 2.0) -> RunResult:
+    async def feed_input(self, text: str, hold: float = 2.0, eager: bool = False) -> RunResult:
         await self.send({"op": "input", "data": text})
-        return await self.collect(hold)
+        return await self.collect(hold, eager)
 
     def _send_nowait(self, message: dict) -> None:
         if not self.gone and self._writer is not None:
@@ -396,14 +396,18 @@ class Kernel:
     async def interrupt(self) -> None:
         await self.send({"op": "interrupt"})
 
-    async def collect(self, hold: float = 2.0) -> RunResult:
+    async def collect(self, hold: float = 2.0, eager: bool = False) -> RunResult:
         """Gather events for up to `hold` seconds or until the run pauses or ends
-        (or a response's worth of console output has arrived)."""
+        (or a response's worth of console output has arrived). `eager` (a stream)
+        answers as soon as there is console output and no more events are queued:
+        output goes out as it comes, not at the end of a hold."""
         console = _Console(RESPONSE_CHARS)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
         result: RunResult | None = None
         while result is None and not console.full:
+            if eager and console.items and self._events.empty():
+                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

@@ -9,6 +9,7 @@ the environment lines a client needs, so a newcomer can paste them and go.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
@@ -32,6 +33,18 @@ KEEP_ALIVE_SECONDS = 75
 # accepts in one go: accepted before http_guard counts them, so their fds are reserved.
 BACKLOG = 128
 FD_RESERVE = 256
+# WebSocket keepalive: a client that answers no ping for this long is dropped.
+WS_PING_SECONDS = 20.0
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, whose stop first tells each open stream the server is
+    restarting (spec §7.3) and closes it with 1012; uvicorn would close them
+    with 1012 but without a word."""
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        await self.config.app.state.streams.stop_all()
+        await super().shutdown(sockets)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,12 +142,16 @@ def main(argv: list[str] | None = None) -> None:
         body_timeout=server.body_timeout_seconds,
         max_header_bytes=server.max_header_bytes,
     )
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         create_app(config),
         host=server.host,
         port=server.port,
         http=protocol_class(ConnectionGuard(limits)),  # type: ignore[arg-type]
-        ws="none",
+        ws="websockets-sansio",
+        ws_max_size=config.v2.max_frame_bytes,
+        ws_ping_interval=WS_PING_SECONDS,
+        ws_ping_timeout=WS_PING_SECONDS,
+        ws_per_message_deflate=False,  # no decompression to bound, no CPU per frame
         backlog=BACKLOG,
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=server.access_log,
         proxy_headers=False,  # nothing is trusted to forward: X-Forwarded-* is ignored
     )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has stopped cleanly
+        Server(uvicorn_config).run()
 
 
 if __name__ == "__main__":

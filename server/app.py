@@ -24,6 +24,7 @@ from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
 from .faces.v2.rate_limit import RateLimiter
+from .faces.v2.streams import OpenStreams
 from .settings import ServerConfig
 
 log = logging.getLogger("sandbox.server")
@@ -60,6 +61,9 @@ def create_app(config: ServerConfig) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    # before the lifespan: a stopping server (server.__main__) ends the streams
+    # before uvicorn drops their connections
+    app.state.streams = OpenStreams(config.v2)
     app.add_middleware(MethodOverride)
     app.add_middleware(ResponseHeaders)
     return app

@@ -167,6 +167,17 @@ class GuardedProtocol(HttpToolsProtocol):
             self._enter(Phase.HEADERS, self.guard.limits.header_timeout)
         super().data_received(data)
 
+    def handle_websocket_upgrade(self) -> None:
+        """The connection becomes a WebSocket (uvicorn hands the transport to its
+        WebSocket protocol): no HTTP phase or deadline of ours applies any more, and
+        the streams' own limits (faces/v2/streams) count it from here."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.phase = Phase.HANDLER
+        self.guard.closed(self)
+        super().handle_websocket_upgrade()
+
     def send_400_response(self, msg: str) -> None:
         if self.too_large:
             limit = self.guard.limits.max_header_bytes

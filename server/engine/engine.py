@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox.kernel import KernelGone, RunResult
@@ -17,7 +18,7 @@ from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import WORK_DIR, Bind
 
 from . import kernel_files
-from .errors import ExecutionFailed, InvalidRequest
+from .errors import ExecutionFailed, InvalidRequest, KernelNotFound
 from .folder_storage import FolderStorage
 from .folders import Folders
 from .limits import KernelLimits
@@ -132,6 +133,16 @@ class Engine:
         session.touch()
         return session
 
+    def session_by_id(self, kernel_id: str) -> Session:
+        """Any owner's kernel by its id alone (KernelNotFound if unknown). The id, 128
+        random bits, is then the capability: only the unsigned terminal handshake of
+        sorna-client 0.9.8 is let in this way (faces/v2/streams), where the settings
+        allow it."""
+        session = self.registry.sessions.get(kernel_id)
+        if session is None:
+            raise KernelNotFound("")
+        return session
+
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
         """False when a process of it would not die (see Registry.destroy)."""
         return await self.registry.destroy(session, reason)
@@ -143,11 +154,19 @@ class Engine:
         return await self.registry.info(session)
 
     async def execute(
-        self, session: Session, mode: str, code: str, options: dict, run_id: str | None, hold: float
+        self,
+        session: Session,
+        mode: str,
+        code: str,
+        options: dict,
+        run_id: str | None,
+        hold: float,
+        eager: bool = False,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[RunResult, str | None]:
-        """One call of the run model (Session.execute)."""
+        """One call of the run model (Session.execute); `eager` and `gone` for streams."""
         try:
-            return await session.execute(mode, code, options, run_id, hold)
+            return await session.execute(mode, code, options, run_id, hold, eager, gone)
         except KernelGone as e:
             raise ExecutionFailed("the kernel is gone") from e
 

@@ -51,6 +51,7 @@ from .errors import (
     ServiceUnavailable,
     UnknownLanguage,
 )
+from .lifecycle import RESTARTED, STARTED, TERMINATED
 from .limits import KernelLimits
 from .pool import WarmPool
 from .session import IDLE, Session
@@ -218,6 +219,7 @@ class Registry:
             self.by_token[(access_key, token)] = kernel_id
             self.per_key[access_key] += 1
             self._watch(session)
+            session.lifecycle.publish(STARTED, "created")
             if self._reaper is None:
                 self._reaper = asyncio.create_task(self._reap())
             log.info(
@@ -229,9 +231,9 @@ class Registry:
     async def restart(self, session: Session) -> None:
         """Same id, same /home/work, fresh interpreter; CPU credit carries over."""
         async with session.lock:
-            await self._restart_locked(session)
+            await self._restart_locked(session, "restarted by the client")
 
-    async def _restart_locked(self, session: Session) -> None:
+    async def _restart_locked(self, session: Session, why: str) -> None:
         session.cpu_ms_before_restart = await session.cpu_ms()
         await session.kernel.close()
         try:
@@ -248,6 +250,7 @@ class Registry:
         session.oom_kills_seen, session.oom_restart_pending = 0, False
         session.last_used = time.monotonic()
         self._watch(session)
+        session.lifecycle.publish(RESTARTED, why)
 
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
         """Forget the kernel and have the spawner free it. False when a process of it
@@ -314,6 +317,7 @@ class Registry:
             del self.per_key[session.access_key]
         self.obituaries[session.id] = (session.access_key, reason)
         session.ended = reason
+        session.lifecycle.publish(TERMINATED, reason)
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         return True
@@ -397,7 +401,7 @@ class Registry:
                 if session.oom_restart_pending or await session.out_of_memory():
                     log.info("kernel %s ran out of memory: restarting", session.id)
                     with contextlib.suppress(EngineError):
-                        await self._restart_locked(session)
+                        await self._restart_locked(session, "out of memory")
                     return
                 status = kernel.exit_status
                 await self.destroy(session, reason=f"the kernel exited (wait status {status})")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sandbox import languages
@@ -25,6 +26,7 @@ from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
 from .errors import ExecutionFailed, InvalidRequest, KernelNotFound
+from .lifecycle import Lifecycle
 from .limits import KernelLimits
 
 IDLE, RUNNING, WAITING, TIMED_OUT = "idle", "running", "waiting-input", "exec-timeout"
@@ -66,6 +68,7 @@ class Session:
     run_clock: float | None = None
     watcher: asyncio.Task | None = None  # restarts or destroys the kernel when it dies
     ended: str = ""  # why it was destroyed, once it was
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)  # started, restarted, terminated
 
     def mounted_at(self, path: str) -> str | None:
         """The mount a path in /home/work falls in, if any."""
@@ -86,6 +89,10 @@ class Session:
         self.queries += 1
         self.last_used = time.monotonic()
 
+    def keep_alive(self) -> None:
+        """Activity that is not a query (a stream's frames): the idle clock restarts."""
+        self.last_used = time.monotonic()
+
     def remaining(self) -> float:
         """Seconds left of the current run's exec timeout."""
         if self.run_clock is None:
@@ -101,9 +108,19 @@ class Session:
         self.run_clock = time.monotonic()
 
     async def execute(
-        self, mode: str, code: str, options: dict, run_id: str | None, hold: float
+        self,
+        mode: str,
+        code: str,
+        options: dict,
+        run_id: str | None,
+        hold: float,
+        eager: bool = False,
+        gone: Callable[[], bool] | None = None,
     ) -> tuple[RunResult, str | None]:
         """One execute call of the v2/v3 model. Returns the result and the run id.
+        `eager` answers as soon as output arrives (Kernel.collect), for streams;
+        `gone` says whether the caller's client has left: if so at the end of the
+        call, the run is abandoned (`abandon`) before anyone else may call.
 
         A dead kernel (it exited, or the host ended it) only gives a running run its
         last events; anything else waits for its watcher, then goes on in the
@@ -114,12 +131,42 @@ class Session:
                 watcher = self.watcher
                 if not self.kernel.dead or self.state == RUNNING:
                     with contextlib.suppress(KernelGone):  # it died under us: as above
-                        return await self._execute_locked(mode, code, options, run_id, hold)
+                        answer = await self._execute_locked(
+                            mode, code, options, run_id, hold, eager
+                        )
+                        if gone is not None and gone():
+                            await self._abandon_locked()
+                        return answer
             if watcher is not None:
                 await asyncio.wait({watcher}, timeout=SETTLE_TIMEOUT)
             if self.ended:
                 break
         raise KernelNotFound(self.ended or "the kernel is gone")
+
+    async def abandon(self, hold: float = 1.0) -> None:
+        """The client of the current run went away (a stream closed mid-run):
+        interrupt the run and take what is left of it, so that the kernel is idle
+        for whoever comes next. A program that ignores the interrupt is taken until
+        its exec timeout, after which the reaper ends the kernel."""
+        async with self.lock:
+            await self._abandon_locked(hold)
+
+    async def _abandon_locked(self, hold: float = 1.0) -> None:
+        while self.state in (RUNNING, WAITING) and not self.kernel.dead:
+            if self.state == WAITING:  # its clock runs again: input will not come
+                self.run_clock, self.state = time.monotonic(), RUNNING
+            if self.remaining() <= TIMER_SLACK:
+                return
+            try:
+                await self.kernel.interrupt()
+                result = await self.kernel.collect(min(hold, self.remaining()))
+            except KernelGone:
+                return
+            if result.status == "waiting-input":
+                self.run_budget, self.run_clock = self.remaining(), None
+                self.state = WAITING
+            elif result.status == "finished":
+                self.state = IDLE
 
     async def check_alive(self, kernel: Kernel | None = None) -> None:
         """If `kernel` (this session's, the current one by default) is dead, wait for
@@ -138,7 +185,7 @@ class Session:
         return ExecutionFailed(str(error))
 
     async def _execute_locked(
-        self, mode: str, code: str, options: dict, run_id: str | None, hold: float
+        self, mode: str, code: str, options: dict, run_id: str | None, hold: float, eager: bool
     ) -> tuple[RunResult, str | None]:
         if mode == "continue" and self.state == IDLE:
             raise InvalidRequest("mode: no run to continue")
@@ -152,13 +199,13 @@ class Session:
             self._start_run(run_id)
         hold = max(0.0, min(hold, self.remaining()))
         if self.state == IDLE and mode == "batch":
-            result = await self.kernel.start(self.language.batch_op(options), hold)
+            result = await self.kernel.start(self.language.batch_op(options), hold, eager)
         elif self.state == IDLE:
-            result = await self.kernel.start(self.language.query_op(code), hold)
+            result = await self.kernel.start(self.language.query_op(code), hold, eager)
         elif self.state == WAITING:
-            result = await self.kernel.feed_input(code, hold)
+            result = await self.kernel.feed_input(code, hold, eager)
         else:  # RUNNING: v2 ignores the code of a continuation
-            result = await self.kernel.collect(hold)
+            result = await self.kernel.collect(hold, eager)
         self.state = {"finished": IDLE, "waiting-input": WAITING}.get(result.status, RUNNING)
         if self.state == WAITING:
             self.run_budget, self.run_clock = self.remaining(), None

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from types import TracebackType
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from ..engine.store import Keypair
@@ -69,7 +69,7 @@ def json_response(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status_code=status, media_type="application/json")
 
 
-def declared_length(request: Request) -> int | None:
+def declared_length(request: HTTPConnection) -> int | None:
     """The Content-Length the client sent, if it is a number."""
     declared = request.headers.get("content-length", "")
     return int(declared) if declared.isdigit() else None

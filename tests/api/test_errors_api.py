@@ -20,7 +20,6 @@ from helpers.kernel_remains import KernelRemains
 from helpers.problems import problem
 
 from sandbox.cgroups.sweep import tree_name
-from server.faces.v2.streams import UNSUPPORTED
 
 
 @pytest.mark.parametrize("dialect", ["sorna", "backendai"])
@@ -41,13 +40,11 @@ def kernel_id(api_server):
     client.request("DELETE", f"/v2/kernel/{kid}")
 
 
-@pytest.mark.parametrize("path", sorted(UNSUPPORTED))
-def test_streams_and_logs_are_not_implemented(api_server, kernel_id, path):
+def test_logs_are_not_implemented(api_server, kernel_id):
     client = api_server.client()
-    url = "/v2/" + path.replace("{kernel_id}", kernel_id)
+    url = f"/v2/kernel/{kernel_id}/logs"
     assert "not offered" in problem(client.request("GET", url), 503, "not-implemented")
-    unknown = "/v2/" + path.replace("{kernel_id}", "no-such-kernel")
-    problem(client.request("GET", unknown), 404, "kernel-not-found")
+    problem(client.request("GET", "/v2/kernel/no-such-kernel/logs"), 404, "kernel-not-found")
     foreign = api_server.client(**api_server.new_key())
     problem(foreign.request("GET", url), 404, "kernel-not-found")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import psutil
+from websockets.sync.client import connect as ws_connect
 
 from server.faces.v2 import signing as auth
 
@@ -88,6 +89,16 @@ class SignedClient:
         signed = self.headers(method, path, raw, content_type)
         signed.update(headers or {})
         return self.http.request(method, path, content=raw, headers=signed)
+
+    def stream(self, path: str, signed: bool = True, **options):
+        """A WebSocket to `path` (websockets' sync client), its handshake signed as a
+        GET with no body unless `signed` is False (then only Date and the version)."""
+        headers = self.headers("GET", path, b"", None)
+        if not signed:
+            del headers["Authorization"]
+        url = "ws://" + self.host + path
+        options.setdefault("open_timeout", 10)
+        return ws_connect(url, additional_headers=headers, **options)
 
     def create(self, lang: str = "python3", token: str | None = None, **extra) -> httpx.Response:
         token = token or f"tok-{time.monotonic_ns()}"

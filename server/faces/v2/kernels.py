@@ -172,6 +172,13 @@ async def complete(caller: Caller) -> Response:
     return json_response({"result": await _complete(caller, session, code, options)})
 
 
+@signed
+async def logs(caller: Caller) -> Response:
+    """Kernel logs ([v3] §5.9) are not kept: each run's console is its execute result."""
+    session_for(caller)
+    raise Problem("not-implemented", "kernel logs: not offered here; use execute")
+
+
 def routes(prefix: str) -> list[Route]:
     kernel = f"{prefix}/kernel/{{kernel_id}}"
     return [
@@ -183,4 +190,5 @@ def routes(prefix: str) -> list[Route]:
         Route(kernel, execute, methods=["POST"]),
         Route(f"{kernel}/interrupt", interrupt, methods=["POST"]),
         Route(f"{kernel}/complete", complete, methods=["POST"]),
+        Route(f"{kernel}/logs", logs, methods=["GET"]),
     ]

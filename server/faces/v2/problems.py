@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from ...engine import errors
@@ -102,7 +102,7 @@ def from_engine(error: errors.EngineError) -> Problem:
     return Problem("internal-server-error", error.detail or None)
 
 
-def type_base(request: Request) -> str:
+def type_base(request: HTTPConnection) -> str:
     """Sorna-dialect requests get the sorna.io type URIs, everyone else backend.ai's."""
     headers = request.headers
     if "x-sorna-version" in headers and "x-backendai-version" not in headers:
@@ -110,6 +110,6 @@ def type_base(request: Request) -> str:
     return BACKENDAI_BASE
 
 
-def problem_response(request: Request, problem: Problem) -> Response:
+def problem_response(request: HTTPConnection, problem: Problem) -> Response:
     body = json.dumps({"type": type_base(request) + problem.kind, "title": problem.title})
     return Response(body, status_code=problem.status, media_type="application/problem+json")

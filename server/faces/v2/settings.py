@@ -12,7 +12,7 @@ from sandbox.spec import MiB
 @dataclass(frozen=True)
 class V2Settings:
     """`[v2]`: the v2 API face: how long an execute call holds, request bodies,
-    signing, the rate-limit window, and uploads and downloads."""
+    signing, the rate-limit window, uploads and downloads, and streams."""
 
     hold_seconds: float = setting(
         2.0, 'how long an execute call waits for output before answering "continued"', above=0
@@ -27,6 +27,22 @@ class V2Settings:
     max_upload_files: int = setting(20, "files in one upload", minimum=1)
     max_file_bytes: int = setting(1 * MiB, "one uploaded file", minimum=1)
     max_download_files: int = setting(5, "files in one download", minimum=1)
+    max_streams_per_kernel: int = setting(
+        8, "WebSocket streams (execute, terminal, events) open on one kernel", minimum=1
+    )
+    max_streams_per_key: int = setting(32, "WebSocket streams open for one key", minimum=1)
+    max_frame_bytes: int = setting(
+        1 * MiB, "a WebSocket message from a client; larger closes it (1009)", minimum=4096
+    )
+    stream_send_seconds: float = setting(
+        30.0, "a stream whose client takes no message for this long is closed", above=0
+    )
+    unsigned_terminal: str = setting(
+        "loopback",
+        "who may open a terminal without signing (sorna-client 0.9.8 does not sign it): "
+        "off, loopback (clients on this machine), or any",
+        choices=("off", "loopback", "any"),
+    )
 
     def __post_init__(self) -> None:
         check(self)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 
 from ...engine.engine import Engine
@@ -27,7 +27,7 @@ Handler = Callable[[Caller], Awaitable[Response]]
 SIGNED_METHOD = "sandbox.signed_method"  # the method the client signed (X-Method-Override)
 
 
-def engine_of(request: Request) -> Engine:
+def engine_of(request: HTTPConnection) -> Engine:
     return request.app.state.engine
 
 
@@ -42,7 +42,7 @@ def session_for(caller: Caller) -> Session:
     return engine_of(caller.request).session(caller.keypair, kernel_id)
 
 
-def _check_version(request: Request) -> None:
+def _check_version(request: HTTPConnection) -> None:
     """A version header that is not "v<major>.<yyyymmdd>" is a bad request (spec §2.4;
     0.9.x answered 404, corrected to 400). A missing one is the signature's business."""
     for name in signing.VERSION_HEADERS:
@@ -51,14 +51,14 @@ def _check_version(request: Request) -> None:
             raise Problem("generic-bad-request", f"Invalid API version: {name}: {value!r}")
 
 
-def _signed_path(request: Request) -> str:
+def _signed_path(request: HTTPConnection) -> str:
     path = request.scope["raw_path"].decode("latin-1")
     if request.scope.get("query_string"):
         path += "?" + request.scope["query_string"].decode("latin-1")
     return path
 
 
-def _claimed_keypair(request: Request) -> tuple[signing.Claim, Keypair]:
+def _claimed_keypair(request: HTTPConnection) -> tuple[signing.Claim, Keypair]:
     """The header checks that need no body: the Authorization header's form, the date,
     the hash, and an active key. An unknown or disabled key gets the same answer as a
     wrong signature."""
@@ -95,6 +95,30 @@ async def _verified_body(request: Request, claim: signing.Claim, keypair: Keypai
     if not signing.verify(claim, method, _signed_path(request), body, keypair.secret_key):
         raise Problem("auth-failed")
     return body
+
+
+def verified_handshake(conn: HTTPConnection) -> Keypair:
+    """The caller of a WebSocket handshake, a GET without a body signed like any
+    request (the signature travels in its headers), counted against the key's rate
+    limit. Problem if it is not signed right."""
+    _check_version(conn)
+    claim, keypair = _claimed_keypair(conn)
+    if not signing.verify(claim, "GET", _signed_path(conn), b"", keypair.secret_key):
+        raise Problem("auth-failed")
+    allowed, _headers = conn.app.state.limiter.hit(keypair.access_key, keypair.rate_limit)
+    if not allowed:
+        raise Problem("rate-limit-exceeded")
+    return keypair
+
+
+def checked_date(conn: HTTPConnection) -> None:
+    """What an unsigned handshake must still carry, as the 0.9.x manager's middleware
+    required of sorna-client 0.9.8's terminal: a version header and a fresh Date."""
+    _check_version(conn)
+    try:
+        signing.check_date(conn.headers)
+    except signing.AuthError as e:
+        raise Problem(e.kind, e.detail) from None
 
 
 def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -241,6 +241,17 @@ def _in_sync(date: datetime.datetime, now: datetime.datetime) -> bool:
         return False
 
 
+def check_date(headers: Mapping[str, str]) -> None:
+    """AuthError unless the headers carry a version and a Date within the allowed
+    skew: what an unsigned request must still show (spec §2.6's middleware order)."""
+    headers = _lower(headers)
+    date = parse_date((_first(headers, DATE_HEADERS) or ("", ""))[1])
+    if date is None or not _in_sync(date, datetime.datetime.now(datetime.UTC)):
+        raise AuthError(INVALID, "Date/time sync error")
+    if _first(headers, VERSION_HEADERS) is None:
+        raise AuthError(INVALID, "API version missing in request headers")
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a request's headers say about its signature: all of it can be checked
