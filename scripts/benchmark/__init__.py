@@ -43,6 +43,9 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     create (no pool, no spares)   spaced so on a third with spare_processes = 0 as
                                   well: every create forks and moves a process
     query print(1)                one query round trip in a ready kernel
+    stream execute print(1)       the same run over an open WebSocket execute stream
+                                  (`websockets`' client): the run message out, the
+                                  messages in up to "finished"
     no-op | query, C concurrent   C clients (own connection, own kernel) back to back
                                   for a fixed time: latency, requests/s, and the CPU
                                   time per request of the server, the spawner with

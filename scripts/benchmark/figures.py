@@ -21,6 +21,7 @@ CREATE = "create (warm pool)"
 COLD_CREATE = "create (no pool)"
 BARE_CREATE = "create (no pool, no spares)"
 QUERY_RT = "query print(1) round trip"
+STREAM_RT = "stream execute print(1) round trip"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ class Signer:
         self.second, self.date = -1, ""
         self.heads: dict[tuple[str, str, str, bytes], bytes] = {}
 
+    def headers(self, method: str, path: str) -> dict[str, str]:
+        """Signed headers of a request without a body (a WebSocket handshake)."""
+        date = email.utils.formatdate(time.time(), usegmt=True)
+        headers = {"Host": self.host, "Date": date, "X-Sorna-Version": API_VERSION}
+        headers["Authorization"] = auth.sign(method, path, headers, b"", *self.keys)
+        return headers
+
     def head(self, method: str, path: str, mime: str, body: bytes) -> bytes:
         now = int(time.time())
         if now != self.second:

@@ -307,13 +307,43 @@ def test_a_bad_run_message_is_answered_and_closed(api, kid, text, code, reason):
     still_works(api, kid)
 
 
-def test_binary_huge_and_flooding_messages_close_the_stream(api, kid):
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """A server with small stream limits: a message over 4 KiB fits in the socket's
+    buffers, so the client reads the server's close frame instead of a reset."""
+    config = "[v2]\nmax_frame_bytes = 4096\nmax_streams_per_key = 3\n"
+    proc, server = start_server(str(tmp_path_factory.mktemp("small")), config=config)
+    yield server
+    stop_server(proc)
+
+
+def test_a_message_over_the_frame_limit_closes_the_stream(small_server):
+    api = small_server.client()
+    kid = api.create().json()["kernelId"]
+    with api.stream(execute_path(kid)) as ws:
+        ws.send("x" * 6000)
+        assert closed_with(ws)[0] == 1009
+    still_works(api, kid)
+
+
+def test_streams_per_key_are_capped(small_server):
+    api = small_server.client()
+    kids = [api.create().json()["kernelId"] for _ in range(2)]
+    with contextlib.ExitStack() as stack:
+        for kid in (kids[0], kids[0], kids[1]):
+            stack.enter_context(api.stream(f"/v2/stream/kernel/{kid}/events"))
+        title = problem_of(refused(api, execute_path(kids[1])), 412, "quota-exceeded")
+        assert "at most 3 streams per key" in title
+        other = small_server.client(**small_server.new_key())  # another key is not counted
+        kid = other.create().json()["kernelId"]
+        with other.stream(execute_path(kid)) as ws:
+            assert text_of(run_to_end(ws, {"mode": "query", "code": "print(2)"})) == "2\n"
+
+
+def test_binary_and_flooding_messages_close_the_stream(api, kid):
     with api.stream(execute_path(kid)) as ws:
         ws.send(b"\x00\x01")
         assert closed_with(ws)[0] == 1003
-    with api.stream(execute_path(kid), max_size=None) as ws:
-        ws.send("x" * (2 * 1024 * 1024))  # over [v2] max_frame_bytes (1 MiB)
-        assert closed_with(ws)[0] == 1009
     with api.stream(execute_path(kid)) as ws:
         ws.send(json.dumps({"mode": "query", "code": "import time; time.sleep(30)"}))
         for _ in range(100):  # messages that no prompt asks for, faster than anyone types

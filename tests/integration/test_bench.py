@@ -14,6 +14,7 @@ EXPECTED = [
     "bwrap python3 -c pass",
     "signed no-op (POST /v2/authorize)",
     "query print(1) round trip",
+    "stream execute print(1) round trip",
     "create (warm pool)",
     "create (no pool)",
     "create (no pool, no spares)",

@@ -83,7 +83,7 @@ async def serve(sock: StreamSocket, session: Session, websocket: WebSocket) -> N
         session.touch()  # a run is a query, as an HTTP execute call is
         try:
             await _run(sock, session, websocket, mode, code, options)
-        except Gone:
+        except (Gone, StreamEnd):  # nobody will read the rest of the run
             await session.abandon()
             raise
 
@@ -94,15 +94,14 @@ async def _run(
     engine = engine_of(websocket)
 
     def gone() -> bool:
-        return sock.gone
+        return sock.ended
 
     result, _ = await engine.execute(
         session, mode, code, options, None, HOLD_SECONDS, eager=True, gone=gone
     )
     while True:
         session.keep_alive()
-        if sock.gone:
-            raise Gone()
+        sock.check()
         if result.console or result.status != "continued":
             await sock.send(
                 {

@@ -118,6 +118,18 @@ class StreamSocket:
             raise Gone()
 
     @property
+    def ended(self) -> bool:
+        """The client left, or the reader found a message that ends the stream."""
+        return self.gone or self._problem is not None
+
+    def check(self) -> None:
+        """Gone or the StreamEnd the reader found, if the stream has ended."""
+        if self._problem is not None:
+            raise self._problem
+        if self.gone:
+            raise Gone()
+
+    @property
     def waiting(self) -> bool:
         """Whether a message (or the client's leaving, or a fault) is there to take."""
         return bool(self._inbox) or self.gone or self._problem is not None
