@@ -350,3 +350,17 @@ def test_binary_and_flooding_messages_close_the_stream(api, kid):
             ws.send("typed ahead")
         assert closed_with(ws)[0] == 1008
     still_works(api, kid)
+
+
+def test_a_stream_is_activity_and_an_idle_kernel_still_ends_it(api):
+    """A run over a stream that lasts past the idle timeout keeps the kernel (its
+    output is activity); then, with nothing sent, the idle timeout ends the kernel
+    and the waiting stream is told why."""
+    kid = api.create(limits={"idleTimeout": 1500}).json()["kernelId"]
+    code = "import time\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(0.5)"
+    with api.stream(execute_path(kid)) as ws:
+        assert text_of(run_to_end(ws, {"mode": "query", "code": code})).split() == list("01234567")
+        message = json.loads(ws.recv(timeout=30))
+        assert message["status"] == "error" and "idle timeout" in message["msg"]
+        assert closed_with(ws)[0] == 1000
+    problem(api.request("GET", f"/v2/kernel/{kid}"), 404, "kernel-not-found")
