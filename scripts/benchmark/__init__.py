@@ -46,6 +46,9 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     stream execute print(1)       the same run over an open WebSocket execute stream
                                   (`websockets`' client): the run message out, the
                                   messages in up to "finished"
+    terminal keystroke echo       one key typed into bash over the terminal stream until
+                                  its echo comes back, beside a WebSocket ping round
+                                  trip on the same socket
     no-op | query, C concurrent   C clients (own connection, own kernel) back to back
                                   for a fixed time: latency, requests/s, and the CPU
                                   time per request of the server, the spawner with

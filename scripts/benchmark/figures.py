@@ -22,6 +22,8 @@ COLD_CREATE = "create (no pool)"
 BARE_CREATE = "create (no pool, no spares)"
 QUERY_RT = "query print(1) round trip"
 STREAM_RT = "stream execute print(1) round trip"
+WS_PING = "WebSocket ping round trip"
+KEY_ECHO = "terminal keystroke echo"
 
 
 @dataclass(frozen=True)

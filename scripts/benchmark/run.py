@@ -33,7 +33,7 @@ from .measurements import (
     time_creates,
 )
 from .services import Server, rss_mib, sandbox_server, spawner_of
-from .streams import measure_streams
+from .streams import measure_streams, measure_terminal
 
 COLD_CONFIG = "max_kernels = 2000\npool_size = 0\n"
 BARE_CONFIG = COLD_CONFIG + "spare_processes = 0\n"
@@ -52,6 +52,8 @@ async def measure_server(
         figures = await measure_queries(api, plan.queries)
         step(f"stream round trips ({plan.queries})")
         figures += await measure_streams(api, plan.queries)
+        step(f"terminal keystrokes ({plan.queries})")
+        figures += await measure_terminal(api, plan.queries)
         step(f"creates ({plan.runs})")
         created, executable = await time_creates(api, plan.runs, POOL_SIZE)
         figures += [

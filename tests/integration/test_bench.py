@@ -15,6 +15,8 @@ EXPECTED = [
     "signed no-op (POST /v2/authorize)",
     "query print(1) round trip",
     "stream execute print(1) round trip",
+    "WebSocket ping round trip",
+    "terminal keystroke echo",
     "create (warm pool)",
     "create (no pool)",
     "create (no pool, no spares)",
