@@ -32,7 +32,7 @@ from . import (
     pid_namespace,
     syscalls,
 )
-from .kernel import wait_status_to_exit_code
+from .run_result import wait_status_to_exit_code
 from .settings import SandboxSettings
 from .spec import Bind, KernelSpec, SpecError
 

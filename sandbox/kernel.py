@@ -4,8 +4,10 @@ The kernel sends a stream of events (console output, waiting-input, finished).
 A reader task turns them into an asyncio queue; `collect` is one consumer of
 that stream that implements the v2 execution model's hold: wait up to `hold`
 seconds for a terminal or pause event, then answer with what arrived, adjacent
-stdout/stderr chunks merged (spec §6.2, §6.6). A WebSocket consumer can later
-read the same queue.
+stdout/stderr chunks merged (spec §6.2, §6.6); the execute stream calls it
+eagerly, answering as soon as anything arrived. Terminals (`open_terminal`) are
+shells on ptys that pid 1 runs beside the runner; their output comes on the same
+socket and goes to each `Terminal`, held against the same bounds.
 
 Every byte from the kernel is untrusted (user code can write frames to the
 runner's fd 3): frames are size-capped, events are schema-checked
@@ -23,13 +25,14 @@ import asyncio
 import codecs
 import contextlib
 import logging
-import os
 import socket
-from dataclasses import dataclass, field
 
-from . import kernel_events
+from . import kernel_events, terminal
+from .held import PIECE, QUIET_BYTES, HeldBytes, KernelBounds
 from .kernel_events import Event
+from .run_result import Console, RunResult, wait_status_to_exit_code
 from .runner import protocol
+from .terminal import Terminal
 
 log = logging.getLogger("sandbox.kernel")
 
@@ -38,93 +41,12 @@ MiB = 1024 * 1024
 # call ("continued"). Nothing is dropped: past `pause_bytes` held, the host
 # stops reading the kernel's socket until a client takes some.
 RESPONSE_CHARS = 1024 * 1024
-# Console blobs (up to 16 MiB a frame) are read, queued and counted in pieces of
-# at most this much, so reading stops within a piece of a bound.
-PIECE = 256 * 1024
-# Past the server-wide bound, a kernel holding less than this still reads: a
-# quiet kernel's few events (ready, finished, a reply) must not wait for a flood.
-QUIET_BYTES = 64 * 1024
 # The stream reader's buffer beyond the frame being read (it reads a frame whole).
 READ_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True)
-class KernelBounds:
-    """What the host holds for one kernel, and how long it waits on it (the server's
-    [limits] settings give each: LimitSettings.kernel_bounds)."""
-
-    pause_bytes: int  # held this much: stop reading until a client takes some
-    held_bytes: int  # more than this (read on for a request): the kernel is ended
-    send_seconds: float  # an op the kernel does not take in this long ends it
-    reply_seconds: float  # request() waits this long for a reply
-    max_output_bytes: int | None  # console output per run; the rest is dropped
-
-
-class HeldBytes:
-    """The bytes held for all the kernels of a server, against one bound: past it,
-    each kernel holding more than QUIET_BYTES stops reading until clients drain."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit = limit
-        self.total = 0
-        self.paused: set[asyncio.Event] = set()  # the rooms of kernels waiting for it
-
-    @property
-    def over(self) -> bool:
-        return self.limit is not None and self.total > self.limit
-
-    def add(self, n: int) -> None:
-        self.total += n
-
-    def release(self, n: int) -> None:
-        was_over = self.over
-        self.total -= n
-        if was_over and not self.over:  # the rest were paused by their own bounds
-            for room in self.paused:
-                room.set()
-
-
-@dataclass
-class RunResult:
-    """One response of the execution model."""
-
-    status: str  # continued | waiting-input | clean-finished | build-finished | finished
-    console: list[list] = field(default_factory=list)
-    options: dict | None = None
-    exit_code: int | None = None
-
-
 class KernelGone(RuntimeError):
     """The kernel's socket closed or it broke the protocol."""
-
-
-def wait_status_to_exit_code(status: int) -> int:
-    """Shell convention: the exit code, or 128 + signal number when killed."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-class _Console:
-    """Accumulates console items for one response, merging adjacent text chunks."""
-
-    def __init__(self, limit: int) -> None:
-        self.items: list[list] = []
-        self.size = 0
-        self.limit = limit
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.limit
-
-    def add_text(self, stream: str, text: str) -> None:
-        if not text:
-            return
-        self.size += len(text)
-        if self.items and self.items[-1][0] == stream:
-            self.items[-1][1] += text
-        else:
-            self.items.append([stream, text])
 
 
 class _Overflow(Exception):
@@ -162,6 +84,8 @@ class Kernel:
         self._run_output = 0
         self._replies: dict[int, tuple[str, asyncio.Future[Event]]] = {}
         self._next_rid = 1
+        self.terminals: dict[int, Terminal] = {}
+        self._next_tid = 1
 
     @property
     def dead(self) -> bool:
@@ -228,6 +152,8 @@ class Kernel:
             for _kind, future in self._replies.values():
                 if not future.done():
                     future.set_exception(KernelGone(self.end_reason or "the kernel is gone"))
+            for term in self.terminals.values():
+                term.end(None)
             self._events.put_nowait(None)
 
     async def _take(self, event: Event | None, reader: asyncio.StreamReader, blen: int) -> None:
@@ -240,6 +166,9 @@ class Kernel:
                 blen -= n
             if event is not None:
                 self._on_event(event)
+            return
+        if event.kind == "pty-out":
+            await self._take_terminal_output(event.rid, reader, blen)
             return
         if event.kind in kernel_events.REPLIES:
             if blen > kernel_events.REPLY_BLOB_MAX:
@@ -259,9 +188,33 @@ class Kernel:
             self._queue(Event(event.kind, blob=piece, size=kernel_events.EVENT_OVERHEAD + n))
             blen -= n
 
+    async def _take_terminal_output(
+        self, tid: int | None, reader: asyncio.StreamReader, blen: int
+    ) -> None:
+        """A terminal's output, read and held in pieces as console output is; that of
+        a terminal that was closed meanwhile is read and dropped."""
+        first = True
+        while blen:
+            if not first:
+                await self._wait_for_room()
+            first = False
+            n = min(blen, PIECE)
+            piece = await reader.readexactly(n)
+            blen -= n
+            term = self.terminals.get(tid) if tid is not None else None
+            if term is not None and not term.closed:
+                size = kernel_events.EVENT_OVERHEAD + n
+                term.feed(piece, size)
+                self._charge(size)
+
     def _on_event(self, event: Event) -> None:
         if event.kind == "ready":
             self._ready.set()
+            return
+        if event.kind == "pty-exit":
+            term = self.terminals.get(event.rid) if event.rid is not None else None
+            if term is not None:
+                term.end(event.code)
             return
         if event.kind == "exited":
             self.exit_status = event.code
@@ -381,6 +334,37 @@ class Kernel:
         finally:
             self._sending -= 1
 
+    async def open_terminal(
+        self, argv: list[str], env: dict[str, str], rows: int, cols: int, cpu_seconds: int
+    ) -> Terminal:
+        """A shell on a new pty in the kernel (pid 1 forks it: see runner/pty_relay.h),
+        running `argv` with `env` in /home/work, RLIMIT_CPU at `cpu_seconds` (0: none).
+        KernelGone if the kernel is dead; ValueError past MAX_TERMINALS."""
+        if self.dead:
+            raise KernelGone(self.end_reason or "the kernel is gone")
+        if len(self.terminals) >= terminal.MAX_TERMINALS:
+            raise ValueError(f"at most {terminal.MAX_TERMINALS} terminals per kernel")
+        tid = self._next_tid
+        self._next_tid += 1
+        blob = terminal.open_op(tid, argv, env, rows, cols, cpu_seconds)
+        term = Terminal(tid, self._send_terminal_op, self._release, self._close_terminal)
+        self.terminals[tid] = term
+        try:
+            await self._send_terminal_op(blob)
+        except KernelGone:
+            del self.terminals[tid]
+            raise
+        return term
+
+    async def _send_terminal_op(self, blob: bytes) -> None:
+        await self.send({"op": "pty"}, blob)
+
+    async def _close_terminal(self, term: Terminal) -> None:
+        self.terminals.pop(term.tid, None)
+        if not self.dead:
+            with contextlib.suppress(KernelGone):
+                await self._send_terminal_op(terminal.close_op(term.tid))
+
     async def query(self, code: str, hold: float = 2.0) -> RunResult:
         """Start a python3 query-mode run and collect its first response."""
         return await self.start({"op": "query", "code": code}, hold)
@@ -401,7 +385,7 @@ class Kernel:
         (or a response's worth of console output has arrived). `eager` (a stream)
         answers as soon as there is console output and no more events are queued:
         output goes out as it comes, not at the end of a hold."""
-        console = _Console(RESPONSE_CHARS)
+        console = Console(RESPONSE_CHARS)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
         result: RunResult | None = None
@@ -432,7 +416,7 @@ class Kernel:
         result.console = console.items
         return result
 
-    def _apply(self, event: Event, console: _Console) -> RunResult | None:
+    def _apply(self, event: Event, console: Console) -> RunResult | None:
         if event.kind in kernel_events.CONSOLE:
             blob = event.blob
             self._run_output += len(blob)
@@ -458,7 +442,7 @@ class Kernel:
             console.add_text("stderr", f"{event.text}\n")
         return None
 
-    def _flush_decoders(self, console: _Console) -> None:
+    def _flush_decoders(self, console: Console) -> None:
         for stream, decoder in self._decoders.items():
             console.add_text(stream, decoder.decode(b"", final=True))
             decoder.reset()

@@ -26,12 +26,13 @@ REPLY_BLOB_MAX = MAX_DOWNLOAD  # a reply's blob is a downloaded file
 # What an event's objects cost beyond its text and blob, counted with them.
 EVENT_OVERHEAD = 256
 # Events the host takes only from pid 1 (flagged FOR_PID1; see runner/kernel_init.c).
-PID1_EVENTS = frozenset({"reply", "exited"})
+PID1_EVENTS = frozenset({"reply", "exited", "pty-out", "pty-exit"})
+TERMINAL = frozenset({"pty-out", "pty-exit"})  # a terminal's (runner/pty_relay.h)
 CONSOLE = frozenset({"stdout", "stderr"})
 FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
 REPLIES = frozenset({"reply", "completions"})
 KNOWN = PID1_EVENTS | CONSOLE | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
-WITH_BLOB = CONSOLE | REPLIES  # the events whose blob the host keeps
+WITH_BLOB = CONSOLE | REPLIES | {"pty-out"}  # the events whose blob the host keeps
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ class Event:
     code: int | None = None  # exitCode of *-finished, status of exited
     text: str = ""  # the message of an error
     is_password: bool = False
-    rid: int | None = None
+    rid: int | None = None  # a request's id; a terminal's id for pty-out and pty-exit
     reply: dict = field(default_factory=dict)
     size: int = EVENT_OVERHEAD  # bytes counted against the kernel's bounds
 
@@ -73,6 +74,10 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
         event.code = _optional(message, "exitCode", int)
     elif kind == "exited":
         event.code = _required(message, "status", int)
+    elif kind in TERMINAL:
+        event.rid = _required(message, "tid", int)
+        if kind == "pty-exit":
+            event.code = _required(message, "status", int)
     elif kind == "waiting-input":
         event.is_password = bool(_optional(message, "is_password", bool))
     elif kind == "error":

@@ -31,7 +31,8 @@ from .runner import protocol
 
 RUNNER_DIR = Path(__file__).parent / "runner"
 SOURCE = RUNNER_DIR / "kernel_init.c"
-HEADERS = (RUNNER_DIR / "helper_reply.h",)  # included by SOURCE: part of the cache key
+# included by SOURCE: part of the cache key
+HEADERS = (RUNNER_DIR / "helper_reply.h", RUNNER_DIR / "pty_relay.h")
 COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
 HELPER_MAIN = "import sys\nfrom sandbox.runner import files\nfiles.serve(3, sys.argv[1])\n"
 

@@ -10,7 +10,8 @@
  *
  *     host socket  <->  kernel-init  <->  runner: fd 3 (control socket, framed)
  *                           ^  ^-------  runner: fd 1, fd 2 (pipes; only we read them)
- *                           `--------->  file helper (python3 -I -S, on demand)
+ *                           |`--------->  file helper (python3 -I -S, on demand)
+ *                           `---------->  terminals: shells on ptys (pty_relay.h)
  *
  * Frames (sandbox/runner/protocol.py): an 8-byte header, two big-endian u32
  * (JSON length, blob length), the JSON, the blob. The top two bits of the JSON
@@ -19,6 +20,8 @@
  *             kernel -> host: a frame pid 1 made (a file operation's "reply",
  *             "exited"). The host believes those two events only with it.
  *   INTERRUPT host -> kernel: SIGINT the runner's process group.
+ *   both      host -> kernel: a terminal op (open, input, resize, close), done
+ *             here (pty_relay.h); kernel -> host: "pty-out", "pty-exit".
  * Host frames without flags go to the runner as they are. The runner is
  * untrusted (user code can write anything to fd 3): a frame from it with a
  * flag, or over the size limits, or its closing fd 3 is a protocol violation:
@@ -39,8 +42,9 @@
  * answers one frame per request, in order. Its frames must be replies to the
  * oldest request it holds, parsed strictly (helper_reply.h: a duplicate key
  * must not turn a reply into an "exited"); each is forwarded with FOR_PID1.
- * Anything else: the helper is killed, and its requests fail. If it cannot start or dies with requests
- * outstanding, each of those gets an error reply from here.
+ * Anything else: the helper is killed, and its requests fail. If it cannot
+ * start or dies with requests outstanding, each of those gets an error reply
+ * from here.
  *
  * When the runner exits: what it left in fd 3 and the pipes is forwarded, then
  * {"ev":"exited","status":<wait status>}, and we exit; the pid namespace takes
@@ -482,6 +486,10 @@ static void read_helper(void) {
     }
 }
 
+/* -- terminals ------------------------------------------------------------------ */
+
+#include "pty_relay.h"
+
 /* -- host -> runner, and the rest --------------------------------------------- */
 
 static void read_host(void) {
@@ -498,7 +506,9 @@ static void read_host(void) {
         if (total == 0)
             break;
         const char *frame = host_in.data + host_in.start;
-        if (jword & INTERRUPT)
+        if ((jword & FLAGS) == FLAGS)
+            pty_op(frame, (size_t)total);
+        else if (jword & INTERRUPT)
             kill(-runner_pid, SIGINT);
         else if (jword & FOR_PID1)
             file_op(frame, (size_t)total);
@@ -520,6 +530,8 @@ static void reap(void) {
             helper_pid = 0;
             if (helper_fd >= 0)
                 helper_lost("file operations stopped: the helper exited");
+        } else {
+            pty_reaped(pid, status);
         }
     }
 }
@@ -566,7 +578,8 @@ int main(int argc, char **argv) {
         reap();
         if (runner_reaped)
             finish();
-        struct pollfd p[6];
+        struct pollfd p[6 + MAX_PTYS];
+        struct pty *owners[MAX_PTYS];
         nfds_t n = 0;
         p[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = HOST_FD, .events = POLLIN};
@@ -576,7 +589,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2; i++)
             p[n++] = (struct pollfd){.fd = pipes[i], .events = POLLIN};
         int timeout = -1;
+        int helper_at = -1;
         if (helper_fd >= 0) {
+            helper_at = (int)n;
             p[n++] = (struct pollfd){
                 .fd = helper_fd, .events = (short)(POLLIN | (buf_len(&helper_out) ? POLLOUT : 0))};
             if (n_pending == 0) {
@@ -589,6 +604,8 @@ int main(int argc, char **argv) {
                 timeout = (int)left;
             }
         }
+        nfds_t ptys_at = n;
+        n += pty_poll_fds(p + n, owners);
         if (poll(p, n, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -606,12 +623,13 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2; i++)
             if (p[3 + i].revents && pipes[i] >= 0)
                 read_pipe(i, READ_CHUNK);
-        if (n > 5 && helper_fd >= 0 && p[5].revents) {
-            if (p[5].revents & POLLOUT && buf_flush(&helper_out, helper_fd) < 0)
+        if (helper_at >= 0 && helper_fd >= 0 && p[helper_at].revents) {
+            if (p[helper_at].revents & POLLOUT && buf_flush(&helper_out, helper_fd) < 0)
                 helper_lost("file operations stopped: the helper is gone");
-            else if (p[5].revents & (POLLIN | POLLHUP | POLLERR))
+            else if (p[helper_at].revents & (POLLIN | POLLHUP | POLLERR))
                 read_helper();
         }
+        pty_ready(p + ptys_at, owners, n - ptys_at);
         if (p[1].revents)
             read_host();
     }

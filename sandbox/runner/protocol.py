@@ -118,7 +118,8 @@ MAX_JSON = 4 * 1024 * 1024
 MAX_BLOB = 16 * 1024 * 1024
 # The top two bits of a header's first word are flags, not part of the JSON length.
 # Host -> kernel, they say who handles an op: FOR_PID1 marks a file operation,
-# INTERRUPT the interrupt; the rest go to the runner. Kernel -> host, FOR_PID1
+# INTERRUPT the interrupt, both a terminal op (runner/pty_relay.h); the rest go
+# to the runner. Kernel -> host, FOR_PID1
 # marks a frame made by pid 1 itself ("reply", "exited"), which only pid 1 can
 # set: the host believes those events only with it.
 FOR_PID1 = 1 << 31
@@ -142,6 +143,8 @@ def encode_op(message: dict, blob: bytes = b"") -> bytes:
     op = message.get("op")
     if op == "interrupt":
         flags = INTERRUPT
+    elif op == "pty":
+        flags = FLAGS
     else:
         flags = FOR_PID1 if isinstance(op, str) and op in FILE_OPS else 0
     return encode(message, blob, flags)

@@ -13,12 +13,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox.kernel import KernelGone, RunResult
+from sandbox.kernel import KernelGone
+from sandbox.pid1 import kernel_environment
+from sandbox.run_result import RunResult
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import WORK_DIR, Bind
+from sandbox.terminal import Terminal
 
 from . import kernel_files
-from .errors import ExecutionFailed, InvalidRequest, KernelNotFound
+from .errors import ExecutionFailed, InvalidRequest, KernelNotFound, QuotaExceeded
 from .folder_storage import FolderStorage
 from .folders import Folders
 from .limits import KernelLimits
@@ -31,6 +34,8 @@ from .store import Folder, Keypair, Store
 # A mount's alias: a relative path in /home/work of safe characters.
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 COMPLETE_SECONDS = 5.0
+# A terminal's shell, by name: bash in every kernel; python3's own prompt in its.
+SHELLS = {"bash": ["bash"], "python": ["python3"]}
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,32 @@ class Engine:
         items = reply.get("items")
         valid = isinstance(items, list) and all(isinstance(i, str) for i in items)
         return items if valid else []
+
+    # -- terminals ---------------------------------------------------------------
+
+    async def open_terminal(
+        self, session: Session, rows: int = 24, cols: int = 80, shell: str = "bash"
+    ) -> Terminal:
+        """A shell on a pty in the kernel: its namespaces, cgroup, seccomp, uid and
+        /home/work, with RLIMIT_CPU at the exec timeout (a busy program in it is
+        stopped after that much CPU time; an idle shell lives on). Its CPU time is the
+        kernel's, against its CPU credit. Closing it ends its processes, not the kernel."""
+        if shell not in SHELLS:
+            raise InvalidRequest(f"shell: one of {', '.join(SHELLS)}")
+        if shell == "python" and session.language.name != "python3":
+            raise InvalidRequest("shell: python is for python3 kernels")
+        most = self.settings.limits.max_terminals_per_kernel
+        kernel = session.kernel
+        if len(kernel.terminals) >= most:
+            raise QuotaExceeded(f"at most {most} terminals per kernel")
+        await session.check_alive()
+        env = {**kernel_environment(session.spec), "TERM": "xterm-256color"}
+        cpu_seconds = -(-session.limits.exec_timeout_ms // 1000)
+        session.keep_alive()
+        try:
+            return await kernel.open_terminal(SHELLS[shell], env, rows, cols, cpu_seconds)
+        except KernelGone as e:
+            raise await session.gone_error(kernel, e) from e
 
     # -- a kernel's files -------------------------------------------------------
 

@@ -36,7 +36,8 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 
 from sandbox import languages
-from sandbox.kernel import HeldBytes, Kernel, KernelGone
+from sandbox.held import HeldBytes
+from sandbox.kernel import Kernel, KernelGone
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sandbox import languages
-from sandbox.kernel import Kernel, KernelGone, RunResult
+from sandbox.kernel import Kernel, KernelGone
+from sandbox.run_result import RunResult
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 

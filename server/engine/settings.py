@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from sandbox.kernel import KernelBounds
+from sandbox.held import KernelBounds
 from sandbox.settings import SandboxSettings, check, setting
 from sandbox.spec import MiB
 
@@ -58,6 +58,9 @@ class LimitSettings:
         512 * MiB,
         "events held for all kernels together, past which kernels holding more than 64 KiB pause",
         minimum=MiB,
+    )
+    max_terminals_per_kernel: int = setting(
+        4, "terminals (shells on a pty) open at once in one kernel", minimum=1, maximum=8
     )
     max_kernels: int = setting(1000, "kernels on this host, folder operations' included")
     default_concurrency: int = setting(5, "kernels at once per new key", minimum=1)

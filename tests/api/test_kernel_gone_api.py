@@ -217,7 +217,7 @@ def test_a_malformed_frame_ends_the_kernel_with_a_reason(client, bystander, body
 
 
 EVENTS = ["stdout", "stderr", "finished", "build-finished", "reply", "exited", "completions",
-          "error", "waiting-input", "ready", "no-such-event"]  # fmt: skip
+          "error", "waiting-input", "ready", "pty-out", "pty-exit", "no-such-event"]  # fmt: skip
 
 
 def fuzz_frames(rng: random.Random) -> bytes:

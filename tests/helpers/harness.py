@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from sandbox import cgroups
 from sandbox.cgroups.probe import probe
 from sandbox.environment import layout_from_environment
-from sandbox.kernel import Kernel, KernelBounds, RunResult
+from sandbox.held import KernelBounds
+from sandbox.kernel import Kernel
+from sandbox.run_result import RunResult
 from sandbox.settings import SandboxSettings
 from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import KernelSpec

@@ -17,7 +17,8 @@ import time
 import pytest
 from helpers.harness import AFTER_THE_QUERY, TestKernel, kernel_bounds, kernel_spec, wait_until
 
-from sandbox.kernel import PIECE, QUIET_BYTES, HeldBytes, Kernel, KernelBounds, KernelGone
+from sandbox.held import PIECE, QUIET_BYTES, HeldBytes, KernelBounds
+from sandbox.kernel import Kernel, KernelGone
 from sandbox.kernel_events import EVENT_OVERHEAD
 
 MiB = 1024 * 1024

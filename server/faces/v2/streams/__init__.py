@@ -16,12 +16,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..problems import Problem, problem_response
-from . import events, execute
+from . import events, execute, terminal
 from .admission import OpenStreams, endpoint
 
 __all__ = ["OpenStreams", "routes"]
 
-KINDS = {"execute": execute.KIND, "ws": execute.KIND, "events": events.KIND}
+KINDS = {
+    "execute": execute.KIND,
+    "ws": execute.KIND,
+    "pty": terminal.KIND,
+    "events": events.KIND,
+}
 
 
 async def _not_upgraded(request: Request) -> Response:

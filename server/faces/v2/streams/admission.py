@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
-from ....engine.errors import EngineError, KernelNotFound
+from ....engine.errors import EngineError, InvalidRequest, KernelNotFound, QuotaExceeded
 from ....engine.session import Session
 from ..problems import Problem, from_engine, problem_response
 from ..settings import V2Settings
 from ..signed import checked_date, engine_of, verified_handshake
-from .socket import NORMAL, RESTARTING, SERVER_ERROR, Gone, StreamEnd, StreamSocket
+from .socket import NORMAL, POLICY, RESTARTING, SERVER_ERROR, Gone, StreamEnd, StreamSocket
 
 log = logging.getLogger("sandbox.server")
 STOP_SECONDS = 3.0  # how long a stopping server waits for streams to say goodbye
@@ -165,6 +165,9 @@ async def _run(kind: Kind, sock: StreamSocket, session: Session, websocket: WebS
     except KernelNotFound as e:
         reason = f"the kernel is gone: {e.detail}" if e.detail else "the kernel is gone"
         await sock.close(NORMAL, reason, kind.error_frame(reason))
+    except (InvalidRequest, QuotaExceeded) as e:  # what the stream asked for: refused
+        reason = e.detail or str(e)
+        await sock.close(POLICY, reason, kind.error_frame(reason))
     except EngineError as e:
         title = from_engine(e).title
         await sock.close(SERVER_ERROR, title, kind.error_frame(title))

@@ -149,7 +149,8 @@ class StreamSocket:
                 return self._inbox.popleft()
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 return None
 
@@ -159,10 +160,11 @@ class StreamSocket:
         if self.gone:
             raise Gone()
         try:
-            await asyncio.wait_for(
-                self.websocket.send_text(json.dumps(message, ensure_ascii=False)),
-                self.send_seconds,
-            )
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that comes as the send completes, and a pump cancelled
+            # then would go on running
+            async with asyncio.timeout(self.send_seconds):
+                await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
         except TimeoutError:
             raise StreamEnd(
                 POLICY, f"the client took nothing for {self.send_seconds:g} s"
@@ -178,9 +180,8 @@ class StreamSocket:
         with contextlib.suppress(Gone, StreamEnd, RuntimeError, OSError, TimeoutError):
             if frame is not None:
                 await self.send(frame)
-            await asyncio.wait_for(
-                self.websocket.close(code, close_reason(reason)), self.send_seconds
-            )
+            async with asyncio.timeout(self.send_seconds):
+                await self.websocket.close(code, close_reason(reason))
 
     async def stop_reading(self) -> None:
         if self._reader is not None:
