@@ -62,6 +62,7 @@ HOST_PATHS: tuple[str, ...] = (
     "/etc/inputrc",
     "/etc/terminfo",
     "/etc/java-17-openjdk",
+    "/etc/matplotlibrc",  # Debian keeps matplotlib's defaults here
 )
 
 # The skeleton a kernel's root is built from (etc/passwd, group, hosts, ...).
