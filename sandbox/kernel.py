@@ -170,6 +170,16 @@ class Kernel:
         if event.kind == "pty-out":
             await self._take_terminal_output(event.rid, reader, blen)
             return
+        if event.kind in kernel_events.RICH:  # one item, read whole
+            if blen > kernel_events.MEDIA_BLOB_MAX:
+                limit = kernel_events.MEDIA_BLOB_MAX
+                raise protocol.ProtocolError(f"a {event.kind} item of {blen} bytes is over {limit}")
+            await self._wait_for_room()
+            event.blob = await reader.readexactly(blen)
+            event.item, event.blob = kernel_events.rich_item(event), b""
+            event.size += blen
+            self._queue(event)
+            return
         if event.kind in kernel_events.REPLIES:
             if blen > kernel_events.REPLY_BLOB_MAX:
                 limit = kernel_events.REPLY_BLOB_MAX
@@ -418,17 +428,15 @@ class Kernel:
 
     def _apply(self, event: Event, console: Console) -> RunResult | None:
         if event.kind in kernel_events.CONSOLE:
-            blob = event.blob
-            self._run_output += len(blob)
-            limit = self.bounds.max_output_bytes
-            if limit is None or self._run_output <= limit:
-                console.add_text(event.kind, self._decoders[event.kind].decode(blob))
-            elif self._run_output - len(blob) <= limit:  # the first chunk over: say so, once
-                note = f"\n[output limit of {limit} bytes reached: the rest was dropped, "
-                console.add_text("stderr", note + "and the run interrupted]\n")
-                self._send_nowait({"op": "interrupt"})
+            if self._within_output_limit(len(event.blob), console):
+                console.add_text(event.kind, self._decoders[event.kind].decode(event.blob))
             return None
         self._flush_decoders(console)
+        if event.kind in kernel_events.RICH:
+            size = event.size - kernel_events.EVENT_OVERHEAD
+            if self._within_output_limit(size, console):
+                console.add_item(event.item, size)
+            return None
         if event.kind == "waiting-input":
             return RunResult("waiting-input", options={"is_password": event.is_password})
         if event.kind in kernel_events.FINISHED:
@@ -441,6 +449,19 @@ class Kernel:
         if event.kind == "error":
             console.add_text("stderr", f"{event.text}\n")
         return None
+
+    def _within_output_limit(self, n: int, console: Console) -> bool:
+        """Count n bytes of the run's output: False past max_output_bytes (the first
+        time, the run is interrupted and the console says why)."""
+        self._run_output += n
+        limit = self.bounds.max_output_bytes
+        if limit is None or self._run_output <= limit:
+            return True
+        if self._run_output - n <= limit:
+            note = f"\n[output limit of {limit} bytes reached: the rest was dropped, "
+            console.add_text("stderr", note + "and the run interrupted]\n")
+            self._send_nowait({"op": "interrupt"})
+        return False
 
     def _flush_decoders(self, console: Console) -> None:
         for stream, decoder in self._decoders.items():

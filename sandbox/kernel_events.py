@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .runner import protocol
+from .runner import media, protocol
 from .runner.files import MAX_DOWNLOAD
 
 # The runner's own JSON is small (its largest: 100 completions); frames pid 1
@@ -23,16 +23,19 @@ from .runner.files import MAX_DOWNLOAD
 # send bounds what each kernel's frame costs before the bounds apply.
 RUNNER_JSON_MAX = 256 * 1024
 REPLY_BLOB_MAX = MAX_DOWNLOAD  # a reply's blob is a downloaded file
+MEDIA_BLOB_MAX = media.MAX_MEDIA_BYTES  # a media or html item's data
+MEDIA_TYPES = media.TEXT_TYPES | media.BINARY_TYPES
 # What an event's objects cost beyond its text and blob, counted with them.
 EVENT_OVERHEAD = 256
 # Events the host takes only from pid 1 (flagged FOR_PID1; see runner/kernel_init.c).
 PID1_EVENTS = frozenset({"reply", "exited", "pty-out", "pty-exit"})
 TERMINAL = frozenset({"pty-out", "pty-exit"})  # a terminal's (runner/pty_relay.h)
 CONSOLE = frozenset({"stdout", "stderr"})
+RICH = frozenset({"media", "html"})  # console items of their own (runner/media.py)
 FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
 REPLIES = frozenset({"reply", "completions"})
-KNOWN = PID1_EVENTS | CONSOLE | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
-WITH_BLOB = CONSOLE | REPLIES | {"pty-out"}  # the events whose blob the host keeps
+KNOWN = PID1_EVENTS | CONSOLE | RICH | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
+WITH_BLOB = CONSOLE | RICH | REPLIES | {"pty-out"}  # the events whose blob the host keeps
 
 T = TypeVar("T")
 
@@ -43,6 +46,8 @@ class Event:
 
     kind: str
     blob: bytes = b""
+    mime: str = ""  # a media item's type
+    item: list = field(default_factory=list)  # a media or html event's console item
     code: int | None = None  # exitCode of *-finished, status of exited
     text: str = ""  # the message of an error
     is_password: bool = False
@@ -78,6 +83,10 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
         event.rid = _required(message, "tid", int)
         if kind == "pty-exit":
             event.code = _required(message, "status", int)
+    elif kind == "media":
+        event.mime = _required(message, "type", str)
+        if event.mime not in MEDIA_TYPES:
+            raise protocol.ProtocolError(f"'media': type {event.mime[:60]!r} is not one shown")
     elif kind == "waiting-input":
         event.is_password = bool(_optional(message, "is_password", bool))
     elif kind == "error":
@@ -121,3 +130,23 @@ def _required(message: dict, name: str, kind: type[T]) -> T:
     if value is None:
         raise protocol.ProtocolError(f"{message['ev']!r}: {name!r} is missing")
     return value
+
+
+def rich_item(event: Event) -> list:
+    """The console item of a checked "media" or "html" event whose blob was read:
+    `["html", html]` or `["media", [type, data]]`, binary data as a data: URI of
+    its own type. ProtocolError if the blob is not that."""
+    text = event.blob.decode("utf-8", "replace")
+    if event.kind == "html":
+        return ["html", text]
+    if event.mime in media.BINARY_TYPES and not _is_data_uri(event.blob, event.mime):
+        raise protocol.ProtocolError(f"'media': {event.mime} data is not a base64 data: URI")
+    return ["media", [event.mime, text]]
+
+
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+def _is_data_uri(blob: bytes, mime: str) -> bool:
+    head = f"data:{mime};base64,".encode()
+    return blob.startswith(head) and not blob[len(head) :].translate(None, _BASE64)

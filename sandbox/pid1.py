@@ -56,6 +56,20 @@ STATUS_FD = 4
 _PLACED_FD = 5  # pid 1 reads one byte here once the caller has moved it into its cgroup
 
 
+# What Python's scientific stack reads (also at the zygote's pre-import: see
+# sandbox/preimport.py): caches in /tmp, not among the user's files in /home/work
+# (fontconfig's, matplotlib's); matplotlib with our backend
+# (rootfs/opt/sandbox/python); BLAS on one thread.
+PYTHON_ENVIRONMENT = {
+    "XDG_CACHE_HOME": "/tmp/.cache",
+    "PYTHONPATH": "/opt/sandbox/python",
+    "MPLBACKEND": "module://sandbox_matplotlib",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+}
+
+
 def kernel_environment(spec: KernelSpec) -> dict[str, str]:
     """The allowlisted environment a kernel starts with: nothing of the host's."""
     env = {
@@ -69,7 +83,7 @@ def kernel_environment(spec: KernelSpec) -> dict[str, str]:
         "LC_ALL": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
         "PYTHONIOENCODING": "utf-8",
-        "MPLBACKEND": "Agg",
+        **PYTHON_ENVIRONMENT,
     }
     if spec.memory_bytes:
         env["SANDBOX_MEMORY_LIMIT"] = str(spec.memory_bytes)

@@ -35,6 +35,11 @@ class Console:
     def full(self) -> bool:
         return self.size >= self.limit
 
+    def add_item(self, item: list, size: int) -> None:
+        """A media or html item: an item of its own, which ends the text before it."""
+        self.size += size
+        self.items.append(item)
+
     def add_text(self, stream: str, text: str) -> None:
         if not text:
             return

@@ -118,6 +118,11 @@ class Channel:
 
     # -- sending ---------------------------------------------------------------
 
+    @property
+    def forked(self) -> bool:
+        """Whether this is a process forked by user code (the channel is closed here)."""
+        return self._forked
+
     def send(self, message: dict[str, Any], blob: bytes = b"") -> None:
         """Send one frame and wait until pid 1 has acknowledged it."""
         self._send_frame(protocol.encode(message, blob))

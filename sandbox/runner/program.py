@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 
 from .channel import Channel, InterruptGate
+from .media import MediaPipe
 from .stdin_watch import StdinWatch
 
 SHELL = "/bin/sh"
@@ -110,8 +111,10 @@ def supervise(
     feed: StdinFeed,
     done_fd: int,
     on_interrupt: Callable[[int], None],
+    media: MediaPipe | None = None,
 ) -> None:
-    """Serve the host while a program runs, until `done_fd` becomes readable.
+    """Serve the host while a program runs, until `done_fd` becomes readable;
+    forward what it writes to `media` as it comes.
 
     on_interrupt(n) is called for the n-th interrupt during this run.
     """
@@ -120,11 +123,18 @@ def supervise(
     try:
         while True:
             try:
-                message = channel.wait_op(feed.interval, (done_fd,))
+                fds = (done_fd,) if media is None or media.read_fd < 0 else (done_fd, media.read_fd)
+                message = channel.wait_op(feed.interval, fds)
                 if message is not None:
                     with gate:
                         _handle_op(channel, feed, message[0])
+                elif len(fds) > 1 and _readable(fds[1]):
+                    with gate:
+                        media.read()
                 elif _readable(done_fd):
+                    if media is not None:  # what it wrote last, before "finished"
+                        with gate:
+                            media.read()
                     return
                 else:
                     with gate:
@@ -159,6 +169,7 @@ def run_program(
 ) -> int:
     """Run `sh -c command` to its end, serving input; its exit code (128 + n for signal n)."""
     feed = StdinFeed()
+    media = MediaPipe(channel)
     try:
         try:
             proc = subprocess.Popen(
@@ -166,11 +177,14 @@ def run_program(
                 cwd=cwd,
                 stdin=feed.read_fd,
                 start_new_session=False,  # in the runner's group: an interrupt reaches it
+                pass_fds=(media.write_fd,),
+                env={**os.environ, MediaPipe.ENV: str(media.write_fd)},
             )
         except OSError as e:
             channel.console("stderr", f"cannot run {SHELL} in {cwd}: {e}\n".encode())
             return EXIT_CANNOT_RUN
         feed.close_read_end()
+        media.close_write_end()
         pidfd = os.pidfd_open(proc.pid)
         killed = False
 
@@ -181,12 +195,13 @@ def run_program(
                 proc.kill()
 
         try:
-            supervise(channel, gate, feed, pidfd, interrupted)
+            supervise(channel, gate, feed, pidfd, interrupted, media)
         finally:
             os.close(pidfd)
         rc = proc.wait()
     finally:
         feed.close()
+        media.close()
     if killed:
         return EXIT_INTERRUPTED
     return 128 - rc if rc < 0 else rc

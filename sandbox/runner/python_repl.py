@@ -28,6 +28,10 @@ Exit codes (the "exitCode" of "finished"):
 * 130 when the run was interrupted (KeyboardInterrupt), as a shell reports
   SIGINT.
 
+Rich output (runner/media.py): `display(obj)` is a builtin that sends an html
+or image item, and matplotlib's backend sends figures on show(); the figures
+left open when a query ends are sent then, before "finished".
+
 Uncaught exceptions are printed to stderr with the runner's own frames removed,
 so the traceback starts at the user's "<input>".
 
@@ -56,9 +60,12 @@ import sys
 import traceback
 import types
 
+from . import media
 from .channel import Channel, InterruptGate
 
 FILENAME = "<input>"
+# In every kernel's root (rootfs/) and its PYTHONPATH: the matplotlib backend.
+KERNEL_PYTHONPATH = "/opt/sandbox/python"
 EXIT_INTERRUPTED = 130
 MAX_COMPLETIONS = 100
 
@@ -300,8 +307,20 @@ def kernel_sys_path() -> tuple[str, ...]:
 
 
 def _clean_sys_path() -> None:
+    """The kernel's sys.path, as `python3` started in it would have it: "", the
+    PYTHONPATH entry, the system's entries, and the user's site-packages if a
+    folder is mounted there (~/.local/lib/python3.X/site-packages)."""
     sys.path[:] = kernel_sys_path()
+    sys.path.insert(1, KERNEL_PYTHONPATH)
     sys.prefix, sys.exec_prefix = sys.base_prefix, sys.base_exec_prefix
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    user_site = os.path.expanduser(f"~/.local/lib/{version}/site-packages")
+    if os.path.isdir(user_site):
+        site.addsitedir(user_site)  # its .pth files too
+        sys.path.remove(user_site)
+        packages = [i for i, entry in enumerate(sys.path) if entry.endswith("-packages")]
+        # after the standard library, ahead of the system's packages, as python3 has it
+        sys.path.insert(packages[0] if packages else len(sys.path), user_site)
 
 
 class PythonRepl:
@@ -389,6 +408,8 @@ class PythonRepl:
 
         input.__doc__ = builtins.input.__doc__
         print.__doc__ = original_print.__doc__
+        media.attach(self._channel)
+        builtins.display = media.display  # type: ignore[attr-defined]
         getpass_.__name__ = getpass_.__qualname__ = "getpass"
         getpass_.__doc__ = getpass.getpass.__doc__
         builtins.input = input
@@ -408,7 +429,10 @@ class PythonRepl:
         try:
             try:
                 self._gate.armed = True
-                exec(code, self.module.__dict__)
+                try:
+                    exec(code, self.module.__dict__)
+                finally:
+                    media.flush_figures()  # the figures left open, as Jupyter shows them
             finally:
                 self._gate.armed = False
         except SystemExit as e:
