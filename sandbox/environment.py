@@ -7,13 +7,15 @@ place:
 
 * ``SANDBOX_CGROUP_LAYOUT``: force a cgroup layout (v2, hybrid, v1 or none);
   unset or empty, the layout is detected (`sandbox.cgroups.detect`).
+* ``SANDBOX_PREIMPORT``: the modules python3 kernels start with imported
+  (`sandbox.preimport`), overriding ``[sandbox] preimport``; empty: none.
 * ``TMPDIR``: where the spawner makes its scratch directory (default /tmp).
 * ``XDG_CACHE_HOME``: where the built kernel-init binary is cached (default
   ~/.cache).
 
 The spawner is started with only an allowlist of the server's environment
-(`sandbox.spawner_client.SPAWNER_ENVIRONMENT`): the last two and what it needs to
-find its tools (PATH, HOME, PYTHONPATH).
+(`sandbox.spawner_client.SPAWNER_ENVIRONMENT`): the last three and what it needs
+to find its tools (PATH, HOME, PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ from __future__ import annotations
 import os
 
 CGROUP_LAYOUT = "SANDBOX_CGROUP_LAYOUT"
+PREIMPORT = "SANDBOX_PREIMPORT"
 
 
 def layout_from_environment() -> str | None:
     """The cgroup layout $SANDBOX_CGROUP_LAYOUT forces, or None to detect it."""
     value = os.environ.get(CGROUP_LAYOUT)
     return value.strip().lower() if value else None
+
+
+def preimport_from_environment() -> str | None:
+    """The modules $SANDBOX_PREIMPORT names (empty: none), or None if it is unset."""
+    return os.environ.get(PREIMPORT)
 
 
 def tmpdir_from_environment() -> str:

@@ -115,6 +115,11 @@ class SandboxSettings:
     kernel_uid_count: int = setting(
         kernel_uids.DEFAULT_COUNT, "how many uids that range holds", minimum=1
     )
+    preimport: str = setting(
+        "numpy pandas matplotlib.pyplot",
+        "python modules every python3 kernel starts with imported, space-separated "
+        "(shared by all kernels; those not installed are skipped; empty: none)",
+    )
     cgroup_layout: str = setting(
         "auto",
         "cgroup layout: auto (detect), v2, hybrid, v1, or none (rlimits only); the "

@@ -56,6 +56,7 @@ from . import (
     kernel_uids,
     mounts,
     pid_namespace,
+    preimport,
     syscalls,
     zygote,
 )
@@ -465,10 +466,11 @@ def _sweep_stale_scratch(root: str) -> None:
 
 def main() -> None:
     """Entry point of the spawner process: `python -m sandbox.spawner FD [--spares N]
-    [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L]`, FD connected to
+    [--start-timeout S] [--uids FIRST:COUNT] [--cgroup-layout L] [--preimport M]`, FD connected to
     the server; N spares kept ready (default: [sandbox] spare_processes), S seconds before a kernel
     start is given up on, the kernels' uids (sandbox.kernel_uids), the cgroup
-    layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups)."""
+    layout forced (v2, hybrid, v1, none) or auto, detected (sandbox.cgroups); M the
+    modules python3 kernels start with (sandbox.preimport)."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.spawner")
     parser.add_argument("fd", type=int)
     parser.add_argument("--spares", type=int, default=SandboxSettings().spare_processes)
@@ -477,6 +479,9 @@ def main() -> None:
     parser.add_argument("--uids", type=uids, default=kernel_uids.DEFAULT_RANGE)
     layouts = ["auto", *(layout.value for layout in cgroups.Layout)]
     parser.add_argument("--cgroup-layout", choices=layouts, default="auto")
+    from_env = environment.preimport_from_environment()
+    default_preimport = SandboxSettings().preimport if from_env is None else from_env
+    parser.add_argument("--preimport", default=default_preimport)
     args = parser.parse_args()
     conn = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -484,6 +489,11 @@ def main() -> None:
     pid_namespace.become_subreaper()
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    try:
+        preimport.preimport(args.preimport)
+    except preimport.PreimportError as e:
+        _reply(conn, {"ok": False, "ready": False, "error": str(e)})
+        return
     tmp = environment.tmpdir_from_environment()
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")

@@ -24,7 +24,9 @@ from .spec import KernelSpec
 # XDG_CACHE_HOME) and its scratch space (TMPDIR); a forced cgroup layout is a flag.
 # Nothing else: every kernel starts as a copy of a process forked from the spawner,
 # and the server's environment may hold secrets (threat model row 15).
-SPAWNER_ENVIRONMENT = ("PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH")
+SPAWNER_ENVIRONMENT = (
+    "PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH", "SANDBOX_PREIMPORT",
+)  # fmt: skip
 
 
 def spawner_environment() -> dict[str, str]:
@@ -77,17 +79,20 @@ class SpawnerClient:
         start_timeout: float | None = None,
         uids: UidRange | None = None,
         cgroup_layout: str | None = None,
+        preimport: str | None = None,
     ) -> SpawnerClient:
         """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
         ready. `spares`: how many spare processes it keeps; `start_timeout`: seconds
         before it gives up on a kernel start; `uids`: the kernels' (None: its
         defaults); `cgroup_layout`: the layout to force (v2, hybrid, v1, none), or
-        None or "auto" to detect it."""
+        None or "auto" to detect it; `preimport`: the modules python3 kernels start
+        with (None: its default)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         extra = [] if spares is None else ["--spares", str(spares)]
         extra += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
         extra += [] if uids is None else ["--uids", str(uids)]
         extra += [] if cgroup_layout is None else ["--cgroup-layout", cgroup_layout]
+        extra += [] if preimport is None else ["--preimport", preimport]
         proc = subprocess.Popen(
             [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
             pass_fds=[theirs.fileno()],

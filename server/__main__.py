@@ -17,7 +17,7 @@ import sys
 
 import uvicorn
 
-from sandbox.environment import layout_from_environment
+from sandbox.environment import layout_from_environment, preimport_from_environment
 
 from .app import create_app
 from .engine.store_backends import open_store
@@ -108,7 +108,10 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     XDG_CACHE_HOME reach the spawner through its environment)."""
     return {
         "server": {"host": args.host, "port": args.port, "data_dir": args.data_dir},
-        "sandbox": {"cgroup_layout": layout_from_environment()},
+        "sandbox": {
+            "cgroup_layout": layout_from_environment(),
+            "preimport": preimport_from_environment(),
+        },
     }
 
 

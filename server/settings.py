@@ -33,6 +33,7 @@ from .faces.v2.settings import V2Settings
 # environment variable -> what it does; read by server.__main__
 ENVIRONMENT = {
     "SANDBOX_CGROUP_LAYOUT": "overrides [sandbox] cgroup_layout (auto, v2, hybrid, v1, none)",
+    "SANDBOX_PREIMPORT": "overrides [sandbox] preimport (empty: no module is pre-imported)",
     "TMPDIR": "where the spawner makes kernels' scratch directories (default /tmp)",
     "XDG_CACHE_HOME": "where kernel-init, pid 1's program, is built and cached (default ~/.cache)",
 }

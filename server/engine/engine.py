@@ -68,6 +68,7 @@ class Engine:
             spares=sandbox.spare_processes,
             uids=sandbox.uid_range,
             cgroup_layout=sandbox.forced_layout,
+            preimport=sandbox.preimport,
         )
         engine = cls(settings, store, spawner, data_dir)
         engine.registry.start()
