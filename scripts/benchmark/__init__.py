@@ -46,6 +46,9 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     stream execute print(1)       the same run over an open WebSocket execute stream
                                   (`websockets`' client): the run message out, the
                                   messages in up to "finished"
+    import numpy, pandas, ...     `import numpy, pandas, matplotlib.pyplot` timed inside
+                                  fresh kernels (beside the host's python3), and those
+                                  kernels' unique memory after it (beside before it)
     terminal keystroke echo       one key typed into bash over the terminal stream until
                                   its echo comes back, beside a WebSocket ping round
                                   trip on the same socket

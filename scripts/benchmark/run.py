@@ -32,6 +32,7 @@ from .measurements import (
     measure_throughput,
     time_creates,
 )
+from .science import NO_PREIMPORT_CONFIG, measure_science
 from .services import Server, rss_mib, sandbox_server, spawner_of
 from .streams import measure_streams, measure_terminal
 
@@ -97,6 +98,13 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures += asyncio.run(
                 measure_cold_creates(server, plan.runs, f"{COLD_CREATE}, back to back", 0.0)
             )
+        kernels = min(plan.runs, 10)
+        step(f"the scientific stack's import in {kernels} kernels, without pre-import")
+        with sandbox_server(tmp, "science", COLD_CONFIG + NO_PREIMPORT_CONFIG) as server:
+            figures += asyncio.run(measure_science(server, kernels, preimported=False))
+        step(f"the same, pre-imported ({kernels} kernels)")
+        with sandbox_server(tmp, "science-pre", COLD_CONFIG) as server:
+            figures += asyncio.run(measure_science(server, kernels, preimported=True))
         step(f"cold creates, no warm pool and no spare processes ({plan.runs} spaced)")
         with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))
