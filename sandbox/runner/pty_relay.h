@@ -102,8 +102,7 @@ static void kill_session(pid_t sid) {
     closedir(proc);
 }
 
-static _Noreturn void pty_child(int slave, uint16_t rows, uint16_t cols, uint32_t cpu,
-                                char **argv, char **envp) {
+static _Noreturn void pty_child(int slave, uint32_t cpu, char **argv, char **envp) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -113,8 +112,6 @@ static _Noreturn void pty_child(int slave, uint16_t rows, uint16_t cols, uint32_
         dup2(slave, 1) < 0 || dup2(slave, 2) < 0)
         _exit(127);
     close_range(3, ~0U, 0);
-    struct winsize size = {.ws_row = rows, .ws_col = cols};
-    ioctl(0, TIOCSWINSZ, &size);
     if (cpu) {
         struct rlimit limit = {cpu, cpu + 1}; /* SIGXCPU, then SIGKILL a second later */
         setrlimit(RLIMIT_CPU, &limit);
@@ -172,9 +169,13 @@ static void pty_open(uint32_t tid, const char *p, size_t len) {
         pty_event(tid, -1);
         return;
     }
+    /* the size is set here, before the fork: set in the child, it could land after
+     * a resize that pid 1 took meanwhile and undo it */
+    struct winsize size = {.ws_row = rows, .ws_col = cols};
+    ioctl(master, TIOCSWINSZ, &size);
     pid_t pid = fork();
     if (pid == 0)
-        pty_child(slave, rows, cols, cpu, strings, strings + argc + 1);
+        pty_child(slave, cpu, strings, strings + argc + 1);
     if (pid < 0) {
         close(master);
         close(slave);

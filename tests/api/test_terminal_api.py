@@ -103,6 +103,28 @@ def test_resize_reaches_stty_and_programs_that_ask_for_the_size(api, kid):
         screen.wait_for("winch 40 100")
 
 
+def test_full_screen_programs_draw_to_the_window(api, kid):
+    # each program's line ends with a marker echoed once it quits: what is typed
+    # while it runs is its own, and a program that quits may flush it
+    with api.stream(pty_path(kid)) as ws:
+        screen = Screen(ws)
+        screen.resize(20, 100)
+        screen.type("seq 1000 | less; echo '<'LESS'>'\n")
+        page = screen.wait_for("\r\n19")  # a page is the window's rows less the prompt's
+        page += screen.wait_for(":")
+        assert "\x1b[?1049h" in page, page  # the alternate screen: a full-screen program
+        assert "\r\n20\r\n" not in page, page
+        screen.type("q")
+        screen.wait_for("<LESS>")
+        screen.type("top -d 0.3; echo '<'TOP'>'\n")
+        screen.wait_for("load average")
+        screen.resize(30, 120)
+        screen.wait_for("load average")  # redrawn
+        screen.type("q")
+        screen.wait_for("<TOP>")
+        assert screen.run("echo done") == "done"
+
+
 def test_exit_gives_a_new_shell_and_two_terminals_are_two_shells(api, kid):
     with api.stream(pty_path(kid)) as first, api.stream(pty_path(kid)) as second:
         one, two = Screen(first), Screen(second)
