@@ -8,6 +8,7 @@ path, so that nothing of the server is importable or reachable by name.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -28,15 +29,34 @@ class HostModules:
 
     @classmethod
     def find(cls) -> HostModules:
-        system = sys.base_prefix.rstrip("/") + "/"
-        names = []
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None)
-            if name in ("sandbox", "sandbox.runner") or name.startswith("sandbox.runner."):
-                continue
-            if path and not path.startswith(system):
-                names.append(name)
+        system = _system_prefix()
+        names = [
+            name for name, module in list(sys.modules.items()) if _is_host(name, module, system)
+        ]
         return cls(tuple(names), len(sys.modules))
+
+    def now(self) -> tuple[str, ...]:
+        """The names to drop in this process, which may have imported more since they
+        were found. A dict keeps its insertion order, so those are the newest entries
+        of sys.modules: only they are read (reading every module would copy the
+        pages they share with the spawner); if some were removed, all are read."""
+        extra = len(sys.modules) - self.seen
+        if extra < 0:
+            return HostModules.find().names
+        system = _system_prefix()
+        newest = itertools.islice(reversed(sys.modules.items()), extra)
+        return self.names + tuple(name for name, module in newest if _is_host(name, module, system))
+
+
+def _system_prefix() -> str:
+    return sys.base_prefix.rstrip("/") + "/"
+
+
+def _is_host(name: str, module: object, system: str) -> bool:
+    if name in ("sandbox", "sandbox.runner") or name.startswith("sandbox.runner."):
+        return False
+    path = getattr(module, "__file__", None)
+    return bool(path) and not path.startswith(system)
 
 
 # The host's modules a kernel dropped from sys.modules, kept alive: freeing them
@@ -56,7 +76,5 @@ def forget_host(modules: HostModules) -> None:
     system = sys.base_prefix.rstrip("/") + "/"
     sys.path[:] = [p for p in sys.path if p.startswith(system)]
     sys.executable = os.path.join(sys.base_prefix, "bin", "python3")
-    if len(sys.modules) != modules.seen:  # the caller imported more since: look again
-        modules = HostModules.find()
-    for name in modules.names:
+    for name in modules.now():
         _forgotten.append(sys.modules.pop(name, None))

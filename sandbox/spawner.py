@@ -494,6 +494,10 @@ def main() -> None:
     except preimport.PreimportError as e:
         _reply(conn, {"ok": False, "ready": False, "error": str(e)})
         return
+    # Every kernel is a fork of this process: what every python3 kernel does first
+    # (the system site's .pth files) is done here once, before the modules a kernel
+    # must forget are listed (kernel_inputs.Environment, host_modules).
+    python_repl.kernel_sys_path()
     tmp = environment.tmpdir_from_environment()
     _sweep_stale_scratch(tmp)
     scratch = os.path.join(tmp, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
@@ -509,11 +513,9 @@ def main() -> None:
         except kernel_init_build.BuildError as e:  # the host lacks a C compiler or libc.a
             _reply(conn, {"ok": False, "ready": False, "error": str(e)})
             return
-        # Every kernel is a fork of this process: what every python3 kernel does
-        # first (the system site's .pth files) is done here once. Objects that exist
-        # now are moved out of the collector's sight, so that a collection in a kernel
-        # does not write to (and so copy) every page that holds them.
-        python_repl.kernel_sys_path()
+        # Objects that exist now are moved out of the collector's sight, so that a
+        # collection in a kernel does not write to (and so copy) every page that
+        # holds them.
         gc.freeze()
         spawner.fork_zygote()
         spawner.refill_spares()
