@@ -24,6 +24,7 @@ from .runner.files import MAX_DOWNLOAD
 RUNNER_JSON_MAX = 256 * 1024
 REPLY_BLOB_MAX = MAX_DOWNLOAD  # a reply's blob is a downloaded file
 MEDIA_BLOB_MAX = media.MAX_MEDIA_BYTES  # a media or html item's data
+JOB_BLOB_MAX = protocol.MAX_BLOB  # a job's stdout and stderr, each cut by the op's "output"
 MEDIA_TYPES = media.TEXT_TYPES | media.BINARY_TYPES
 # What an event's objects cost beyond its text and blob, counted with them.
 EVENT_OVERHEAD = 256
@@ -34,8 +35,9 @@ CONSOLE = frozenset({"stdout", "stderr"})
 RICH = frozenset({"media", "html"})  # console items of their own (runner/media.py)
 FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
 REPLIES = frozenset({"reply", "completions"})
-KNOWN = PID1_EVENTS | CONSOLE | RICH | FINISHED | REPLIES | {"ready", "waiting-input", "error"}
-WITH_BLOB = CONSOLE | RICH | REPLIES | {"pty-out"}  # the events whose blob the host keeps
+JOB = "job-finished"  # a job step's end (runner/job.py)
+KNOWN = PID1_EVENTS | CONSOLE | RICH | FINISHED | REPLIES | {"ready", "waiting-input", "error", JOB}
+WITH_BLOB = CONSOLE | RICH | REPLIES | {"pty-out", JOB}  # the events whose blob the host keeps
 
 T = TypeVar("T")
 
@@ -87,6 +89,17 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
         event.mime = _required(message, "type", str)
         if event.mime not in MEDIA_TYPES:
             raise protocol.ProtocolError(f"'media': type {event.mime[:60]!r} is not one shown")
+    elif kind == JOB:
+        event.code = _required(message, "status", int)
+        for name in ("cpuMs", "wallMs", "stdoutBytes"):
+            if _required(message, name, int) < 0:
+                raise protocol.ProtocolError(f"{kind!r}: {name!r} is negative")
+        _required(message, "timedOut", bool)
+        truncated = _required(message, "truncated", list)
+        if len(truncated) != 2 or not all(isinstance(t, bool) for t in truncated):
+            raise protocol.ProtocolError(f"{kind!r}: 'truncated' is not two booleans")
+        event.reply = message
+        event.size += len(body)
     elif kind == "waiting-input":
         event.is_password = bool(_optional(message, "is_password", bool))
     elif kind == "error":

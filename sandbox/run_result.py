@@ -1,4 +1,5 @@
-"""One response of the execution model, and the console items it carries."""
+"""What runs give back: one response of the execution model with its console
+items, and one job step's outcome (Kernel.run_job)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,28 @@ class RunResult:
     console: list[list] = field(default_factory=list)
     options: dict | None = None
     exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """One program run under limits of its own (runner/job.py): its output as the
+    bytes it wrote, each stream cut at the step's output size."""
+
+    status: int  # the wait status
+    stdout: bytes
+    stderr: bytes
+    cpu_ms: int
+    wall_ms: int
+    timed_out: bool  # the wall time ran out (RLIMIT_CPU shows as SIGXCPU or SIGKILL)
+    truncated: tuple[bool, bool]  # stdout, stderr
+
+    @property
+    def exit_code(self) -> int | None:
+        return os.WEXITSTATUS(self.status) if os.WIFEXITED(self.status) else None
+
+    @property
+    def signal(self) -> int | None:
+        return os.WTERMSIG(self.status) if os.WIFSIGNALED(self.status) else None
 
 
 def wait_status_to_exit_code(status: int) -> int:

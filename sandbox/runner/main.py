@@ -17,6 +17,7 @@ import socket
 from .batch import run_batch
 from .channel import Channel, InterruptGate
 from .files import WORK_DIR
+from .job import run_job
 from .node_repl import NodeRepl
 from .program import EXIT_CANNOT_RUN, run_snippet
 from .python_repl import PythonRepl
@@ -27,7 +28,8 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
 
     Ops: "query" (the python3 REPL, or the Node.js one with "repl": "node"),
     "exec" (a snippet written to files and run by a shell command: how the
-    compiled languages and bash answer queries), "batch", "complete", and
+    compiled languages and bash answer queries), "batch", "job" (the one-shot
+    faces' step, runner/job.py), "complete", and
     "input" while something waits for it. work_dir is where programs run.
     """
     sock = socket.socket(fileno=fd)
@@ -42,7 +44,7 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
         channel.send({"ev": "ready"})
         while True:
             try:
-                message, _blob = channel.next_op()
+                message, blob = channel.next_op()
             except KeyboardInterrupt:  # only if user code replaced the SIGINT handler
                 continue
             op = message.get("op")
@@ -58,6 +60,8 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
                 channel.send({"ev": "finished", "exitCode": rc})
             elif op == "batch":
                 run_batch(channel, gate, message, work_dir)
+            elif op == "job":  # one program under limits of its own (runner/job.py)
+                run_job(channel, gate, message, blob, work_dir)
             elif op == "complete":
                 items = repl.complete(message.get("code", ""))
                 channel.send({"ev": "completions", "rid": message.get("rid"), "items": items})
