@@ -24,6 +24,7 @@ from . import kernel_files
 from .errors import ExecutionFailed, InvalidRequest, KernelNotFound, QuotaExceeded
 from .folder_storage import FolderStorage
 from .folders import Folders
+from .jobs import Jobs
 from .limits import KernelLimits
 from .pool import kernel_spec
 from .registry import IDLE, KernelInfo, Registry, resolve_lang
@@ -57,6 +58,7 @@ class Engine:
         self.store = store
         self.spawner = spawner
         self.registry = Registry(spawner, settings)
+        self.jobs = Jobs(settings, self.registry)
         storage = FolderStorage(store.folders, os.path.join(data_dir, "folders"))
         self.folders = Folders(settings, store.folders, storage, self.registry, spawner)
 

@@ -62,6 +62,12 @@ class LimitSettings:
     max_terminals_per_kernel: int = setting(
         4, "terminals (shells on a pty) open at once in one kernel", minimum=1, maximum=8
     )
+    max_running_jobs: int = setting(
+        8, "one-shot jobs (the Jobe and Piston faces) running at once", minimum=1
+    )
+    max_waiting_jobs: int = setting(
+        512, "one-shot jobs waiting for a slot; past that a job is refused as an overload"
+    )
     max_kernels: int = setting(1000, "kernels on this host, folder operations' included")
     default_concurrency: int = setting(5, "kernels at once per new key", minimum=1)
     default_rate_limit: int = setting(1000, "requests per rate window per new key", minimum=1)

@@ -1,0 +1,130 @@
+"""One-shot jobs: a program built and run once in a kernel of its own, for the faces
+whose API is "run this with this input under these limits" (Jobe, Piston).
+
+A job gets a kernel that has run nothing (a warm one from the pool, else a new
+one) and the kernel is destroyed when the job ends, whatever happened: nothing of
+one job reaches another. Inside, the face writes the job's files into /home/work
+and runs its steps (build, run) one by one, each a `Kernel.run_job` with limits
+of its own; what a step's outcome means (a compile error, a time limit) is the
+face's to say.
+
+Jobs run at most `max_running` at once, and at most `max_waiting` wait for a
+slot; past that a job is refused at once with `Overloaded`, so a burst of
+submissions is queued within a bound and never grows without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sandbox.kernel import KernelGone
+from sandbox.run_result import JobStep
+
+from . import kernel_files
+from .errors import EngineError, ExecutionFailed
+from .limits import KernelLimits
+from .pool import kernel_spec
+from .registry import Registry, resolve_lang
+from .session import Session
+from .settings import EngineSettings
+
+# The owner the registry counts jobs under: no client's key, so no client's quota.
+JOBS_OWNER = "jobs:"
+# A job's kernel outlives its steps' wall times by this much before the reaper may
+# take it for idle.
+IDLE_SLACK_MS = 60_000
+
+
+class Overloaded(EngineError):
+    """More jobs are waiting than the server queues."""
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    cpu_seconds: float
+    wall_seconds: float
+    output_bytes: int  # each of stdout and stderr; the rest is read and dropped
+    memory_bytes: int = 0  # RLIMIT_AS; 0: only the kernel's memory limit
+    processes: int = 0  # RLIMIT_NPROC of the kernel's user; 0: only its pids limit
+    file_bytes: int = 0  # RLIMIT_FSIZE; 0: only /home/work's size
+
+
+class JobKernel:
+    """The kernel of one job, while the job runs."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def write(self, files: list[tuple[str, bytes]]) -> None:
+        """Put files into /home/work (paths relative to it)."""
+        await kernel_files.upload(self.session, files)
+
+    async def step(self, command: str, stdin: bytes, limits: StepLimits) -> JobStep:
+        """Run `command` (a shell command in /home/work) once, to its end."""
+        try:
+            return await self.session.kernel.run_job(
+                command,
+                stdin,
+                cpu=limits.cpu_seconds,
+                wall=limits.wall_seconds,
+                output=limits.output_bytes,
+                memory=limits.memory_bytes,
+                processes=limits.processes,
+                file_size=limits.file_bytes,
+            )
+        except KernelGone as e:
+            raise ExecutionFailed(f"the job's kernel ended: {e}") from e
+
+
+class Jobs:
+    """The jobs of one server: their slots, their queue, their kernels."""
+
+    def __init__(self, settings: EngineSettings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.max_running = settings.limits.max_running_jobs
+        self.max_waiting = settings.limits.max_waiting_jobs
+        self._slots = asyncio.Semaphore(self.max_running)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def kernel(self, lang: str, seconds: float) -> AsyncIterator[JobKernel]:
+        """A fresh kernel of `lang` for one job expected to take about `seconds`
+        (its steps' wall times), destroyed on leaving. Overloaded past the queue."""
+        if self._slots.locked() and self.waiting >= self.max_waiting:
+            raise Overloaded(f"more than {self.max_waiting} jobs are waiting")
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            session = await self._create(lang, seconds)
+            try:
+                async with session.lock:
+                    yield JobKernel(session)
+            finally:
+                await self.registry.destroy(session, "the job ended")
+        finally:
+            self._slots.release()
+
+    async def _create(self, lang: str, seconds: float) -> Session:
+        language = resolve_lang(lang)
+        limits = self.settings.limits
+        memory = limits.default_memory_bytes
+        lifetime_ms = int(seconds * 1000) + IDLE_SLACK_MS
+        kernel_limits = KernelLimits(
+            memory_bytes=memory,
+            exec_timeout_ms=lifetime_ms,
+            idle_timeout_ms=lifetime_ms,
+            cpu_credit_ms=lifetime_ms,
+        )
+        spec = kernel_spec(self.settings, language, memory)
+        session, _ = await self.registry.get_or_create(
+            JOBS_OWNER, secrets.token_hex(8), language.name, spec, kernel_limits, self.max_running
+        )
+        return session
