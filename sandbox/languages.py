@@ -266,6 +266,39 @@ LANGUAGES: tuple[Language, ...] = (
         env={"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GOPROXY": "off"},
     ),
     Language(
+        "php",
+        aliases=("php8",),
+        requires=("php",),
+        packages="php-cli",
+        version=("php", "--version"),
+        query=Query("snippet", "main.php", "exec php {dir}/main.php"),
+        exec="exec php main.php",
+    ),
+    Language(
+        "pascal",
+        aliases=("fpc", "freepascal"),
+        requires=("fpc",),
+        packages="fp-compiler",
+        version=("fpc", "-iV"),
+        # fpc writes its messages to stdout: errors go to a file, shown on stderr
+        query=Query(
+            "snippet",
+            "main.pas",
+            "(cd {dir} && { fpc -vew -Femain.err -omain main.pas >/dev/null"
+            " || { cat main.err >&2; exit 1; }; }) && exec {dir}/main",
+        ),
+        build=(
+            f"if {_HAS_MAKEFILE}; then exec make; fi\n"
+            "if [ ! -f main.pas ]; then\n"
+            "  echo 'build: no Makefile and no main.pas in /home/work' >&2; exit 1\n"
+            "fi\n"
+            "fpc -vew -Fe.main.err -omain main.pas >/dev/null && exit 0\n"
+            "cat .main.err >&2; exit 1"
+        ),
+        exec=_RUN_MAIN,
+        env=STDBUF_ENV,
+    ),
+    Language(
         "bash",
         aliases=("sh", "shell"),
         requires=("bash",),

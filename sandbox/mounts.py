@@ -29,6 +29,7 @@ old root is detached so no host path stays reachable.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ HOST_PATHS: tuple[str, ...] = (
     "/etc/terminfo",
     "/etc/java-17-openjdk",
     "/etc/matplotlibrc",  # Debian keeps matplotlib's defaults here
+    "/etc/php",  # php.ini and its extensions' .ini files
+    "/etc/fpc.cfg",  # Free Pascal's unit paths: -> alternatives -> fpc-<version>.cfg
+    *sorted(glob.glob("/etc/fpc-*.cfg")),
 )
 
 # The skeleton a kernel's root is built from (etc/passwd, group, hosts, ...).

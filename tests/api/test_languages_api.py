@@ -206,6 +206,45 @@ CASES: dict[str, Case] = {
         },
         error_mark="undefined: undefinedThing",
     ),
+    "php": Case(
+        hello='<?php echo "hello world\\n";',
+        broken='<?php echo "never"\necho 1;\n',
+        stdin_file="main.php",
+        stdin=(
+            '<?php\necho "a? "; $a = (int) trim(fgets(STDIN));\n'
+            'echo "b? "; $b = (int) trim(fgets(STDIN));\necho "sum " . ($a + $b) . "\\n";\n'
+        ),
+        flood=(
+            "<?php\n$x = str_repeat('x', 92);\n"
+            f'for ($i = 0; $i < {FLOOD_LINES}; $i++) printf("%06d %s\\n", $i, $x);\n'
+        ),
+        project={
+            "main.php": "<?php\nrequire __DIR__ . '/lib/twice.php';\necho twice(21), \"\\n\";\n",
+            "lib/twice.php": "<?php\nfunction twice($x) { return 2 * $x; }\n",
+        },
+    ),
+    "pascal": Case(
+        hello="program hello;\nbegin\n  writeln('hello world');\nend.\n",
+        broken="program broken;\nvar x: integer;\nbegin\n  x := 'text';\nend.\n",
+        stdin_file="main.pas",
+        stdin=(
+            "program sum;\nvar a, b: integer;\nbegin\n"
+            "  write('a? '); readln(a);\n  write('b? '); readln(b);\n"
+            "  writeln('sum ', a + b);\nend.\n"
+        ),
+        flood=(
+            "program flood;\nuses sysutils;\nvar i: longint; x: string;\nbegin\n"
+            "  x := StringOfChar('x', 92);\n"
+            f"  for i := 0 to {FLOOD_LINES - 1} do writeln(Format('%.6d %s', [i, x]));\n"
+            "end.\n"
+        ),
+        project={  # a unit beside the program
+            "main.pas": "program main;\nuses twice;\nbegin\n  writeln(twiceof(21));\nend.\n",
+            "twice.pas": "unit twice;\ninterface\nfunction twiceof(x: integer): integer;\n"
+            "implementation\nfunction twiceof(x: integer): integer;\n"
+            "begin\n  twiceof := 2 * x;\nend;\nend.\n",
+        },
+    ),
     "bash": Case(
         hello="echo hello world",
         broken="if true; then echo never",

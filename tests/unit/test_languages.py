@@ -7,7 +7,7 @@ import pytest
 from sandbox import languages
 from sandbox.languages import LANGUAGES, batch_command, java_main_class, names, resolve
 
-CANONICAL = ["bash", "c", "cpp", "go", "java", "nodejs", "python3", "rust"]
+CANONICAL = ["bash", "c", "cpp", "go", "java", "nodejs", "pascal", "php", "python3", "rust"]
 
 
 @pytest.mark.parametrize("name", CANONICAL)
