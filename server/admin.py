@@ -6,6 +6,10 @@
     sandbox-admin [--data-dir D] keys disable AK
     sandbox-admin [--data-dir D] sign [--access-key AK --secret-key SK] [--dialect sorna|backendai]
                                       [--content-type T] [--data BODY] METHOD URL
+    sandbox-admin [--data-dir D] face-keys create --face jobe [--name N] [--key K]
+                                                  [--concurrency N] [--rate-limit N] [--json]
+    sandbox-admin [--data-dir D] face-keys list
+    sandbox-admin [--data-dir D] face-keys disable ID
 
 It works on the same store as the server (the data directory of --data-dir, or
 of the server's --config file), and the server sees changes at once, without a
@@ -25,7 +29,7 @@ import sys
 import urllib.parse
 from typing import NoReturn
 
-from .engine.store import DATABASE_NAME, Keypair, Store
+from .engine.store import DATABASE_NAME, FACES, Keypair, Store
 from .engine.store_backends import open_store
 from .faces.v2 import signing as auth
 from .settings import ServerConfig
@@ -101,6 +105,28 @@ def _parser() -> argparse.ArgumentParser:
     disable = key_commands.add_parser("disable", parents=[data_dir], help="disable a keypair")
     disable.set_defaults(run=keys_disable, parser=disable)
     disable.add_argument("access_key", metavar="AK")
+
+    face_keys = commands.add_parser(
+        "face-keys", help="keys of the Jobe and Piston faces (X-API-KEY, bearer)"
+    )
+    face_key_commands = face_keys.add_subparsers(dest="face_keys_command", required=True)
+    make = face_key_commands.add_parser("create", parents=[data_dir], help="make a key")
+    make.set_defaults(run=face_keys_create, parser=make)
+    make.add_argument("--face", choices=FACES, required=True)
+    make.add_argument("--name", default="", help="whom it is for (shown by list)")
+    make.add_argument(
+        "--key", help="8-128 printable characters: keep a key clients have (default: generated)"
+    )
+    make.add_argument("--concurrency", type=int, default=8, help="its runs at once (default 8)")
+    make.add_argument(
+        "--rate-limit", type=int, default=0, help="its runs per minute (default 0: no limit)"
+    )
+    make.add_argument("--json", action="store_true", help='print only {"id": ..., "key": ...}')
+    shown = face_key_commands.add_parser("list", parents=[data_dir], help="list face keys")
+    shown.set_defaults(run=face_keys_list, parser=shown)
+    off = face_key_commands.add_parser("disable", parents=[data_dir], help="disable a face key")
+    off.set_defaults(run=face_keys_disable, parser=off)
+    off.add_argument("key_id", metavar="ID")
 
     sign = commands.add_parser(
         "sign",
@@ -181,6 +207,14 @@ def keys_create(args: argparse.Namespace) -> None:
     )
 
 
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
 def keys_list(args: argparse.Namespace) -> None:
     store = _open_store(args)
     keypairs = store.keys.list()
@@ -199,11 +233,57 @@ def keys_list(args: argparse.Namespace) -> None:
         )
         for k in keypairs
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+    _print_table(rows)
+
+
+def face_keys_create(args: argparse.Namespace) -> None:
+    store = _open_store(args, create=True)
+    try:
+        record, key = store.face_keys.create(
+            args.face, args.name, args.concurrency, args.rate_limit, args.key
         )
+    except ValueError as e:
+        args.parser.error(str(e))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"id": record.id, "key": key}))
+        return
+    rate = f"{record.rate_limit} runs / min" if record.rate_limit else "no limit"
+    header = "X-API-KEY" if record.face == "jobe" else "Authorization"
+    print(
+        f"Created a {record.face} key in {_config(args).server.data_dir}:\n"
+        f"  id:          {record.id}\n"
+        f"  key:         {key}   (shown once: only its hash is kept)\n"
+        f"  concurrency: {record.concurrency_limit} runs\n"
+        f"  rate limit:  {rate}\n"
+        f"Clients send it in the {header} header."
+    )
+
+
+def face_keys_list(args: argparse.Namespace) -> None:
+    store = _open_store(args)
+    records = store.face_keys.list()
+    store.close()
+    if not records:
+        print("no face keys")
+        return
+    rows = [("ID", "FACE", "NAME", "ACTIVE", "CONCURRENCY", "RATE/MIN", "CREATED")]
+    rows += [
+        (k.id, k.face, k.name, "yes" if k.is_active else "no", str(k.concurrency_limit),
+         str(k.rate_limit), k.created)
+        for k in records
+    ]  # fmt: skip
+    _print_table(rows)
+
+
+def face_keys_disable(args: argparse.Namespace) -> None:
+    store = _open_store(args)
+    found = store.face_keys.disable(args.key_id)
+    store.close()
+    if not found:
+        _fail(f"no face key with id {args.key_id}")
+    print(f"disabled {args.key_id}")
 
 
 def keys_disable(args: argparse.Namespace) -> None:

@@ -1,7 +1,8 @@
-"""The store in one SQLite file (`<data dir>/sandbox.sqlite`): keypairs, read
-through a memory cache, and folder records.
+"""The store in one SQLite file (`<data dir>/sandbox.sqlite`): keypairs and the
+faces' keys, read through memory caches, and folder records.
 
-Every signed request looks its key up, so `keys.get` answers from a dict. The
+Every signed request looks its key up, so `keys.get` answers from a dict (and
+every one-shot run, so does `face_keys.find`). The
 server and `sandbox-admin` share the file: before answering, the cache checks
 SQLite's `data_version`, which changes when another connection commits, so a
 key created or disabled from the command line takes effect without a restart.
@@ -14,13 +15,33 @@ import sqlite3
 import threading
 import uuid
 
-from .store import Duplicate, Folder, Keypair, new_keypair, now
+from .store import (
+    Duplicate,
+    FaceKey,
+    Folder,
+    Keypair,
+    hash_face_key,
+    new_face_key,
+    new_keypair,
+    now,
+)
 
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS keypairs (
     access_key        TEXT PRIMARY KEY,
     secret_key        TEXT NOT NULL,
+    is_active         INTEGER NOT NULL DEFAULT 1,
+    concurrency_limit INTEGER NOT NULL,
+    rate_limit        INTEGER NOT NULL,
+    created           TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS face_keys (
+    key_hash          TEXT PRIMARY KEY,
+    id                TEXT NOT NULL UNIQUE,
+    face              TEXT NOT NULL,
+    name              TEXT NOT NULL,
     is_active         INTEGER NOT NULL DEFAULT 1,
     concurrency_limit INTEGER NOT NULL,
     rate_limit        INTEGER NOT NULL,
@@ -37,6 +58,7 @@ CREATE TABLE IF NOT EXISTS folders (
 )
 KEY_COLUMNS = "access_key, secret_key, is_active, concurrency_limit, rate_limit, created"
 FOLDER_COLUMNS = "id, access_key, name, created"
+FACE_KEY_COLUMNS = "key_hash, id, face, name, is_active, concurrency_limit, rate_limit, created"
 
 
 class _Database:
@@ -134,6 +156,62 @@ class SqliteKeys:
             return len(self._cache)
 
 
+class SqliteFaceKeys:
+    """The faces' key table, cached by hash; safe to share between threads."""
+
+    def __init__(self, database: _Database) -> None:
+        self._db = database.db
+        self._lock = database.lock
+        self._cache: dict[str, FaceKey] = {}  # hash -> record, oldest first
+        self._version = -1
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self, force: bool = False) -> None:
+        """Reload if anyone committed since the last load (or `force`). Hold the lock."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version and not force:
+            return
+        rows = self._db.execute(f"SELECT {FACE_KEY_COLUMNS} FROM face_keys ORDER BY rowid")
+        self._cache = {row[0]: FaceKey(*row[1:4], bool(row[4]), *row[5:]) for row in rows}
+        self._version = version
+
+    def create(
+        self, face: str, name: str, concurrency: int, rate_limit: int, key: str | None = None
+    ) -> tuple[FaceKey, str]:
+        record, key = new_face_key(face, name, concurrency, rate_limit, key)
+        with self._lock:
+            try:
+                self._db.execute(
+                    f"INSERT INTO face_keys ({FACE_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (hash_face_key(key), record.id, face, name, 1, concurrency, rate_limit,
+                     record.created),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise ValueError("key: exists already") from None
+            self._refresh(force=True)  # our own commits do not move data_version
+        return record, key
+
+    def find(self, face: str, key: str) -> FaceKey | None:
+        with self._lock:
+            self._refresh()
+            record = self._cache.get(hash_face_key(key))
+        return record if record is not None and record.face == face else None
+
+    def list(self) -> list[FaceKey]:
+        with self._lock:
+            self._refresh()
+            return list(self._cache.values())
+
+    def disable(self, key_id: str) -> bool:
+        with self._lock:
+            changed = self._db.execute(
+                "UPDATE face_keys SET is_active = 0 WHERE id = ?", (key_id,)
+            ).rowcount
+            self._refresh(force=True)
+        return bool(changed)
+
+
 class SqliteFolders:
     """The folder table; safe to share between threads."""
 
@@ -177,11 +255,12 @@ class SqliteFolders:
 
 
 class SqliteStore:
-    """Keys and folders over one SQLite file."""
+    """Keys, the faces' keys and folders over one SQLite file."""
 
     def __init__(self, path: str) -> None:
         self._database = _Database(path)
         self.keys = SqliteKeys(self._database)
+        self.face_keys = SqliteFaceKeys(self._database)
         self.folders = SqliteFolders(self._database)
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""What the server keeps across restarts: API keypairs and virtual folders' records.
+"""What the server keeps across restarts: API keypairs, the one-shot faces' keys and
+virtual folders' records.
 
 Callers see only these interfaces and records, and get a store from
 `store_backends.open_store`; `sqlite_store` is the one implementation today (one
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -38,6 +40,51 @@ class Folder:
     access_key: str
     name: str
     created: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class FaceKey:
+    """A key of a one-shot face (Jobe's X-API-KEY, Piston's bearer key). Only its
+    hash is stored; `id`, the hash's first digits, is how an admin names it."""
+
+    id: str
+    face: str  # one of FACES
+    name: str  # whom it was given to, for the admin
+    is_active: bool
+    concurrency_limit: int  # its runs at once
+    rate_limit: int  # its runs per minute; 0: no limit
+    created: str
+
+
+FACES = ("jobe", "piston")
+FACE_KEY_RE = re.compile(r"[\x21-\x7e]{8,128}")  # printable ASCII, no space
+
+
+def hash_face_key(key: str) -> str:
+    """SHA-256, not a slow password hash: generated keys carry 192 random bits, so
+    a fast hash cannot be searched, and every run looks its key up."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_face_key(
+    face: str, name: str, concurrency: int, rate_limit: int, key: str | None
+) -> tuple[FaceKey, str]:
+    """A record to store and the key to hand out (generated unless given: a school
+    keeps the key its Moodle already sends). ValueError naming the field."""
+    if face not in FACES:
+        raise ValueError(f"face: one of {', '.join(FACES)}, not {face!r}")
+    if key is not None and not FACE_KEY_RE.fullmatch(key):
+        raise ValueError("key: must be 8-128 printable ASCII characters, no spaces")
+    if not name.isprintable() or len(name) > 200:
+        raise ValueError("name: at most 200 printable characters")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency: must be a positive integer, not {concurrency!r}")
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit < 0:
+        raise ValueError(f"rate_limit: must be an integer >= 0, not {rate_limit!r}")
+    key = key or secrets.token_urlsafe(24)
+    digest = hash_face_key(key)
+    record = FaceKey(digest[:12], face, name, True, concurrency, rate_limit, now())
+    return record, key
 
 
 class Duplicate(ValueError):
@@ -122,8 +169,33 @@ class FolderRecords(Protocol):
     def remove(self, folder_id: str) -> None: ...
 
 
+class FaceKeyRecords(Protocol):
+    """The one-shot faces' keys. Every run looks one up: `find` must be cheap, and
+    must see what another process (sandbox-admin) committed."""
+
+    def create(
+        self, face: str, name: str, concurrency: int, rate_limit: int, key: str | None = None
+    ) -> tuple[FaceKey, str]:
+        """Store a new key (see new_face_key); the record and the key, shown once.
+        ValueError for bad fields or a key that exists already."""
+        ...
+
+    def find(self, face: str, key: str) -> FaceKey | None:
+        """The record of `key` for `face`, active or not, or None."""
+        ...
+
+    def list(self) -> list[FaceKey]:
+        """Oldest first."""
+        ...
+
+    def disable(self, key_id: str) -> bool:
+        """False if no key has that id."""
+        ...
+
+
 class Store(Protocol):
     keys: KeyRecords
+    face_keys: FaceKeyRecords
     folders: FolderRecords
 
     def close(self) -> None: ...
