@@ -1,6 +1,6 @@
 """`sandbox-server`: start the API server with working defaults.
 
-    sandbox-server [--host H] [--port P] [--data-dir D] [--config FILE]
+    sandbox-server [--host H] [--port P] [--data-dir D] [--config FILE] [--enable jobe]
 
 On first start with no keypair in the data directory it creates one and prints
 the environment lines a client needs, so a newcomer can paste them and go.
@@ -22,7 +22,7 @@ from sandbox.environment import layout_from_environment, preimport_from_environm
 from .app import create_app
 from .engine.store_backends import open_store
 from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
-from .settings import ServerConfig
+from .settings import OPTIONAL_FACES, ServerConfig
 
 # How long an idle client connection stays open. uvicorn's default, 5 s, closes
 # connections that clients such as requests keep for reuse without a timer of
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--data-dir", help="keys and folders live here (default ./data)")
     p.add_argument("--config", help="a TOML file of settings (docs/configuration.md)")
+    p.add_argument(
+        "--enable",
+        metavar="FACES",
+        help=f"serve these faces too, comma-separated: {', '.join(OPTIONAL_FACES)} "
+        "(adds to [faces] enabled)",
+    )
     return p
 
 
@@ -102,11 +108,18 @@ def _set_open_files_limit(config: ServerConfig) -> None:
         )
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+def overrides(args: argparse.Namespace, path: str | None) -> dict[str, dict[str, object]]:
     """The settings that flags and the environment give: the one place where the
     server reads environment variables (settings.ENVIRONMENT lists them; TMPDIR and
-    XDG_CACHE_HOME reach the spawner through its environment)."""
+    XDG_CACHE_HOME reach the spawner through its environment). --enable adds to
+    the config file's faces."""
+    enabled = None
+    if args.enable is not None:
+        base = ServerConfig.load(path).faces.enabled
+        more = [face.strip() for face in args.enable.split(",") if face.strip()]
+        enabled = tuple(dict.fromkeys([*base, *more]))
     return {
+        "faces": {"enabled": enabled},
         "server": {"host": args.host, "port": args.port, "data_dir": args.data_dir},
         "sandbox": {
             "cgroup_layout": layout_from_environment(),
@@ -118,7 +131,7 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        config = ServerConfig.load(args.config, overrides(args))
+        config = ServerConfig.load(args.config, overrides(args, args.config))
     except (OSError, ValueError) as e:
         _parser().error(str(e))
     if os.geteuid() != 0:

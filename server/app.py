@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .engine.engine import Engine
 from .engine.store_backends import open_store
-from .faces import v2
+from .faces import jobe, v2
 from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
@@ -50,14 +50,19 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.limiter = RateLimiter(config.v2.rate_window_seconds)
         app.state.body_gate = BodyGate(config.server.max_unverified_bodies)
         app.state.engine = await Engine.open(config.engine, store, config.server.data_dir)
+        if "jobe" in config.faces.enabled:
+            app.state.jobe = jobe.JobeFace(config.jobe, store.face_keys, config.server.data_dir)
         try:
             yield
         finally:
             await app.state.engine.close()
             store.close()
 
+    routes = v2.routes()
+    if "jobe" in config.faces.enabled:
+        routes += jobe.routes()
     app = Starlette(
-        routes=v2.routes(),
+        routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

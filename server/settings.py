@@ -7,6 +7,8 @@ them, and the flags over that.
     [pool]     kernels started ahead of demand                       (engine.settings)
     [sandbox]  what every kernel gets from the isolation layer       (sandbox.settings)
     [v2]       the v2 API face                                       (faces.v2.settings)
+    [faces]    which faces besides v2 the server serves                 (FaceSettings)
+    [jobe]     the Jobe face                                         (faces.jobe.settings)
 
 Each table is a dataclass whose fields hold their default, range and meaning once;
 `reference()` writes docs/configuration.md from them. Unknown names are an error,
@@ -28,7 +30,11 @@ from sandbox.settings import SandboxSettings, check, field_type, setting
 from sandbox.spec import MiB
 
 from .engine.settings import EngineSettings, FolderSettings, LimitSettings, PoolSettings
+from .faces.jobe.settings import JobeSettings
 from .faces.v2.settings import V2Settings
+
+# The faces a server may serve besides v2 (off unless enabled).
+OPTIONAL_FACES = ("jobe",)
 
 # environment variable -> what it does; read by server.__main__
 ENVIRONMENT = {
@@ -71,6 +77,23 @@ class ServerSettings:
         object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
 
 
+@dataclass(frozen=True)
+class FaceSettings:
+    """`[faces]`: the APIs served besides the v2 API, which is always on."""
+
+    enabled: tuple[str, ...] = setting(
+        (), f"faces to serve: any of {', '.join(OPTIONAL_FACES)} (or --enable jobe)"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+        unknown = [face for face in self.enabled if face not in OPTIONAL_FACES]
+        if unknown:
+            raise ValueError(
+                f"enabled: unknown face {unknown[0]!r}; one of {', '.join(OPTIONAL_FACES)}"
+            )
+
+
 TABLES: dict[str, type] = {
     "server": ServerSettings,
     "limits": LimitSettings,
@@ -78,6 +101,8 @@ TABLES: dict[str, type] = {
     "pool": PoolSettings,
     "sandbox": SandboxSettings,
     "v2": V2Settings,
+    "faces": FaceSettings,
+    "jobe": JobeSettings,
 }
 # every setting's name -> its table, for files from before the tables
 TABLE_OF = {f.name: table for table, cls in TABLES.items() for f in dataclasses.fields(cls)}
@@ -93,6 +118,8 @@ class ServerConfig:
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     sandbox: SandboxSettings = dataclasses.field(default_factory=SandboxSettings)
     v2: V2Settings = dataclasses.field(default_factory=V2Settings)
+    faces: FaceSettings = dataclasses.field(default_factory=FaceSettings)
+    jobe: JobeSettings = dataclasses.field(default_factory=JobeSettings)
 
     @property
     def engine(self) -> EngineSettings:

@@ -79,6 +79,11 @@ class JobKernel:
         except KernelGone as e:
             raise ExecutionFailed(f"the job's kernel ended: {e}") from e
 
+    async def out_of_memory(self) -> bool:
+        """Whether the OOM killer struck in the kernel since the last look (a step
+        killed by SIGKILL then ran out of the kernel's memory)."""
+        return await self.session.out_of_memory()
+
 
 class Jobs:
     """The jobs of one server: their slots, their queue, their kernels."""

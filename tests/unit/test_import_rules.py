@@ -6,8 +6,8 @@
 - the engine (`server/engine/`) imports no face, nothing of the server's program
   modules, and nothing of Starlette, uvicorn or any HTTP library;
 - a face (`server/faces/<name>/`) imports no other face; the shared plumbing
-  (`server/faces/http.py`) imports no face; faces import none of the server's
-  program modules (app, settings, admin, __main__).
+  (`server/faces/http.py`, `server/faces/face_access.py`) imports no face; faces
+  import none of the server's program modules (app, settings, admin, __main__).
 
 Each rule is also tried against a planted violation, so that a rule that cannot
 fail would be noticed.
@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sandbox", "server")
 HTTP_LIBRARIES = {"starlette", "uvicorn", "httpx", "httptools", "multipart", "websockets"}
+SHARED = {"http", "face_access"}  # server/faces/ modules every face may use
 PROGRAM = {"server.app", "server.settings", "server.admin", "server.__main__", "server.http_guard"}
 
 
@@ -78,7 +79,7 @@ def all_imports() -> dict[str, set[str]]:
 
 def _face(module: str) -> str | None:
     parts = module.split(".")
-    if parts[:2] == ["server", "faces"] and len(parts) > 2 and parts[2] != "http":
+    if parts[:2] == ["server", "faces"] and len(parts) > 2 and parts[2] not in SHARED:
         return parts[2]
     return None
 

@@ -1,0 +1,79 @@
+"""One Jobe run on the engine: a fresh kernel, the files and the source written
+into /home/work, the compile step if the language has one, then the run step,
+each under the limits its parameters give (Jobe's units: MB are 1000 x 1024
+bytes, as runguard counts them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+
+from ...engine.errors import EngineError, ExecutionFailed, NoCapacity, QuotaExceeded
+from ...engine.jobs import Jobs, Overloaded, StepLimits
+from .outcomes import (
+    COMPILATION_ERROR,
+    INTERNAL_ERROR,
+    SERVER_OVERLOAD,
+    RunResult,
+    compile_info,
+    diagnose,
+)
+from .run_spec import Params, RunSpec
+
+MB = 1000 * 1024
+
+
+def step_limits(params: Params) -> StepLimits:
+    return StepLimits(
+        cpu_seconds=params.cputime,
+        wall_seconds=2 * params.cputime,  # runguard's --time
+        output_bytes=int(params.streamsize * MB),
+        memory_bytes=int(params.memorylimit * MB),
+        processes=params.numprocs + 1,  # Jobe's +1: the shell that starts it
+        file_bytes=int(params.disklimit * MB) if params.disklimit > 0 else 0,
+    )
+
+
+def command(template: str, spec: RunSpec, params: Params) -> str:
+    """A language's shell template filled: our names quoted, the client's argument
+    lists as Jobe passes them (joined, for the shell to read)."""
+    return template.format(
+        src=shlex.quote(spec.sourcefilename),
+        exe=shlex.quote(spec.sourcefilename + ".exe"),
+        main_class=shlex.quote(spec.main_class),
+        **{name: " ".join(getattr(params, name)) for name in
+           ("compileargs", "linkargs", "interpreterargs", "runargs")},
+    )  # fmt: skip
+
+
+async def execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) -> RunResult:
+    """The run's result; an overloaded or failing engine is an outcome, not an error."""
+    try:
+        return await _execute(jobs, spec, files)
+    except (Overloaded, NoCapacity, QuotaExceeded):
+        return RunResult(SERVER_OVERLOAD)
+    except ExecutionFailed:
+        return RunResult(INTERNAL_ERROR, stderr="sandbox: the run's kernel ended unexpectedly\n")
+    except EngineError as e:
+        return RunResult(INTERNAL_ERROR, stderr=f"sandbox: {e.detail}\n")
+
+
+async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) -> RunResult:
+    language, params = spec.language, spec.params
+    at_compile = params.for_compile()
+    seconds = 2 * params.cputime + (2 * at_compile.cputime if language.compile else 0)
+    async with jobs.kernel(language.kernel, seconds) as job:
+        await job.write([*files, (spec.sourcefilename, spec.sourcecode.encode())])
+        if language.compile:
+            built = await job.step(
+                command(language.compile, spec, at_compile), b"", step_limits(at_compile)
+            )
+            cmpinfo = compile_info(built, language.compile_stdout)
+            if cmpinfo:
+                return RunResult(COMPILATION_ERROR, cmpinfo=cmpinfo)
+        ran = await job.step(
+            command(language.run, spec, params), spec.input.encode(), step_limits(params)
+        )
+        if language.expand_stderr_tabs:
+            ran = dataclasses.replace(ran, stderr=ran.stderr.replace(b"\n\t", b"\n        "))
+        return diagnose(ran, params.cputime, await job.out_of_memory())
