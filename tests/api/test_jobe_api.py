@@ -9,10 +9,12 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 
 import httpx
+import psutil
 import pytest
-from helpers.api_server import ROOT, start_server, stop_server
+from helpers.api_server import ROOT, spawner_pid, start_server, stop_server
 from helpers.jobe import PREFIX, Jobe
 
 JOBE_ON = '[faces]\nenabled = ["jobe"]\n'
@@ -266,3 +268,50 @@ def test_the_enable_flag(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert bad.returncode == 2 and "unknown face 'nosuch'" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tmp_path_factory):
+    """One job at a time and no queue."""
+    config = JOBE_ON + "[limits]\nmax_running_jobs = 1\nmax_waiting_jobs = 0\n"
+    proc, server = start_server(str(tmp_path_factory.mktemp("jobe-one")), config=config)
+    yield server
+    stop_server(proc)
+
+
+def test_a_full_queue_is_outcome_21(one_slot_server):
+    jobe = Jobe(one_slot_server.endpoint)
+    slow = {"language_id": "python3", "sourcecode": "import time\ntime.sleep(3)\nprint('slow')"}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(jobe.run, **slow)
+        time.sleep(1)
+        refused = Jobe(one_slot_server.endpoint).run(language_id="python3", sourcecode="print(1)")
+        assert first.result()["outcome"] == 15
+    assert refused == {"run_id": None, "outcome": 21, "cmpinfo": "", "stdout": "", "stderr": ""}
+
+
+def test_a_kernel_killed_under_a_run_is_outcome_20(one_slot_server):
+    jobe = Jobe(one_slot_server.endpoint)
+    marker = f"marker{time.monotonic_ns()}"
+    spawner = spawner_pid(one_slot_server.pid)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            jobe.run, language_id="python3", sourcecode="import time\ntime.sleep(30)\n",
+            parameters={"runargs": [marker]},
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        program = None
+        while program is None and time.monotonic() < deadline:
+            found = [
+                p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])
+            ]
+            program = found[0] if found else None
+            time.sleep(0.05)
+        assert program is not None, "the run's program never showed"
+        pid1 = next(p for p in [program, *program.parents()] if p.ppid() == spawner)
+        pid1.kill()  # the kernel's pid 1: the whole kernel goes
+        result = running.result()
+    assert result["outcome"] == 20, result
+    assert "kernel ended" in result["stderr"]
+    # the server goes on
+    assert jobe.run(language_id="python3", sourcecode="print(5)")["stdout"] == "5\n"
