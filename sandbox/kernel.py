@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from . import kernel_events, terminal
 from .kernel_connection import KernelConnection, KernelGone
@@ -108,13 +109,25 @@ class Kernel(KernelConnection):
         memory: int = 0,
         processes: int = 0,
         file_size: int = 0,
+        files: Sequence[tuple[str, bytes]] = (),
+        env: dict[str, str] | None = None,
+        python: dict | None = None,
     ) -> JobStep:
         """Run `command` once to its end under limits of its own (runner/job.py), for
-        the one-shot faces; the kernel must be idle. KernelGone if it ends first or
-        does not answer within the wall time and a grace; ValueError for a bad op."""
-        op = {"op": "job", "command": command, "cpu": cpu, "wall": wall, "output": output,
-              "memory": memory, "processes": processes, "fileSize": file_size}  # fmt: skip
-        await self.send(op, stdin)
+        the one-shot faces; the kernel must be idle. `files` are written into the work
+        directory first; `env` is all the program's environment; `python`, the same
+        step as a fork of the runner (runner/python_program.py). KernelGone if the
+        kernel ends first or does not answer within the wall time and a grace;
+        ValueError for a bad op."""
+        op: dict = {"op": "job", "command": command, "cpu": cpu, "wall": wall, "output": output,
+                    "memory": memory, "processes": processes, "fileSize": file_size}  # fmt: skip
+        if files:
+            op["files"] = [[path, len(data)] for path, data in files]
+        if env is not None:
+            op["env"] = env
+        if python is not None:
+            op["python"] = python
+        await self.send(op, b"".join(data for _, data in files) + stdin)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wall + JOB_GRACE
         while True:

@@ -7,17 +7,29 @@ program that floods runs on until its time is up, as Jobe's runguard does), its
 exit status or signal, its CPU and wall time, and whether the wall time ran out.
 
     {"op": "job", "command": str, "cpu": s, "wall": s, "memory": bytes,
-     "processes": n, "fileSize": bytes, "output": bytes}  + blob: its stdin
+     "processes": n, "fileSize": bytes, "output": bytes,
+     "files": [[path, size], ...]?, "env": {name: value}?,
+     "python": {"mode": "run" | "compile", "path": str, "args": [str]}?}
+     + blob: the files' bytes in order, then its stdin
 
-`command` runs as `/bin/sh -c command` in the work directory, in a session of its
-own, with RLIMIT_CPU at `cpu` (SIGXCPU, then SIGKILL a second later), RLIMIT_AS
-at `memory`, RLIMIT_NPROC at `processes` and RLIMIT_FSIZE at `fileSize` (0: not
-set). At `wall` seconds, or at the host's interrupt, its session is killed. The
-answer:
+The files are written first (relative to the work directory, as uploads are):
+the job's sources come with its first step, not through pid 1's file helper,
+which a fresh kernel would start for them. `command` runs as `/bin/sh -c
+command` in the work directory, in a session of its own, with exactly `env` as
+its environment if given (else the runner's), RLIMIT_CPU at `cpu` (SIGXCPU, then
+SIGKILL a second later), RLIMIT_AS at `memory`, RLIMIT_NPROC at `processes` and
+RLIMIT_FSIZE at `fileSize` (0: not set). With `python`, the same step is run in
+a fork of the runner instead (runner/python_program.py), which is the same as
+`command` and saves starting an interpreter, unless `memory` leaves a fork of
+the runner too little room: then `command` runs. At `wall` seconds, or at the
+host's interrupt, its session is killed. The answer:
 
     {"ev": "job-finished", "status": wait status, "cpuMs": int, "wallMs": int,
      "timedOut": bool, "stdoutBytes": n, "truncated": [stdout?, stderr?]}
      + blob: stdout then stderr
+
+A file that cannot be written ends the step before it starts, with status 126
+and the reason on stderr.
 
 Standard library only: this runs inside the kernel.
 """
@@ -29,35 +41,36 @@ import os
 import resource
 import selectors
 import signal
-import subprocess
 import time
 
+from . import files, python_program
 from .channel import Channel, InterruptGate
 
 SHELL = "/bin/sh"
 READ_SIZE = 64 * 1024
 DRAIN_SECONDS = 0.5  # after the program ended, for what its leftovers still hold open
+FORK_HEADROOM = 64 * 1024 * 1024  # address space a fork of the runner needs beyond its own
+EXIT_NOT_STARTED = 126
 FIELDS = {
     "cpu": (int, float), "wall": (int, float), "memory": int, "processes": int,
     "fileSize": int, "output": int,
 }  # fmt: skip
 
 
-def _limits(cpu: float, memory: int, processes: int, file_size: int):
-    def apply() -> None:  # in the child, before exec
-        seconds = max(1, int(cpu + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
-        if memory:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        if processes:
-            resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
-        if file_size:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+def _limits(message: dict) -> None:
+    """Set the step's limits (in the child, before it runs anything)."""
+    seconds = max(1, int(message["cpu"] + 0.999))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    for name, limit in (
+        ("memory", resource.RLIMIT_AS),
+        ("processes", resource.RLIMIT_NPROC),
+        ("fileSize", resource.RLIMIT_FSIZE),
+    ):
+        if message[name]:
+            resource.setrlimit(limit, (message[name], message[name]))
 
-    return apply
 
-
-def _check(message: dict) -> str | None:
+def _check(message: dict, blob: bytes) -> str | None:
     if not isinstance(message.get("command"), str):
         return "job: command must be a string"
     for name, kind in FIELDS.items():
@@ -66,6 +79,24 @@ def _check(message: dict) -> str | None:
             return f"job: {name} must be a number >= 0"
     if not message["cpu"] or not message["wall"]:
         return "job: cpu and wall must be above 0"
+    listed = message.get("files", [])
+    if not isinstance(listed, list) or not all(
+        isinstance(f, list) and len(f) == 2 and isinstance(f[0], str)
+        and isinstance(f[1], int) and not isinstance(f[1], bool) and f[1] >= 0
+        for f in listed
+    ):  # fmt: skip
+        return "job: files must be [[path, size], ...]"
+    if sum(size for _, size in listed) > len(blob):
+        return "job: the files' sizes pass the end of the blob"
+    env = message.get("env")
+    if env is not None and not (
+        isinstance(env, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+        and all(k and "=" not in k and "\0" not in k + v for k, v in env.items())
+    ):
+        return "job: env must be {name: value} of strings"
+    if "python" in message:
+        return python_program.check(message["python"])
     return None
 
 
@@ -79,35 +110,84 @@ def _kill_session(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def run_job(channel: Channel, gate: InterruptGate, message: dict, stdin: bytes, cwd: str) -> None:
+def _own_address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
+    """Fork the step's process: (pid, its stdin's, stdout's and stderr's fds here)."""
+    python = message.get("python")
+    if python and message["memory"] and message["memory"] < _own_address_space() + FORK_HEADROOM:
+        python = None  # a fork of the runner would not fit: start python3 itself
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing here may return
+        try:
+            os.setsid()
+            for fd, target in ((stdin_r, 0), (stdout_w, 1), (stderr_w, 2)):
+                os.dup2(fd, target)
+            os.closerange(3, 1 << 20)  # the control socket above all
+            os.chdir(cwd)
+            _limits(message)
+            if python:
+                python_program.main(python, message.get("env"))
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by programs
+                signal.signal(sig, signal.SIG_DFL)
+            env = message.get("env")
+            if env is None:
+                os.execv(SHELL, [SHELL, "-c", message["command"]])
+            os.execve(SHELL, [SHELL, "-c", message["command"]], env)
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
+        finally:
+            os._exit(127)
+    for fd in (stdin_r, stdout_w, stderr_w):
+        os.close(fd)
+    return pid, stdin_w, stdout_r, stderr_r
+
+
+def _write_files(message: dict, blob: bytes, cwd: str) -> tuple[bytes, str | None]:
+    """Write the op's files; (the blob's rest: stdin, why a file failed or None)."""
+    at = 0
+    for path, size in message.get("files", []):
+        try:
+            files.upload(path, blob[at : at + size], cwd)
+        except files.FileOpError as e:
+            return b"", f"job: {e}\n"
+        at += size
+    return blob[at:], None
+
+
+def _finished(channel: Channel, status: int, reply: dict, out: bytes, err: bytes) -> None:
+    channel.send(
+        {"ev": "job-finished", "status": status, **reply, "stdoutBytes": len(out)}, out + err
+    )
+
+
+def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, cwd: str) -> None:
     """Run one job op and send its "job-finished" (or an "error" for a bad op)."""
-    problem = _check(message)
+    problem = _check(message, blob)
     if problem:
         channel.send({"ev": "error", "message": problem})
+        return
+    stdin, failure = _write_files(message, blob, cwd)
+    nothing = {"cpuMs": 0, "wallMs": 0, "timedOut": False, "truncated": [False, False]}
+    if failure:
+        _finished(channel, EXIT_NOT_STARTED << 8, nothing, b"", failure.encode())
         return
     cap = message["output"]
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            [SHELL, "-c", message["command"]],
-            cwd=cwd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own session: killed whole at the end
-            preexec_fn=_limits(
-                message["cpu"], message["memory"], message["processes"], message["fileSize"]
-            ),
-        )
+        pid, in_fd, out_fd, err_fd = _start(message, cwd)
     except OSError as e:
-        error = f"job: cannot run {SHELL}: {e}\n".encode()
-        channel.send(
-            {"ev": "job-finished", "status": 127 << 8, "cpuMs": 0, "wallMs": 0,
-             "timedOut": False, "stdoutBytes": 0, "truncated": [False, False]},
-            error,
-        )  # fmt: skip
+        _finished(
+            channel, EXIT_NOT_STARTED << 8, nothing, b"", f"job: cannot start: {e}\n".encode()
+        )
         return
-    out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
     kept = {out_fd: bytearray(), err_fd: bytearray()}
     cut = {out_fd: False, err_fd: False}
     timed_out = False
@@ -122,14 +202,15 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, stdin: bytes, 
             os.set_blocking(in_fd, False)
             sel.register(in_fd, selectors.EVENT_WRITE)
         else:
-            proc.stdin.close()
+            os.close(in_fd)
+            in_fd = -1
         gate.armed = True
         try:
             while sel.get_map():
                 now = time.monotonic()
-                if draining_until is None and (now >= deadline or _exited(proc.pid)):
+                if draining_until is None and (now >= deadline or _exited(pid)):
                     timed_out = now >= deadline
-                    _kill_session(proc.pid)  # and what it left running, holding the pipes
+                    _kill_session(pid)  # and what it left running, holding the pipes
                     draining_until = now + DRAIN_SECONDS
                 elif draining_until is not None and now >= draining_until:
                     break
@@ -144,7 +225,8 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, stdin: bytes, 
                             pending = pending[:0]
                         if not pending:
                             sel.unregister(in_fd)
-                            proc.stdin.close()
+                            os.close(in_fd)
+                            in_fd = -1
                         continue
                     data = os.read(key.fd, READ_SIZE)
                     if not data:
@@ -157,22 +239,16 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, stdin: bytes, 
             pass
         finally:
             gate.armed = False
-            _kill_session(proc.pid)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = status  # reaped here: Popen must not wait for it again
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        with contextlib.suppress(OSError):
-            stream.close()
-    out, err = bytes(kept[out_fd]), bytes(kept[err_fd])
-    channel.send(
-        {
-            "ev": "job-finished",
-            "status": status,
-            "cpuMs": int((usage.ru_utime + usage.ru_stime) * 1000),
-            "wallMs": int((time.monotonic() - start) * 1000),
-            "timedOut": timed_out,
-            "stdoutBytes": len(out),
-            "truncated": [cut[out_fd], cut[err_fd]],
-        },
-        out + err,
-    )
+            _kill_session(pid)
+    _, status, usage = os.wait4(pid, 0)
+    for fd in (in_fd, out_fd, err_fd):
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    reply = {
+        "cpuMs": int((usage.ru_utime + usage.ru_stime) * 1000),
+        "wallMs": int((time.monotonic() - start) * 1000),
+        "timedOut": timed_out,
+        "truncated": [cut[out_fd], cut[err_fd]],
+    }
+    _finished(channel, status, reply, bytes(kept[out_fd]), bytes(kept[err_fd]))

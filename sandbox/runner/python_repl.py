@@ -76,6 +76,8 @@ _RUNNER_PREFIXES = tuple({_HERE + os.sep, os.path.realpath(_HERE) + os.sep})
 # kept alive on purpose: in a forked kernel their fds were closed, and letting
 # one be garbage-collected would close whatever file now has that number.
 _replaced: list[object] = []
+# what the REPL replaces, as the interpreter had it (restore_interpreter)
+_ORIGINALS = {"input": builtins.input, "print": builtins.print, "getpass": getpass.getpass}
 
 
 class _Unclosable:
@@ -321,6 +323,16 @@ def _clean_sys_path() -> None:
         packages = [i for i, entry in enumerate(sys.path) if entry.endswith("-packages")]
         # after the standard library, ahead of the system's packages, as python3 has it
         sys.path.insert(packages[0] if packages else len(sys.path), user_site)
+
+
+def restore_interpreter() -> None:
+    """Undo what the REPL installed in builtins and getpass (input, print, display,
+    getpass), for a process forked from the runner to run a program as a fresh
+    interpreter would (runner/python_program.py); it makes its own sys.std*."""
+    builtins.input = _ORIGINALS["input"]
+    builtins.print = _ORIGINALS["print"]
+    getpass.getpass = _ORIGINALS["getpass"]
+    builtins.__dict__.pop("display", None)
 
 
 class PythonRepl:

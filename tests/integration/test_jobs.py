@@ -67,3 +67,58 @@ def test_bad_ops_are_refused_and_the_kernel_goes_on(kernel):
     with pytest.raises(ValueError, match="cpu and wall must be above 0"):
         job(kernel, "true", cpu=0)
     assert job(kernel, "echo fine").stdout == b"fine\n"
+
+
+def test_files_come_with_the_step_and_env_replaces_the_environment(kernel):
+    step = job(
+        kernel, "cat a.txt sub/b.txt; env | sort", b"stdin\n",
+        files=[("a.txt", b"A\n"), ("sub/b.txt", b"B\n")],
+        env={"ONLY": "this", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert step.stdout == b"A\nB\nONLY=this\nPATH=/usr/bin:/bin\nPWD=/home/work\n", step
+    bad = job(kernel, "echo never", files=[("../escape", b"x")])
+    assert bad.exit_code == 126 and b"escape" in bad.stderr and bad.stdout == b""
+
+
+def test_python_steps_run_in_a_fork_as_python3_would(kernel):
+    program = (
+        "import sys, os\nprint(sys.argv, sys.path[0], os.environ.get('PYTHONPATH'))\n"
+        "print(input())\nprint('display' in dir(__builtins__), __name__, __file__)\n"
+        "import matplotlib.pyplot as plt\nprint(plt.get_backend())\n"
+        "sys.stderr.write('err\\n')\nraise SystemExit(3)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    step = job(
+        kernel, "exec python3 -BE prog.py a b", b"typed\n", files=[("prog.py", program.encode())],
+        env=env, python={"mode": "run", "path": "prog.py", "args": ["a", "b"]},
+    )  # fmt: skip
+    expected = (
+        b"['prog.py', 'a', 'b'] /home/work None\ntyped\nFalse __main__ /home/work/prog.py\nagg\n"
+    )
+    assert (step.stdout, step.stderr, step.exit_code) == (expected, b"err\n", 3), step
+    failing = job(
+        kernel, "exec python3 -BE bad.py", files=[("bad.py", b"def f():\n    return 1 / 0\nf()\n")],
+        python={"mode": "run", "path": "bad.py", "args": []},
+    )  # fmt: skip
+    assert failing.stderr.decode() == (
+        'Traceback (most recent call last):\n  File "/home/work/bad.py", line 3, in <module>\n'
+        '    f()\n  File "/home/work/bad.py", line 2, in f\n    return 1 / 0\n'
+        "           ~~^~~\nZeroDivisionError: division by zero\n"
+    ), failing.stderr
+    assert failing.exit_code == 1
+    syntax = job(
+        kernel, "python3 -m py_compile s.py", files=[("s.py", b"print(1\n")],
+        python={"mode": "compile", "path": "s.py"},
+    )  # fmt: skip
+    real = job(kernel, "python3 -m py_compile s.py")
+    assert syntax.stderr == real.stderr and b"SyntaxError" in syntax.stderr
+    assert syntax.exit_code == real.exit_code == 1
+
+
+def test_a_tight_memory_limit_runs_python3_itself(kernel):
+    step = job(
+        kernel, "exec python3 -BE m.py",
+        files=[("m.py", b"import sys\nprint(len(sys.modules) < 100)\n")],
+        python={"mode": "run", "path": "m.py", "args": []}, memory=64 * MiB,
+    )  # fmt: skip
+    assert step.stdout == b"True\n", step  # a fresh interpreter: few modules
