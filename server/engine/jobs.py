@@ -3,10 +3,10 @@ whose API is "run this with this input under these limits" (Jobe, Piston).
 
 A job gets a kernel that has run nothing (a warm one from the pool, else a new
 one) and the kernel is destroyed when the job ends, whatever happened: nothing of
-one job reaches another. Inside, the face writes the job's files into /home/work
-and runs its steps (build, run) one by one, each a `Kernel.run_job` with limits
-of its own; what a step's outcome means (a compile error, a time limit) is the
-face's to say.
+one job reaches another. Inside, the face runs its steps (build, run) one by one,
+each a `Kernel.run_job` with limits of its own, the job's files written into
+/home/work with the first; what a step's outcome means (a compile error, a time
+limit) is the face's to say.
 
 Jobs run at most `max_running` at once, and at most `max_waiting` wait for a
 slot; past that a job is refused at once with `Overloaded`, so a burst of
@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from sandbox.kernel import KernelGone
 from sandbox.run_result import JobStep
 
-from . import kernel_files
 from .errors import EngineError, ExecutionFailed
 from .limits import KernelLimits
 from .pool import kernel_spec
@@ -59,12 +58,20 @@ class JobKernel:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    async def write(self, files: list[tuple[str, bytes]]) -> None:
-        """Put files into /home/work (paths relative to it)."""
-        await kernel_files.upload(self.session, files)
-
-    async def step(self, command: str, stdin: bytes, limits: StepLimits) -> JobStep:
-        """Run `command` (a shell command in /home/work) once, to its end."""
+    async def step(
+        self,
+        command: str,
+        stdin: bytes,
+        limits: StepLimits,
+        *,
+        files: Sequence[tuple[str, bytes]] = (),
+        env: dict[str, str] | None = None,
+        python: dict | None = None,
+    ) -> JobStep:
+        """Run `command` (a shell command in /home/work) once, to its end, after
+        writing `files` there (paths relative to it). `env`: the program's whole
+        environment (default: the kernel's). `python`: the same step as a fork of
+        the kernel's python3 (sandbox/runner/python_program.py), for python3 kernels."""
         try:
             return await self.session.kernel.run_job(
                 command,
@@ -75,6 +82,9 @@ class JobKernel:
                 memory=limits.memory_bytes,
                 processes=limits.processes,
                 file_size=limits.file_bytes,
+                files=files,
+                env=env,
+                python=python,
             )
         except KernelGone as e:
             raise ExecutionFailed(f"the job's kernel ended: {e}") from e
@@ -94,12 +104,17 @@ class Jobs:
         self.max_running = settings.limits.max_running_jobs
         self.max_waiting = settings.limits.max_waiting_jobs
         self._slots = asyncio.Semaphore(self.max_running)
+        self._ending: set[asyncio.Task] = set()
         self.waiting = 0
 
     @contextlib.asynccontextmanager
     async def kernel(self, lang: str, seconds: float) -> AsyncIterator[JobKernel]:
         """A fresh kernel of `lang` for one job expected to take about `seconds`
-        (its steps' wall times), destroyed on leaving. Overloaded past the queue."""
+        (its steps' wall times), destroyed on leaving. Overloaded past the queue.
+
+        The destroy runs after the block, in the background: the job's answer need
+        not wait for its kernel's end, but its slot does, so the kernels that jobs
+        hold, ending ones included, stay within max_running."""
         if self._slots.locked() and self.waiting >= self.max_waiting:
             raise Overloaded(f"more than {self.max_waiting} jobs are waiting")
         self.waiting += 1
@@ -109,13 +124,27 @@ class Jobs:
             self.waiting -= 1
         try:
             session = await self._create(lang, seconds)
-            try:
-                async with session.lock:
-                    yield JobKernel(session)
-            finally:
-                await self.registry.destroy(session, "the job ended")
+        except BaseException:
+            self._slots.release()
+            raise
+        try:
+            async with session.lock:
+                yield JobKernel(session)
+        finally:
+            ending = asyncio.create_task(self._end(session))
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
+
+    async def _end(self, session: Session) -> None:
+        try:
+            await self.registry.destroy(session, "the job ended")
         finally:
             self._slots.release()
+
+    async def close(self) -> None:
+        """Wait for the kernels of ended jobs to be gone."""
+        while self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
     async def _create(self, lang: str, seconds: float) -> Session:
         language = resolve_lang(lang)

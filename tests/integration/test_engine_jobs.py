@@ -44,8 +44,7 @@ def kernel_processes(engine: Engine) -> list[psutil.Process]:
 def test_a_job_builds_and_runs_in_a_kernel_that_is_gone_after(tmp_path):
     async def body(engine: Engine):
         async with engine.jobs.kernel("c", seconds=20) as job:
-            await job.write([("prog.c", HELLO_C)])
-            build = await job.step("gcc -o prog prog.c", b"", LIMITS)
+            build = await job.step("gcc -o prog prog.c", b"", LIMITS, files=[("prog.c", HELLO_C)])
             ran = await job.step("./prog", b"world\n", LIMITS)
             inside = len(kernel_processes(engine))
         return build, ran, inside, kernel_processes(engine), dict(engine.registry.sessions)
@@ -61,7 +60,10 @@ def test_each_job_has_a_kernel_of_its_own_even_when_one_fails(tmp_path):
         seen = []
         with pytest.raises(RuntimeError):
             async with engine.jobs.kernel("python3", seconds=10) as job:
-                await job.write([("secret.txt", b"from the first job")])
+                wrote = await job.step(
+                    "cat secret.txt", b"", LIMITS, files=[("secret.txt", b"from the first job")]
+                )
+                assert wrote.stdout == b"from the first job"
                 seen.append(job.session.id)
                 raise RuntimeError("the face failed")
         async with engine.jobs.kernel("python3", seconds=10) as job:
