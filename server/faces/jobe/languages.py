@@ -41,6 +41,8 @@ class JobeLanguage:
     compile_stdout: bool = False
     # Jobe's Java filter: a tab after a newline in stderr becomes 8 spaces
     expand_stderr_tabs: bool = False
+    # python3's steps may run as forks of the kernel's python3 (run.py says when)
+    python_fork: bool = False
 
     def installed_version(self) -> str | None:
         """What Jobe reports as the version, or None if the runtime does not run."""
@@ -138,6 +140,7 @@ LANGUAGES: tuple[JobeLanguage, ...] = (
         version=("python3", "--version"), version_re=r"Python ([0-9._]*)",
         params={"interpreterargs": ["-BE"], "memorylimit": 1000},
         compile_stdout=True,
+        python_fork=True,
     ),
 )  # fmt: skip
 

@@ -1,12 +1,19 @@
 """One Jobe run on the engine: a fresh kernel, the files and the source written
 into /home/work, the compile step if the language has one, then the run step,
 each under the limits its parameters give (Jobe's units: MB are 1000 x 1024
-bytes, as runguard counts them)."""
+bytes, as runguard counts them), in an environment like the one runguard gives.
+
+A python3 step whose command is Jobe's own (`python3 -m py_compile`, `python3
+-BE` with plain arguments) runs as a fork of the kernel's python3, which is the
+same and saves starting an interpreter (sandbox/runner/python_program.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
+import signal
 
 from ...engine.errors import EngineError, ExecutionFailed, NoCapacity, QuotaExceeded
 from ...engine.jobs import Jobs, Overloaded, StepLimits
@@ -21,6 +28,17 @@ from .outcomes import (
 from .run_spec import Params, RunSpec
 
 MB = 1000 * 1024
+# What runguard leaves a program: PATH and the locale; HOME somewhere writable.
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "HOME": "/home/work",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+# an argument the shell passes on as it is
+_PLAIN_ARGUMENT = re.compile(r"[\w@%+=:,./-]+")
 
 
 def step_limits(params: Params) -> StepLimits:
@@ -46,6 +64,21 @@ def command(template: str, spec: RunSpec, params: Params) -> str:
     )  # fmt: skip
 
 
+def python_way(spec: RunSpec, compiling: bool) -> dict | None:
+    """The step as a fork of the kernel's python3, when that is the same as its
+    command; None otherwise (custom interpreter args, arguments the shell reads)."""
+    if not spec.language.python_fork:
+        return None
+    if compiling:
+        return {"mode": "compile", "path": spec.sourcefilename}
+    args = spec.params.runargs
+    if spec.params.interpreterargs != ("-BE",) or not all(
+        _PLAIN_ARGUMENT.fullmatch(a) for a in args
+    ):
+        return None
+    return {"mode": "run", "path": spec.sourcefilename, "args": list(args)}
+
+
 async def execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) -> RunResult:
     """The run's result; an overloaded or failing engine is an outcome, not an error."""
     try:
@@ -62,18 +95,22 @@ async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) ->
     language, params = spec.language, spec.params
     at_compile = params.for_compile()
     seconds = 2 * params.cputime + (2 * at_compile.cputime if language.compile else 0)
+    sources = [*files, (spec.sourcefilename, spec.sourcecode.encode())]
     async with jobs.kernel(language.kernel, seconds) as job:
-        await job.write([*files, (spec.sourcefilename, spec.sourcecode.encode())])
         if language.compile:
             built = await job.step(
-                command(language.compile, spec, at_compile), b"", step_limits(at_compile)
-            )
+                command(language.compile, spec, at_compile), b"", step_limits(at_compile),
+                files=sources, env=ENVIRONMENT, python=python_way(spec, compiling=True),
+            )  # fmt: skip
+            sources = []
             cmpinfo = compile_info(built, language.compile_stdout)
             if cmpinfo:
                 return RunResult(COMPILATION_ERROR, cmpinfo=cmpinfo)
         ran = await job.step(
-            command(language.run, spec, params), spec.input.encode(), step_limits(params)
-        )
+            command(language.run, spec, params), spec.input.encode(), step_limits(params),
+            files=sources, env=ENVIRONMENT, python=python_way(spec, compiling=False),
+        )  # fmt: skip
         if language.expand_stderr_tabs:
             ran = dataclasses.replace(ran, stderr=ran.stderr.replace(b"\n\t", b"\n        "))
-        return diagnose(ran, params.cputime, await job.out_of_memory())
+        killed = ran.signal == signal.SIGKILL  # the OOM killer's signal: ask only then
+        return diagnose(ran, params.cputime, killed and await job.out_of_memory())
