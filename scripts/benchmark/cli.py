@@ -21,6 +21,7 @@ def plan_for(args: argparse.Namespace) -> Plan:
         seconds=1.0 if args.quick else 3.0,
         density=density,
         probes=min(runs, 20, density),
+        burst=32 if args.quick else 256,
     )
 
 

@@ -33,6 +33,7 @@ class Plan:
     seconds: float  # per throughput figure
     density: int  # idle kernels alive at once
     probes: int  # creates and queries at that density; idle interpreters measured
+    burst: int  # one-shot runs submitted at once
 
 
 @dataclass

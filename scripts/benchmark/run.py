@@ -21,6 +21,7 @@ from .figures import (
     Figure,
     Plan,
 )
+from .jobs import JOBE_CONFIG, host_floor, measure_jobs
 from .kernel_gateway import GATEWAY, gateway_baseline
 from .measurements import (
     CLIENTS,
@@ -105,6 +106,10 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
         step(f"the same, pre-imported ({kernels} kernels)")
         with sandbox_server(tmp, "science-pre", COLD_CONFIG) as server:
             figures += asyncio.run(measure_science(server, kernels, preimported=True))
+        step(f"Jobe runs: python3 and C sustained ({plan.seconds:g} s each), a burst")
+        figures += [host_floor("python3", plan.runs, tmp), host_floor("c", plan.runs, tmp)]
+        with sandbox_server(tmp, "jobe", JOBE_CONFIG) as server:
+            figures += asyncio.run(measure_jobs(server, plan.seconds, plan.burst))
         step(f"cold creates, no warm pool and no spare processes ({plan.runs} spaced)")
         with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))

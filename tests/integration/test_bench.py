@@ -31,6 +31,10 @@ EXPECTED = [
     "batch C cycle",
     "kernel unique memory, 20 alive",
     "query print(1), 20 alive",
+    "python3 compile+run CPU on the host",
+    "Jobe python3 run, 16 concurrent",
+    "Jobe c run, 16 concurrent",
+    "Jobe python3 burst of 32 at once",
 ]
 
 
