@@ -112,11 +112,13 @@ class Kernel(KernelConnection):
         files: Sequence[tuple[str, bytes]] = (),
         env: dict[str, str] | None = None,
         python: dict | None = None,
+        stop_at_output: bool = False,
     ) -> JobStep:
         """Run `command` once to its end under limits of its own (runner/job.py), for
         the one-shot faces; the kernel must be idle. `files` are written into the work
         directory first; `env` is all the program's environment; `python`, the same
-        step as a fork of the runner (runner/python_program.py). KernelGone if the
+        step as a fork of the runner (runner/python_program.py); `stop_at_output`:
+        the program is killed once a stream passes `output`. KernelGone if the
         kernel ends first or does not answer within the wall time and a grace;
         ValueError for a bad op."""
         op: dict = {"op": "job", "command": command, "cpu": cpu, "wall": wall, "output": output,
@@ -127,6 +129,8 @@ class Kernel(KernelConnection):
             op["env"] = env
         if python is not None:
             op["python"] = python
+        if stop_at_output:
+            op["stopAtOutput"] = True
         await self.send(op, b"".join(data for _, data in files) + stdin)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wall + JOB_GRACE

@@ -8,7 +8,7 @@ exit status or signal, its CPU and wall time, and whether the wall time ran out.
 
     {"op": "job", "command": str, "cpu": s, "wall": s, "memory": bytes,
      "processes": n, "fileSize": bytes, "output": bytes,
-     "files": [[path, size], ...]?, "env": {name: value}?,
+     "files": [[path, size], ...]?, "env": {name: value}?, "stopAtOutput": bool?,
      "python": {"mode": "run" | "compile", "path": str, "args": [str]}?}
      + blob: the files' bytes in order, then its stdin
 
@@ -22,10 +22,12 @@ RLIMIT_FSIZE at `fileSize` (0: not set). With `python`, the same step is run in
 a fork of the runner instead (runner/python_program.py), which is the same as
 `command` and saves starting an interpreter, unless `memory` leaves a fork of
 the runner too little room: then `command` runs. At `wall` seconds, or at the
-host's interrupt, its session is killed. The answer:
+host's interrupt, its session is killed; with `stopAtOutput`, also as soon as
+either stream passes `output` (Piston's rule; Jobe's is to read on). The answer:
 
     {"ev": "job-finished", "status": wait status, "cpuMs": int, "wallMs": int,
-     "timedOut": bool, "stdoutBytes": n, "truncated": [stdout?, stderr?]}
+     "timedOut": bool, "stdoutBytes": n,
+     "truncated": [stdout?, stderr?]}
      + blob: stdout then stderr
 
 A file that cannot be written ends the step before it starts, with status 126
@@ -95,6 +97,8 @@ def _check(message: dict, blob: bytes) -> str | None:
         and all(k and "=" not in k and "\0" not in k + v for k, v in env.items())
     ):
         return "job: env must be {name: value} of strings"
+    if not isinstance(message.get("stopAtOutput", False), bool):
+        return "job: stopAtOutput must be a boolean"
     if "python" in message:
         return python_program.check(message["python"])
     return None
@@ -175,11 +179,13 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
         channel.send({"ev": "error", "message": problem})
         return
     stdin, failure = _write_files(message, blob, cwd)
-    nothing = {"cpuMs": 0, "wallMs": 0, "timedOut": False, "truncated": [False, False]}
+    nothing = {
+        "cpuMs": 0, "wallMs": 0, "timedOut": False, "truncated": [False, False]
+    }  # fmt: skip
     if failure:
         _finished(channel, EXIT_NOT_STARTED << 8, nothing, b"", failure.encode())
         return
-    cap = message["output"]
+    cap, stop_at_output = message["output"], message.get("stopAtOutput", False)
     start = time.monotonic()
     try:
         pid, in_fd, out_fd, err_fd = _start(message, cwd)
@@ -235,6 +241,9 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
                     room = max(0, cap - len(kept[key.fd]))
                     kept[key.fd] += data[:room]
                     cut[key.fd] = cut[key.fd] or len(data) > room
+                    if cut[key.fd] and stop_at_output and draining_until is None:
+                        _kill_session(pid)
+                        draining_until = time.monotonic() + DRAIN_SECONDS
         except KeyboardInterrupt:  # the host's interrupt: the job ends here
             pass
         finally:

@@ -77,7 +77,7 @@ class Engine:
         return engine
 
     async def close(self) -> None:
-        await self.jobs.close()
+        await self.jobs.ended()
         await self.registry.close()
         await self.spawner.close()
         self.folders.storage.close()

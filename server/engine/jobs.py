@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 
 from sandbox.kernel import KernelGone
-from sandbox.run_result import JobStep
+from sandbox.run_result import JobStep, RunResult
 
 from .errors import EngineError, ExecutionFailed
 from .limits import KernelLimits
@@ -50,6 +50,7 @@ class StepLimits:
     memory_bytes: int = 0  # RLIMIT_AS; 0: only the kernel's memory limit
     processes: int = 0  # RLIMIT_NPROC of the kernel's user; 0: only its pids limit
     file_bytes: int = 0  # RLIMIT_FSIZE; 0: only /home/work's size
+    stop_at_output: bool = False  # kill it once a stream passes output_bytes
 
 
 class JobKernel:
@@ -85,7 +86,35 @@ class JobKernel:
                 files=files,
                 env=env,
                 python=python,
+                stop_at_output=limits.stop_at_output,
             )
+        except KernelGone as e:
+            raise ExecutionFailed(f"the job's kernel ended: {e}") from e
+
+    async def start(self, command: str, hold: float) -> RunResult:
+        """Start `command` (a shell command in /home/work) as a run whose output comes
+        as it is printed and which asks for input when it reads it (the batch op's
+        exec), for an interactive face; then `more` and `give` until "finished"."""
+        op = {"op": "batch", "clean": "", "build": "", "exec": command}
+        return await self._kernel_call(self.session.kernel.start(op, hold, eager=True))
+
+    async def more(self, hold: float) -> RunResult:
+        return await self._kernel_call(self.session.kernel.collect(hold, eager=True))
+
+    async def give(self, text: str, hold: float) -> RunResult:
+        """The run's input, while it waits for some."""
+        return await self._kernel_call(self.session.kernel.feed_input(text, hold, eager=True))
+
+    async def interrupt(self) -> None:
+        """SIGINT to the running command."""
+        try:
+            await self.session.kernel.interrupt()
+        except KernelGone as e:
+            raise ExecutionFailed(f"the job's kernel ended: {e}") from e
+
+    async def _kernel_call(self, call: Awaitable[RunResult]) -> RunResult:
+        try:
+            return await call
         except KernelGone as e:
             raise ExecutionFailed(f"the job's kernel ended: {e}") from e
 
@@ -108,9 +137,13 @@ class Jobs:
         self.waiting = 0
 
     @contextlib.asynccontextmanager
-    async def kernel(self, lang: str, seconds: float) -> AsyncIterator[JobKernel]:
+    async def kernel(
+        self, lang: str, seconds: float, memory_bytes: int | None = None
+    ) -> AsyncIterator[JobKernel]:
         """A fresh kernel of `lang` for one job expected to take about `seconds`
-        (its steps' wall times), destroyed on leaving. Overloaded past the queue.
+        (its steps' wall times), with `memory_bytes` of memory (default: [limits]
+        default_memory_bytes, which the warm pool's kernels have; up to
+        max_memory_bytes), destroyed on leaving. Overloaded past the queue.
 
         The destroy runs after the block, in the background: the job's answer need
         not wait for its kernel's end, but its slot does, so the kernels that jobs
@@ -123,7 +156,7 @@ class Jobs:
         finally:
             self.waiting -= 1
         try:
-            session = await self._create(lang, seconds)
+            session = await self._create(lang, seconds, memory_bytes)
         except BaseException:
             self._slots.release()
             raise
@@ -141,15 +174,15 @@ class Jobs:
         finally:
             self._slots.release()
 
-    async def close(self) -> None:
-        """Wait for the kernels of ended jobs to be gone."""
+    async def ended(self) -> None:
+        """Wait until the kernels of the jobs that ended are gone."""
         while self._ending:
             await asyncio.gather(*self._ending, return_exceptions=True)
 
-    async def _create(self, lang: str, seconds: float) -> Session:
+    async def _create(self, lang: str, seconds: float, memory_bytes: int | None) -> Session:
         language = resolve_lang(lang)
         limits = self.settings.limits
-        memory = limits.default_memory_bytes
+        memory = min(memory_bytes or limits.default_memory_bytes, limits.max_memory_bytes)
         lifetime_ms = int(seconds * 1000) + IDLE_SLACK_MS
         kernel_limits = KernelLimits(
             memory_bytes=memory,

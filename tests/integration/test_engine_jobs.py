@@ -47,6 +47,7 @@ def test_a_job_builds_and_runs_in_a_kernel_that_is_gone_after(tmp_path):
             build = await job.step("gcc -o prog prog.c", b"", LIMITS, files=[("prog.c", HELLO_C)])
             ran = await job.step("./prog", b"world\n", LIMITS)
             inside = len(kernel_processes(engine))
+        await engine.jobs.ended()  # its kernel goes after the job, in the background
         return build, ran, inside, kernel_processes(engine), dict(engine.registry.sessions)
 
     build, ran, inside, after, sessions = run(tmp_path, body)
@@ -69,6 +70,7 @@ def test_each_job_has_a_kernel_of_its_own_even_when_one_fails(tmp_path):
         async with engine.jobs.kernel("python3", seconds=10) as job:
             seen.append(job.session.id)
             listing = await job.step("ls -A", b"", LIMITS)
+        await engine.jobs.ended()
         return seen, listing, kernel_processes(engine)
 
     seen, listing, after = run(tmp_path, body)
