@@ -1,6 +1,6 @@
 """`sandbox-server`: start the API server with working defaults.
 
-    sandbox-server [--host H] [--port P] [--data-dir D] [--config FILE] [--enable jobe]
+    sandbox-server [--host H] [--port P] [--data-dir D] [--config FILE] [--enable jobe,piston]
 
 On first start with no keypair in the data directory it creates one and prints
 the environment lines a client needs, so a newcomer can paste them and go.

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .engine.engine import Engine
 from .engine.store_backends import open_store
-from .faces import jobe, v2
+from .faces import jobe, piston, v2
 from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
@@ -52,6 +52,8 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.engine = await Engine.open(config.engine, store, config.server.data_dir)
         if "jobe" in config.faces.enabled:
             app.state.jobe = jobe.JobeFace(config.jobe, store.face_keys, config.server.data_dir)
+        if "piston" in config.faces.enabled:
+            app.state.piston = piston.PistonFace(config.piston, store.face_keys)
         try:
             yield
         finally:
@@ -61,6 +63,8 @@ def create_app(config: ServerConfig) -> Starlette:
     routes = v2.routes()
     if "jobe" in config.faces.enabled:
         routes += jobe.routes()
+    if "piston" in config.faces.enabled:
+        routes += piston.routes()
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -9,6 +9,7 @@ them, and the flags over that.
     [v2]       the v2 API face                                       (faces.v2.settings)
     [faces]    which faces besides v2 the server serves                 (FaceSettings)
     [jobe]     the Jobe face                                         (faces.jobe.settings)
+    [piston]   the Piston face                                       (faces.piston.settings)
 
 Each table is a dataclass whose fields hold their default, range and meaning once;
 `reference()` writes docs/configuration.md from them. Unknown names are an error,
@@ -31,10 +32,11 @@ from sandbox.spec import MiB
 
 from .engine.settings import EngineSettings, FolderSettings, LimitSettings, PoolSettings
 from .faces.jobe.settings import JobeSettings
+from .faces.piston.settings import PistonSettings
 from .faces.v2.settings import V2Settings
 
 # The faces a server may serve besides v2 (off unless enabled).
-OPTIONAL_FACES = ("jobe",)
+OPTIONAL_FACES = ("jobe", "piston")
 
 # environment variable -> what it does; read by server.__main__
 ENVIRONMENT = {
@@ -82,7 +84,7 @@ class FaceSettings:
     """`[faces]`: the APIs served besides the v2 API, which is always on."""
 
     enabled: tuple[str, ...] = setting(
-        (), f"faces to serve: any of {', '.join(OPTIONAL_FACES)} (or --enable jobe)"
+        (), f"faces to serve: any of {', '.join(OPTIONAL_FACES)} (or --enable jobe,piston)"
     )
 
     def __post_init__(self) -> None:
@@ -103,6 +105,7 @@ TABLES: dict[str, type] = {
     "v2": V2Settings,
     "faces": FaceSettings,
     "jobe": JobeSettings,
+    "piston": PistonSettings,
 }
 # every setting's name -> its table, for files from before the tables
 TABLE_OF = {f.name: table for table, cls in TABLES.items() for f in dataclasses.fields(cls)}
@@ -120,6 +123,7 @@ class ServerConfig:
     v2: V2Settings = dataclasses.field(default_factory=V2Settings)
     faces: FaceSettings = dataclasses.field(default_factory=FaceSettings)
     jobe: JobeSettings = dataclasses.field(default_factory=JobeSettings)
+    piston: PistonSettings = dataclasses.field(default_factory=PistonSettings)
 
     @property
     def engine(self) -> EngineSettings:

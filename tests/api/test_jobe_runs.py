@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 from helpers.api_server import start_server, stop_server
-from helpers.jobe import Jobe, live_kernels, settle
+from helpers.jobe import Jobe, settle, steady
 
 C_HELLO = '#include <stdio.h>\nint main(void) { printf("Hello world\\nIsn\'t this fun!\\n"); }\n'
 JAVA_TEST = textwrap.dedent("""\
@@ -342,7 +342,7 @@ def test_every_run_gets_a_fresh_kernel(jobe):
 
 
 def test_nothing_is_left_after_runs(server, jobe):
-    before = live_kernels(server)
+    before = steady(server)
     jobe.run(
         language_id="c",
         sourcecode="#include <unistd.h>\n"

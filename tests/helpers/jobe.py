@@ -53,6 +53,19 @@ def live_kernels(server: ApiServer) -> int:
         return sum(1 for line in f if "/work/" in line.split()[1])
 
 
+def steady(server: ApiServer, quiet: float = 1.0, seconds: float = 30) -> int:
+    """The server's kernel count once it has not changed for `quiet` seconds (the
+    warm pool full)."""
+    deadline = time.monotonic() + seconds
+    count, since = live_kernels(server), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = live_kernels(server)
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def settle(server: ApiServer, expected: int, seconds: float = 30) -> int:
     """Wait until the server holds `expected` kernels again (the pool refills after
     a run takes a warm one); the count at the end."""
