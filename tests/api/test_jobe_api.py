@@ -106,8 +106,9 @@ def test_non_numeric_parameters_take_the_defaults(jobe):
     result = jobe.run(
         language_id="python3", sourcecode="print('ok')\n",
         parameters={"cputime": "lots", "memorylimit": True, "numprocs": None, "other": 1},
+        debug=True, jobeserver="localhost",  # debug keeps nothing here: run_id stays null
     )  # fmt: skip
-    assert (result["outcome"], result["stdout"]) == (15, "ok\n")
+    assert (result["outcome"], result["stdout"], result["run_id"]) == (15, "ok\n", None)
 
 
 def test_the_overload_test_hook(jobe):
