@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .engine.engine import Engine
 from .engine.store_backends import open_store
-from .faces import jobe, piston, v2
+from .faces import jobe, metrics, piston, v2
 from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
@@ -47,6 +47,7 @@ def create_app(config: ServerConfig) -> Starlette:
     async def lifespan(app: Starlette):
         store = open_store(config.server.data_dir)
         app.state.v2 = config.v2
+        app.state.metrics_settings = config.metrics
         app.state.limiter = RateLimiter(config.v2.rate_window_seconds)
         app.state.body_gate = BodyGate(config.server.max_unverified_bodies)
         app.state.engine = await Engine.open(config.engine, store, config.server.data_dir)
@@ -60,7 +61,7 @@ def create_app(config: ServerConfig) -> Starlette:
             await app.state.engine.close()
             store.close()
 
-    routes = v2.routes()
+    routes = v2.routes() + metrics.routes()
     if "jobe" in config.faces.enabled:
         routes += jobe.routes()
     if "piston" in config.faces.enabled:

@@ -10,6 +10,7 @@ them, and the flags over that.
     [faces]    which faces besides v2 the server serves                 (FaceSettings)
     [jobe]     the Jobe face                                         (faces.jobe.settings)
     [piston]   the Piston face                                       (faces.piston.settings)
+    [metrics]  who may scrape /metrics                               (faces.metrics.settings)
 
 Each table is a dataclass whose fields hold their default, range and meaning once;
 `reference()` writes docs/configuration.md from them. Unknown names are an error,
@@ -32,6 +33,7 @@ from sandbox.spec import MiB
 
 from .engine.settings import EngineSettings, FolderSettings, LimitSettings, PoolSettings
 from .faces.jobe.settings import JobeSettings
+from .faces.metrics.settings import MetricsSettings
 from .faces.piston.settings import PistonSettings
 from .faces.v2.settings import V2Settings
 
@@ -106,6 +108,7 @@ TABLES: dict[str, type] = {
     "faces": FaceSettings,
     "jobe": JobeSettings,
     "piston": PistonSettings,
+    "metrics": MetricsSettings,
 }
 # every setting's name -> its table, for files from before the tables
 TABLE_OF = {f.name: table for table, cls in TABLES.items() for f in dataclasses.fields(cls)}
@@ -124,6 +127,7 @@ class ServerConfig:
     faces: FaceSettings = dataclasses.field(default_factory=FaceSettings)
     jobe: JobeSettings = dataclasses.field(default_factory=JobeSettings)
     piston: PistonSettings = dataclasses.field(default_factory=PistonSettings)
+    metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
 
     @property
     def engine(self) -> EngineSettings:

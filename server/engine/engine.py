@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -174,10 +175,16 @@ class Engine:
         gone: Callable[[], bool] | None = None,
     ) -> tuple[RunResult, str | None]:
         """One call of the run model (Session.execute); `eager` and `gone` for streams."""
+        began = time.monotonic()
         try:
-            return await session.execute(mode, code, options, run_id, hold, eager, gone)
+            result, run = await session.execute(mode, code, options, run_id, hold, eager, gone)
         except KernelGone as e:
             raise ExecutionFailed("the kernel is gone") from e
+        tally = self.registry.tally
+        tally.execute_seconds.observe(time.monotonic() - began)
+        if result.status in ("finished", "exec-timeout"):
+            tally.runs[result.status] += 1
+        return result, run
 
     async def interrupt(self, session: Session) -> None:
         """SIGINT to the run; nothing to do if the kernel was restarted under us

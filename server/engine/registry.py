@@ -52,11 +52,12 @@ from .errors import (
     ServiceUnavailable,
     UnknownLanguage,
 )
-from .lifecycle import RESTARTED, STARTED, TERMINATED
+from .lifecycle import RESTARTED, STARTED, TERMINATED, reason_slug
 from .limits import KernelLimits
 from .pool import WarmPool
 from .session import IDLE, Session
 from .settings import EngineSettings
+from .tally import Tally
 
 log = logging.getLogger("sandbox.server")
 
@@ -124,6 +125,7 @@ class Registry:
         self.held = HeldBytes(limits.server_held_bytes)  # for every kernel together
         self.bounds = limits.kernel_bounds()
         self.pool = WarmPool(settings, spawner, self._start_fresh)
+        self.tally = Tally()
 
     def start(self) -> None:
         """Begin filling the warm pool and watching the spawner (needs the running
@@ -206,6 +208,7 @@ class Registry:
             if self.count_for(access_key) >= concurrency_limit:
                 raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
             self._check_capacity()
+            began = time.monotonic()
             warm = await self.pool.take(lang, spec)
             if warm is not None:
                 kernel_id, kernel = warm
@@ -216,6 +219,7 @@ class Registry:
                 kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
                 mounts=dict(mounts or {}),
             )  # fmt: skip
+            self.tally.created(lang, warm is not None, time.monotonic() - began)
             self.sessions[kernel_id] = session
             self.by_token[(access_key, token)] = kernel_id
             self.per_key[access_key] += 1
@@ -319,6 +323,7 @@ class Registry:
         self.obituaries[session.id] = (session.access_key, reason)
         session.ended = reason
         session.lifecycle.publish(TERMINATED, reason)
+        self.tally.ends[reason_slug(reason)] += 1
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         return True

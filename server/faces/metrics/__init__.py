@@ -1,0 +1,138 @@
+"""GET /metrics: what the server holds and has done, in the text format Prometheus
+scrapes (prometheus_client writes it).
+
+Everything is read at scrape time from the engine (its sessions, warm pool, jobs
+and tally, server/engine/tally.py) and the host, so nothing here runs between
+scrapes. Label values are languages, states, reasons and outcomes, each a short
+fixed set; keys are shown for the `top_keys` with the most kernels, the rest
+summed as "other", so a scrape stays small whatever the traffic. Open to
+loopback clients; others need `Authorization: Bearer <[metrics] token>`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import ipaddress
+from collections.abc import Iterator
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ...engine.engine import Engine
+from ...engine.tally import Histogram
+from .settings import MetricsSettings
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class EngineCollector:
+    """prometheus_client's custom collector over one engine."""
+
+    def __init__(self, engine: Engine, settings: MetricsSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        registry = self.engine.registry
+        tally = registry.tally
+        kernels = GaugeMetricFamily(
+            "sandbox_kernels",
+            "Live kernels by language and run state",
+            labels=["language", "state"],
+        )
+        states = collections.Counter((s.lang, s.state) for s in registry.sessions.values())
+        for (lang, state), n in sorted(states.items()):
+            kernels.add_metric([lang, state], n)
+        yield kernels
+        pool = GaugeMetricFamily(
+            "sandbox_pool_kernels", "Warm kernels waiting", labels=["language"]
+        )
+        for lang, ready in sorted(registry.pool.ready.items()):
+            pool.add_metric([lang], len(ready))
+        yield pool
+        by_key = GaugeMetricFamily(
+            "sandbox_key_kernels", "Live kernels of the keys with the most", labels=["key"]
+        )
+        ranked = registry.per_key.most_common()
+        top = self.settings.top_keys
+        for key, n in ranked[:top]:
+            by_key.add_metric([key], n)
+        if ranked[top:]:
+            by_key.add_metric(["other"], sum(n for _, n in ranked[top:]))
+        yield by_key
+        creates = CounterMetricFamily(
+            "sandbox_kernel_creates", "Kernels made", labels=["language", "warm"]
+        )
+        for (lang, warm), n in sorted(tally.creates.items()):
+            creates.add_metric([lang, str(warm).lower()], n)
+        yield creates
+        yield _histogram(
+            "sandbox_kernel_create_seconds", "Time to make a kernel", tally.create_seconds
+        )
+        ends = CounterMetricFamily(
+            "sandbox_kernel_ends", "Kernels ended, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(tally.ends.items()):
+            ends.add_metric([reason], n)
+        yield ends
+        yield _histogram(
+            "sandbox_execute_seconds", "Time an execute call held (query, batch, input)",
+            tally.execute_seconds,
+        )  # fmt: skip
+        runs = CounterMetricFamily(
+            "sandbox_runs", "Runs that ended, by outcome", labels=["outcome"]
+        )
+        for outcome, n in sorted(tally.runs.items()):
+            runs.add_metric([outcome], n)
+        yield runs
+        jobs = self.engine.jobs
+        yield GaugeMetricFamily("sandbox_jobs_waiting", "One-shot jobs waiting", value=jobs.waiting)
+        limits = self.engine.settings.limits
+        yield GaugeMetricFamily(
+            "sandbox_max_kernels", "The most kernels this server runs", value=limits.max_kernels
+        )
+        memory = psutil.virtual_memory()
+        yield GaugeMetricFamily(
+            "sandbox_host_memory_available_bytes", "MemAvailable", value=memory.available
+        )
+        yield GaugeMetricFamily("sandbox_host_memory_total_bytes", "MemTotal", value=memory.total)
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=histogram.cumulative(), sum_value=histogram.total
+    )
+
+
+def _allowed(request: Request, settings: MetricsSettings) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    given = request.headers.get("authorization", "")
+    return bool(settings.token) and hmac.compare_digest(given, f"Bearer {settings.token}")
+
+
+async def metrics(request: Request) -> Response:
+    settings: MetricsSettings = request.app.state.metrics_settings
+    if not _allowed(request, settings):
+        return Response("metrics: a bearer token is needed from beyond loopback\n", 403)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(request.app.state.engine, settings))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/metrics", metrics, methods=["GET"])]

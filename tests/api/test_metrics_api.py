@@ -1,0 +1,84 @@
+"""GET /metrics through a real server, parsed with prometheus_client's own parser:
+the families exist, and kernels, creates, ends, execute calls and runs move as a
+client makes, uses and destroys kernels."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(endpoint: str, **headers: str) -> dict[str, dict[tuple, float]]:
+    """{family name: {(sample name, sorted labels): value}}."""
+    r = httpx.get(f"{endpoint}/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        family.name: {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+        for family in text_string_to_metric_families(r.text)
+    }
+
+
+def value(families: dict, family: str, sample: str | None = None, **labels: str) -> float:
+    key = (sample or family, tuple(sorted(labels.items())))
+    return families.get(family, {}).get(key, 0.0)
+
+
+def test_every_family_is_there(api_server):
+    families = scrape(api_server.endpoint)
+    for name in (
+        "sandbox_kernels", "sandbox_pool_kernels", "sandbox_key_kernels",
+        "sandbox_kernel_creates", "sandbox_kernel_create_seconds", "sandbox_kernel_ends",
+        "sandbox_execute_seconds", "sandbox_runs", "sandbox_jobs_waiting",
+        "sandbox_max_kernels", "sandbox_host_memory_available_bytes",
+        "sandbox_host_memory_total_bytes",
+    ):  # fmt: skip
+        assert name in families, (name, sorted(families))
+    assert value(families, "sandbox_max_kernels") >= 1
+    assert (
+        value(families, "sandbox_host_memory_total_bytes")
+        > value(families, "sandbox_host_memory_available_bytes")
+        > 0
+    )
+
+
+def test_kernels_and_runs_move_the_counts(api_server):
+    client = api_server.client(**api_server.new_key(concurrency=3))
+    before = scrape(api_server.endpoint)
+    kid = client.create(lang="python3").json()["kernelId"]
+    client.run(kid, "print(1)")
+    during = scrape(api_server.endpoint)
+    assert value(during, "sandbox_key_kernels", key=client.access_key) == 1
+    live = sum(v for (name, labels), v in during["sandbox_kernels"].items()
+               if dict(labels)["language"] == "python3")  # fmt: skip
+    assert live >= 1
+
+    def python_creates(families: dict) -> float:
+        samples = families["sandbox_kernel_creates"].items()
+        python3 = [
+            (name, v) for (name, labels), v in samples if dict(labels)["language"] == "python3"
+        ]
+        return sum(v for name, v in python3 if name.endswith("_total"))
+
+    creates, creates_before = python_creates(during), python_creates(before)
+    assert creates == creates_before + 1
+    assert value(during, "sandbox_kernel_create_seconds", "sandbox_kernel_create_seconds_count") > 0
+    calls = "sandbox_execute_seconds_count"
+    assert value(during, "sandbox_execute_seconds", calls) > value(
+        before, "sandbox_execute_seconds", calls
+    )
+    finished = "sandbox_runs_total"
+    assert value(during, "sandbox_runs", finished, outcome="finished") >= value(
+        before, "sandbox_runs", finished, outcome="finished") + 1  # fmt: skip
+    client.request("DELETE", f"/v2/kernel/{kid}")
+    after = scrape(api_server.endpoint)
+    ended = "sandbox_kernel_ends_total"
+    assert value(after, "sandbox_kernel_ends", ended, reason="user-requested") == value(
+        before, "sandbox_kernel_ends", ended, reason="user-requested") + 1  # fmt: skip
+    assert value(after, "sandbox_key_kernels", key=client.access_key) == 0
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_only_get(api_server, method):
+    assert httpx.request(method, f"{api_server.endpoint}/metrics").status_code == 405
