@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import resource
 import sys
@@ -19,6 +18,7 @@ import uvicorn
 
 from sandbox.environment import layout_from_environment, preimport_from_environment
 
+from . import logs
 from .app import create_app
 from .engine.store_backends import open_store
 from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         print("sandbox-server: must run as root (namespaces and cgroups)", file=sys.stderr)
         sys.exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_config = logs.configure(config.server.log_format)
     _set_open_files_limit(config)
     server = config.server
     os.makedirs(server.data_dir, mode=0o700, exist_ok=True)
@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         server_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         log_level="info",
+        log_config=log_config,
         access_log=server.access_log,
         proxy_headers=False,  # nothing is trusted to forward: X-Forwarded-* is ignored
     )

@@ -25,6 +25,7 @@ from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
 from .faces.v2.rate_limit import RateLimiter
 from .faces.v2.streams import OpenStreams
+from .logs import RequestIds
 from .settings import ServerConfig
 
 log = logging.getLogger("sandbox.server")
@@ -76,4 +77,5 @@ def create_app(config: ServerConfig) -> Starlette:
     app.state.streams = OpenStreams(config.v2)
     app.add_middleware(MethodOverride)
     app.add_middleware(ResponseHeaders)
+    app.add_middleware(RequestIds)  # outermost: its id is on every line of the request
     return app

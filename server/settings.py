@@ -60,6 +60,12 @@ class ServerSettings:
         "./data", "keys, folders and their images live here (relative: to the start directory)"
     )
     access_log: bool = setting(False, "a log line per request (it costs more than a query)")
+    log_format: str = setting(
+        "text",
+        "log lines as text (the message, then key=value fields), logfmt or json (one "
+        "object per line); no timestamps under systemd, whose journal adds them",
+        choices=("text", "logfmt", "json"),
+    )
     max_connections: int = setting(
         2048, "open client connections; the server's open files are sized by it", minimum=1
     )

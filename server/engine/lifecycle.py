@@ -35,6 +35,7 @@ REASON_SLUGS = (
     ("its restart failed", "restart-failed"),
     ("the kernel exited", "kernel-exited"),
     ("it broke the kernel protocol", "bad-action"),
+    ("the job ended", "job-ended"),  # a one-shot job's kernel (the Jobe and Piston faces)
 )
 
 

@@ -107,6 +107,12 @@ class KernelInfo:
     cpu_used_ms: float
 
 
+def _ended(session: Session, reason: str) -> dict[str, object]:
+    """A kernel's end, as log fields."""
+    return {"event": TERMINATED, "kernel": session.id, "key": session.access_key,
+            "reason": reason_slug(reason), "detail": reason}  # fmt: skip
+
+
 class Registry:
     """All live sessions, and the spawner that makes their kernels."""
 
@@ -227,10 +233,10 @@ class Registry:
             session.lifecycle.publish(STARTED, "created")
             if self._reaper is None:
                 self._reaper = asyncio.create_task(self._reap())
-            log.info(
-                "kernel created id=%s key=%s lang=%s warm=%s",
-                kernel_id, access_key, lang, warm is not None,
-            )  # fmt: skip
+            log.info("kernel created", extra={
+                "event": STARTED, "kernel": kernel_id, "key": access_key, "lang": lang,
+                "warm": warm is not None,
+            })  # fmt: skip
             return session, True
 
     async def restart(self, session: Session) -> None:
@@ -268,9 +274,10 @@ class Registry:
             await self.spawner.destroy(session.id)
         except SpawnerError as e:
             if e.kind == "undead":
-                log.warning("kernel destroyed id=%s reason=%s, but %s", session.id, reason, e)
+                log.warning("kernel destroyed, but a process of it would not die",
+                            extra={**_ended(session, reason), "error": str(e)})  # fmt: skip
                 return False
-        log.info("kernel destroyed id=%s reason=%s", session.id, reason)
+        log.info("kernel destroyed", extra=_ended(session, reason))
         return True
 
     async def info(self, session: Session) -> KernelInfo:
@@ -405,7 +412,10 @@ class Registry:
                     await self.destroy(session, reason=kernel.end_reason)
                     return
                 if session.oom_restart_pending or await session.out_of_memory():
-                    log.info("kernel %s ran out of memory: restarting", session.id)
+                    log.info("kernel ran out of memory: restarting", extra={
+                        "event": RESTARTED, "kernel": session.id, "key": session.access_key,
+                        "reason": "out-of-memory",
+                    })  # fmt: skip
                     with contextlib.suppress(EngineError):
                         await self._restart_locked(session, "out of memory")
                     return

@@ -453,8 +453,9 @@ def test_the_reaper_survives_a_kernel_that_will_not_die(server, client, bystande
         still_answers(client, bystander)
         assert client.request("GET", "/v2/authorize").status_code == 200
         other = create(client, idleTimeout=1000)
-        wait_until(lambda: _logged(server, f"id={other} reason=idle timeout"),
-                  "the reaper to destroy another idle kernel")  # fmt: skip
+        ended = (f"kernel={other} ", "reason=idle-timeout")
+        wait_until(lambda: any(all(part in line for part in ended) for line in server.output),
+                   "the reaper to destroy another idle kernel")  # fmt: skip
     wait_until(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
 
 

@@ -39,8 +39,10 @@ def warm(server, kid: str) -> bool:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for line in server.output:
-            if m := re.search(rf"kernel created id={re.escape(kid)} .* warm=(True|False)", line):
-                return m.group(1) == "True"
+            if m := re.search(
+                rf"kernel created .*kernel={re.escape(kid)} .* warm=(true|false)", line
+            ):
+                return m.group(1) == "true"
         time.sleep(0.05)
     raise AssertionError(f"no creation logged for {kid}")
 
