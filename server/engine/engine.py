@@ -32,6 +32,7 @@ from .registry import IDLE, KernelInfo, Registry, resolve_lang
 from .session import Session
 from .settings import EngineSettings
 from .store import Folder, Keypair, Store
+from .tally import Tally
 
 # A mount's alias: a relative path in /home/work of safe characters.
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -76,6 +77,11 @@ class Engine:
         engine = cls(settings, store, spawner, data_dir)
         engine.registry.start()
         return engine
+
+    @property
+    def tally(self) -> Tally:
+        """What the engine has done, counted (server/engine/tally.py)."""
+        return self.registry.tally
 
     async def close(self) -> None:
         await self.jobs.ended()

@@ -149,6 +149,7 @@ class Jobs:
         not wait for its kernel's end, but its slot does, so the kernels that jobs
         hold, ending ones included, stay within max_running."""
         if self._slots.locked() and self.waiting >= self.max_waiting:
+            self.registry.tally.refused["job-queue"] += 1
             raise Overloaded(f"more than {self.max_waiting} jobs are waiting")
         self.waiting += 1
         try:

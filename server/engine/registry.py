@@ -183,6 +183,7 @@ class Registry:
     def _check_capacity(self) -> None:
         most = self.settings.limits.max_kernels
         if len(self.sessions) + self.borrowed >= most:
+            self.tally.refused["max-kernels"] += 1
             raise NoCapacity(f"this server runs its maximum of {most} kernels")
 
     def get(self, access_key: str, kernel_id: str) -> Session:
@@ -212,6 +213,7 @@ class Registry:
                     raise LanguageMismatch(f"session {token!r} runs {session.lang}")
                 return session, False
             if self.count_for(access_key) >= concurrency_limit:
+                self.tally.refused["key-kernels"] += 1
                 raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
             self._check_capacity()
             began = time.monotonic()
@@ -262,6 +264,7 @@ class Registry:
         session.last_used = time.monotonic()
         self._watch(session)
         session.lifecycle.publish(RESTARTED, why)
+        self.tally.restarts[reason_slug(why)] += 1
 
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
         """Forget the kernel and have the spawner free it. False when a process of it

@@ -1,8 +1,10 @@
 """What the engine has done since it started, counted for operators: kernels made
-(warm or cold) and how long a create took, kernels ended and why, execute calls
-and how long each held, runs by how they ended. The metrics face reads it; the
-engine only counts (no metrics library here, and nothing grows with traffic:
-labels are languages, reasons and outcomes, each a short fixed set)."""
+(warm or cold) and how long a create took, kernels ended or restarted and why,
+execute calls and how long each held, runs by how they ended, requests refused
+and for which limit (a key's rate, a key's kernels, the server's kernels, the
+job queue). The metrics face reads it; the engine only counts (no metrics
+library here, and nothing grows with traffic: labels are languages, reasons,
+outcomes and limits, each a short fixed set)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class Tally:
     ends: collections.Counter = field(default_factory=collections.Counter)  # reason slug
     execute_seconds: Histogram = field(default_factory=Histogram)
     runs: collections.Counter = field(default_factory=collections.Counter)  # outcome
+    restarts: collections.Counter = field(default_factory=collections.Counter)  # reason slug
+    refused: collections.Counter = field(default_factory=collections.Counter)  # why
 
     def created(self, lang: str, warm: bool, seconds: float) -> None:
         self.creates[(lang, warm)] += 1

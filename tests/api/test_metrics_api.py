@@ -4,8 +4,12 @@ client makes, uses and destroys kernels."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
+import psutil
 import pytest
+from helpers.api_server import start_server, stop_server
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -82,3 +86,53 @@ def test_kernels_and_runs_move_the_counts(api_server):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_only_get(api_server, method):
     assert httpx.request(method, f"{api_server.endpoint}/metrics").status_code == 405
+
+
+def test_refusals_are_counted_by_limit(api_server):
+    client = api_server.client(**api_server.new_key(concurrency=1, rate_limit=3))
+    before = scrape(api_server.endpoint)
+    kid = client.create(lang="python3").json()["kernelId"]
+    assert client.create(lang="python3").status_code != 201  # the key's one kernel is alive
+    statuses = [client.request("GET", "/v2/authorize").status_code for _ in range(4)]
+    assert 429 in statuses
+    after = scrape(api_server.endpoint)
+    refused = "sandbox_refusals_total"
+    for limit in ("key-kernels", "rate-limit"):
+        assert value(after, "sandbox_refusals", refused, limit=limit) > value(
+            before, "sandbox_refusals", refused, limit=limit
+        ), limit
+    assert "sandbox_pool_misses" in after and "sandbox_kernel_restarts" in after
+    assert value(after, "sandbox_spawner_deaths", "sandbox_spawner_deaths_total") == 0
+    api_server.client(**api_server.new_key()).request("GET", "/v2/authorize")  # unaffected
+    del kid
+
+
+def non_loopback_address() -> str | None:
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    """A server on every address, with a metrics token."""
+    if non_loopback_address() is None:
+        pytest.skip("this host has no address but loopback")
+    config = '[server]\nhost = "0.0.0.0"\n[metrics]\ntoken = "scrape-token-0123456789"\n'
+    proc, server = start_server(str(tmp_path_factory.mktemp("metrics-open")), config=config)
+    yield server
+    stop_server(proc)
+
+
+def test_beyond_loopback_a_token_is_needed(open_server):
+    port = open_server.endpoint.rsplit(":", 1)[1]
+    url = f"http://{non_loopback_address()}:{port}/metrics"
+    assert httpx.get(url).status_code == 403
+    assert (
+        httpx.get(url, headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code
+        == 403
+    )
+    r = httpx.get(url, headers={"Authorization": "Bearer scrape-token-0123456789"})
+    assert r.status_code == 200 and "sandbox_kernels" in r.text

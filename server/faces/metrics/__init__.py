@@ -79,24 +79,31 @@ class EngineCollector:
         yield _histogram(
             "sandbox_kernel_create_seconds", "Time to make a kernel", tally.create_seconds
         )
-        ends = CounterMetricFamily(
-            "sandbox_kernel_ends", "Kernels ended, by reason", labels=["reason"]
-        )
-        for reason, n in sorted(tally.ends.items()):
-            ends.add_metric([reason], n)
-        yield ends
+        yield _counter("sandbox_kernel_ends", "Kernels ended, by reason", "reason", tally.ends)
         yield _histogram(
             "sandbox_execute_seconds", "Time an execute call held (query, batch, input)",
             tally.execute_seconds,
         )  # fmt: skip
-        runs = CounterMetricFamily(
-            "sandbox_runs", "Runs that ended, by outcome", labels=["outcome"]
+        yield _counter("sandbox_runs", "Runs that ended, by outcome", "outcome", tally.runs)
+        yield _counter(
+            "sandbox_kernel_restarts", "Kernels restarted, by reason", "reason", tally.restarts
         )
-        for outcome, n in sorted(tally.runs.items()):
-            runs.add_metric([outcome], n)
-        yield runs
+        yield _counter(
+            "sandbox_refusals", "Requests refused for a limit, by which", "limit", tally.refused
+        )
+        misses = CounterMetricFamily(
+            "sandbox_pool_misses", "Kernels of a pooled language made cold", labels=["language"]
+        )
+        for lang in sorted(registry.pool.ready):
+            misses.add_metric([lang], tally.creates[(lang, False)])
+        yield misses
         jobs = self.engine.jobs
         yield GaugeMetricFamily("sandbox_jobs_waiting", "One-shot jobs waiting", value=jobs.waiting)
+        yield CounterMetricFamily(
+            "sandbox_spawner_deaths", "Times the spawner exited under the server (0 or 1: "
+            "no kernel starts after it until the server restarts)",
+            value=int(self.engine.spawner.proc.returncode is not None),
+        )  # fmt: skip
         limits = self.engine.settings.limits
         yield GaugeMetricFamily(
             "sandbox_max_kernels", "The most kernels this server runs", value=limits.max_kernels
@@ -106,6 +113,15 @@ class EngineCollector:
             "sandbox_host_memory_available_bytes", "MemAvailable", value=memory.available
         )
         yield GaugeMetricFamily("sandbox_host_memory_total_bytes", "MemTotal", value=memory.total)
+
+
+def _counter(
+    name: str, documentation: str, label: str, counts: collections.Counter
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in sorted(counts.items()):
+        family.add_metric([value], n)
+    return family
 
 
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:

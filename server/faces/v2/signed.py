@@ -107,6 +107,7 @@ def verified_handshake(conn: HTTPConnection) -> Keypair:
         raise Problem("auth-failed")
     allowed, _headers = conn.app.state.limiter.hit(keypair.access_key, keypair.rate_limit)
     if not allowed:
+        conn.app.state.engine.tally.refused["rate-limit"] += 1
         raise Problem("rate-limit-exceeded")
     return keypair
 
@@ -136,6 +137,7 @@ def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 body = await _verified_body(request, claim, keypair)
                 allowed, rate_headers = state.limiter.hit(keypair.access_key, keypair.rate_limit)
                 if not allowed:
+                    state.engine.tally.refused["rate-limit"] += 1
                     raise Problem("rate-limit-exceeded")
                 response = await handler(Caller(request, keypair, body))
             except EngineError as e:
