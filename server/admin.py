@@ -10,8 +10,13 @@
                                                   [--concurrency N] [--rate-limit N] [--json]
     sandbox-admin [--data-dir D] face-keys list
     sandbox-admin [--data-dir D] face-keys disable ID
+    sandbox-admin [--config FILE] kernels [--json]        (the running server's)
+    sandbox-admin [--config FILE] kernels destroy ID
+    sandbox-admin [--config FILE] status [--json]
 
-It works on the same store as the server (the data directory of --data-dir, or
+`kernels` and `status` ask the running server (its [server] host and port,
+from --config; only clients on its own machine are answered). The rest works
+on the same store as the server (the data directory of --data-dir, or
 of the server's --config file), and the server sees changes at once, without a
 restart. New keys' defaults are the config's [limits] default_concurrency and
 default_rate_limit.
@@ -26,7 +31,9 @@ import os
 import shlex
 import sqlite3
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from typing import NoReturn
 
 from .engine.store import DATABASE_NAME, FACES, Keypair, Store
@@ -127,6 +134,19 @@ def _parser() -> argparse.ArgumentParser:
     off = face_key_commands.add_parser("disable", parents=[data_dir], help="disable a face key")
     off.set_defaults(run=face_keys_disable, parser=off)
     off.add_argument("key_id", metavar="ID")
+
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument("--config", default=argparse.SUPPRESS, help="the server's config file")
+    server.add_argument("--port", type=int, help="the server's port (default: the config's)")
+    server.add_argument("--json", action="store_true", help="print the server's JSON")
+    live = commands.add_parser("kernels", parents=[server], help="the running server's kernels")
+    live.set_defaults(run=kernels_list, parser=live)
+    live_commands = live.add_subparsers(dest="kernels_command")
+    kill = live_commands.add_parser("destroy", parents=[server], help="destroy a kernel")
+    kill.set_defaults(run=kernels_destroy, parser=kill)
+    kill.add_argument("kernel_id", metavar="ID")
+    state = commands.add_parser("status", parents=[server], help="the running server's state")
+    state.set_defaults(run=server_status, parser=state)
 
     sign = commands.add_parser(
         "sign",
@@ -293,6 +313,71 @@ def keys_disable(args: argparse.Namespace) -> None:
     if not found:
         _fail(f"no keypair with access key {args.access_key}")
     print(f"disabled {args.access_key}")
+
+
+def _ask_server(args: argparse.Namespace, method: str, path: str) -> dict:
+    """The running server's JSON answer to an admin request; exits with why not."""
+    settings = _config(args).server
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    port = args.port or settings.port
+    url = f"http://{host}:{port}{path}"
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            detail = e.reason
+        _fail(f"{url}: {e.code} {detail}")
+    except (OSError, ValueError) as e:
+        _fail(f"cannot reach the server at {url} ({e}); is it running? (--config, --port)")
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def kernels_list(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "GET", "/admin/kernels")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return
+    if not answer["kernels"]:
+        print("no kernels")
+        return
+    rows = [("ID", "KEY", "LANG", "STATE", "AGE", "IDLE", "MEMORY", "CPU")]
+    rows += [
+        (k["id"], k["key"], k["lang"], k["state"], _age(k["ageSeconds"]), _age(k["idleSeconds"]),
+         f"{k['memoryBytes'] / 2**20:.1f} MiB", f"{k['cpuMs'] / 1000:.1f} s")
+        for k in answer["kernels"]
+    ]  # fmt: skip
+    _print_table(rows)
+
+
+def kernels_destroy(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "DELETE", f"/admin/kernels/{urllib.parse.quote(args.kernel_id)}")
+    note = "" if answer["allGone"] else " (a process of it would not die: freed once it does)"
+    print(f"destroyed {answer['destroyed']}{note}")
+
+
+def server_status(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "GET", "/admin/status")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return
+    pool = ", ".join(f"{lang} {n}" for lang, n in answer["pool"].items()) or "none"
+    print(
+        f"cgroup layout: {answer['layout']}\n"
+        f"kernels:       {answer['kernels']} of at most {answer['maxKernels']}, "
+        f"{answer['keys']} keys\n"
+        f"warm pool:     {pool}; {answer['spares']} spare processes\n"
+        f"jobs waiting:  {answer['jobs']['waiting']} (at most {answer['jobs']['maxRunning']} run)\n"
+        f"kernel memory: {answer['defaultMemoryBytes'] // 2**20} MiB by default"
+    )
 
 
 def _signing_keypair(args: argparse.Namespace) -> tuple[str, str]:

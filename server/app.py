@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .engine.engine import Engine
 from .engine.store_backends import open_store
-from .faces import jobe, metrics, piston, v2
+from .faces import admin, jobe, metrics, piston, v2
 from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
@@ -62,7 +62,7 @@ def create_app(config: ServerConfig) -> Starlette:
             await app.state.engine.close()
             store.close()
 
-    routes = v2.routes() + metrics.routes()
+    routes = v2.routes() + metrics.routes() + admin.routes()
     if "jobe" in config.faces.enabled:
         routes += jobe.routes()
     if "piston" in config.faces.enabled:

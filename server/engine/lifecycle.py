@@ -35,7 +35,11 @@ REASON_SLUGS = (
     ("its restart failed", "restart-failed"),
     ("the kernel exited", "kernel-exited"),
     ("it broke the kernel protocol", "bad-action"),
-    ("the job ended", "job-ended"),  # a one-shot job's kernel (the Jobe and Piston faces)
+    ("the job ended", "job-ended"),
+    (
+        "destroyed by an admin",
+        "admin-requested",
+    ),  # a one-shot job's kernel (the Jobe and Piston faces)
 )
 
 
