@@ -15,7 +15,7 @@ The root is built from:
 * read-only, nosuid, nodev binds of the host's runtime directories (`/usr` and
   the `/etc` entries programs read); where the host has a symlink (`/bin ->
   usr/bin` on merged-usr systems) the root gets the same symlink;
-* the `rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
+* the `sandbox/rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
 * a fresh `/proc` (this pid namespace only), the entries Docker masks masked
   (`_mount_proc`) and /proc/sys, irq, bus and fs read-only;
 * a minimal `/dev`: null, zero, full, random, urandom, tty, a private devpts, shm;
@@ -70,7 +70,7 @@ HOST_PATHS: tuple[str, ...] = (
 )
 
 # The skeleton a kernel's root is built from (etc/passwd, group, hosts, ...).
-ROOTFS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rootfs")
+ROOTFS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rootfs")
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # /proc entries that show the host or act on it, masked as Docker (runc's
@@ -111,7 +111,7 @@ class RootPlan:
 
 
 def load_skeleton(rootfs: str) -> dict[str, tuple[int, bytes]]:
-    """Read the `rootfs/` skeleton once (in the spawner), keyed by path inside the root."""
+    """Read the `sandbox/rootfs/` skeleton once (in the spawner), keyed by path inside the root."""
     files: dict[str, tuple[int, bytes]] = {}
     for dirpath, _dirs, names in os.walk(rootfs):
         for name in names:

@@ -46,7 +46,7 @@ NAMESPACES = (
     syscalls.CLONE_NEWNET | syscalls.CLONE_NEWIPC | syscalls.CLONE_NEWUTS | syscalls.CLONE_NEWNS
 )
 HOSTNAME = "sandbox"
-# /opt/sandbox/bin (from rootfs/) holds wrappers that tell runtimes the
+# /opt/sandbox/bin (from sandbox/rootfs/) holds wrappers that tell runtimes the
 # kernel's limits (the JVM's heap size); then the host's usual directories.
 DEFAULT_PATH = "/opt/sandbox/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -59,7 +59,7 @@ _PLACED_FD = 5  # pid 1 reads one byte here once the caller has moved it into it
 # What Python's scientific stack reads (also at the zygote's pre-import: see
 # sandbox/preimport.py): caches in /tmp, not among the user's files in /home/work
 # (fontconfig's, matplotlib's); matplotlib with our backend
-# (rootfs/opt/sandbox/python); BLAS on one thread.
+# (sandbox/rootfs/opt/sandbox/python); BLAS on one thread.
 PYTHON_ENVIRONMENT = {
     "XDG_CACHE_HOME": "/tmp/.cache",
     "PYTHONPATH": "/opt/sandbox/python",

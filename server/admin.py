@@ -13,6 +13,7 @@
     sandbox-admin [--config FILE] kernels [--json]        (the running server's)
     sandbox-admin [--config FILE] kernels destroy ID
     sandbox-admin [--config FILE] status [--json]
+    sandbox-admin install-service [--unit-dir D] [--config-dir D]
 
 `kernels` and `status` ask the running server (its [server] host and port,
 from --config; only clients on its own machine are answered). The rest works
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.resources
 import json
 import os
 import shlex
@@ -147,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     kill.add_argument("kernel_id", metavar="ID")
     state = commands.add_parser("status", parents=[server], help="the running server's state")
     state.set_defaults(run=server_status, parser=state)
+
+    service = commands.add_parser(
+        "install-service", help="write the systemd unit (and a config if there is none)"
+    )
+    service.set_defaults(run=install_service, parser=service)
+    service.add_argument("--unit-dir", default="/etc/systemd/system")
+    service.add_argument("--config-dir", default="/etc/sandbox-server")
 
     sign = commands.add_parser(
         "sign",
@@ -377,6 +386,44 @@ def server_status(args: argparse.Namespace) -> None:
         f"warm pool:     {pool}; {answer['spares']} spare processes\n"
         f"jobs waiting:  {answer['jobs']['waiting']} (at most {answer['jobs']['maxRunning']} run)\n"
         f"kernel memory: {answer['defaultMemoryBytes'] // 2**20} MiB by default"
+    )
+
+
+UNIT = "sandbox-server.service"
+SERVICE_CONFIG = """\
+# sandbox-server's settings (docs/configuration.md); written by install-service
+[server]
+host = "127.0.0.1"
+port = 8080
+data_dir = "/var/lib/sandbox-server"
+log_format = "logfmt"
+"""
+
+
+def install_service(args: argparse.Namespace) -> None:
+    """Write the unit with this installation's sandbox-server in it, and a config
+    (kept if one exists); say how to start it."""
+    executable = os.path.join(os.path.dirname(sys.executable), "sandbox-server")
+    if not os.access(executable, os.X_OK):
+        _fail(f"no sandbox-server beside {sys.executable}: install the package first")
+    config = os.path.join(args.config_dir, "config.toml")
+    template = (importlib.resources.files("server") / UNIT).read_text()
+    unit = template.replace("@SANDBOX_SERVER@", executable).replace("@CONFIG@", config)
+    try:
+        os.makedirs(args.unit_dir, exist_ok=True)
+        with open(os.path.join(args.unit_dir, UNIT), "w") as f:
+            f.write(unit)
+        os.makedirs(args.config_dir, mode=0o755, exist_ok=True)
+        if not os.path.exists(config):
+            with open(config, "w") as f:
+                f.write(SERVICE_CONFIG)
+    except OSError as e:
+        _fail(f"cannot write the service: {e}")
+    print(
+        f"wrote {os.path.join(args.unit_dir, UNIT)} and {config}\n"
+        "start it with:\n"
+        "  systemctl daemon-reload && systemctl enable --now sandbox-server\n"
+        f"then make a key: sandbox-admin --config {config} keys create"
     )
 
 

@@ -9,7 +9,7 @@ program wrote before it.
 
 Two things call `emit`: `display(obj)`, a builtin in the REPL (as in IPython),
 which shows an object by its richest `_repr_*_` method, and the matplotlib
-backend every kernel has (rootfs/opt/sandbox/python/sandbox_matplotlib.py,
+backend every kernel has (sandbox/rootfs/opt/sandbox/python/sandbox_matplotlib.py,
 MPLBACKEND), whose show() sends each open figure. A program the runner starts
 (a batch step) gets a `MediaPipe` instead, named by SANDBOX_MEDIA_FD, which the
 backend writes to. Elsewhere (a terminal) there is no channel: the backend says

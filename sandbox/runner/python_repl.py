@@ -64,7 +64,7 @@ from . import media
 from .channel import Channel, InterruptGate
 
 FILENAME = "<input>"
-# In every kernel's root (rootfs/) and its PYTHONPATH: the matplotlib backend.
+# In every kernel's root (sandbox/rootfs/) and its PYTHONPATH: the matplotlib backend.
 KERNEL_PYTHONPATH = "/opt/sandbox/python"
 EXIT_INTERRUPTED = 130
 MAX_COMPLETIONS = 100

@@ -11,7 +11,7 @@ memory) or, in a program the runner started (a batch step), on the socket that
 SANDBOX_MEDIA_FD names. Elsewhere (a terminal) show() says on stderr that the
 figure was not shown, and savefig() is the way to keep it.
 
-This file is in every kernel's root (rootfs/) and on its PYTHONPATH.
+This file is in every kernel's root (sandbox/rootfs/) and on its PYTHONPATH.
 """
 
 from __future__ import annotations
