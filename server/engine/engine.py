@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,16 @@ class Mount:
 
     folder: str
     alias: str
+
+
+def _outcome(result: RunResult, session: Session) -> str:
+    """How a run that ended ended, for the tally."""
+    if result.status == "exec-timeout":
+        return "exec-timeout"
+    if session.run_out_of_memory:
+        return "out-of-memory"
+    by_signal = {128 + signal.SIGKILL: "killed", 128 + signal.SIGINT: "interrupted"}
+    return by_signal.get(result.exit_code or 0, "finished")
 
 
 class Engine:
@@ -189,7 +200,7 @@ class Engine:
         tally = self.registry.tally
         tally.execute_seconds.observe(time.monotonic() - began)
         if result.status in ("finished", "exec-timeout"):
-            tally.runs[result.status] += 1
+            tally.runs[_outcome(result, session)] += 1
         return result, run
 
     async def interrupt(self, session: Session) -> None:

@@ -61,6 +61,7 @@ class Session:
     cpu_ms_before_restart: float = 0.0
     oom_kills_seen: int = 0  # of the current kernel's cgroup
     oom_restart_pending: bool = False  # the runner died of OOM: restart, don't destroy
+    run_out_of_memory: bool = False  # the OOM killer struck during the current run
     mounts: dict[str, str] = field(default_factory=dict)  # path under /home/work -> folder id
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # exec timeout of the current run: seconds left when the clock last (re)started,
@@ -105,6 +106,7 @@ class Session:
 
     def _start_run(self, run_id: str | None) -> None:
         self.run_id = run_id or secrets.token_hex(8)
+        self.run_out_of_memory = False
         self.run_budget = self.limits.exec_timeout_ms / 1000
         self.run_clock = time.monotonic()
 
@@ -236,6 +238,7 @@ class Session:
     async def _report_oom(self, result: RunResult) -> None:
         if not await self.out_of_memory():
             return
+        self.run_out_of_memory = True
         limit = self.limits.memory_bytes // (1024 * 1024)
         note = f"\n[out of memory: the kernel reached its {limit} MiB limit"
         if self.kernel.dead:

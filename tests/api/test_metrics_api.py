@@ -36,10 +36,14 @@ def test_every_family_is_there(api_server):
         "sandbox_kernel_creates", "sandbox_kernel_create_seconds", "sandbox_kernel_ends",
         "sandbox_execute_seconds", "sandbox_runs", "sandbox_jobs_waiting",
         "sandbox_max_kernels", "sandbox_host_memory_available_bytes",
-        "sandbox_host_memory_total_bytes",
+        "sandbox_host_memory_total_bytes", "sandbox_kernel_ceiling",
     ):  # fmt: skip
         assert name in families, (name, sorted(families))
     assert value(families, "sandbox_max_kernels") >= 1
+    assert value(families, "sandbox_kernel_ceiling", by="max_kernels") == value(
+        families, "sandbox_max_kernels"
+    )
+    assert value(families, "sandbox_kernel_ceiling", by="memory_limits") >= 1
     assert (
         value(families, "sandbox_host_memory_total_bytes")
         > value(families, "sandbox_host_memory_available_bytes")
@@ -86,6 +90,22 @@ def test_kernels_and_runs_move_the_counts(api_server):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 def test_only_get(api_server, method):
     assert httpx.request(method, f"{api_server.endpoint}/metrics").status_code == 405
+
+
+def test_runs_are_counted_by_how_they_ended(api_server):
+    client = api_server.client(**api_server.new_key(concurrency=2))
+    before = scrape(api_server.endpoint)
+    kid = client.create(lang="python3").json()["kernelId"]
+    client.run(kid, "import os, signal\nos.kill(os.getpid(), signal.SIGINT)")  # interrupted
+    client.run(kid, "x = bytearray(600 * 1024 * 1024)")  # past the 256 MiB default
+    after = scrape(api_server.endpoint)
+    runs = "sandbox_runs_total"
+    for outcome in ("interrupted", "out-of-memory"):
+        assert (
+            value(after, "sandbox_runs", runs, outcome=outcome)
+            == value(before, "sandbox_runs", runs, outcome=outcome) + 1
+        ), (outcome, after["sandbox_runs"])
+    client.request("DELETE", f"/v2/kernel/{kid}")
 
 
 def test_refusals_are_counted_by_limit(api_server):

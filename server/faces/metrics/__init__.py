@@ -109,6 +109,16 @@ class EngineCollector:
             "sandbox_max_kernels", "The most kernels this server runs", value=limits.max_kernels
         )
         memory = psutil.virtual_memory()
+        ceiling = GaugeMetricFamily(
+            "sandbox_kernel_ceiling",
+            "Kernels this server could hold: its max_kernels, and the live ones plus as "
+            "many more as MemAvailable holds at the default memory limit (the worst case)",
+            labels=["by"],
+        )
+        ceiling.add_metric(["max_kernels"], limits.max_kernels)
+        room = memory.available // limits.default_memory_bytes
+        ceiling.add_metric(["memory_limits"], len(registry.sessions) + room)
+        yield ceiling
         yield GaugeMetricFamily(
             "sandbox_host_memory_available_bytes", "MemAvailable", value=memory.available
         )
