@@ -11,7 +11,7 @@
     sandbox-admin [--data-dir D] face-keys list
     sandbox-admin [--data-dir D] face-keys disable ID
     sandbox-admin [--config FILE] kernels [--json]        (the running server's)
-    sandbox-admin [--config FILE] kernels destroy ID
+    sandbox-admin [--config FILE] kernels destroy [--] ID   (-- before an ID that starts with -)
     sandbox-admin [--config FILE] status [--json]
     sandbox-admin install-service [--unit-dir D] [--config-dir D]
 
@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     live_commands = live.add_subparsers(dest="kernels_command")
     kill = live_commands.add_parser("destroy", parents=[server], help="destroy a kernel")
     kill.set_defaults(run=kernels_destroy, parser=kill)
-    kill.add_argument("kernel_id", metavar="ID")
+    kill.add_argument("kernel_id", metavar="ID", help="write -- before an ID that starts with -")
     state = commands.add_parser("status", parents=[server], help="the running server's state")
     state.set_defaults(run=server_status, parser=state)
 

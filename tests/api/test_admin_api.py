@@ -15,10 +15,13 @@ from helpers.api_server import ROOT, start_server, stop_server
 
 
 def admin(server, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    port = server.endpoint.rsplit(":", 1)[1]
+    """sandbox-admin with the server's port (before a "--" in `args`: a kernel id may
+    start with "-")."""
+    port = ["--port", server.endpoint.rsplit(":", 1)[1]]
+    at = args.index("--") if "--" in args else len(args)
     command = [sys.executable, "-m", "server.admin", "--data-dir", server.data_dir]
     return subprocess.run(
-        [*command, *args, "--port", port],
+        [*command, *args[:at], *port, *args[at:]],
         capture_output=True, text=True, cwd=ROOT, check=check,
     )  # fmt: skip
 
@@ -33,7 +36,7 @@ def test_kernels_lists_and_destroys(api_server):
     assert mine["memoryBytes"] > 20 * 1024 * 1024 and mine["ageSeconds"] >= 0
     table = admin(api_server, "kernels").stdout
     assert table.startswith("ID") and kid in table and client.access_key in table
-    assert admin(api_server, "kernels", "destroy", kid).stdout.strip() == f"destroyed {kid}"
+    assert admin(api_server, "kernels", "destroy", "--", kid).stdout.strip() == f"destroyed {kid}"
     r = client.request("GET", f"/v2/kernel/{kid}")
     assert r.status_code == 404
     assert kid not in admin(api_server, "kernels").stdout
