@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import httpx
-import psutil
 import pytest
-from helpers.api_server import ROOT, start_server, stop_server
+from helpers.api_server import ROOT, non_loopback_address, start_server, stop_server
 
 
 def admin(server, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,14 +57,6 @@ def test_a_server_that_is_not_there(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 1 and "is it running?" in out.stderr
-
-
-def non_loopback_address() -> str | None:
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family == socket.AF_INET and not address.address.startswith("127."):
-                return address.address
-    return None
 
 
 def test_only_this_machine_is_answered(tmp_path):

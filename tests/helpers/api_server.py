@@ -125,6 +125,15 @@ def spawner_pid(server_pid: int) -> int:
     raise AssertionError("the server has no spawner process")
 
 
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this host other than loopback, or None if it has none."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
