@@ -20,6 +20,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sandbox.kernel import KernelGone
 from sandbox.run_result import JobStep, RunResult
@@ -36,6 +37,9 @@ JOBS_OWNER = "jobs:"
 # A job's kernel outlives its steps' wall times by this much before the reaper may
 # take it for idle.
 IDLE_SLACK_MS = 60_000
+
+
+T = TypeVar("T")
 
 
 class Overloaded(EngineError):
@@ -73,8 +77,8 @@ class JobKernel:
         writing `files` there (paths relative to it). `env`: the program's whole
         environment (default: the kernel's). `python`: the same step as a fork of
         the kernel's python3 (sandbox/runner/python_program.py), for python3 kernels."""
-        try:
-            return await self.session.kernel.run_job(
+        return await self._kernel_call(
+            self.session.kernel.run_job(
                 command,
                 stdin,
                 cpu=limits.cpu_seconds,
@@ -88,8 +92,7 @@ class JobKernel:
                 python=python,
                 stop_at_output=limits.stop_at_output,
             )
-        except KernelGone as e:
-            raise ExecutionFailed(f"the job's kernel ended: {e}") from e
+        )
 
     async def start(self, command: str, hold: float) -> RunResult:
         """Start `command` (a shell command in /home/work) as a run whose output comes
@@ -107,12 +110,9 @@ class JobKernel:
 
     async def interrupt(self) -> None:
         """SIGINT to the running command."""
-        try:
-            await self.session.kernel.interrupt()
-        except KernelGone as e:
-            raise ExecutionFailed(f"the job's kernel ended: {e}") from e
+        await self._kernel_call(self.session.kernel.interrupt())
 
-    async def _kernel_call(self, call: Awaitable[RunResult]) -> RunResult:
+    async def _kernel_call(self, call: Awaitable[T]) -> T:
         try:
             return await call
         except KernelGone as e:
