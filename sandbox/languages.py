@@ -59,6 +59,23 @@ _RUN_MAIN = (
 _MAKE_CLEAN = f"if {_HAS_MAKEFILE}; then exec make clean; fi"
 
 
+def version_output(argv: tuple[str, ...], timeout: float = 30) -> str | None:
+    """What a runtime's version command prints (stdout, then stderr), run as kernels
+    would find it; None if it fails, prints nothing or does not run."""
+    try:
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": HOST_SEARCH_PATH, "LANG": "C.UTF-8"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout + out.stderr
+    return text if out.returncode == 0 and text.strip() else None
+
+
 @dataclass(frozen=True)
 class Query:
     """How a query-mode snippet runs.
@@ -101,18 +118,9 @@ class Language:
         """The runtime's version line, or None if it does not run."""
         if self.missing():
             return None
-        try:
-            out = subprocess.run(
-                self.version,
-                capture_output=True,
-                text=True,
-                timeout=20,
-                env={"PATH": HOST_SEARCH_PATH, "LANG": "C.UTF-8"},
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()]
-        return lines[0] if out.returncode == 0 and lines else None
+        text = version_output(self.version)
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        return lines[0] if lines else None
 
     def query_op(self, code: str) -> dict:
         """The runner op that runs `code` in query mode."""

@@ -19,11 +19,10 @@ Debian.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 
-from sandbox.languages import HOST_SEARCH_PATH
 from sandbox.languages import resolve as resolve_kernel
+from sandbox.languages import version_output
 
 
 @dataclass(frozen=True)
@@ -46,18 +45,8 @@ class JobeLanguage:
 
     def installed_version(self) -> str | None:
         """What Jobe reports as the version, or None if the runtime does not run."""
-        try:
-            out = subprocess.run(
-                self.version,
-                capture_output=True,
-                text=True,
-                timeout=30,
-                env={"PATH": HOST_SEARCH_PATH, "LANG": "C.UTF-8"},
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        text = out.stdout + out.stderr
-        if out.returncode != 0 or not text.strip():
+        text = version_output(self.version)
+        if text is None:
             return None
         found = re.search(self.version_re, text)
         return found.group(1) if found else "Unknown"

@@ -12,11 +12,10 @@ end in .c / .cpp; Java runs the main file with the single-file source launcher).
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 
-from sandbox.languages import HOST_SEARCH_PATH
 from sandbox.languages import resolve as resolve_kernel
+from sandbox.languages import version_output
 
 from .semver import parse_version, satisfies
 
@@ -35,15 +34,9 @@ class Runtime:
 
     def installed_version(self) -> str | None:
         """The first x.y.z the version command prints, or None if it does not run."""
-        try:
-            out = subprocess.run(
-                self.version_command, capture_output=True, text=True, timeout=30,
-                env={"PATH": HOST_SEARCH_PATH, "LANG": "C.UTF-8"},
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out.stdout + out.stderr)
-        if out.returncode != 0 or not found:
+        text = version_output(self.version_command)
+        found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+        if not found:
             return None
         return f"{found[1]}.{found[2]}.{found[3] or 0}"
 
