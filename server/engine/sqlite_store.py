@@ -1,5 +1,6 @@
 """The store in one SQLite file (`<data dir>/sandbox.sqlite`): keypairs and the
-faces' keys, read through memory caches, and folder records.
+faces' keys, read through memory caches; folder records; the web face's sign-in
+links and sessions.
 
 Every signed request looks its key up, so `keys.get` answers from a dict (and
 every one-shot run, so does `face_keys.find`). The
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import uuid
 
 from .store import (
@@ -20,6 +22,7 @@ from .store import (
     FaceKey,
     Folder,
     Keypair,
+    WebSession,
     hash_face_key,
     new_face_key,
     new_keypair,
@@ -46,6 +49,20 @@ CREATE TABLE IF NOT EXISTS face_keys (
     concurrency_limit INTEGER NOT NULL,
     rate_limit        INTEGER NOT NULL,
     created           TEXT NOT NULL
+)""",
+    """
+CREATE TABLE IF NOT EXISTS web_links (
+    token_hash TEXT PRIMARY KEY,
+    access_key TEXT NOT NULL,
+    expires    REAL NOT NULL,
+    used       INTEGER NOT NULL DEFAULT 0
+)""",
+    """
+CREATE TABLE IF NOT EXISTS web_sessions (
+    token_hash TEXT PRIMARY KEY,
+    access_key TEXT NOT NULL,
+    csrf_token TEXT NOT NULL,
+    expires    REAL NOT NULL
 )""",
     """
 CREATE TABLE IF NOT EXISTS folders (
@@ -254,14 +271,89 @@ class SqliteFolders:
             self._db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
 
 
+class SqliteWebSessions:
+    """The web face's sign-in links and sessions; safe to share between threads. Not
+    cached: a page's request costs one indexed lookup, and a session ended from the
+    command line (its key disabled) must end at once. Expired rows are swept as new
+    ones are written."""
+
+    def __init__(self, database: _Database) -> None:
+        self._db = database.db
+        self._lock = database.lock
+
+    def _sweep(self, at: float) -> None:
+        self._db.execute("DELETE FROM web_links WHERE expires <= ? OR used = 1", (at,))
+        self._db.execute("DELETE FROM web_sessions WHERE expires <= ?", (at,))
+
+    def add_link(self, access_key: str, token_hash: str, expires: float) -> None:
+        with self._lock:
+            self._sweep(time.time())
+            self._db.execute(
+                "INSERT INTO web_links (token_hash, access_key, expires) VALUES (?, ?, ?)",
+                (token_hash, access_key, expires),
+            )
+
+    def link_key(self, token_hash: str, at: float) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT access_key FROM web_links "
+                "WHERE token_hash = ? AND used = 0 AND expires > ?",
+                (token_hash, at),
+            ).fetchone()
+        return row[0] if row else None
+
+    def redeem_link(self, token_hash: str, at: float) -> str | None:
+        with self._lock:
+            # one statement: of two redeemers (two server processes) only one updates
+            row = self._db.execute(
+                "UPDATE web_links SET used = 1 "
+                "WHERE token_hash = ? AND used = 0 AND expires > ? RETURNING access_key",
+                (token_hash, at),
+            ).fetchone()
+        return row[0] if row else None
+
+    def start(self, token_hash: str, session: WebSession) -> None:
+        with self._lock:
+            self._sweep(time.time())
+            self._db.execute(
+                "INSERT INTO web_sessions (token_hash, access_key, csrf_token, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (token_hash, session.access_key, session.csrf_token, session.expires),
+            )
+
+    def get(self, token_hash: str, at: float) -> WebSession | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT access_key, csrf_token, expires FROM web_sessions "
+                "WHERE token_hash = ? AND expires > ?",
+                (token_hash, at),
+            ).fetchone()
+        return WebSession(*row) if row else None
+
+    def end(self, token_hash: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM web_sessions WHERE token_hash = ?", (token_hash,))
+
+    def end_key(self, access_key: str) -> int:
+        with self._lock:
+            ended = self._db.execute(
+                "DELETE FROM web_sessions WHERE access_key = ?", (access_key,)
+            ).rowcount
+            ended += self._db.execute(
+                "DELETE FROM web_links WHERE access_key = ?", (access_key,)
+            ).rowcount
+        return ended
+
+
 class SqliteStore:
-    """Keys, the faces' keys and folders over one SQLite file."""
+    """Keys, the faces' keys, folders and the web face's sessions over one SQLite file."""
 
     def __init__(self, path: str) -> None:
         self._database = _Database(path)
         self.keys = SqliteKeys(self._database)
         self.face_keys = SqliteFaceKeys(self._database)
         self.folders = SqliteFolders(self._database)
+        self.web = SqliteWebSessions(self._database)
 
     def close(self) -> None:
         with self._database.lock:

@@ -193,9 +193,54 @@ class FaceKeyRecords(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class WebSession:
+    """A signed-in browser of the web face: whose key it acts for, the token its
+    state-changing requests must echo (CSRF), and when it ends (Unix seconds)."""
+
+    access_key: str
+    csrf_token: str
+    expires: float
+
+
+def hash_web_token(token: str) -> str:
+    """Sign-in links and session cookies are stored by their SHA-256 only: whoever
+    reads the database cannot sign in (the tokens carry 192 random bits)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class WebSessionRecords(Protocol):
+    """The web face's one-time sign-in links and its sessions, by token hash. Shared
+    with sandbox-admin, which makes links while the server runs."""
+
+    def add_link(self, access_key: str, token_hash: str, expires: float) -> None: ...
+
+    def link_key(self, token_hash: str, at: float) -> str | None:
+        """The access key of an unused, unexpired link, or None; the link stays."""
+        ...
+
+    def redeem_link(self, token_hash: str, at: float) -> str | None:
+        """Use a link up (once only, even against a second server process): its
+        access key, or None if it is unknown, used or expired."""
+        ...
+
+    def start(self, token_hash: str, session: WebSession) -> None: ...
+
+    def get(self, token_hash: str, at: float) -> WebSession | None:
+        """An unexpired session, or None."""
+        ...
+
+    def end(self, token_hash: str) -> None: ...
+
+    def end_key(self, access_key: str) -> int:
+        """End every session and unused link of a key (it was disabled); how many."""
+        ...
+
+
 class Store(Protocol):
     keys: KeyRecords
     face_keys: FaceKeyRecords
     folders: FolderRecords
+    web: WebSessionRecords
 
     def close(self) -> None: ...
