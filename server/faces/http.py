@@ -23,6 +23,12 @@ from starlette.responses import Response
 
 from ..engine.store import Keypair
 
+# The ASGI scope key under which a layer that authenticated the caller some other
+# way (the web face's session cookie) hands the v2 face the caller's active
+# keypair in place of a signature. Only server code writes scope keys: a client
+# cannot set it.
+AUTHENTICATED_KEYPAIR = "sandbox.authenticated_keypair"
+
 
 class BadBody(ValueError):
     """The body is not what the endpoint reads (the message says why)."""

@@ -24,7 +24,8 @@ async def upload(caller: Caller) -> Response:
 
 @signed
 async def list_files(caller: Caller) -> Response:
-    data = caller.json()
+    # in the body as the clients send it, or in the query (browsers' GETs have no body)
+    data = caller.json() or dict(caller.request.query_params)
     path = check_path(data.get("path", ".") or ".", "path", absolute=True)
     session = session_for(caller)
     listing = await engine_of(caller.request).list_files(session, path)

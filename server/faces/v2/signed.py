@@ -19,7 +19,14 @@ from ...engine.engine import Engine
 from ...engine.errors import EngineError
 from ...engine.session import Session
 from ...engine.store import Keypair
-from ..http import BadBody, BodyTooLarge, Caller, declared_length, read_body
+from ..http import (
+    AUTHENTICATED_KEYPAIR,
+    BadBody,
+    BodyTooLarge,
+    Caller,
+    declared_length,
+    read_body,
+)
 from . import signing
 from .problems import Problem, bad_params, from_engine, problem_response
 
@@ -97,14 +104,34 @@ async def _verified_body(request: Request, claim: signing.Claim, keypair: Keypai
     return body
 
 
+async def _authenticated_body(request: Request) -> bytes:
+    """The body of a request a server layer authenticated (AUTHENTICATED_KEYPAIR):
+    read under the same bounds, with nothing to verify; multipart is left to the
+    handler, as for signed requests."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return b""
+    try:
+        async with request.app.state.body_gate.admitted():
+            return await read_body(request, request.app.state.v2.max_body_bytes)
+    except TimeoutError:
+        raise Problem("service-unavailable", "too many requests are sending their bodies") from None
+
+
+def authenticated(conn: HTTPConnection) -> Keypair | None:
+    """The keypair a server layer vouched for (the web face's session), if any."""
+    return conn.scope.get(AUTHENTICATED_KEYPAIR)
+
+
 def verified_handshake(conn: HTTPConnection) -> Keypair:
     """The caller of a WebSocket handshake, a GET without a body signed like any
     request (the signature travels in its headers), counted against the key's rate
     limit. Problem if it is not signed right."""
-    _check_version(conn)
-    claim, keypair = _claimed_keypair(conn)
-    if not signing.verify(claim, "GET", _signed_path(conn), b"", keypair.secret_key):
-        raise Problem("auth-failed")
+    keypair = authenticated(conn)
+    if keypair is None:
+        _check_version(conn)
+        claim, keypair = _claimed_keypair(conn)
+        if not signing.verify(claim, "GET", _signed_path(conn), b"", keypair.secret_key):
+            raise Problem("auth-failed")
     allowed, _headers = conn.app.state.limiter.hit(keypair.access_key, keypair.rate_limit)
     if not allowed:
         conn.app.state.engine.tally.refused["rate-limit"] += 1
@@ -132,9 +159,13 @@ def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         rate_headers: dict[str, str] = {}
         try:
             try:
-                _check_version(request)
-                claim, keypair = _claimed_keypair(request)
-                body = await _verified_body(request, claim, keypair)
+                keypair = authenticated(request)
+                if keypair is not None:
+                    body = await _authenticated_body(request)
+                else:
+                    _check_version(request)
+                    claim, keypair = _claimed_keypair(request)
+                    body = await _verified_body(request, claim, keypair)
                 allowed, rate_headers = state.limiter.hit(keypair.access_key, keypair.rate_limit)
                 if not allowed:
                     state.engine.tally.refused["rate-limit"] += 1

@@ -29,7 +29,7 @@ from ....engine.errors import EngineError, InvalidRequest, KernelNotFound, Quota
 from ....engine.session import Session
 from ..problems import Problem, from_engine, problem_response
 from ..settings import V2Settings
-from ..signed import checked_date, engine_of, verified_handshake
+from ..signed import authenticated, checked_date, engine_of, verified_handshake
 from .socket import NORMAL, POLICY, RESTARTING, SERVER_ERROR, Gone, StreamEnd, StreamSocket
 
 log = logging.getLogger("sandbox.server")
@@ -112,7 +112,7 @@ def _admit(websocket: WebSocket, kind: Kind) -> tuple[Session, str]:
     engine = engine_of(websocket)
     settings: V2Settings = websocket.app.state.v2
     kernel_id = websocket.path_params["kernel_id"]
-    unsigned = "authorization" not in websocket.headers
+    unsigned = "authorization" not in websocket.headers and authenticated(websocket) is None
     try:
         if unsigned and kind.unsigned and _client_may_skip_signing(websocket, settings):
             checked_date(websocket)
