@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import resource
+import shutil
 import sys
 
 import uvicorn
@@ -62,10 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> str:
+def endpoint_of(config: ServerConfig) -> str:
     server = config.server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
-    endpoint = f"http://{host}:{server.port}"
+    return f"http://{host}:{server.port}"
+
+
+def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> str:
+    endpoint = endpoint_of(config)
     return "\n".join(
         [
             f"SORNA_ENDPOINT={endpoint}",
@@ -76,6 +81,17 @@ def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> s
             f"BACKEND_SECRET_KEY={secret_key}",
         ]
     )
+
+
+def _admin_command() -> str:
+    """How the person who started the server runs sandbox-admin: by name if it is on
+    the PATH, else by its path (./.venv/bin/sandbox-admin in a checkout)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "sandbox-admin")
+    found = shutil.which("sandbox-admin")
+    if not os.path.exists(beside) or (found and os.path.samefile(found, beside)):
+        return "sandbox-admin"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else beside
 
 
 def open_files_needed(config: ServerConfig) -> int:
@@ -152,6 +168,14 @@ def main(argv: list[str] | None = None) -> None:
         print("Created an API keypair. Client settings (paste into your shell):\n", flush=True)
         print(client_settings(config, keypair.access_key, keypair.secret_key) + "\n", flush=True)
     store.close()
+    if "web" in config.faces.enabled:
+        page = (config.web.public_url or endpoint_of(config)).rstrip("/")
+        admin = _admin_command()
+        print(
+            f"The web page for students: {page}{config.web.page_prefix}/\n"
+            f"  a key and its one-time sign-in link: {admin} keys create --web-link\n",
+            flush=True,
+        )
     limits = ConnectionLimits(
         max_connections=server.max_connections,
         header_timeout=server.header_timeout_seconds,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from .engine.engine import Engine
 from .engine.store_backends import open_store
-from .faces import admin, jobe, metrics, piston, v2
+from .faces import admin, jobe, metrics, piston, v2, web
 from .faces.http import BodyGate
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
@@ -49,6 +49,7 @@ def create_app(config: ServerConfig) -> Starlette:
         store = open_store(config.server.data_dir)
         app.state.v2 = config.v2
         app.state.metrics_settings = config.metrics
+        app.state.web = config.web
         app.state.limiter = RateLimiter(config.v2.rate_window_seconds)
         app.state.body_gate = BodyGate(config.server.max_unverified_bodies)
         app.state.engine = await Engine.open(config.engine, store, config.server.data_dir)
@@ -67,6 +68,8 @@ def create_app(config: ServerConfig) -> Starlette:
         routes += jobe.routes()
     if "piston" in config.faces.enabled:
         routes += piston.routes()
+    if "web" in config.faces.enabled:
+        routes += web.routes(config.web)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -75,6 +78,8 @@ def create_app(config: ServerConfig) -> Starlette:
     # before the lifespan: a stopping server (server.__main__) ends the streams
     # before uvicorn drops their connections
     app.state.streams = OpenStreams(config.v2)
+    if "web" in config.faces.enabled:
+        app.add_middleware(web.ApiGate, settings=config.web)
     app.add_middleware(MethodOverride)
     app.add_middleware(ResponseHeaders)
     app.add_middleware(RequestIds)  # outermost: its id is on every line of the request

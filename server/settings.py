@@ -36,9 +36,10 @@ from .faces.jobe.settings import JobeSettings
 from .faces.metrics.settings import MetricsSettings
 from .faces.piston.settings import PistonSettings
 from .faces.v2.settings import V2Settings
+from .faces.web.settings import WebSettings
 
 # The faces a server may serve besides v2 (off unless enabled).
-OPTIONAL_FACES = ("jobe", "piston")
+OPTIONAL_FACES = ("web", "jobe", "piston")
 
 # environment variable -> what it does; read by server.__main__
 ENVIRONMENT = {
@@ -92,7 +93,8 @@ class FaceSettings:
     """`[faces]`: the APIs served besides the v2 API, which is always on."""
 
     enabled: tuple[str, ...] = setting(
-        (), f"faces to serve: any of {', '.join(OPTIONAL_FACES)} (or --enable jobe,piston)"
+        ("web",),
+        f"faces to serve: any of {', '.join(OPTIONAL_FACES)} (--enable jobe,piston adds to them)",
     )
 
     def __post_init__(self) -> None:
@@ -115,6 +117,7 @@ TABLES: dict[str, type] = {
     "jobe": JobeSettings,
     "piston": PistonSettings,
     "metrics": MetricsSettings,
+    "web": WebSettings,
 }
 # every setting's name -> its table, for files from before the tables
 TABLE_OF = {f.name: table for table, cls in TABLES.items() for f in dataclasses.fields(cls)}
@@ -134,6 +137,7 @@ class ServerConfig:
     jobe: JobeSettings = dataclasses.field(default_factory=JobeSettings)
     piston: PistonSettings = dataclasses.field(default_factory=PistonSettings)
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    web: WebSettings = dataclasses.field(default_factory=WebSettings)
 
     @property
     def engine(self) -> EngineSettings:

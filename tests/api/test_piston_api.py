@@ -15,7 +15,7 @@ import pytest
 from helpers.api_server import ROOT, start_server, stop_server
 from helpers.jobe import settle, steady
 
-PISTON_ON = '[faces]\nenabled = ["piston"]\n'
+PISTON_ON = '[faces]\nenabled = ["web", "piston"]\n'  # beside the page, as users run it
 
 
 @pytest.fixture(scope="module")

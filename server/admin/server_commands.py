@@ -1,0 +1,70 @@
+"""Commands answered by the running server (its loopback-only /admin routes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .common import age, config, fail, print_table
+
+
+def _ask_server(args: argparse.Namespace, method: str, path: str) -> dict:
+    """The running server's JSON answer to an admin request; exits with why not."""
+    settings = config(args).server
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    port = args.port or settings.port
+    url = f"http://{host}:{port}{path}"
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            detail = e.reason
+        fail(f"{url}: {e.code} {detail}")
+    except (OSError, ValueError) as e:
+        fail(f"cannot reach the server at {url} ({e}); is it running? (--config, --port)")
+
+
+def kernels_list(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "GET", "/admin/kernels")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return
+    if not answer["kernels"]:
+        print("no kernels")
+        return
+    rows = [("ID", "KEY", "LANG", "STATE", "AGE", "IDLE", "MEMORY", "CPU")]
+    rows += [
+        (k["id"], k["key"], k["lang"], k["state"], age(k["ageSeconds"]), age(k["idleSeconds"]),
+         f"{k['memoryBytes'] / 2**20:.1f} MiB", f"{k['cpuMs'] / 1000:.1f} s")
+        for k in answer["kernels"]
+    ]  # fmt: skip
+    print_table(rows)
+
+
+def kernels_destroy(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "DELETE", f"/admin/kernels/{urllib.parse.quote(args.kernel_id)}")
+    note = "" if answer["allGone"] else " (a process of it would not die: freed once it does)"
+    print(f"destroyed {answer['destroyed']}{note}")
+
+
+def server_status(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "GET", "/admin/status")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return
+    pool = ", ".join(f"{lang} {n}" for lang, n in answer["pool"].items()) or "none"
+    print(
+        f"cgroup layout: {answer['layout']}\n"
+        f"kernels:       {answer['kernels']} of at most {answer['maxKernels']}, "
+        f"{answer['keys']} keys\n"
+        f"warm pool:     {pool}; {answer['spares']} spare processes\n"
+        f"jobs waiting:  {answer['jobs']['waiting']} (at most {answer['jobs']['maxRunning']} run)\n"
+        f"kernel memory: {answer['defaultMemoryBytes'] // 2**20} MiB by default"
+    )
