@@ -60,6 +60,7 @@ class Kernel(KernelConnection):
     async def start(self, op: dict, hold: float = 2.0, eager: bool = False) -> RunResult:
         """Start a run (a query, exec or batch op) and collect its first response."""
         self._run_output = 0
+        self.output_limited = False
         await self.send(op)
         return await self.collect(hold, eager)
 
@@ -239,6 +240,7 @@ class Kernel(KernelConnection):
         if limit is None or self._run_output <= limit:
             return True
         if self._run_output - n <= limit:
+            self.output_limited = True
             note = f"\n[output limit of {limit} bytes reached: the rest was dropped, "
             console.add_text("stderr", note + "and the run interrupted]\n")
             self._send_nowait({"op": "interrupt"})

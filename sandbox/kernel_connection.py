@@ -72,6 +72,7 @@ class KernelConnection:
         self._room = asyncio.Event()  # set when a paused reader should look again
         self._sending = 0  # sends waiting for the kernel to take them
         self._run_output = 0
+        self.output_limited = False  # the current (or last) run's output was cut
         self._replies: dict[int, tuple[str, asyncio.Future[Event]]] = {}
         self._next_rid = 1
         self.terminals: dict[int, Terminal] = {}

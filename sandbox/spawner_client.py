@@ -131,9 +131,11 @@ class SpawnerClient:
             raise SpawnerError("start-failed", "spawner sent no kernel socket")
         return reply["pid"], socket.socket(fileno=fds[0])
 
-    async def destroy(self, kernel_id: str, keep_work: bool = False) -> int | None:
+    async def destroy(self, kernel_id: str, keep_work: bool = False) -> int:
+        """Free the kernel; how many forks its pids limit refused over its life."""
         reply, _ = await self.request({"op": "destroy", "id": kernel_id, "keep_work": keep_work})
-        return reply.get("status")
+        hits = reply.get("pids_limit_hits", 0)
+        return hits if isinstance(hits, int) else 0
 
     async def stats(self, kernel_id: str) -> dict:
         reply, _ = await self.request({"op": "stats", "id": kernel_id})

@@ -97,6 +97,11 @@ class KernelCgroup(abc.ABC):
         (the reaper asks every kernel for it every few seconds)."""
         return self.stats().cpu_usec
 
+    def pids_limit_hits(self) -> int:
+        """Forks the pids limit refused, read alone (the spawner asks once, as the
+        kernel ends): stats().pids_limit_hits where that is the only way."""
+        return self.stats().pids_limit_hits
+
     @abc.abstractmethod
     def kill(self) -> None:
         """SIGKILL everything inside and return once it is empty (CgroupError after

@@ -53,6 +53,9 @@ class NoneCgroup(KernelCgroup):
     def set_limits(self, limits: CgroupLimits) -> None:
         raise CgroupError("no cgroup: a kernel's rlimits are fixed when it starts")
 
+    def pids_limit_hits(self) -> int:
+        return 0  # an RLIMIT_NPROC refusal leaves no count
+
     def stats(self) -> CgroupStats:
         import psutil  # only this layout needs it; keeps the others' import light
 

@@ -67,6 +67,12 @@ class V1Cgroup(FsCgroup):
         except (OSError, TypeError, ValueError):
             return 0
 
+    def pids_limit_hits(self) -> int:
+        self._require()
+        if "pids" not in self._dirs:
+            return 0
+        return fs.read_keyed(os.path.join(self._dirs["pids"], "pids.events")).get("max", 0)
+
     def stats(self) -> CgroupStats:
         self._require()
         mem = MemoryController(_SpyNode(self._dirs["memory"]))

@@ -74,6 +74,10 @@ class V2Cgroup(FsCgroup):
             pids_limit_hits=fs.read_keyed(os.path.join(d, "pids.events")).get("max", 0),
         )
 
+    def pids_limit_hits(self) -> int:
+        self._require()
+        return fs.read_keyed(os.path.join(self._dir, "pids.events")).get("max", 0)
+
     def _kill_round(self, first: bool) -> None:
         d = self._dir
         kill_file = os.path.join(d, "cgroup.kill")

@@ -200,7 +200,12 @@ class Engine:
         tally = self.registry.tally
         tally.execute_seconds.observe(time.monotonic() - began)
         if result.status in ("finished", "exec-timeout"):
-            tally.runs[_outcome(result, session)] += 1
+            outcome = _outcome(result, session)
+            tally.runs[outcome] += 1
+            if outcome == "out-of-memory":
+                tally.limit_hits["memory"] += 1
+            if session.kernel.output_limited:
+                tally.limit_hits["output"] += 1
         return result, run
 
     async def interrupt(self, session: Session) -> None:

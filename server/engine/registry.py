@@ -250,7 +250,7 @@ class Registry:
         session.cpu_ms_before_restart = await session.cpu_ms()
         await session.kernel.close()
         try:
-            await self.spawner.destroy(session.id, keep_work=True)
+            self._count_pids_hits(await self.spawner.destroy(session.id, keep_work=True))
             session.kernel = await self._start(session.id, session.spec, keep_work=True)
         except (SpawnerError, KernelGone, EngineError) as e:
             await self.destroy(session, reason="its restart failed")
@@ -266,6 +266,10 @@ class Registry:
         session.lifecycle.publish(RESTARTED, why)
         self.tally.restarts[reason_slug(why)] += 1
 
+    def _count_pids_hits(self, hits: int) -> None:
+        if hits:
+            self.tally.limit_hits["pids"] += hits
+
     async def destroy(self, session: Session, reason: str = "destroyed by the client") -> bool:
         """Forget the kernel and have the spawner free it. False when a process of it
         would not die (the spawner frees the rest once it does): the kernel is gone
@@ -274,7 +278,7 @@ class Registry:
             return True
         await session.kernel.close()
         try:
-            await self.spawner.destroy(session.id)
+            self._count_pids_hits(await self.spawner.destroy(session.id))
         except SpawnerError as e:
             if e.kind == "undead":
                 log.warning("kernel destroyed, but a process of it would not die",
@@ -334,6 +338,8 @@ class Registry:
         session.ended = reason
         session.lifecycle.publish(TERMINATED, reason)
         self.tally.ends[reason_slug(reason)] += 1
+        if reason_slug(reason) == "cpu-credit-exhausted":
+            self.tally.limit_hits["cpu-credit"] += 1
         while len(self.obituaries) > OBITUARIES:
             self.obituaries.popitem(last=False)
         return True

@@ -2,9 +2,10 @@
 (warm or cold) and how long a create took, kernels ended or restarted and why,
 execute calls and how long each held, runs by how they ended, requests refused
 and for which limit (a key's rate, a key's kernels, the server's kernels, the
-job queue). The metrics face reads it; the engine only counts (no metrics
-library here, and nothing grows with traffic: labels are languages, reasons,
-outcomes and limits, each a short fixed set)."""
+job queue), and kernels' own limits reached (memory, pids, CPU credit, output).
+The metrics face reads it; the engine only counts (no metrics library here, and
+nothing grows with traffic: labels are languages, reasons, outcomes and limits,
+each a short fixed set)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class Tally:
     runs: collections.Counter = field(default_factory=collections.Counter)  # outcome
     restarts: collections.Counter = field(default_factory=collections.Counter)  # reason slug
     refused: collections.Counter = field(default_factory=collections.Counter)  # why
+    # a kernel's own limit reached: "memory" (a run's OOM kill), "pids" (forks the
+    # pids limit refused, counted as the kernel ends), "cpu-credit" (the kernel ended
+    # for it), "output" (a run's output cut at max_output_bytes)
+    limit_hits: collections.Counter = field(default_factory=collections.Counter)
 
     def created(self, lang: str, warm: bool, seconds: float) -> None:
         self.creates[(lang, warm)] += 1

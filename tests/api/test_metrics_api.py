@@ -4,6 +4,8 @@ client makes, uses and destroys kernels."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from helpers.api_server import non_loopback_address, start_server, stop_server
@@ -145,3 +147,69 @@ def test_beyond_loopback_a_token_is_needed(open_server):
     )
     r = httpx.get(url, headers={"Authorization": "Bearer scrape-token-0123456789"})
     assert r.status_code == 200 and "sandbox_kernels" in r.text
+
+
+FORKS = """\
+import os, signal, time
+children, refused = [], 0
+for _ in range(64):
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+print("refused", refused)
+"""
+
+
+def test_kernels_own_limits_reached_are_counted(tmp_path_factory):
+    """memory (an OOM-killed run), output (a run cut at max_output_bytes) and pids
+    (forks refused by the pids limit, counted as the kernel ends); every limit is
+    shown, at zero too."""
+    config = (
+        "[limits]\nmax_output_bytes = 10000\ncpu_check_seconds = 0.2\n"
+        "[sandbox]\npids_per_kernel = 16\n"
+    )
+    proc, server = start_server(str(tmp_path_factory.mktemp("limit-hits")), config=config)
+    try:
+        hits = "sandbox_limit_hits_total"
+        before = scrape(server.endpoint)
+        for limit in ("memory", "pids", "cpu-credit", "output"):
+            assert (hits, (("limit", limit),)) in before["sandbox_limit_hits"], limit
+        client = server.client()
+        kid = client.create(lang="python3").json()["kernelId"]
+        client.run(kid, "print('x' * 50_000)")
+        client.run(kid, "x = bytearray(600 * 1024 * 1024)")
+        forks = json_text(client.run(kid, FORKS))
+        assert "refused" in forks and "refused 0" not in forks, forks
+        during = scrape(server.endpoint)
+        assert value(during, "sandbox_limit_hits", hits, limit="output") == 1
+        assert value(during, "sandbox_limit_hits", hits, limit="memory") == 1
+        assert value(during, "sandbox_limit_hits", hits, limit="pids") == 0  # not yet ended
+        assert client.request("DELETE", f"/v2/kernel/{kid}").status_code == 204
+        after = scrape(server.endpoint)
+        assert value(after, "sandbox_limit_hits", hits, limit="pids") >= 1
+        assert value(after, "sandbox_limit_hits", hits, limit="cpu-credit") == 0
+        # a kernel with 300 ms of CPU credit, spinning: the engine ends it
+        spinner = client.create(lang="python3", limits={"maxCpuCredit": 300}).json()
+        client.execute(spinner["kernelId"], mode="query", code="while True: pass")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ended = scrape(server.endpoint)
+            if value(ended, "sandbox_limit_hits", hits, limit="cpu-credit"):
+                break
+            time.sleep(0.2)
+        assert value(ended, "sandbox_limit_hits", hits, limit="cpu-credit") == 1
+    finally:
+        stop_server(proc)
+
+
+def json_text(results: list[dict]) -> str:
+    return "".join(item[1] for r in results for item in r["console"] if item[0] == "stdout")

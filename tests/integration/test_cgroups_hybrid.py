@@ -215,6 +215,7 @@ def test_pids_limit_stops_forks(manager, children) -> None:
     assert len(cg.procs()) == forked
     if os.path.exists(f"{_dir(manager, 'pids', cg)}/pids.events"):
         assert s.pids_limit_hits > 0
+    assert cg.pids_limit_hits() == s.pids_limit_hits  # the spawner's read at destroy
     cg.kill()
     assert cg.procs() == []
 

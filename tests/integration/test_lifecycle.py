@@ -143,6 +143,8 @@ def test_fork_bomb_stops_at_pids_limit(sandbox):
         else:  # RLIMIT_NPROC: 32 beyond the kernel uid's tasks at start; no count kept
             assert stats["pids_limit_hits"] == 0
         assert other.run("print(6 * 7)").stdout == "42\n"
+        # what the spawner's destroy reports (the metrics' pids limit hits)
+        assert bomb.destroy() == stats["pids_limit_hits"]
     finally:
         bomb.destroy()
         other.destroy()

@@ -124,6 +124,7 @@ def test_v2_join_stats_and_kill(tmp_path, writes, monkeypatch) -> None:
     s = cg.stats()
     assert (s.memory_current, s.memory_peak, s.cpu_usec, s.oom_kills) == (1000, 1000, 1234, 2)
     assert (s.pids_current, s.pids_limit_hits) == (3, 7)
+    assert cg.pids_limit_hits() == 7
     # no memory.peak (Linux < 5.19): the peak is the max of the samples
     (k / "memory.current").write_text("400\n")
     assert cg.stats().memory_peak == 1000
@@ -228,6 +229,8 @@ def test_v1_comount_detect_create_stats(tmp_path, writes) -> None:
     s = cg.stats()
     assert (s.memory_current, s.memory_peak, s.cpu_usec, s.oom_kills) == (10, 20, 5000, 1)
     assert s.pids_limit_hits == 0  # no pids.events in this fake
+    (pids / "pids.events").write_text("max 4\n")
+    assert cg.pids_limit_hits() == 4
     assert m.describe()["kill"] == "freezer+sigkill"
 
 

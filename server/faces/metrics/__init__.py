@@ -91,6 +91,15 @@ class EngineCollector:
         yield _counter(
             "sandbox_refusals", "Requests refused for a limit, by which", "limit", tally.refused
         )
+        hits = collections.Counter(dict.fromkeys(KERNEL_LIMITS, 0))  # zeros shown too
+        hits.update(tally.limit_hits)
+        yield _counter(
+            "sandbox_limit_hits",
+            "Kernels' own limits reached: memory (OOM kills of runs), pids (forks refused), "
+            "cpu-credit (kernels ended for it), output (runs cut at max_output_bytes)",
+            "limit",
+            hits,
+        )
         misses = CounterMetricFamily(
             "sandbox_pool_misses", "Kernels of a pooled language made cold", labels=["language"]
         )
@@ -123,6 +132,9 @@ class EngineCollector:
             "sandbox_host_memory_available_bytes", "MemAvailable", value=memory.available
         )
         yield GaugeMetricFamily("sandbox_host_memory_total_bytes", "MemTotal", value=memory.total)
+
+
+KERNEL_LIMITS = ("memory", "pids", "cpu-credit", "output")
 
 
 def _counter(
