@@ -63,14 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def endpoint_of(config: ServerConfig) -> str:
-    server = config.server
-    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
-    return f"http://{host}:{server.port}"
-
-
 def client_settings(config: ServerConfig, access_key: str, secret_key: str) -> str:
-    endpoint = endpoint_of(config)
+    endpoint = config.server.local_url()
     return "\n".join(
         [
             f"SORNA_ENDPOINT={endpoint}",
@@ -169,10 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         print(client_settings(config, keypair.access_key, keypair.secret_key) + "\n", flush=True)
     store.close()
     if "web" in config.faces.enabled:
-        page = (config.web.public_url or endpoint_of(config)).rstrip("/")
         admin = _admin_command()
         print(
-            f"The web page for students: {page}{config.web.page_prefix}/\n"
+            f"The web page for students: {config.page_url()}/\n"
             f"  a key and its one-time sign-in link: {admin} keys create --web-link\n",
             flush=True,
         )

@@ -87,6 +87,16 @@ class ServerSettings:
         # directory the server was started in, whatever changes its working directory
         object.__setattr__(self, "data_dir", os.path.abspath(self.data_dir))
 
+    def local_url(self, port: int | None = None) -> str:
+        """The server's address for a client on this machine (loopback when it listens
+        on every address); `port` in place of the configured one."""
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port or self.port}"
+
 
 @dataclass(frozen=True)
 class FaceSettings:
@@ -142,6 +152,12 @@ class ServerConfig:
     @property
     def engine(self) -> EngineSettings:
         return EngineSettings(self.limits, self.folders, self.pool, self.sandbox)
+
+    def page_url(self, base: str = "") -> str:
+        """Where students open the web page, without its trailing slash: at `base`,
+        else [web] public_url, else this machine's address; then the page prefix."""
+        base = base or self.web.public_url or self.server.local_url()
+        return base.rstrip("/") + self.web.page_prefix
 
     @classmethod
     def build(cls, values: dict[str, dict[str, object]]) -> ServerConfig:

@@ -13,10 +13,7 @@ from .common import age, config, fail, print_table
 
 def _ask_server(args: argparse.Namespace, method: str, path: str) -> dict:
     """The running server's JSON answer to an admin request; exits with why not."""
-    settings = config(args).server
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    port = args.port or settings.port
-    url = f"http://{host}:{port}{path}"
+    url = config(args).server.local_url(args.port) + path
     request = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

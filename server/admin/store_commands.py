@@ -48,16 +48,11 @@ def keys_create(args: argparse.Namespace) -> None:
 def _new_link(args: argparse.Namespace, store: Store, access_key: str) -> str:
     """A one-time sign-in link to the web page for `access_key`."""
     settings = config(args)
-    base = args.url or settings.web.public_url
-    if not base:
-        host = settings.server.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        base = f"http://{host}:{settings.server.port}"
     token = new_token()
     store.web.add_link(
         access_key, hash_web_token(token), time.time() + settings.web.link_hours * 3600
     )
-    return f"{base.rstrip('/')}{settings.web.page_prefix}/signin/{token}"
+    return f"{settings.page_url(args.url or '')}/signin/{token}"
 
 
 def web_links(args: argparse.Namespace) -> None:

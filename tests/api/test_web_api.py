@@ -20,19 +20,9 @@ def student(api_server):
     browser = Browserish(api_server)
     assert browser.sign_in(link).status_code == 303
     yield browser
-    for kernel in _kernels(browser):
+    for kernel in browser.made:
         browser.call("DELETE", f"/web/v2/kernel/{kernel}")
     admin(api_server, "keys", "disable", access_key)
-
-
-def _kernels(browser: Browserish) -> list[str]:
-    return getattr(browser, "made", [])
-
-
-def _create(browser: Browserish, token: str, lang: str = "python3") -> str:
-    kernel = browser.create(token, lang)
-    browser.made = [*_kernels(browser), kernel]
-    return kernel
 
 
 def _cookie_header(answer: httpx.Response) -> str:
@@ -100,7 +90,7 @@ def test_the_page_needs_a_session_and_carries_a_strict_policy(api_server, studen
 
 
 def test_the_page_reaches_the_api_as_its_key_with_csrf(api_server, student):
-    kernel = _create(student, "web-tab1-python3")
+    kernel = student.create("web-tab1-python3")
     info = student.call("GET", f"/web/v2/kernel/{kernel}")
     assert info.status_code == 200 and info.json()["lang"].startswith("python3")
     # the same token re-attaches (a reloaded tab)
@@ -124,7 +114,7 @@ def test_the_page_reaches_the_api_as_its_key_with_csrf(api_server, student):
 
 
 def test_the_cookie_counts_for_nothing_outside_the_pages_api(api_server, student):
-    kernel = _create(student, "web-tab2-python3")
+    kernel = student.create("web-tab2-python3")
     direct = student.http.get(f"/v2/kernel/{kernel}")  # cookie, no signature
     assert direct.status_code == 401
     for path in ("/web/metrics", "/web/admin/kernels", "/web/v2x/kernel/languages"):
@@ -134,7 +124,7 @@ def test_the_cookie_counts_for_nothing_outside_the_pages_api(api_server, student
 
 
 def test_one_students_session_cannot_reach_anothers_kernel(api_server, student):
-    kernel = _create(student, "web-tab3-python3")
+    kernel = student.create("web-tab3-python3")
     _key, link = new_student(api_server)
     other = Browserish(api_server)
     assert other.sign_in(link).status_code == 303
@@ -158,7 +148,7 @@ def _stream(browser: Browserish, kernel: str, kind: str, origin: str | None = No
 
 
 def test_streams_open_from_the_pages_origin_only(api_server, student):
-    kernel = _create(student, "web-tab4-python3")
+    kernel = student.create("web-tab4-python3")
     with _stream(student, kernel, "execute") as ws:
         ws.send(json.dumps({"mode": "query", "code": "print('streamed')", "options": {}}))
         seen = []
@@ -214,7 +204,7 @@ def test_sign_in_with_a_keypair(api_server):
 
 
 def test_files_upload_list_and_download(api_server, student):
-    kernel = _create(student, "web-tab5-python3")
+    kernel = student.create("web-tab5-python3")
     upload = student.call(
         "POST", f"/web/v2/kernel/{kernel}/upload",
         files=[("src", ("data.txt", b"hello from the browser\n", "text/plain"))],
@@ -247,7 +237,7 @@ def test_a_disabled_key_closes_its_open_streams(api_server):
     access_key, link = new_student(api_server)
     browser = Browserish(api_server)
     browser.sign_in(link)
-    kernel = _create(browser, "web-tab6-python3")
+    kernel = browser.create("web-tab6-python3")
     with _stream(browser, kernel, "pty") as terminal:
         terminal.send(json.dumps({"type": "ping"}))
         assert admin(api_server, "keys", "disable", access_key).returncode == 0

@@ -46,6 +46,7 @@ class Browserish:
         self.server = server
         self.http = httpx.Client(base_url=server.endpoint, timeout=30)
         self.csrf = ""
+        self.made: list[str] = []  # kernels it created, for the tests to destroy
 
     def sign_in(self, link: str) -> httpx.Response:
         answer = self.http.post(link, headers={"Origin": self.server.endpoint})
@@ -63,4 +64,7 @@ class Browserish:
             "POST", "/web/v2/kernel/create", json={"lang": lang, "clientSessionToken": token}
         )
         assert answer.status_code in (200, 201), answer.text
-        return answer.json()["kernelId"]
+        kernel = answer.json()["kernelId"]
+        if kernel not in self.made:
+            self.made.append(kernel)
+        return kernel

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import TABLES, ServerConfig, reference
+from server.settings import TABLES, ServerConfig, ServerSettings, reference
 
 
 def write(tmp_path, text: str) -> str:
@@ -100,3 +100,22 @@ def test_the_configuration_reference_is_the_settings_own():
     for table, cls in TABLES.items():
         for f in dataclasses.fields(cls):
             assert f"| `{f.name}` |" in path.read_text(), (table, f.name)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("127.0.0.1", "http://127.0.0.1:8080"), ("0.0.0.0", "http://127.0.0.1:8080"),
+     ("::", "http://127.0.0.1:8080"), ("::1", "http://[::1]:8080"),
+     ("10.0.0.5", "http://10.0.0.5:8080")],
+)  # fmt: skip
+def test_the_local_url_a_client_here_uses(host, url):
+    assert ServerSettings(host=host).local_url() == url
+    assert ServerSettings(host=host).local_url(9000) == url.replace("8080", "9000")
+
+
+def test_the_page_url_prefers_the_given_base_then_public_url():
+    config = ServerConfig.load(None, {"web": {"page_prefix": "/play"}})
+    assert config.page_url() == "http://127.0.0.1:8080/play"
+    assert config.page_url("https://x.example/") == "https://x.example/play"
+    public = ServerConfig.load(None, {"web": {"public_url": "https://class.example.org/"}})
+    assert public.page_url() == "https://class.example.org"
