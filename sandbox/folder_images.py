@@ -22,11 +22,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .kernel_uids import FOLDER_UID
@@ -39,6 +41,10 @@ LO_FLAGS_AUTOCLEAR = 4
 _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32s2Q")  # struct loop_info64, 232 bytes
 _LOOP_CONFIG = struct.Struct("=II232s8Q")  # struct loop_config
 
+# <linux/fs.h>: freeze and thaw a mounted file system
+FIFREEZE, FITHAW = 0xC0045877, 0xC0045878
+SEEK_DATA, SEEK_HOLE = 3, 4
+COPY_CHUNK = 64 * 2**20  # bytes per copy_file_range call
 # <linux/mount.h>; x86_64 system call numbers (the only architecture kernels run on)
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT, _SYS_OPENAT2 = 430, 431, 432, 437
 FSOPEN_CLOEXEC = 1
@@ -60,8 +66,8 @@ _libc.syscall.restype = ctypes.c_long
 def _syscall(number: int, *args: object) -> int:
     result = _libc.syscall(ctypes.c_long(number), *args)
     if result < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return result
 
 
@@ -119,6 +125,18 @@ class LoopDevice:
         """The loop device serving `image`: the one that already does (a kernel may
         still hold it), else a new one with autoclear. The caller serialises attaches."""
         target = os.stat(image)
+        # Another process (sandbox-admin backup, beside the server) may attach the
+        # same image at the same moment: the lock makes the second one find the
+        # first one's device. A separate open file: the device keeps its own.
+        lock_fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            return cls._attach_locked(image, target)
+        finally:
+            os.close(lock_fd)
+
+    @classmethod
+    def _attach_locked(cls, image: str, target: os.stat_result) -> LoopDevice:
         for _ in range(ATTACH_TRIES):
             for device in loops_backing(image):
                 held = _open_if_backing(device, target)
@@ -163,6 +181,64 @@ class LoopDevice:
         finally:
             os.close(mount_fd)
         return ImageUsage(files, (vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize, complete)
+
+    @contextlib.contextmanager
+    def frozen(self, thaw_first: bool = False) -> Iterator[None]:
+        """The file system held still: every write from kernels that mount it waits
+        until the block ends, and what was written before is on the image, journal
+        committed (FIFREEZE; the image reads as cleanly unmounted). `thaw_first`
+        lets go of a freeze a killed process left behind (the caller knows no other
+        holds one). OSError EBUSY if another freeze holds it."""
+        mount_fd = _detached_mount(self.path)
+        try:
+            root = _open_beneath(mount_fd, ".")
+            try:
+                if thaw_first:
+                    with contextlib.suppress(OSError):
+                        fcntl.ioctl(root, FITHAW, 0)
+                fcntl.ioctl(root, FIFREEZE, 0)
+                try:
+                    yield
+                finally:
+                    fcntl.ioctl(root, FITHAW, 0)
+            finally:
+                os.close(root)
+        finally:
+            os.close(mount_fd)
+
+
+def copy_sparse(source: str, target: str) -> int:
+    """Copy the file `source` into a new file `target` (mode 0600), its holes (and
+    ext4's allocated but never written extents) left as holes; the bytes written."""
+    written = 0
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(src).st_size
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            offset = 0
+            while offset < size:
+                try:
+                    start = os.lseek(src, offset, SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:  # nothing but a hole after offset
+                        break
+                    raise
+                end = os.lseek(src, start, SEEK_HOLE)
+                while start < end:
+                    n = os.copy_file_range(src, dst, min(end - start, COPY_CHUNK), start, start)
+                    if n == 0:
+                        raise OSError(f"{source} shrank while it was copied")
+                    start += n
+                    written += n
+                offset = end
+            os.ftruncate(dst, size)
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return written
 
 
 def loops_backing(image: str) -> list[str]:

@@ -17,9 +17,13 @@ running server about its kernels, install the service.
     sandbox-admin [--config FILE] kernels destroy [--] ID   (-- before an ID that starts with -)
     sandbox-admin [--config FILE] status [--json]
     sandbox-admin install-service [--unit-dir D] [--config-dir D]
+    sandbox-admin [--config FILE] [--data-dir D] backup DIR
+    sandbox-admin [--config FILE] [--data-dir D] restore DIR   (into a new data directory)
 
-`web-link` prints one-time links that sign a browser in to the web page as a
-key (`keys create --web-link` makes a key and its link at once). `kernels` and
+`backup` copies the store and the folders into a new directory while the server
+runs (a folder's writers wait while its image is copied); `restore` fills a new
+data directory from one. `web-link` prints one-time links that sign a browser in
+to the web page as a key (`keys create --web-link` makes a key and its link at once). `kernels` and
 `status` ask the running server (its [server] host and port, from --config;
 only clients on its own machine are answered). The rest works
 on the same store as the server (the data directory of --data-dir, or
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.store import FACES
+from .backup_commands import backup_command, restore_command
 from .server_commands import kernels_destroy, kernels_list, server_status
 from .service import install_service
 from .signing import DIALECTS, SIGN_HELP, sign_request
@@ -145,6 +150,19 @@ def _parser() -> argparse.ArgumentParser:
     service.set_defaults(run=install_service, parser=service)
     service.add_argument("--unit-dir", default="/etc/systemd/system")
     service.add_argument("--config-dir", default="/etc/sandbox-server")
+
+    copy = commands.add_parser(
+        "backup",
+        parents=[data_dir],
+        help="copy the store and folders into a new directory (the server may run)",
+    )
+    copy.set_defaults(run=backup_command, parser=copy)
+    copy.add_argument("target", metavar="DIR", help="a new (or empty) directory")
+    back = commands.add_parser(
+        "restore", parents=[data_dir], help="fill a new data directory from a backup"
+    )
+    back.set_defaults(run=restore_command, parser=back)
+    back.add_argument("source", metavar="DIR", help="a directory `backup` wrote")
 
     sign = commands.add_parser(
         "sign",

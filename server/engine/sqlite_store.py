@@ -266,6 +266,13 @@ class SqliteFolders:
             ).fetchall()
         return [Folder(*row) for row in rows]
 
+    def all(self) -> list[Folder]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {FOLDER_COLUMNS} FROM folders ORDER BY created, id"
+            ).fetchall()
+        return [Folder(*row) for row in rows]
+
     def remove(self, folder_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
@@ -354,6 +361,17 @@ class SqliteStore:
         self.face_keys = SqliteFaceKeys(self._database)
         self.folders = SqliteFolders(self._database)
         self.web = SqliteWebSessions(self._database)
+
+    def copy_to(self, path: str) -> None:
+        """SQLite's online backup into a new file: one consistent moment of the whole
+        store, while the server and other commands keep writing."""
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        target = sqlite3.connect(path)
+        try:
+            with self._database.lock:
+                self._database.db.backup(target)
+        finally:
+            target.close()
 
     def close(self) -> None:
         with self._database.lock:

@@ -166,6 +166,10 @@ class FolderRecords(Protocol):
 
     def list(self, access_key: str) -> list[Folder]: ...
 
+    def all(self) -> list[Folder]:
+        """Every key's folders (for backups)."""
+        ...
+
     def remove(self, folder_id: str) -> None: ...
 
 
@@ -242,5 +246,10 @@ class Store(Protocol):
     face_keys: FaceKeyRecords
     folders: FolderRecords
     web: WebSessionRecords
+
+    def copy_to(self, path: str) -> None:
+        """A consistent copy of the whole store in a new file at `path` (a backup),
+        taken while others use it."""
+        ...
 
     def close(self) -> None: ...
