@@ -3,6 +3,7 @@ every kernel, and the `Payload`, what one kernel runs and as whom."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ class Environment:
     host_modules: HostModules
     kernel_init: kernel_init_build.KernelInit | None  # pid 1's program; None: exec mode only
     argv_area: tuple[int, int]  # syscalls.argv_area(), the same in every fork
+
+    def after_imports(self) -> Environment:
+        """The same, with the modules a kernel must forget listed again: for kernels
+        forked after the caller imported more (sandbox.preimport)."""
+        return dataclasses.replace(self, host_modules=HostModules.find())
 
     @classmethod
     def prepare(cls, scratch: str, layout_has_cgroup: bool, server_mode: bool) -> Environment:

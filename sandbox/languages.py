@@ -106,6 +106,13 @@ class Language:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def preimports(self) -> bool:
+        """Whether user code runs in the kernel's runner, where the zygote's
+        pre-imported modules are (the python3 REPL): its kernels come from that
+        zygote, every other language's from the lean one (sandbox.spawner_kernels)."""
+        return self.query.kind == "python"
+
+    @property
     def completes(self) -> bool:
         """Whether the kernel answers completion requests (the python3 REPL does)."""
         return self.query.kind == "python"

@@ -120,6 +120,13 @@ class SandboxSettings:
         "python modules every python3 kernel starts with imported, space-separated "
         "(shared by all kernels; those not installed are skipped; empty: none)",
     )
+    preimport_jobs: bool = setting(
+        False,
+        "whether one-shot jobs' python3 kernels (the Jobe and Piston faces) start with "
+        "preimport's modules too; off, they start without (each of a job's processes "
+        "forks a smaller heap: about 40% more python3 jobs per second) and a job that "
+        "imports numpy pays for its import",
+    )
     cgroup_layout: str = setting(
         "auto",
         "cgroup layout: auto (detect), v2, hybrid, v1, or none (rlimits only); the "

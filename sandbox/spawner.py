@@ -126,12 +126,6 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
         _reply(conn, {"ok": False, "kind": "start-failed", "error": str(e)})
 
 
-# After a request, spares are forked once the spawner has had no request for this
-# long (at once when none is left): a fork beside the start of the kernel just
-# asked for would compete with it for the CPUs.
-REFILL_IDLE_SECONDS = 0.01
-
-
 def serve(conn: socket.socket, spawner: Spawner) -> None:
     """Answer requests until the server closes its end, then clean up everything."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -140,11 +134,7 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
     reader = protocol.FrameReader()
     try:
         while True:
-            if len(spawner.spares) >= spawner.spares_wanted:
-                timeout = None
-            else:
-                timeout = REFILL_IDLE_SECONDS if spawner.spares else 0
-            ready, _, _ = select.select([conn, wake_r], [], [], timeout)
+            ready, _, _ = select.select([conn, wake_r], [], [], spawner.refill_timeout())
             if not ready:
                 spawner.refill_spares()
                 continue
@@ -160,7 +150,7 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
             reader.feed(data)
             for request, _blob, _raw in reader.frames():
                 spawner.reap()
-                if request.get("op") == "spawn" and not spawner.spares:
+                if request.get("op") == "spawn" and not spawner.has_spare(_preimported(request)):
                     # Forked here rather than the kernel without a spare: a fork in
                     # the middle of a request leaves the child the spawner's stack and
                     # transient objects of that moment, which the spawner then rewrites
@@ -169,6 +159,12 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
                 _handle(spawner, conn, request)
     finally:
         spawner.shutdown()
+
+
+def _preimported(request: dict) -> bool:
+    """The kind of kernel a spawn request asks for (KernelSpec.preimported)."""
+    spec = request.get("spec")
+    return not isinstance(spec, dict) or spec.get("preimported") is not False
 
 
 SCRATCH_PREFIX = "sandbox-spawner-"
@@ -211,11 +207,6 @@ def main() -> None:
     pid_namespace.become_subreaper()
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
-    try:
-        preimport.preimport(args.preimport)
-    except preimport.PreimportError as e:
-        _reply(conn, {"ok": False, "ready": False, "error": str(e)})
-        return
     # Every kernel is a fork of this process: what every python3 kernel does first
     # (the system site's .pth files) is done here once, before the modules a kernel
     # must forget are listed (kernel_inputs.Environment, host_modules).
@@ -239,7 +230,16 @@ def main() -> None:
         # collection in a kernel does not write to (and so copy) every page that
         # holds them.
         gc.freeze()
-        spawner.fork_zygote()
+        if args.preimport.split():  # the lean zygote first (spawner_kernels says why)
+            spawner.fork_zygote(preimported=False)
+            try:
+                preimport.preimport(args.preimport)
+            except preimport.PreimportError as e:
+                _reply(conn, {"ok": False, "ready": False, "error": str(e)})
+                spawner.shutdown()
+                return
+            gc.freeze()
+        spawner.fork_zygote(preimported=True, env=spawner.env.after_imports())
         spawner.refill_spares()
         _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
         serve(conn, spawner)

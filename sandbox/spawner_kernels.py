@@ -1,8 +1,15 @@
 """What the spawner holds and does (sandbox.spawner is the process and its wire):
-the zygote, the spares it forks ahead of demand, and the kernels started from
+the zygotes, the spares they fork ahead of demand, and the kernels started from
 them, each with its cgroup, its /home/work tmpfs and its uid; how a kernel is
 started, accounted, limited, destroyed and reaped. Runs in the spawner process,
-one request at a time, so nothing here takes a lock."""
+one request at a time, so nothing here takes a lock.
+
+There are two zygotes when python3 kernels pre-import modules
+(sandbox.preimport): one forked before the pre-import, one after. A kernel's
+spec says which it comes from (`KernelSpec.preimported`): python3 kernels that
+want numpy at hand from the second; every other kernel, and one-shot jobs, from
+the first, whose smaller heap makes each of the kernel's forks and exits cheaper
+(a fork copies the page tables of the whole heap)."""
 
 from __future__ import annotations
 
@@ -30,6 +37,19 @@ from .spare import Spare
 from .spec import KernelSpec, SpecError
 
 WORK_ROOT = "work"  # under the scratch directory: mounts.make_work_root
+# After a request, spares are forked once the spawner has had no request for this
+# long (at once when none is left): a fork beside the start of the kernel just
+# asked for would compete with it for the CPUs.
+REFILL_IDLE_SECONDS = 0.01
+
+
+@dataclass
+class _Line:
+    """A zygote and the spares it forked ahead of demand (`wanted` of them)."""
+
+    zygote: zygote.Zygote
+    wanted: int
+    spares: list[Spare] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -67,15 +87,45 @@ class Spawner:
         # made for a spare before anyone knows which kernel it will be, so cgroups
         # are named k0, k1, ... (ask `stats` for a kernel's), not after kernels.
         self.spares_wanted = spares if self.env.layout_has_cgroup else 0
-        self.spares: list[Spare] = []
         self._cgroup_names = (f"k{n}" for n in itertools.count())
-        self.zygote: zygote.Zygote | None = None  # fork_zygote, before any request
+        # by KernelSpec.preimported; one line for both without a pre-import
+        self.lines: dict[bool, _Line] = {}  # fork_zygote, before any request
 
-    def fork_zygote(self) -> None:
-        """Fork the process every kernel comes from (sandbox.zygote), while this one
-        has served no request and knows no kernel."""
+    def fork_zygote(self, preimported: bool, env: kernel_inputs.Environment | None = None) -> None:
+        """Fork the process the kernels of that kind come from (sandbox.zygote),
+        while this one has served no request and knows no kernel. `env`: what the
+        zygote's kernels get, if not this spawner's (its host modules listed after
+        the pre-import). The first zygote serves both kinds until a second is forked."""
         program = self.env.kernel_init
-        self.zygote = zygote.Zygote.fork(self.env, keep=(program.binary_fd, program.helper_fd))
+        forked = zygote.Zygote.fork(env or self.env, keep=(program.binary_fd, program.helper_fd))
+        # the pre-imported kernels' spares are wanted from the start, the others' once asked for
+        line = _Line(forked, self.spares_wanted if preimported else 0)
+        self.lines[preimported] = line
+        self.lines.setdefault(not preimported, line)
+
+    @property
+    def zygote(self) -> zygote.Zygote:
+        """The zygote of python3 kernels (the one `info` reports)."""
+        return self.lines[True].zygote
+
+    def _distinct_lines(self) -> list[_Line]:
+        return list({id(line): line for line in self.lines.values()}.values())
+
+    @property
+    def spares(self) -> list[Spare]:
+        """Every spare ready now."""
+        return [spare for line in self._distinct_lines() for spare in line.spares]
+
+    def refill_timeout(self) -> float | None:
+        """How long the spawner may wait for a request before it forks spares: None
+        when none is missing, 0 when a kind has none left."""
+        short = [line for line in self._distinct_lines() if len(line.spares) < line.wanted]
+        if not short:
+            return None
+        return 0 if any(not line.spares for line in short) else REFILL_IDLE_SECONDS
+
+    def has_spare(self, preimported: bool) -> bool:
+        return bool(self.lines[preimported].spares)
 
     # -- requests -------------------------------------------------------------
 
@@ -96,7 +146,8 @@ class Spawner:
         try:
             work = self._work_dir(kernel_id, spec, keep_work, uid)
             try:
-                pid, cgroup, host_end = self._start(spec, work, payload, self._take_spare())
+                spare = self._take_spare(spec.preimported)
+                pid, cgroup, host_end = self._start(spec, work, payload, spare)
             except kernel_start.SpareLost as e:
                 print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
                       "from a new one", file=sys.stderr, flush=True)  # fmt: skip
@@ -114,15 +165,18 @@ class Spawner:
         self.kernels[kernel_id] = _Kernel(pid, cgroup, work, uid)
         return pid, host_end
 
-    def _take_spare(self) -> Spare | None:
-        """The oldest spare, if any is ready."""
-        return self.spares.pop(0) if self.spares else None
+    def _take_spare(self, preimported: bool) -> Spare | None:
+        """The oldest spare of that kind, if any is ready; from now on that kind's
+        spares are kept ready."""
+        line = self.lines[preimported]
+        line.wanted = self.spares_wanted
+        return line.spares.pop(0) if line.spares else None
 
-    def _new_spare(self, limits: cgroups.CgroupLimits) -> Spare:
-        """A spare from the zygote, in a new cgroup with `limits`."""
+    def _new_spare(self, limits: cgroups.CgroupLimits, preimported: bool) -> Spare:
+        """A spare from that kind's zygote, in a new cgroup with `limits`."""
         cgroup = self.cgroups.create(next(self._cgroup_names), limits)
         try:
-            return self.zygote.spare(cgroup, self.start_timeout)
+            return self.lines[preimported].zygote.spare(cgroup, self.start_timeout)
         except BaseException:
             cgroup.remove()
             raise
@@ -136,7 +190,7 @@ class Spawner:
         limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
         if spare is None:
             try:
-                spare = self._new_spare(limits)
+                spare = self._new_spare(limits, spec.preimported)
             except (OSError, cgroups.CgroupError) as e:
                 raise kernel_start.KernelStartError(f"kernel setup failed at spare: {e}") from e
         else:
@@ -221,12 +275,14 @@ class Spawner:
 
     def refill_spares(self) -> None:
         """Fork spares up to the number wanted (after a request has been answered)."""
-        while len(self.spares) < self.spares_wanted:
-            try:
-                self.spares.append(self._new_spare(cgroups.CgroupLimits.unlimited()))
-            except (OSError, cgroups.CgroupError) as e:
-                print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
-                return
+        for preimported, line in list(self.lines.items()):
+            while len(line.spares) < line.wanted:
+                try:
+                    spare = self._new_spare(cgroups.CgroupLimits.unlimited(), preimported)
+                except (OSError, cgroups.CgroupError) as e:
+                    print(f"spawner: no spare: {e}", file=sys.stderr, flush=True)
+                    return
+                line.spares.append(spare)
 
     @staticmethod
     def _drop_spare(spare: Spare, reaped: bool = False) -> None:
@@ -241,15 +297,18 @@ class Spawner:
         a spare that died unused is dropped with its cgroup."""
         by_pid = {k.pid: k for k in self.kernels.values()}
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
-        spares = {spare.pid: spare for spare in self.spares}
+        lines = self._distinct_lines()
+        zygotes = {line.zygote.pid: line.zygote for line in lines}
+        spares = {spare.pid: (spare, line) for line in lines for spare in line.spares}
         for pid, status in forking.reap_exited().items():
-            if self.zygote is not None and pid == self.zygote.pid:
-                self.zygote.status = status
-                print(f"spawner: the zygote exited (status {status}): no kernel can "
-                      "start", file=sys.stderr, flush=True)  # fmt: skip
+            if pid in zygotes:
+                zygotes[pid].status = status
+                print(f"spawner: a zygote exited (status {status}): no kernel of its "
+                      "kind can start", file=sys.stderr, flush=True)  # fmt: skip
             elif pid in spares:
-                self.spares.remove(spares[pid])
-                self._drop_spare(spares[pid], reaped=True)
+                spare, line = spares[pid]
+                line.spares.remove(spare)
+                self._drop_spare(spare, reaped=True)
             elif pid in by_pid:
                 by_pid[pid].status = status
             elif pid in undead:
@@ -265,8 +324,9 @@ class Spawner:
                     )
 
     def shutdown(self) -> None:
-        self.spares_wanted = 0
-        spares, self.spares = self.spares, []
+        spares = self.spares
+        for line in self._distinct_lines():
+            line.wanted, line.spares = 0, []
         for spare in spares:
             spare.discard()
         for spare in spares:  # reaped here: none outlives us, not even as a zombie
@@ -280,8 +340,8 @@ class Spawner:
         for kernel in self.undead.values():  # one last try
             with contextlib.suppress(Exception):
                 kernel.cgroup.remove()
-        if self.zygote is not None:
-            self.zygote.close(cgroups.KILL_TIMEOUT)
+        for line in self._distinct_lines():
+            line.zygote.close(cgroups.KILL_TIMEOUT)
         self.cgroups.cleanup()
 
     # -- work directories -----------------------------------------------------

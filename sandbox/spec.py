@@ -63,6 +63,9 @@ class KernelSpec:
     cpu_time: float | None = None  # RLIMIT_CPU per process, seconds; None = unlimited
     binds: tuple[Bind, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # From the zygote that holds [sandbox] preimport's modules (python3 kernels
+    # that want them); False: from the one forked before them (sandbox.spawner_kernels).
+    preimported: bool = True
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,6 +109,8 @@ class KernelSpec:
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise SpecError(f"{name}: expected a positive integer")
+        if not isinstance(self.preimported, bool):
+            raise SpecError("preimported: expected true or false")
         if not isinstance(self.env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
             for k, v in self.env.items()

@@ -58,7 +58,7 @@ INSIDE = "folder"  # where a folder kernel mounts the folder, under /home/work
 PREFIX = INSIDE + "/"
 SWEEP_SECONDS = 0.5
 # A folder kernel runs no user code: the file helper needs little.
-FOLDER_KERNEL = {"pids": 8, "work_bytes": 1 * MiB, "tmp_bytes": 1 * MiB}
+FOLDER_KERNEL = {"pids": 8, "work_bytes": 1 * MiB, "tmp_bytes": 1 * MiB, "preimported": False}
 FOLDER_KERNEL_MEMORY = 64 * MiB
 # what the file helper says when a write meets the folder's byte or inode quota
 FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))

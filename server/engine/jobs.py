@@ -191,7 +191,7 @@ class Jobs:
             idle_timeout_ms=lifetime_ms,
             cpu_credit_ms=lifetime_ms,
         )
-        spec = kernel_spec(self.settings, language, memory)
+        spec = kernel_spec(self.settings, language, memory, job=True)
         session, _ = await self.registry.get_or_create(
             JOBS_OWNER, secrets.token_hex(8), language.name, spec, kernel_limits, self.max_running
         )

@@ -1,12 +1,14 @@
 """The warm pool: kernels started ahead of demand, so that a create is an assignment.
 
 Per language in `[pool] pool_languages`, `pool_size` kernels wait, started with the
-server's default limits and no folders. A create that mounts no folder takes one
-(popped, so no kernel ever reaches two users); if it asked for another memory
-limit, the spawner changes the kernel's cgroup first, and where that cannot be
-done (the none layout) the kernel goes back and a cold one is started. A
-background task starts a replacement after each take. A waiting kernel has run
-no user code, so it holds nothing of anyone.
+server's default limits and no folders; as many again for one-shot jobs once the
+first job of that language came, if jobs' kernels differ (a python3 job's comes
+from the zygote without the pre-imported modules: KernelSpec.preimported). A
+create that mounts no folder takes one (popped, so no kernel ever reaches two
+users); if it asked for another memory limit, the spawner changes the kernel's
+cgroup first, and where that cannot be done (the none layout) the kernel goes
+back and a cold one is started. A background task starts a replacement after
+each take. A waiting kernel has run no user code, so it holds nothing of anyone.
 """
 
 from __future__ import annotations
@@ -39,10 +41,14 @@ def kernel_spec(
     language: languages.Language,
     memory_bytes: int,
     binds: tuple[Bind, ...] = (),
+    job: bool = False,
 ) -> KernelSpec:
-    """The spec of a kernel of `language`: the one place that builds it, so that a
-    pooled kernel and a cold one are alike."""
-    return settings.sandbox.kernel_spec(memory_bytes, binds, env=dict(language.env))
+    """The spec of a kernel of `language` (for a one-shot `job`, or not): the one
+    place that builds it, so that a pooled kernel and a cold one are alike."""
+    preimported = language.preimports and (settings.sandbox.preimport_jobs or not job)
+    return settings.sandbox.kernel_spec(
+        memory_bytes, binds, env=dict(language.env), preimported=preimported
+    )
 
 
 class WarmPool:
@@ -65,6 +71,10 @@ class WarmPool:
         self.ready: dict[str, collections.deque[tuple[str, Kernel]]] = {
             name: collections.deque() for name in self.specs
         }
+        # One-shot jobs' kernels of a pooled language, when they differ from its
+        # sessions' (KernelSpec.preimported): kept from the first job on.
+        self.job_specs: dict[str, KernelSpec] = {}
+        self.job_ready: dict[str, collections.deque[tuple[str, Kernel]]] = {}
         self._wanted = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -76,10 +86,10 @@ class WarmPool:
     async def take(self, lang: str, spec: KernelSpec) -> tuple[str, Kernel] | None:
         """A ready `lang` kernel for `spec` (its id and kernel), or None: then start
         one cold. Only the memory limit may differ from the pool's spec."""
-        ready = self.ready.get(lang)
-        if ready is None or self.spawner.proc.poll() is not None:
+        kind = self._kind(lang, spec)
+        if kind is None or self.spawner.proc.poll() is not None:
             return None  # not pooled; or the spawner died, and its kernels with it
-        default = self.specs[lang]
+        ready, default = kind
         if dataclasses.replace(spec, memory_bytes=default.memory_bytes) != default:
             return None
         while ready:
@@ -100,13 +110,30 @@ class WarmPool:
             return kernel_id, kernel
         return None
 
+    def _kind(
+        self, lang: str, spec: KernelSpec
+    ) -> tuple[collections.deque[tuple[str, Kernel]], KernelSpec] | None:
+        """The ready kernels that could serve `spec`, and their spec; None if `lang`
+        is not pooled, or for the first job of a kind (the pool keeps some from now)."""
+        default = self.specs.get(lang)
+        if default is None:
+            return None
+        if spec.preimported == default.preimported:
+            return self.ready[lang], default
+        if lang not in self.job_specs:
+            self.job_specs[lang] = dataclasses.replace(default, preimported=spec.preimported)
+            self.job_ready[lang] = collections.deque()
+            self._wanted.set()
+            return None
+        return self.job_ready[lang], self.job_specs[lang]
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for ready in self.ready.values():
+        for ready in [*self.ready.values(), *self.job_ready.values()]:
             while ready:
                 await self._discard(*ready.popleft())
 
@@ -116,8 +143,9 @@ class WarmPool:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            for name, spec in self.specs.items():
-                ready = self.ready[name]
+            kinds = [(name, spec, self.ready[name]) for name, spec in self.specs.items()]
+            kinds += [(name, spec, self.job_ready[name]) for name, spec in self.job_specs.items()]
+            for name, spec, ready in kinds:
                 while len(ready) < self.settings.pool_size:
                     kernel_id = secrets.token_urlsafe(16)
                     try:

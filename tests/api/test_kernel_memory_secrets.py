@@ -149,15 +149,18 @@ def planted(tmp_path_factory):
 
 
 def test_the_spawner_and_its_zygote_have_a_minimal_environment(planted):
-    """The server's environment stays the server's: its spawner and the zygote
-    kernels come from get only what they need (a fork shares its environment area)."""
+    """The server's environment stays the server's: its spawner and the zygotes
+    kernels come from (with the pre-imported modules and without) get only what they
+    need (a fork shares its environment area)."""
     server, canaries = planted
     spawner = psutil.Process(spawner_pid(server.pid))
-    (zygote,) = [p for p in spawner.children() if p.name() == "sandbox-zygote"]
-    for process in (spawner, zygote):
+    zygotes = [p for p in spawner.children() if p.name() == "sandbox-zygote"]
+    assert len(zygotes) == 2
+    for process in (spawner, *zygotes):
         assert set(process.environ()) <= set(SPAWNER_ENVIRONMENT)
         assert CANARY_VARIABLE not in process.environ()
-    assert zygote.children() == []  # spares are the spawner's children, not its
+    for zygote in zygotes:
+        assert zygote.children() == []  # spares are the spawner's children, not its
 
 
 def scan(client, lang: str, code: str) -> dict[str, bool]:
