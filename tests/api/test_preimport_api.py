@@ -11,6 +11,7 @@ import os
 import psutil
 import pytest
 from helpers.api_server import spawner_pid, start_server, stop_server
+from helpers.jobe import Jobe
 
 PROBE = """
 import sys
@@ -58,5 +59,36 @@ def test_preimport_can_be_turned_off(tmp_path, how):
         kid = api.create().json()["kernelId"]
         assert stdout_of(api, kid, PROBE) == "[]\n"
         assert stdout_of(api, kid, "import numpy; print(numpy.eye(2).sum())") == "2.0\n"
+    finally:
+        stop_server(proc)
+
+
+RUNNER_SIZE = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+
+
+@pytest.mark.parametrize("jobs_too", [False, True])
+def test_jobs_and_other_languages_come_from_the_lean_zygote(tmp_path, jobs_too):
+    """A Jobe python3 run starts without the pre-imported modules unless
+    preimport_jobs says so, and a bash kernel's runner is the lean zygote's too: a
+    fraction of a python3 kernel's runner (both measured in the same server)."""
+    config = '[faces]\nenabled = ["jobe"]\n'
+    if jobs_too:
+        config += "[sandbox]\npreimport_jobs = true\n"
+    proc, server = start_server(str(tmp_path / "data"), config=config)
+    try:
+        jobe = Jobe(server.endpoint)
+        for _ in range(2):  # a cold kernel, then one from the pool
+            run = jobe.run(language_id="python3", sourcecode=PROBE, sourcefilename="t.py")
+            assert run["outcome"] == 15, run
+            assert run["stdout"] == (
+                "['matplotlib.pyplot', 'numpy', 'pandas']\n" if jobs_too else "[]\n"
+            )
+        api = server.client()
+        python = api.create().json()["kernelId"]
+        assert stdout_of(api, python, PROBE) == "['matplotlib.pyplot', 'numpy', 'pandas']\n"
+        python_rss = int(stdout_of(api, python, RUNNER_SIZE))  # kB: the runner itself
+        shell = api.create(lang="bash").json()["kernelId"]
+        bash_runner_rss = int(stdout_of(api, shell, "grep VmRSS /proc/$PPID/status").split()[1])
+        assert bash_runner_rss * 2 < python_rss, (bash_runner_rss, python_rss)
     finally:
         stop_server(proc)
