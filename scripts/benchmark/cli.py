@@ -22,6 +22,7 @@ def plan_for(args: argparse.Namespace) -> Plan:
         density=density,
         probes=min(runs, 20, density),
         burst=32 if args.quick else 256,
+        klass=10 if args.quick else 200,
     )
 
 

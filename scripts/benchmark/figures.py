@@ -34,6 +34,7 @@ class Plan:
     density: int  # idle kernels alive at once
     probes: int  # creates and queries at that density; idle interpreters measured
     burst: int  # one-shot runs submitted at once
+    klass: int  # students who create a kernel and run print(1) at once
 
 
 @dataclass

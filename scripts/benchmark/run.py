@@ -10,6 +10,7 @@ import psutil
 
 from .api import Api
 from .baselines import command_baselines, idle_python_memory
+from .classroom import measure_class
 from .figures import (
     BARE_CREATE,
     BWRAP,
@@ -93,6 +94,9 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
             executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
             figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
+        step(f"a class of {plan.klass}: create + print(1) all at once, default settings")
+        with sandbox_server(tmp, "class") as server:
+            figures += asyncio.run(measure_class(server, plan.klass, POOL_SIZE))
         step(f"cold creates, no warm pool ({plan.runs} spaced, {plan.runs} back to back)")
         with sandbox_server(tmp, "cold", COLD_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, COLD_CREATE))

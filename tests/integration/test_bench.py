@@ -35,6 +35,9 @@ EXPECTED = [
     "Jobe python3 run, 16 concurrent",
     "Jobe c run, 16 concurrent",
     "Jobe python3 burst of 32 at once",
+    "class of 10: create + print(1), all at once",
+    "class of 10: the last one's print(1)",
+    "class of 10: host CPU of the burst / cores",
 ]
 
 

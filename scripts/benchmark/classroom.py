@@ -1,0 +1,68 @@
+"""A class at once: every student presses Run in the same instant. `size` clients
+each create a python3 kernel and run `print(1)` in it, all started together on
+connections of their own, against a server with the default settings (its warm
+pool serves the first few). Beside it, the floor the host's CPUs set: the host
+CPU the whole burst cost, spread over every core (with c ms of CPU per kernel on
+n cores, the last one cannot finish before size x c / n ms)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import psutil
+
+from .api import Api
+from .figures import Figure, ms_since
+from .services import Server
+
+POOL_WAIT = 30.0  # seconds for the warm pool to fill before the bell
+
+
+def class_floor_name(size: int) -> str:
+    return f"class of {size}: host CPU of the burst / cores"
+
+
+def _host_busy() -> float:
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.steal
+
+
+async def measure_class(server: Server, size: int, pool_size: int) -> list[Figure]:
+    """The time from the bell to each student's `1`, and the burst's floor."""
+    apis = [Api(server) for _ in range(size)]
+    try:
+        await apis[0].noop()
+        for api in apis[1:]:
+            api.signer = apis[0].signer
+        deadline = time.monotonic() + POOL_WAIT
+        while await apis[0].warm() < pool_size and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+        async def student(api: Api) -> tuple[float, str]:
+            start = time.perf_counter()
+            kernel_id = await api.create()
+            await api.query(kernel_id)
+            return ms_since(start), kernel_id
+
+        busy, start = _host_busy(), time.perf_counter()
+        done = await asyncio.gather(*(student(api) for api in apis))
+        wall = ms_since(start)
+        cpu_ms = (_host_busy() - busy) * 1000
+        ended = zip(apis, done, strict=True)
+        await asyncio.gather(*(api.destroy(kernel_id) for api, (_, kernel_id) in ended))
+    finally:
+        await asyncio.gather(*(api.close() for api in apis))
+    floor = class_floor_name(size)
+    return [
+        Figure(floor, [cpu_ms / (os.cpu_count() or 1)]),
+        Figure(
+            f"class of {size}: create + print(1), all at once",
+            [t for t, _ in done],
+            baseline=floor,
+            rate=size / wall * 1000,
+            cpu={"host": cpu_ms / size},
+        ),  # fmt: skip
+        Figure(f"class of {size}: the last one's print(1)", [wall], baseline=floor),
+    ]
