@@ -27,7 +27,6 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import pid1, privileges
@@ -64,6 +63,90 @@ class Started:
     pid: int  # host pid of the kernel's pid 1
 
 
+class PendingStart:
+    """A kernel whose pid 1 is setting itself up: its status pipe (`fileno`) says
+    how it went. The caller reads it as it becomes readable (`read`, until True: the
+    pipe's end) and then asks for the outcome (`finish`); in between it may serve
+    others (the spawner does). `exit_status`: set by a caller that reaped pid 1
+    meanwhile, so that a failed start does not wait for a pid that is gone."""
+
+    def __init__(self, pid: int, status_r: int, timeout: float, problems: list[str]) -> None:
+        self.pid = pid
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.exit_status: int | None = None
+        self._fd = status_r
+        self._problems = problems
+        self._buffer = b""
+        self._ended = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self) -> bool:
+        """Take what the pipe holds (call when it is readable); True once it ended."""
+        chunk = os.read(self._fd, 4096)
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        self._problems += [line.decode(errors="replace") for line in lines]
+        if not chunk:
+            if self._buffer:
+                self._problems.append(self._buffer.decode(errors="replace"))
+                self._buffer = b""
+            self._ended = True
+        return self._ended
+
+    def wait(self) -> Started:
+        """Read to the pipe's end or the deadline, then `finish` (blocking)."""
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+                return self.finish(timed_out=True)
+            if self.read():
+                return self.finish()
+
+    def finish(self, timed_out: bool = False) -> Started:
+        """The kernel's pid 1, if its start succeeded; else it is killed and reaped
+        here and KernelStartError (SpareLost if its spare never took it) says why."""
+        os.close(self._fd)
+        problems = self._problems
+        if timed_out:
+            problems.append(f"kernel setup timed out after {self.timeout:g} s")
+        took = TOOK in problems
+        problems = [p for p in problems if p != TOOK]
+        if problems == ["ok"]:
+            return Started(pid=self.pid)
+        undead = None
+        if self.exit_status is None:
+            kill_kernel(self.pid)  # our child, not reaped yet: the pid is still its own
+            if wait_for_exit(self.pid, KILL_TIMEOUT) is None:  # the caller must go on serving
+                undead = self.pid
+                problems.append(f"its pid 1 ({self.pid}) would not die")
+        others = [p for p in problems if p != "ok"]
+        message = "; ".join(others) or "kernel setup died before reporting"
+        raise KernelStartError(message, undead) if took else SpareLost(message, undead)
+
+
+def begin_start(
+    spec: KernelSpec,
+    work: str,
+    payload: Payload,
+    rlimits: privileges.Rlimits,
+    host_sock: socket.socket,
+    spare: Spare,
+    timeout: float = START_TIMEOUT,
+) -> PendingStart:
+    """Hand a server-mode kernel to its spare (its cgroup's limits already the
+    kernel's) and return at once; the spare's pid 1 sets the kernel up meanwhile."""
+    problems: list[str] = []
+    pid, status_r = spare.pid, spare.take_status()
+    try:
+        spare.send(spec, work, payload, rlimits, host_sock)
+    except OSError as e:  # it died: what it wrote before, if anything, follows
+        problems.append(f"kernel setup failed at spare: {e}")
+    return PendingStart(pid, status_r, timeout, problems)
+
+
 def start_kernel(
     env: Environment,
     spec: KernelSpec,
@@ -75,7 +158,7 @@ def start_kernel(
     spare: Spare | None = None,
     timeout: float = START_TIMEOUT,
 ) -> Started:
-    """Fork a kernel and wait until it is set up (or failed). Returns its pid 1.
+    """Start a kernel and wait until it is set up (or failed). Returns its pid 1.
 
     A start that takes longer than `timeout` seconds (pid 1 stuck, or a spare
     stopped) is killed and fails: the caller serves every other kernel too.
@@ -91,84 +174,29 @@ def start_kernel(
     rlimits = privileges.kernel_rlimits(
         spec, env.layout_has_cgroup, payload.uid, forked=not payload.argv
     )
-    problems: list[str] = []
-    placed_w = -1
     if spare is not None:
         if host_sock is None:
             raise ValueError("a server-mode kernel needs its host socket")
-        pid, status_r = spare.pid, spare.take_status()
+        return begin_start(spec, work, payload, rlimits, host_sock, spare, timeout).wait()
+    problems = [TOOK]  # no spare: nothing to lose
+    placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    pid = fork_pid1()
+    if pid == 0:
         try:
-            spare.send(spec, work, payload, rlimits, host_sock)
-        except OSError as e:  # it died: what it wrote before, if anything, follows
-            problems.append(f"kernel setup failed at spare: {e}")
-    else:
-        placed_r, placed_w = os.pipe2(os.O_CLOEXEC)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        pid = fork_pid1()
-        if pid == 0:
-            try:
-                pid1.exec_mode_main(env, spec, work, payload, rlimits, stdio, status_w, placed_r)
-            finally:  # pid 1 never returns into the caller's code, whatever happens: in
-                os._exit(1)  # the spawner, its error path would destroy every other kernel
-        os.close(status_w)
-        os.close(placed_r)
+            pid1.exec_mode_main(env, spec, work, payload, rlimits, stdio, status_w, placed_r)
+        finally:  # pid 1 never returns into the caller's code, whatever happens: in
+            os._exit(1)  # the spawner, its error path would destroy every other kernel
+    os.close(status_w)
+    os.close(placed_r)
+    # Pid 1 builds its root meanwhile; moving it into its cgroup (slow: see
+    # sandbox.spare) happens now, beside that work, and pid 1 waits for the byte on
+    # the placed pipe before it drops privileges. Pid 1 writes "ok" or its error.
     try:
-        # Pid 1 builds its root meanwhile; moving it into its cgroup (slow: see
-        # sandbox.spare) happens now, beside that work, and pid 1 waits for the byte
-        # on the placed pipe before it drops privileges. Pid 1 writes "ok" or its
-        # error (a spare TOOK first).
-        reader = _LineReader(status_r, time.monotonic() + timeout)
-        try:
-            if placed_w >= 0:
-                try:
-                    cgroup.attach(pid)
-                    os.write(placed_w, b"p")
-                except (OSError, CgroupError) as e:
-                    problems.append(f"kernel setup failed at cgroup: {e}")
-                os.close(placed_w)
-                placed_w = -1
-            problems += list(reader)
-        except TimeoutError:
-            problems.append(f"kernel setup timed out after {timeout:g} s")
+        cgroup.attach(pid)
+        os.write(placed_w, b"p")
+    except (OSError, CgroupError) as e:
+        problems.append(f"kernel setup failed at cgroup: {e}")
     finally:
-        if placed_w >= 0:
-            os.close(placed_w)
-        os.close(status_r)
-    took = spare is None or TOOK in problems
-    problems = [p for p in problems if p != TOOK]
-    if problems == ["ok"]:
-        return Started(pid=pid)
-    undead = None
-    kill_kernel(pid)  # it is our child and not reaped yet: the pid is still its own
-    if wait_for_exit(pid, KILL_TIMEOUT) is None:  # the caller must go on serving
-        undead = pid
-        problems.append(f"its pid 1 ({pid}) would not die")
-    others = [p for p in problems if p != "ok"]
-    message = "; ".join(others) or "kernel setup died before reporting"
-    raise KernelStartError(message, undead) if took else SpareLost(message, undead)
-
-
-class _LineReader:
-    """The lines of a pipe, as they arrive, until EOF; TimeoutError at `deadline`
-    (time.monotonic())."""
-
-    def __init__(self, fd: int, deadline: float) -> None:
-        self.fd = fd
-        self.deadline = deadline
-        self.buffer = b""
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            while b"\n" in self.buffer:
-                line, self.buffer = self.buffer.split(b"\n", 1)
-                yield line.decode(errors="replace")
-            left = self.deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise TimeoutError
-            chunk = os.read(self.fd, 4096)
-            if not chunk:
-                if self.buffer:
-                    yield self.buffer.decode(errors="replace")
-                    self.buffer = b""
-                return
-            self.buffer += chunk
+        os.close(placed_w)
+    return PendingStart(pid, status_r, timeout, problems).wait()

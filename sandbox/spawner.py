@@ -18,10 +18,12 @@ with SCM_RIGHTS and the spawner keeps no copy, so no kernel ever holds another
 kernel's socket. When the server's connection closes, the spawner kills every
 kernel and exits.
 
-This module is the process and its wire (the requests below, answered one at a
-time); what it holds and how it starts and ends kernels is sandbox.spawner_kernels.
+This module is the process and its wire (the requests below); what it holds and
+how it starts and ends kernels is sandbox.spawner_kernels.
 
-Requests (one at a time, each answered in order):
+Requests carry a "tag" that their reply echoes: spawns are answered when their
+kernel has started, and other requests meanwhile, so replies may come out of
+order. A reply that carries fds says how many ("fds": n).
   {"op": "spawn", "id": str, "spec": KernelSpec JSON, "keep_work": bool}
       -> {"ok": true, "pid": int} + the kernel's socket as SCM_RIGHTS
   {"op": "destroy", "id": str, "keep_work": bool} -> {"ok": true, "status": int|null,
@@ -46,6 +48,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 
 from . import (
     cgroups,
@@ -60,11 +63,16 @@ from . import (
 )
 from .runner import protocol, python_repl
 from .settings import SandboxSettings
-from .spawner_kernels import WORK_ROOT, Spawner
+from .spawner_kernels import WORK_ROOT, Spawner, Starting
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
 
-def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
+def _reply(conn: socket.socket, tag: object, message: dict, fds: list[int] = ()) -> None:
+    """Answer the request that carried `tag` (echoed; replies may come out of order).
+    A reply with fds says how many, so the server can pair them with it."""
+    message = {**message, "tag": tag}
+    if fds:
+        message["fds"] = len(fds)
     data = protocol.encode(message)
     if fds:
         sent = socket.send_fds(conn, [data], fds)
@@ -74,16 +82,17 @@ def _reply(conn: socket.socket, message: dict, fds: list[int] = ()) -> None:
         conn.sendall(data)
 
 
-def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
+def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> Starting | None:
+    """Answer one request, or begin a spawn and return it (answered by `_finish`)."""
     op = request.get("op")
+    tag = request.get("tag")
     try:
         if op == "spawn":
             kernel_id = validate_kernel_id(request.get("id"))
             spec = KernelSpec.from_json(request.get("spec", {}))
-            pid, host_end = spawner.spawn(kernel_id, spec, bool(request.get("keep_work")))
-            with host_end:
-                _reply(conn, {"ok": True, "pid": pid}, [host_end.fileno()])
-            return
+            starting = spawner.begin_spawn(kernel_id, spec, bool(request.get("keep_work")))
+            starting.tag = tag
+            return starting
         if op == "info":
             info = {
                 "pid": os.getpid(),
@@ -93,55 +102,91 @@ def _handle(spawner: Spawner, conn: socket.socket, request: dict) -> None:
                 "uids": str(spawner.uids.range),
             }
             info["spares"] = [spare.pid for spare in spawner.spares]
-            _reply(conn, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
-            return
+            _reply(conn, tag, {"ok": True, "layout": spawner.cgroups.layout.value, **info})
+            return None
         if op == "cpu":
-            _reply(conn, {"ok": True, "usec": spawner.cpu_usage()})
-            return
+            _reply(conn, tag, {"ok": True, "usec": spawner.cpu_usage()})
+            return None
         kernel_id = validate_kernel_id(request.get("id"))
         if kernel_id not in spawner.kernels:
-            _reply(conn, {"ok": False, "kind": "not-found", "error": f"no kernel {kernel_id}"})
+            error = f"no kernel {kernel_id}"
+            _reply(conn, tag, {"ok": False, "kind": "not-found", "error": error})
         elif op == "destroy":
             status, hits = spawner.destroy(kernel_id, bool(request.get("keep_work")))
             if kernel_id in spawner.undead:
                 error = f"a process of kernel {kernel_id} would not die; it is freed once it does"
-                _reply(conn, {"ok": False, "kind": "undead", "error": error})
+                _reply(conn, tag, {"ok": False, "kind": "undead", "error": error})
             else:
-                _reply(conn, {"ok": True, "status": status, "pids_limit_hits": hits})
+                _reply(conn, tag, {"ok": True, "status": status, "pids_limit_hits": hits})
         elif op == "stats":
-            _reply(conn, {"ok": True, **spawner.stats(kernel_id)})
+            _reply(conn, tag, {"ok": True, **spawner.stats(kernel_id)})
         elif op == "limit":
             limits = request.get("limits") or {}
             try:
                 spawner.set_limits(kernel_id, cgroups.CgroupLimits(**limits))
             except (TypeError, ValueError, cgroups.CgroupError) as e:
-                _reply(conn, {"ok": False, "kind": "bad-request", "error": str(e)})
+                _reply(conn, tag, {"ok": False, "kind": "bad-request", "error": str(e)})
             else:
-                _reply(conn, {"ok": True})
+                _reply(conn, tag, {"ok": True})
         else:
-            _reply(conn, {"ok": False, "kind": "bad-request", "error": f"unknown op {op!r}"})
+            error = f"unknown op {op!r}"
+            _reply(conn, tag, {"ok": False, "kind": "bad-request", "error": error})
     except SpecError as e:
-        _reply(conn, {"ok": False, "kind": "bad-request", "error": str(e)})
+        _reply(conn, tag, {"ok": False, "kind": "bad-request", "error": str(e)})
     except kernel_start.KernelStartError as e:
-        _reply(conn, {"ok": False, "kind": "start-failed", "error": str(e)})
+        _reply(conn, tag, {"ok": False, "kind": "start-failed", "error": str(e)})
+    return None
+
+
+def _finish(spawner: Spawner, conn: socket.socket, starting: Starting, timed_out: bool) -> bool:
+    """Answer a spawn whose pid 1 has reported (or not, by its deadline); False when it
+    began again from a new spare and is still starting."""
+    try:
+        started = spawner.finish_spawn(starting, timed_out)
+    except kernel_start.KernelStartError as e:
+        _reply(conn, starting.tag, {"ok": False, "kind": "start-failed", "error": str(e)})
+        return True
+    if started is None:
+        return False
+    pid, host_end = started
+    with host_end:
+        _reply(conn, starting.tag, {"ok": True, "pid": pid}, [host_end.fileno()])
+    return True
 
 
 def serve(conn: socket.socket, spawner: Spawner) -> None:
-    """Answer requests until the server closes its end, then clean up everything."""
+    """Answer requests until the server closes its end, then clean up everything.
+
+    A spawn is begun at once and answered when its pid 1 reports on its status pipe
+    (a few milliseconds, spent in the new kernel's processes): the spawner serves
+    other requests meanwhile, so kernel starts overlap on the host's CPUs."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     reader = protocol.FrameReader()
+    starts: dict[int, Starting] = {}  # by their status pipe
     try:
         while True:
-            ready, _, _ = select.select([conn, wake_r], [], [], spawner.refill_timeout())
-            if not ready:
+            if starts:  # spares are forked when nothing starts (see refill_timeout)
+                first = min(s.pending.deadline for s in starts.values())
+                timeout = max(0.0, first - time.monotonic())
+            else:
+                timeout = spawner.refill_timeout()
+            ready, _, _ = select.select([conn, wake_r, *starts], [], [], timeout)
+            if not ready and not starts:
                 spawner.refill_spares()
                 continue
             if wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
                 spawner.reap()
+            now = time.monotonic()
+            for fd, starting in list(starts.items()):
+                ended = fd in ready and starting.pending.read()
+                if ended or now >= starting.pending.deadline:
+                    del starts[fd]
+                    if not _finish(spawner, conn, starting, timed_out=not ended):
+                        starts[starting.pending.fileno()] = starting
             if conn not in ready:
                 continue
             data = conn.recv(65536)
@@ -156,7 +201,9 @@ def serve(conn: socket.socket, spawner: Spawner) -> None:
                     # transient objects of that moment, which the spawner then rewrites
                     # (0.35 MiB more per kernel), and it starts slower too.
                     spawner.refill_spares()
-                _handle(spawner, conn, request)
+                starting = _handle(spawner, conn, request)
+                if starting is not None:
+                    starts[starting.pending.fileno()] = starting
     finally:
         spawner.shutdown()
 
@@ -224,7 +271,7 @@ def main() -> None:
             manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
             spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)
         except kernel_init_build.BuildError as e:  # the host lacks a C compiler or libc.a
-            _reply(conn, {"ok": False, "ready": False, "error": str(e)})
+            _reply(conn, None, {"ok": False, "ready": False, "error": str(e)})
             return
         # Objects that exist now are moved out of the collector's sight, so that a
         # collection in a kernel does not write to (and so copy) every page that
@@ -235,13 +282,13 @@ def main() -> None:
             try:
                 preimport.preimport(args.preimport)
             except preimport.PreimportError as e:
-                _reply(conn, {"ok": False, "ready": False, "error": str(e)})
+                _reply(conn, None, {"ok": False, "ready": False, "error": str(e)})
                 spawner.shutdown()
                 return
             gc.freeze()
         spawner.fork_zygote(preimported=True, env=spawner.env.after_imports())
         spawner.refill_spares()
-        _reply(conn, {"ok": True, "ready": True, "pid": os.getpid()})
+        _reply(conn, None, {"ok": True, "ready": True, "pid": os.getpid()})
         serve(conn, spawner)
     finally:
         with contextlib.suppress(OSError):

@@ -9,11 +9,13 @@ memory every kernel is forked from, never imports asyncio and what comes with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from .kernel_uids import UidRange
 from .runner import protocol
@@ -41,15 +43,23 @@ class SpawnerError(RuntimeError):
 
 
 class SpawnerClient:
-    """The server's asyncio handle on its spawner process. Requests are serialised."""
+    """The server's asyncio handle on its spawner process. Requests go one after the
+    other on its socket, each with a tag; replies come as they are ready (a spawn's
+    when its kernel has started), matched to their requests by tag."""
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
         self.proc = proc
         self.pid = proc.pid
         self._sock = sock
         self._reader = protocol.FrameReader()
-        self._pending: list[tuple[dict, list[int]]] = []
-        self._lock = asyncio.Lock()
+        self._fds: list[int] = []  # received, not yet paired with their reply
+        self._send_lock = asyncio.Lock()
+        # by tag: the request's answer to come, and the request
+        self._waiting: dict[int, tuple[asyncio.Future[tuple[dict, list[int]]], dict]] = {}
+        self._cleanups: set[asyncio.Task] = set()
+        self._tags = itertools.count(1)
+        self._listening = False
+        self._gone: str | None = None  # why the connection ended
         self._exit_fd: int | None = None  # a pidfd of the spawner, while watched
 
     def when_exited(self, callback: Callable[[], object]) -> None:
@@ -102,25 +112,93 @@ class SpawnerClient:
         theirs.close()
         ours.setblocking(False)
         client = cls(proc, ours)
-        hello, _ = await client._recv()
+        hello = await client._hello()
         if not hello.get("ready"):
             reason = hello.get("error", hello)
             raise SpawnerError("start-failed", f"the spawner did not start: {reason}")
         return client
 
     async def request(self, message: dict) -> tuple[dict, list[int]]:
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.sock_sendall(self._sock, protocol.encode(message))
-            except OSError as e:  # EPIPE, ECONNRESET: it died since the last request
-                raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
-            reply, fds = await self._recv()
+        loop = asyncio.get_running_loop()
+        if self._gone is not None:
+            raise SpawnerError("gone", self._gone)
+        tag = next(self._tags)
+        answer = loop.create_future()
+        self._waiting[tag] = (answer, message)
+        self._listen()
+        # Shielded: a frame half sent would garble every later one. A request whose
+        # asker is cancelled is still answered; its answer is dropped (a kernel it
+        # started, destroyed) when it comes.
+        try:
+            await asyncio.shield(self._send(protocol.encode({**message, "tag": tag})))
+        except OSError as e:  # EPIPE, ECONNRESET: it died since the last request
+            self._waiting.pop(tag, None)
+            raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
+        reply, fds = await answer
         if not reply.get("ok"):
             for fd in fds:
                 os.close(fd)
             raise SpawnerError(reply.get("kind", "error"), reply.get("error", "spawner error"))
         return reply, fds
+
+    async def _send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            await asyncio.get_running_loop().sock_sendall(self._sock, frame)
+
+    def _listen(self) -> None:
+        if not self._listening and self._gone is None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
+            self._listening = True
+
+    def _on_readable(self) -> None:
+        """Read what the spawner sent and answer the requests it replies to."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, 16)
+        except BlockingIOError:
+            return
+        except OSError as e:  # ECONNRESET: it died with our requests unread
+            self._end(f"the spawner exited ({e.strerror})")
+            return
+        self._fds += fds
+        if not data:
+            self._end("the spawner exited")
+            return
+        self._reader.feed(data)
+        for message, _blob, _raw in self._reader.frames():
+            count = message.get("fds", 0)
+            count = count if isinstance(count, int) and 0 <= count <= len(self._fds) else 0
+            mine, self._fds = self._fds[:count], self._fds[count:]
+            answer, request = self._waiting.pop(message.get("tag"), (None, {}))
+            if answer is not None and not answer.done():
+                answer.set_result((message, mine))
+                continue
+            for fd in mine:  # its asker gave up (cancelled)
+                os.close(fd)
+            if request.get("op") == "spawn" and message.get("ok"):  # nobody has that kernel
+                self._in_background(self.request({"op": "destroy", "id": request["id"]}))
+
+    def _in_background(self, coro: Coroutine[object, object, object]) -> None:
+        async def quietly() -> None:
+            with contextlib.suppress(SpawnerError):
+                await coro
+
+        task = asyncio.get_running_loop().create_task(quietly())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def _end(self, why: str) -> None:
+        """The connection is over: every request waiting is told so."""
+        self._gone = why
+        if self._listening:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._listening = False
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        waiting, self._waiting = self._waiting, {}
+        for answer, _request in waiting.values():
+            if not answer.done():
+                answer.set_exception(SpawnerError("gone", why))
 
     async def spawn(
         self, kernel_id: str, spec: KernelSpec, keep_work: bool = False
@@ -160,32 +238,30 @@ class SpawnerClient:
     async def close(self) -> None:
         """Close the connection: the spawner destroys every kernel and exits."""
         self._unwatch()
+        self._end("the spawner was closed")
         self._sock.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.proc.wait)
 
-    async def _recv(self) -> tuple[dict, list[int]]:
+    async def _hello(self) -> dict:
+        """The spawner's first message, before any request: ready, or why not."""
         loop = asyncio.get_running_loop()
-        while not self._pending:
-            fut = loop.create_future()
-            loop.add_reader(self._sock.fileno(), fut.set_result, None)
+        while True:
+            frames = self._reader.frames()
+            if frames:
+                return frames[0][0]
+            ready = loop.create_future()
+            loop.add_reader(self._sock.fileno(), ready.set_result, None)
             try:
-                await fut
+                await ready
             finally:
                 loop.remove_reader(self._sock.fileno())
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, 65536, 16)
+                data = self._sock.recv(65536)
             except BlockingIOError:
                 continue
-            except OSError as e:  # ECONNRESET: it died with our request unread
+            except OSError as e:
                 raise SpawnerError("gone", f"the spawner exited ({e.strerror})") from e
             if not data:
                 raise SpawnerError("gone", "the spawner exited")
             self._reader.feed(data)
-            frames = self._reader.frames()
-            for i, (message, _blob, _raw) in enumerate(frames):
-                self._pending.append((message, fds if i == 0 else []))
-            if not frames:
-                for fd in fds:
-                    os.close(fd)
-        return self._pending.pop(0)

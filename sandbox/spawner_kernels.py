@@ -29,6 +29,7 @@ from . import (
     kernel_uids,
     mounts,
     pid_namespace,
+    privileges,
     syscalls,
     zygote,
 )
@@ -50,6 +51,38 @@ class _Line:
     zygote: zygote.Zygote
     wanted: int
     spares: list[Spare] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class Starting:
+    """A kernel whose pid 1 is setting itself up (Spawner.begin_spawn)."""
+
+    kernel_id: str
+    spec: KernelSpec
+    keep_work: bool
+    payload: kernel_inputs.Payload
+    work: str | None = None
+    cgroup: cgroups.KernelCgroup | None = None
+    host_end: socket.socket | None = None
+    pending: kernel_start.PendingStart | None = None
+    tag: object = None  # the spawn request's, for its reply
+
+    def cleanup_failed_start(self, spawner: Spawner, error: BaseException) -> None:
+        """Free what this try held: the host's socket end, and the cgroup, unless its
+        pid 1 would not die (then it goes once that is reaped, as for a destroy)."""
+        if self.host_end is not None:
+            self.host_end.close()
+            self.host_end = None
+        undead = error.undead if isinstance(error, kernel_start.KernelStartError) else None
+        if undead is None:
+            with contextlib.suppress(cgroups.CgroupError):
+                self.cgroup.remove()
+        else:
+            print(f"spawner: pid {undead} of a failed start will not die",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            spawner.undead[f"start-{undead}"] = _Kernel(
+                undead, self.cgroup, self.work or "", self.payload.uid
+            )
 
 
 @dataclass
@@ -77,6 +110,7 @@ class Spawner:
         self.start_timeout = start_timeout
         self.uids = kernel_uids.UidAllocator(uids)
         self.kernels: dict[str, _Kernel] = {}
+        self.starting: dict[str, Starting] = {}  # begun, their pid 1 still setting up
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
         self.env = kernel_inputs.Environment.prepare(
             scratch,
@@ -129,8 +163,12 @@ class Spawner:
 
     # -- requests -------------------------------------------------------------
 
-    def spawn(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> tuple[int, socket.socket]:
-        if kernel_id in self.kernels:
+    def begin_spawn(self, kernel_id: str, spec: KernelSpec, keep_work: bool) -> Starting:
+        """Hand a new kernel to a spare and return while its pid 1 sets it up: the
+        caller waits for `Starting.pending` and then calls `finish_spawn`, serving
+        other requests meanwhile. Raises (SpecError, KernelStartError) when it cannot
+        even begin, with nothing left behind."""
+        if kernel_id in self.kernels or kernel_id in self.starting:
             raise SpecError(f"id: kernel {kernel_id} already exists")
         if spec.pids and spec.pids < kernel_start.SERVER_TASKS:
             raise kernel_start.KernelStartError(
@@ -141,29 +179,58 @@ class Spawner:
             uid = self.uids.take(kernel_id)
         except kernel_uids.UidsExhausted as e:
             raise kernel_start.KernelStartError(f"kernel setup failed at uid: {e}") from e
-        payload = kernel_inputs.Payload(uid)
-        work = None
+        starting = Starting(kernel_id, spec, keep_work, kernel_inputs.Payload(uid))
         try:
-            work = self._work_dir(kernel_id, spec, keep_work, uid)
-            try:
-                spare = self._take_spare(spec.preimported)
-                pid, cgroup, host_end = self._start(spec, work, payload, spare)
-            except kernel_start.SpareLost as e:
-                print(f"spawner: kernel {kernel_id}: a spare was lost ({e}); starting it "
-                      "from a new one", file=sys.stderr, flush=True)  # fmt: skip
-                pid, cgroup, host_end = self._start(spec, work, payload, None)
+            starting.work = self._work_dir(kernel_id, spec, keep_work, uid)
+            self._begin(starting, self._take_spare(spec.preimported))
         except BaseException as e:
-            if not keep_work:
-                if work is not None:
-                    self._remove_work(work)
-                if isinstance(e, kernel_start.KernelStartError) and e.undead:
-                    self.uids.detach(kernel_id)  # freed once the undead pid 1 is reaped
-                else:
-                    self.uids.release(kernel_id)
+            self._abandon(starting, e)
             raise
+        self.starting[kernel_id] = starting
+        return starting
+
+    def finish_spawn(
+        self, starting: Starting, timed_out: bool = False, retry: bool = True
+    ) -> tuple[int, socket.socket] | None:
+        """The kernel's pid 1 and the host's end of its socket, once its status pipe
+        ended (or at its deadline: `timed_out`); None when its spare was lost and it
+        began again from a new one (wait for `starting.pending` again). Raises
+        KernelStartError when it failed, with nothing left behind."""
+        self.starting.pop(starting.kernel_id, None)
+        try:
+            try:
+                pid = starting.pending.finish(timed_out).pid
+            except kernel_start.SpareLost as e:
+                starting.cleanup_failed_start(self, e)
+                if not retry:
+                    raise
+                print(f"spawner: kernel {starting.kernel_id}: a spare was lost ({e}); "
+                      "starting it from a new one", file=sys.stderr, flush=True)  # fmt: skip
+                self._begin(starting, None)
+                self.starting[starting.kernel_id] = starting
+                return None
+            except BaseException as e:
+                starting.cleanup_failed_start(self, e)
+                raise
+        except BaseException as e:
+            self._abandon(starting, e)
+            raise
+        cgroup, host_end = starting.cgroup, starting.host_end
         cgroup.track(functools.partial(_namespace_pids, pid))
-        self.kernels[kernel_id] = _Kernel(pid, cgroup, work, uid)
+        self.kernels[starting.kernel_id] = _Kernel(pid, cgroup, starting.work, starting.payload.uid)
         return pid, host_end
+
+    def _abandon(self, starting: Starting, error: BaseException) -> None:
+        """What a start that failed leaves: its work directory and uid (kept for a
+        restart's next try)."""
+        if starting.keep_work:
+            return
+        if starting.work is not None:
+            self._remove_work(starting.work)
+        if isinstance(error, kernel_start.KernelStartError) and error.undead:
+            self.uids.detach(starting.kernel_id)  # freed once the undead pid 1 is reaped
+        else:
+            self.uids.release(starting.kernel_id)
 
     def _take_spare(self, preimported: bool) -> Spare | None:
         """The oldest spare of that kind, if any is ready; from now on that kind's
@@ -181,12 +248,11 @@ class Spawner:
             cgroup.remove()
             raise
 
-    def _start(
-        self, spec: KernelSpec, work: str, payload: kernel_inputs.Payload, spare: Spare | None
-    ) -> tuple[int, cgroups.KernelCgroup, socket.socket]:
-        """Start a kernel from the spare, or from a new one made now (every kernel
-        comes from the zygote). Leaves nothing behind when it fails (the work
-        directory aside)."""
+    def _begin(self, starting: Starting, spare: Spare | None) -> None:
+        """Start the kernel from the spare, or from a new one made now (every kernel
+        comes from a zygote), and return while it sets itself up. Leaves nothing
+        behind when it fails (the work directory aside)."""
+        spec = starting.spec
         limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
         if spare is None:
             try:
@@ -199,26 +265,23 @@ class Spawner:
             except cgroups.CgroupError as e:
                 self._drop_spare(spare)
                 raise kernel_start.SpareLost(f"its cgroup: {e}") from e
-        cgroup = spare.cgroup
+        starting.cgroup = spare.cgroup
+        rlimits = privileges.kernel_rlimits(
+            spec, self.env.layout_has_cgroup, starting.payload.uid, forked=True
+        )
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            started = kernel_start.start_kernel(
-                self.env, spec, work, cgroup, payload,
-                host_sock=kernel_end, spare=spare, timeout=self.start_timeout,
+            starting.pending = kernel_start.begin_start(
+                spec, starting.work, starting.payload, rlimits, kernel_end, spare,
+                self.start_timeout,
             )  # fmt: skip
-        except BaseException as e:
+        except BaseException:
             host_end.close()
-            undead = e.undead if isinstance(e, kernel_start.KernelStartError) else None
-            if undead is None:
-                cgroup.remove()
-            else:  # as for a destroy (see there): its cgroup goes once it is reaped
-                print(f"spawner: pid {undead} of a failed start will not die",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                self.undead[f"start-{undead}"] = _Kernel(undead, cgroup, work, payload.uid)
+            starting.cgroup.remove()
             raise
         finally:
             kernel_end.close()
-        return started.pid, cgroup, host_end
+        starting.host_end = host_end
 
     def destroy(self, kernel_id: str, keep_work: bool) -> tuple[int | None, int]:
         """Kill the kernel and free what it holds; its wait status and the forks its
@@ -300,8 +363,11 @@ class Spawner:
         lines = self._distinct_lines()
         zygotes = {line.zygote.pid: line.zygote for line in lines}
         spares = {spare.pid: (spare, line) for line in lines for spare in line.spares}
+        starting = {s.pending.pid: s.pending for s in self.starting.values() if s.pending}
         for pid, status in forking.reap_exited().items():
-            if pid in zygotes:
+            if pid in starting:  # it failed: its status pipe says why
+                starting[pid].exit_status = status
+            elif pid in zygotes:
                 zygotes[pid].status = status
                 print(f"spawner: a zygote exited (status {status}): no kernel of its "
                       "kind can start", file=sys.stderr, flush=True)  # fmt: skip
@@ -324,6 +390,9 @@ class Spawner:
                     )
 
     def shutdown(self) -> None:
+        for starting in list(self.starting.values()):
+            with contextlib.suppress(Exception):
+                self.finish_spawn(starting, timed_out=True, retry=False)  # killed
         spares = self.spares
         for line in self._distinct_lines():
             line.wanted, line.spares = 0, []

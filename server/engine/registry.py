@@ -124,7 +124,8 @@ class Registry:
         self.by_token: dict[tuple[str, str], str] = {}
         self.per_key: collections.Counter[str] = collections.Counter()  # live sessions
         self.obituaries: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
-        self._create_lock = asyncio.Lock()
+        # creates under way, by (key, token): a second create of the same waits for it
+        self._creating: dict[tuple[str, str], asyncio.Future[None]] = {}
         self.borrowed = 0  # kernels counted by `counted`, not sessions
         self._watchers: set[asyncio.Task] = set()
         self._reaper: asyncio.Task | None = None
@@ -164,14 +165,13 @@ class Registry:
         """Count a kernel that is no session (a folder operation's) against the key's
         concurrency (QuotaExceeded) and max_kernels (NoCapacity) while the block runs,
         as a create is."""
-        async with self._create_lock:
-            if self.count_for(access_key) >= concurrency_limit:
-                raise QuotaExceeded(
-                    f"at most {concurrency_limit} kernels per key, folder operations included"
-                )
-            self._check_capacity()
-            self.per_key[access_key] += 1
-            self.borrowed += 1
+        if self.count_for(access_key) >= concurrency_limit:
+            raise QuotaExceeded(
+                f"at most {concurrency_limit} kernels per key, folder operations included"
+            )
+        self._check_capacity()
+        self.per_key[access_key] += 1
+        self.borrowed += 1
         try:
             yield
         finally:
@@ -205,17 +205,25 @@ class Registry:
         concurrency_limit: int,
         mounts: dict[str, str] | None = None,
     ) -> tuple[Session, bool]:
-        async with self._create_lock:
-            existing = self.by_token.get((access_key, token))
-            if existing is not None and existing in self.sessions:
-                session = self.sessions[existing]
-                if session.lang != lang:
-                    raise LanguageMismatch(f"session {token!r} runs {session.lang}")
-                return session, False
-            if self.count_for(access_key) >= concurrency_limit:
-                self.tally.refused["key-kernels"] += 1
-                raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
-            self._check_capacity()
+        while (access_key, token) in self._creating:  # the same session, asked twice
+            await asyncio.shield(self._creating[(access_key, token)])
+        existing = self.by_token.get((access_key, token))
+        if existing is not None and existing in self.sessions:
+            session = self.sessions[existing]
+            if session.lang != lang:
+                raise LanguageMismatch(f"session {token!r} runs {session.lang}")
+            return session, False
+        # Counted against the key and max_kernels now, started outside any lock: a
+        # class's creates overlap (the spawner starts kernels side by side).
+        if self.count_for(access_key) >= concurrency_limit:
+            self.tally.refused["key-kernels"] += 1
+            raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
+        self._check_capacity()
+        created = asyncio.get_running_loop().create_future()
+        self._creating[(access_key, token)] = created
+        self.per_key[access_key] += 1
+        self.borrowed += 1
+        try:
             began = time.monotonic()
             warm = await self.pool.take(lang, spec)
             if warm is not None:
@@ -223,23 +231,30 @@ class Registry:
             else:
                 kernel_id = secrets.token_urlsafe(16)
                 kernel = await self._start_fresh(kernel_id, spec)
-            session = Session(
-                kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
-                mounts=dict(mounts or {}),
-            )  # fmt: skip
-            self.tally.created(lang, warm is not None, time.monotonic() - began)
-            self.sessions[kernel_id] = session
-            self.by_token[(access_key, token)] = kernel_id
-            self.per_key[access_key] += 1
-            self._watch(session)
-            session.lifecycle.publish(STARTED, "created")
-            if self._reaper is None:
-                self._reaper = asyncio.create_task(self._reap())
-            log.info("kernel created", extra={
-                "event": STARTED, "kernel": kernel_id, "key": access_key, "lang": lang,
-                "warm": warm is not None,
-            })  # fmt: skip
-            return session, True
+        finally:
+            self.borrowed -= 1
+            self.per_key[access_key] -= 1
+            if not self.per_key[access_key]:
+                del self.per_key[access_key]
+            del self._creating[(access_key, token)]
+            created.set_result(None)
+        session = Session(
+            kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
+            mounts=dict(mounts or {}),
+        )  # fmt: skip
+        self.tally.created(lang, warm is not None, time.monotonic() - began)
+        self.sessions[kernel_id] = session
+        self.by_token[(access_key, token)] = kernel_id
+        self.per_key[access_key] += 1
+        self._watch(session)
+        session.lifecycle.publish(STARTED, "created")
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
+        log.info("kernel created", extra={
+            "event": STARTED, "kernel": kernel_id, "key": access_key, "lang": lang,
+            "warm": warm is not None,
+        })  # fmt: skip
+        return session, True
 
     async def restart(self, session: Session) -> None:
         """Same id, same /home/work, fresh interpreter; CPU credit carries over."""

@@ -3,6 +3,7 @@ cgroup, that kernels start from (sandbox.spare.Spare)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,7 +14,9 @@ import pytest
 from helpers.harness import (
     HAS_CGROUPS,
     Sandbox,
+    TestKernel,
     frozen,
+    kernel_bounds,
     kernel_spec,
     sandbox_cgroup_dirs,
     wait_until,
@@ -21,6 +24,7 @@ from helpers.harness import (
 )
 
 from sandbox import cgroups, kernel_inputs, kernel_start
+from sandbox.kernel import Kernel
 from sandbox.kernel_uids import DEFAULT_RANGE
 from sandbox.zygote import Zygote
 
@@ -241,4 +245,48 @@ def test_a_start_whose_pid_1_will_not_die_is_given_up_on():
         wait_for(lambda: not any(os.path.exists(d) for d in dirs))
         box.run(box.client.info())  # the spawner still answers
     finally:
+        box.close()
+
+
+@pytest.mark.cgroups
+def test_a_start_under_way_does_not_hold_up_the_next():
+    """Spawns are answered as their kernels start, not in the order asked: with the
+    oldest spare stopped, a kernel asked for after the first one starts from the
+    other spare and is answered while the first still waits; the first starts once
+    its spare runs again. Both kernels then run code."""
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    box = Sandbox(spares=2, start_timeout=30.0)
+    slow = None
+    try:
+        wait_for(lambda: len(spares_of(box)) == 2)
+        slow = spares_of(box)[0]  # the next spawn takes the oldest
+        os.kill(slow, signal.SIGSTOP)
+
+        async def both() -> tuple[list[bool], tuple, tuple]:
+            first = asyncio.ensure_future(box.client.spawn("overlap-first", kernel_spec()))
+            await asyncio.sleep(0.1)  # asked for first
+            second = asyncio.ensure_future(box.client.spawn("overlap-second", kernel_spec()))
+            done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+            answered = [second in done, first in done]
+            os.kill(slow, signal.SIGCONT)
+            return answered, await first, await second
+
+        answered, (first_pid, first_sock), (second_pid, second_sock) = box.run(both())
+        assert answered == [True, False]
+        assert first_pid == slow and second_pid != slow
+        for kernel_id, pid, sock in (
+            ("overlap-first", first_pid, first_sock),
+            ("overlap-second", second_pid, second_sock),
+        ):
+            kernel = TestKernel(box, box.run(Kernel.connect(kernel_id, pid, sock, kernel_bounds())))
+            try:
+                box.run(kernel.k.wait_ready())
+                assert kernel.run("print('ok')").stdout == "ok\n"
+            finally:
+                kernel.destroy()
+    finally:
+        if slow is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slow, signal.SIGCONT)
         box.close()
