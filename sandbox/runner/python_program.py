@@ -29,6 +29,7 @@ import contextlib
 import importlib.machinery
 import io
 import os
+import py_compile  # here, not in _compile_check: a fork then finds it imported (~1 ms)
 import signal
 import sys
 import threading
@@ -101,8 +102,6 @@ def _stdio() -> None:
 
 def _compile_check(path: str) -> int:
     """`python3 -m py_compile PATH`: the .pyc written, or the error on stderr and 1."""
-    import py_compile
-
     try:
         py_compile.compile(path, doraise=True)
     except py_compile.PyCompileError as e:
