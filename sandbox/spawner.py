@@ -6,9 +6,10 @@ which imports the runner, builds the seccomp filter and reads the root skeleton
 once, then starts a kernel per request in about a millisecond.
 
 The spawner knows every kernel, so no kernel is forked from it: before its first
-request it forks the zygote (sandbox.zygote), which knows none, and every kernel
-starts from a spare the zygote forked (sandbox.spare), ahead of demand or, when
-none is ready, at the request.
+request it forks the zygotes (sandbox.zygote: one before the pre-import, one
+after; sandbox.spawner_kernels says which kernels come from which), which know
+none, and every kernel starts from a spare a zygote forked (sandbox.spare), ahead
+of demand or, when none is ready, at the request.
 
 The spawner runs in its own private mount namespace, so the per-kernel
 `/home/work` tmpfs mounts it makes never appear in the host's mount table and
