@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 
 from .cpu import cpu_clock
 from .figures import Plan
 from .report import report_json, report_table
 from .run import run, step
+
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def plan_for(args: argparse.Namespace) -> Plan:
@@ -40,6 +43,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a CI-sized smoke run (~10 s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--figures", metavar="DIR",
+        help="also write DIR/report.json and draw it as SVG there (docs/bench)",
+    )  # fmt: skip
+    parser.add_argument(
         "--runs", type=positive,
         help="creates, batch cycles, command runs per figure (default 100, quick 5; queries 10x)",
     )  # fmt: skip
@@ -64,4 +71,18 @@ def main() -> int:
         f" of the {os.cpu_count()} CPUs busy on average during the {wall:.0f} s run"
     )
     print(report_json(figures, notes, plan) if args.json else report_table(figures, notes))
+    if args.figures:
+        draw(report_json(figures, notes, plan), args.figures)
     return 0
+
+
+def draw(report: str, directory: str) -> None:
+    """The report as DIR/report.json and its SVG drawings (scripts/bench_figures.py,
+    on the system python3, whose Debian matplotlib the kernels use too)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "report.json")
+    with open(path, "w") as f:
+        f.write(report + "\n")
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench_figures.py")
+    subprocess.run([SYSTEM_PYTHON, script, path, directory], check=True)
+    step(f"figures drawn in {directory}")

@@ -45,6 +45,8 @@ class Figure:
     baseline: str | None = None  # the name of the figure it is compared to
     rate: float | None = None  # requests per second, for throughput figures
     cpu: dict[str, float] | None = None  # CPU ms per request by party, for throughput figures
+    # a curve, (x, y) points, where the figure is one (the density figures): y are the samples
+    points: list[tuple[float, float]] | None = None
     stats: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:

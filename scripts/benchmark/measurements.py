@@ -10,7 +10,7 @@ import psutil
 
 from .api import BATCH_BODY, Api
 from .baselines import HELLO_C
-from .ceiling import Footprint, ceiling_note, host_tasks, settled_mem_available
+from .ceiling import Footprint, ceiling_note, host_tasks, mem_available, settled_mem_available
 from .checks import expect
 from .cpu import CpuMeter
 from .figures import (
@@ -147,13 +147,31 @@ async def measure_batch_c(api: Api, runs: int) -> list[Figure]:
     ]
 
 
+CURVE_POINTS = 10  # density curve points: every tenth of the kernels
+CURVE_PROBES = 5  # kernels queried at each point (the newest: after an untimed first query)
+DENSITY_MEMORY = "density: host memory taken by kernels alive"
+DENSITY_QUERIES = "density: query print(1) p99 of 5 by kernels alive"
+
+
 async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]) -> list[Figure]:
     n = plan.density
     server_proc = psutil.Process(server.proc.pid)
     await wait_pool_full(api)
     before = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
-    kernels = [await api.create() for _ in range(n)]
-    await wait_pool_full(api)
+    kernels, memory_curve, query_curve = [], [], []
+    for step in range(1, CURVE_POINTS + 1):  # the density curve: memory and queries as it grows
+        while len(kernels) < n * step // CURVE_POINTS:
+            kernels.append(await api.create())
+        await wait_pool_full(api)
+        alive = len(kernels)
+        memory_curve.append((alive, (before.memory - mem_available()) / MiB))
+        probes = []
+        for kernel_id in kernels[-CURVE_PROBES:]:
+            await api.query(kernel_id)  # untimed: a kernel's first query costs more
+            t = time.perf_counter()
+            await api.query(kernel_id)
+            probes.append(ms_since(t))
+        query_curve.append((alive, max(probes)))
     after = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
     per_kernel = Footprint(
         (before.memory - after.memory) / n,
@@ -181,6 +199,8 @@ async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]
         Figure(f"spawner RSS, {n} alive", [rss_mib(spawner)], unit="MiB", baseline=SPAWNER_RSS),
         Figure(f"create, {n} alive", creates, baseline=CREATE),
         Figure(f"query print(1), {n} alive", queries, baseline=QUERY_RT),
+        Figure(DENSITY_MEMORY, [y for _, y in memory_curve], unit="MiB", points=memory_curve),
+        Figure(DENSITY_QUERIES, [y for _, y in query_curve], points=query_curve),
     ]
 
 

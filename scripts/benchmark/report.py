@@ -35,6 +35,9 @@ def report_json(figures: list[Figure], notes: list[str], plan: Plan) -> str:
         if f.cpu is not None:
             row |= {"per_second": rounded(f.rate), "x_baseline_per_second": rounded(x_rate)}
             row["cpu_ms_per_request"] = {party: rounded(ms) for party, ms in f.cpu.items()}
+        row["samples"] = [rounded(v) for v in f.samples]  # for the distributions' drawings
+        if f.points is not None:
+            row["points"] = [[rounded(x), rounded(y)] for x, y in f.points]
         rows.append(row)
     machine = {"host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count()}
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -63,8 +66,10 @@ def report_table(figures: list[Figure], notes: list[str]) -> str:
     lines = table(rows, ["<34", ">5", ">8", ">8", ">8", "<4", ">6", ">7", ""])
     loads = [(f.name, f.cpu) for f in figures if f.cpu]
     if loads:
-        parties = list(loads[0][1])
+        parties = list(dict.fromkeys(party for _, cpu in loads for party in cpu))
         cpu_rows = [["CPU ms per request", *parties]]
-        cpu_rows += [[name, *(f"{cpu[p]:.2f}" for p in parties)] for name, cpu in loads]
+        cpu_rows += [
+            [name, *(f"{cpu[p]:.2f}" if p in cpu else "" for p in parties)] for name, cpu in loads
+        ]
         lines += ["", *table(cpu_rows, ["<34", *([">16"] * len(parties))])]
     return "\n".join(lines + [f"note: {n}" for n in notes])

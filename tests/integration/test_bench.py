@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED = [
@@ -41,7 +42,7 @@ EXPECTED = [
 ]
 
 
-def test_the_quick_benchmark_reports_every_figure():
+def test_the_quick_benchmark_reports_every_figure(tmp_path):
     out = subprocess.run(
         [sys.executable, "scripts/bench.py", "--quick", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -52,3 +53,17 @@ def test_the_quick_benchmark_reports_every_figure():
         assert name in figures, (name, sorted(figures))
         assert figures[name]["n"] > 0 and figures[name]["p50"] > 0, figures[name]
     assert figures["query print(1) round trip"]["baseline"] == "signed no-op (POST /v2/authorize)"
+    curve = figures["density: host memory taken by kernels alive"]["points"]
+    assert [alive for alive, _ in curve] == [2 * n for n in range(1, 11)]
+    assert len(figures["query print(1) round trip"]["samples"]) == 50
+
+    report = tmp_path / "report.json"  # drawn as ./scripts/bench --figures does
+    report.write_text(out.stdout)
+    drawn = subprocess.run(
+        ["/usr/bin/python3", "scripts/bench_figures.py", str(report), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    for name in ("latency.svg", "density.svg"):
+        svg = ElementTree.parse(tmp_path / name).getroot()
+        assert svg.tag.endswith("svg") and len(list(svg.iter())) > 100
