@@ -180,7 +180,7 @@ def run_program(
                 pass_fds=(media.write_fd,),
                 env={**os.environ, MediaPipe.ENV: str(media.write_fd)},
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL, or text that is no UTF-8
             channel.console("stderr", f"cannot run {SHELL} in {cwd}: {e}\n".encode())
             return EXIT_CANNOT_RUN
         feed.close_read_end()
@@ -226,7 +226,11 @@ def run_snippet(
             if os.sep in name or name in ("", ".", ".."):
                 channel.console("stderr", f"bad snippet file name {name!r}\n".encode())
                 return EXIT_CANNOT_RUN
-            with open(os.path.join(scratch, name), "w", encoding="utf-8") as f:
+            # surrogatepass: a lone surrogate (JSON allows "\ud800") is written as its
+            # bytes for the compiler to judge, not a crash of the runner
+            with open(
+                os.path.join(scratch, name), "w", encoding="utf-8", errors="surrogatepass"
+            ) as f:
                 f.write(text)
         return run_program(channel, gate, command.replace("{dir}", scratch), cwd)
     finally:
