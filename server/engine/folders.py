@@ -101,7 +101,7 @@ class Folders:
         return self.records.list(access_key)
 
     async def create(self, access_key: str, name: object) -> Folder:
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise InvalidRequest(
                 "name: 1-64 letters, digits, '.', '_' or '-', starting and ending with "
                 "a letter or digit"
