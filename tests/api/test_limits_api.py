@@ -147,6 +147,19 @@ def test_bad_limit_values_are_400(client):
     problem(client.create(limits=[1]), 400, "invalid-api-params")
 
 
+def test_less_memory_than_a_kernel_can_start_with_is_400(client):
+    """Found by the fuzzer (tests/api/test_fuzz_api.py): maxMem 1 started a kernel in a
+    cgroup of 1 KB, and the create failed with a 500 kernel-creation-failed. The least
+    is what [limits] default_memory_bytes may be set to, 16 MiB."""
+    for block in ("limits", "resourceLimits"):
+        for kb in (1, 5, 16 * 1024 - 1):
+            title = problem(client.create(**{block: {"maxMem": kb}}), 400, "invalid-api-params")
+            assert f"{block}.maxMem: " in title and "at least 16384 KB" in title
+    kid = client.create(limits={"maxMem": 16 * 1024}).json()["kernelId"]
+    assert client.run(kid, "print(6 * 7)")[-1]["console"] == [["stdout", "42\n"]]
+    client.request("DELETE", f"/v2/kernel/{kid}")
+
+
 # -- enforcement -----------------------------------------------------------------------
 
 

@@ -2,14 +2,15 @@
 limits, and the kernel, file and folder endpoints over the engine.
 
 The same routes answer under /v2 (what the clients use), /v3 and /v1; the
-streams also without a prefix, as 18.12 served them.
+streams also without a prefix, as 18.12 served them. /v2/openapi.json describes
+them, and /v2/docs shows that (openapi.py).
 """
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from . import files, folders, kernels, languages, root, streams
+from . import files, folders, kernels, languages, openapi, root, streams
 
 PREFIXES = ("/v2", "/v3", "/v1")  # matched in order: the clients' /v2 first
 
@@ -26,4 +27,4 @@ def routes() -> list[BaseRoute]:
             + folders.routes(prefix)
             + streams.routes(prefix)
         )
-    return found + streams.routes("")
+    return found + streams.routes("") + openapi.routes()

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from ...engine.kernel_files import check_path
 from ..http import Caller, json_response
+from .request_schemas import DOWNLOAD, LIST_FILES, LIST_FILES_QUERY, takes
 from .signed import engine_of, no_content, session_for, signed
 from .uploads import file_paths, multipart_download, read_upload
 
@@ -23,10 +24,11 @@ async def upload(caller: Caller) -> Response:
 
 
 @signed
-async def list_files(caller: Caller) -> Response:
+@takes(LIST_FILES, query=LIST_FILES_QUERY)
+async def list_files(caller: Caller, data: dict) -> Response:
     # in the body as the clients send it, or in the query (browsers' GETs have no body)
-    data = caller.json() or dict(caller.request.query_params)
-    path = check_path(data.get("path", ".") or ".", "path", absolute=True)
+    path = data.get("path") or caller.request.query_params.get("path") or "."
+    path = check_path(path, "path", absolute=True)
     session = session_for(caller)
     listing = await engine_of(caller.request).list_files(session, path)
     return json_response(
@@ -35,12 +37,12 @@ async def list_files(caller: Caller) -> Response:
 
 
 @signed
-async def download(caller: Caller) -> Response:
+@takes(DOWNLOAD)
+async def download(caller: Caller, data: dict) -> Response:
     """Each requested file as one tar archive in a multipart/mixed body (spec §5.9)."""
     session = session_for(caller)
-    settings = caller.request.app.state.v2
-    names = caller.json().get("files")
-    paths = file_paths(names, settings.max_download_files, absolute=True)
+    most = caller.request.app.state.v2.max_download_files
+    paths = file_paths(data["files"], most, absolute=True)
     return multipart_download(await engine_of(caller.request).download(session, paths))
 
 

@@ -17,7 +17,15 @@ from ...engine.folders import FolderInfo
 from ...engine.kernel_files import check_path
 from ...engine.store import Folder
 from ..http import Caller, json_response
-from .problems import bad_params
+from .request_schemas import (
+    CREATE_FOLDER,
+    DELETE_FILES,
+    DOWNLOAD,
+    LIST_FILES,
+    LIST_FILES_QUERY,
+    MKDIR,
+    takes,
+)
 from .signed import engine_of, no_content, signed
 from .uploads import file_paths, multipart_download, read_upload
 
@@ -45,24 +53,18 @@ def _describe(info: FolderInfo) -> dict:
 
 
 @signed
-async def create(caller: Caller) -> Response:
-    folder = await _create(caller)
+@takes(CREATE_FOLDER)
+async def create(caller: Caller, data: dict) -> Response:
+    folder = await engine_of(caller.request).folders.create(caller.access_key, data["name"])
     return json_response({"id": folder.id, "name": folder.name}, status=201)
 
 
 @signed
-async def create_v2(caller: Caller) -> Response:
+@takes(CREATE_FOLDER)
+async def create_v2(caller: Caller, data: dict) -> Response:
     """DOC-v2's POST /folder/create: answers {"folderId"} (and the v3 fields)."""
-    folder = await _create(caller)
+    folder = await engine_of(caller.request).folders.create(caller.access_key, data["name"])
     return json_response({"folderId": folder.id, "id": folder.id, "name": folder.name}, 201)
-
-
-async def _create(caller: Caller) -> Folder:
-    data = caller.json()
-    extra = sorted(set(data) - {"name"})
-    if extra:
-        raise bad_params(f"body: unknown field {extra[0]!r}")
-    return await engine_of(caller.request).folders.create(caller.access_key, data.get("name"))
 
 
 @signed
@@ -97,17 +99,18 @@ async def upload(caller: Caller) -> Response:
 
 
 @signed
-async def mkdir(caller: Caller) -> Response:
+@takes(MKDIR)
+async def mkdir(caller: Caller, data: dict) -> Response:
     folder = _folder(caller)
-    path = check_path(caller.json().get("path"), "path")
+    path = check_path(data["path"], "path")
     await engine_of(caller.request).folders.mkdir(caller.keypair, folder, path)
     return Response(status_code=201)
 
 
 @signed
-async def list_files(caller: Caller) -> Response:
+@takes(LIST_FILES, query=LIST_FILES_QUERY)
+async def list_files(caller: Caller, data: dict) -> Response:
     folder = _folder(caller)
-    data = caller.json()
     path = data.get("path") or caller.request.query_params.get("path") or "."
     path = check_path(path, "path")
     files = await engine_of(caller.request).folders.list_files(caller.keypair, folder, path)
@@ -115,22 +118,20 @@ async def list_files(caller: Caller) -> Response:
 
 
 @signed
-async def download(caller: Caller) -> Response:
+@takes(DOWNLOAD)
+async def download(caller: Caller, data: dict) -> Response:
     folder = _folder(caller)
-    most = caller.request.app.state.v2.max_download_files
-    paths = file_paths(caller.json().get("files"), most)
+    paths = file_paths(data["files"], caller.request.app.state.v2.max_download_files)
     contents = await engine_of(caller.request).folders.download(caller.keypair, folder, paths)
     return multipart_download(contents)
 
 
 @signed
-async def delete_files(caller: Caller) -> Response:
+@takes(DELETE_FILES)
+async def delete_files(caller: Caller, data: dict) -> Response:
     folder = _folder(caller)
-    data = caller.json()
+    paths = file_paths(data["files"], caller.request.app.state.v2.max_upload_files)
     recursive = data.get("recursive", False)
-    paths = file_paths(data.get("files"), caller.request.app.state.v2.max_upload_files)
-    if not isinstance(recursive, bool):
-        raise bad_params("recursive: expected true or false")
     await engine_of(caller.request).folders.delete_files(caller.keypair, folder, paths, recursive)
     return json_response({})
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -13,63 +11,28 @@ from ...engine.registry import KernelInfo
 from ...engine.session import Session
 from ..http import Caller, json_response
 from . import resource_limits
-from .problems import Problem, bad_params
+from .problems import Problem
+from .request_schemas import COMPLETE, CREATE_KERNEL, EXECUTE, takes
 from .signed import engine_of, no_content, session_for, signed
-
-CREATE_FIELDS = {
-    "lang",
-    "clientSessionToken",
-    "limits",
-    "resourceLimits",
-    "mounts",
-    "config",
-    "tag",
-}
-EXECUTE_FIELDS = {"mode", "type", "code", "options", "runId"}
-MODES = {"query", "batch", "continue", "input", "complete"}
-# v2 allowed 8-80 characters, v3 4-64 word characters: accept either, keep it printable.
-TOKEN_RE = re.compile(r"^[\w.:-]{4,80}$", re.ASCII)
-
-
-def _unknown(data: dict, known: set[str], where: str) -> None:
-    extra = sorted(set(data) - known)
-    if extra:
-        raise bad_params(f"{where}: unknown field {extra[0]!r}")
 
 
 def _mounts(data: dict) -> list[Mount]:
     """`mounts` (or `config.mounts`): `name` or `name:alias` entries."""
-    mounts = data.get("mounts")
-    config = data.get("config")
-    if config is not None:
-        if not isinstance(config, dict):
-            raise bad_params("config: expected an object")
-        mounts = config.get("mounts", mounts)
-    if mounts is None:
-        return []
-    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
-        raise bad_params("mounts: expected a list of folder names")
+    config = data.get("config") or {}
     found = []
-    for entry in mounts:
+    for entry in config.get("mounts", data.get("mounts")) or []:
         name, _, alias = entry.partition(":")
         found.append(Mount(name, alias or name))
     return found
 
 
 @signed
-async def create(caller: Caller) -> Response:
-    data = caller.json()
-    _unknown(data, CREATE_FIELDS, "body")
-    lang = data.get("lang")
-    if not isinstance(lang, str) or not lang:
-        raise bad_params("lang: required, a string")
-    token = data.get("clientSessionToken")
-    if not isinstance(token, str) or not TOKEN_RE.match(token):
-        raise bad_params("clientSessionToken: required, 4-80 characters of [A-Za-z0-9_.:-]")
+@takes(CREATE_KERNEL)
+async def create(caller: Caller, data: dict) -> Response:
     engine = engine_of(caller.request)
     limits = resource_limits.requested(data, engine.settings.limits)
     session, created = await engine.get_or_create(
-        caller.keypair, token, lang, limits, _mounts(data)
+        caller.keypair, data["clientSessionToken"], data["lang"], limits, _mounts(data)
     )
     return json_response({"kernelId": session.id, "created": created}, status=201)
 
@@ -113,27 +76,16 @@ async def restart(caller: Caller) -> Response:
 
 
 @signed
-async def execute(caller: Caller) -> Response:
-    data = caller.json()
-    _unknown(data, EXECUTE_FIELDS, "body")
+@takes(EXECUTE)
+async def execute(caller: Caller, data: dict) -> Response:
     mode = data.get("mode", data.get("type"))
-    if mode not in MODES:
-        raise bad_params(f"mode: required, one of {', '.join(sorted(MODES))}")
-    code = data.get("code") or ""
-    if not isinstance(code, str):
-        raise bad_params("code: expected a string")
-    options = data.get("options")
-    if options is not None and not isinstance(options, dict):
-        raise bad_params("options: expected an object or null")
-    run_id = data.get("runId")
-    if run_id is not None and not isinstance(run_id, str):
-        raise bad_params("runId: expected a string or null")
+    code, options, run_id = data.get("code") or "", data.get("options") or {}, data.get("runId")
     session = session_for(caller)
     engine = engine_of(caller.request)
     if mode == "complete":  # the legacy spelling of /complete (spec §5.8)
-        return json_response({"result": await _complete(caller, session, code, options or {})})
+        return json_response({"result": await _complete(caller, session, code, options)})
     hold = caller.request.app.state.v2.hold_seconds
-    result, run_id_used = await engine.execute(session, mode, code, options or {}, run_id, hold)
+    result, run_id_used = await engine.execute(session, mode, code, options, run_id, hold)
     body = {
         "status": result.status,
         "console": result.console,
@@ -160,14 +112,9 @@ async def _complete(caller: Caller, session: Session, code: str, options: dict) 
 
 
 @signed
-async def complete(caller: Caller) -> Response:
-    data = caller.json()
-    _unknown(data, {"code", "options"}, "body")
+@takes(COMPLETE)
+async def complete(caller: Caller, data: dict) -> Response:
     code, options = data.get("code", ""), data.get("options") or {}
-    if not isinstance(code, str):
-        raise bad_params("code: expected a string")
-    if not isinstance(options, dict):
-        raise bad_params("options: expected an object")
     session = session_for(caller)
     return json_response({"result": await _complete(caller, session, code, options)})
 

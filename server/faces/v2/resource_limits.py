@@ -4,18 +4,22 @@ Clients send them in `limits` (v2) or `resourceLimits` (v1), in the units of
 DOC-v2: `maxMem` in KB, the timeouts and `maxCpuCredit` in ms. A field that is
 absent, null or 0 takes the server's default; one above the server's maximum
 is a 406 whose title names the field and the maximum (DOC-v2's promise, which
-no Sorna release kept).
+no Sorna release kept). The least a create may ask for is what the server's own
+settings may be set to (`least`): request_schemas says so, and refuses less.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...engine.limits import KernelLimits
 from ...engine.settings import LimitSettings
-from .problems import Problem, bad_params
+from .problems import Problem
 
 # request field -> (KernelLimits field, its unit in bytes or ms, the unit's name). The
 # server's default and maximum are the `[limits]` settings default_<field> and max_<field>.
-_FIELDS: dict[str, tuple[str, int, str]] = {
+# request_schemas.CREATE_KERNEL's `limits` has these fields.
+FIELDS: dict[str, tuple[str, int, str]] = {
     "maxMem": ("memory_bytes", 1024, "KB"),
     "execTimeout": ("exec_timeout_ms", 1, "ms"),
     "timeout": ("exec_timeout_ms", 1, "ms"),
@@ -25,23 +29,24 @@ _FIELDS: dict[str, tuple[str, int, str]] = {
 }
 
 
+def least(target: str, unit: int) -> int:
+    """The least value of a limit a create may ask for, in the request's unit: the
+    minimum of the `[limits]` default_<target> setting (16 MiB of memory: a kernel
+    given less could not start, and its create failed with a 500)."""
+    setting = next(f for f in dataclasses.fields(LimitSettings) if f.name == f"default_{target}")
+    return -(-int(setting.metadata.get("minimum") or 0) // unit)  # rounded up
+
+
 def requested(data: dict, config: LimitSettings) -> KernelLimits:
-    """The limits a create body asks for, defaults filled in; 400 or 406 if wrong."""
+    """The limits a create body (valid as request_schemas.CREATE_KERNEL says) asks for,
+    defaults filled in; 406 past a maximum."""
     values: dict[str, int] = {}
     for where in ("resourceLimits", "limits"):  # v2's name wins when both are sent
-        block = data.get(where)
-        if block is None:
-            continue
-        if not isinstance(block, dict):
-            raise bad_params(f"{where}: expected an object")
-        for name, value in block.items():
-            if name not in _FIELDS:
-                raise bad_params(f"{where}: unknown field {name!r}")
-            if value is None or value == 0:
+        for name, number in (data.get(where) or {}).items():
+            if not number:  # null or 0: the default
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise bad_params(f"{where}.{name}: expected a non-negative integer")
-            target, unit, unit_name = _FIELDS[name]
+            value = int(number)  # JSON Schema's integers include 5.0
+            target, unit, unit_name = FIELDS[name]
             maximum = getattr(config, f"max_{target}")
             if value * unit > maximum:
                 raise Problem(

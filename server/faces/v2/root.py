@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from ..http import Caller, json_response
 from .layers import API_VERSION
+from .request_schemas import AUTHORIZE, takes
 from .signed import signed
 
 
@@ -22,8 +23,8 @@ async def version(request: Request) -> Response:
 
 
 @signed
-async def authorize(caller: Caller) -> Response:
-    data = caller.json()
+@takes(AUTHORIZE)
+async def authorize(caller: Caller, data: dict) -> Response:
     return json_response({"authorized": "yes", "echo": data.get("echo")})
 
 

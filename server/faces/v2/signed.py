@@ -10,6 +10,7 @@ a signed request, errors and 429s included (an improvement over the original, §
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
@@ -152,8 +153,11 @@ def checked_date(conn: HTTPConnection) -> None:
 def signed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler that needs a verified caller. Everything the headers can tell
     is checked before the body is read: a refusal then leaves the body unread
-    (uvicorn drops it as it comes; server.http_guard bounds how long)."""
+    (uvicorn drops it as it comes; server.http_guard bounds how long). The endpoint
+    keeps the handler's name and attributes (the shapes `takes` declared), which
+    the OpenAPI document reads."""
 
+    @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         state = request.app.state
         rate_headers: dict[str, str] = {}

@@ -52,10 +52,11 @@ async def read_upload(
     return contents
 
 
-def file_paths(names: object, most: int, absolute: bool = False) -> list[str]:
-    """The `files` of a request (a download, a delete), checked: 1 to `most` paths."""
-    if not isinstance(names, list) or not names or len(names) > most:
-        raise bad_params(f"files: expected a list of 1 to {most} paths")
+def file_paths(names: list[str], most: int, absolute: bool = False) -> list[str]:
+    """The `files` of a request (a download, a delete; a non-empty list of strings, as
+    its schema says), checked: at most `most` paths, each one a path under /home/work."""
+    if len(names) > most:
+        raise bad_params(f"files: at most {most} paths")
     return [check_path(name, "files", absolute) for name in names]
 
 
