@@ -2,7 +2,8 @@
 the zygotes, the spares they fork ahead of demand, and the kernels started from
 them, each with its cgroup, its /home/work tmpfs and its uid; how a kernel is
 started, accounted, limited, destroyed and reaped. Runs in the spawner process,
-one request at a time, so nothing here takes a lock.
+which is single-threaded (starts under way are served between requests), so
+nothing here takes a lock.
 
 There are two zygotes when python3 kernels pre-import modules
 (sandbox.preimport): one forked before the pre-import, one after. A kernel's
@@ -254,17 +255,19 @@ class Spawner:
         behind when it fails (the work directory aside)."""
         spec = starting.spec
         limits = cgroups.CgroupLimits(spec.memory_bytes, spec.pids, spec.cpu_quota)
+        if spare is not None:
+            try:
+                spare.cgroup.set_limits(limits)
+            except cgroups.CgroupError as e:
+                self._drop_spare(spare)
+                spare = None
+                print(f"spawner: kernel {starting.kernel_id}: a spare was lost (its cgroup: "
+                      f"{e}); starting it from a new one", file=sys.stderr, flush=True)  # fmt: skip
         if spare is None:
             try:
                 spare = self._new_spare(limits, spec.preimported)
             except (OSError, cgroups.CgroupError) as e:
                 raise kernel_start.KernelStartError(f"kernel setup failed at spare: {e}") from e
-        else:
-            try:
-                spare.cgroup.set_limits(limits)
-            except cgroups.CgroupError as e:
-                self._drop_spare(spare)
-                raise kernel_start.SpareLost(f"its cgroup: {e}") from e
         starting.cgroup = spare.cgroup
         rlimits = privileges.kernel_rlimits(
             spec, self.env.layout_has_cgroup, starting.payload.uid, forked=True
