@@ -32,7 +32,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 
 from sandbox import languages
@@ -165,10 +165,21 @@ class Registry:
         """Count a kernel that is no session (a folder operation's) against the key's
         concurrency (QuotaExceeded) and max_kernels (NoCapacity) while the block runs,
         as a create is."""
+        refusal = f"at most {concurrency_limit} kernels per key, folder operations included"
+        with self._reserved(access_key, concurrency_limit, refusal):
+            yield
+
+    @contextlib.contextmanager
+    def _reserved(
+        self, access_key: str, concurrency_limit: int, refusal: str, tallied: bool = False
+    ) -> Iterator[None]:
+        """A kernel that is not a session yet (or never becomes one), counted against
+        the key and max_kernels while the block runs; QuotaExceeded(`refusal`),
+        counted in the tally if `tallied`, when the key has its limit already."""
         if self.count_for(access_key) >= concurrency_limit:
-            raise QuotaExceeded(
-                f"at most {concurrency_limit} kernels per key, folder operations included"
-            )
+            if tallied:
+                self.tally.refused["key-kernels"] += 1
+            raise QuotaExceeded(refusal)
         self._check_capacity()
         self.per_key[access_key] += 1
         self.borrowed += 1
@@ -215,29 +226,21 @@ class Registry:
             return session, False
         # Counted against the key and max_kernels now, started outside any lock: a
         # class's creates overlap (the spawner starts kernels side by side).
-        if self.count_for(access_key) >= concurrency_limit:
-            self.tally.refused["key-kernels"] += 1
-            raise QuotaExceeded(f"at most {concurrency_limit} kernels per key")
-        self._check_capacity()
-        created = asyncio.get_running_loop().create_future()
-        self._creating[(access_key, token)] = created
-        self.per_key[access_key] += 1
-        self.borrowed += 1
-        try:
-            began = time.monotonic()
-            warm = await self.pool.take(lang, spec)
-            if warm is not None:
-                kernel_id, kernel = warm
-            else:
-                kernel_id = secrets.token_urlsafe(16)
-                kernel = await self._start_fresh(kernel_id, spec)
-        finally:
-            self.borrowed -= 1
-            self.per_key[access_key] -= 1
-            if not self.per_key[access_key]:
-                del self.per_key[access_key]
-            del self._creating[(access_key, token)]
-            created.set_result(None)
+        refusal = f"at most {concurrency_limit} kernels per key"
+        with self._reserved(access_key, concurrency_limit, refusal, tallied=True):
+            created = asyncio.get_running_loop().create_future()
+            self._creating[(access_key, token)] = created
+            try:
+                began = time.monotonic()
+                warm = await self.pool.take(lang, spec)
+                if warm is not None:
+                    kernel_id, kernel = warm
+                else:
+                    kernel_id = secrets.token_urlsafe(16)
+                    kernel = await self._start_fresh(kernel_id, spec)
+            finally:
+                del self._creating[(access_key, token)]
+                created.set_result(None)
         session = Session(
             kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
             mounts=dict(mounts or {}),
