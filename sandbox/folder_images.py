@@ -43,7 +43,6 @@ _LOOP_CONFIG = struct.Struct("=II232s8Q")  # struct loop_config
 
 # <linux/fs.h>: freeze and thaw a mounted file system
 FIFREEZE, FITHAW = 0xC0045877, 0xC0045878
-SEEK_DATA, SEEK_HOLE = 3, 4
 COPY_CHUNK = 64 * 2**20  # bytes per copy_file_range call
 # <linux/mount.h>; x86_64 system call numbers (the only architecture kernels run on)
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT, _SYS_OPENAT2 = 430, 431, 432, 437
@@ -219,12 +218,12 @@ def copy_sparse(source: str, target: str) -> int:
             offset = 0
             while offset < size:
                 try:
-                    start = os.lseek(src, offset, SEEK_DATA)
+                    start = os.lseek(src, offset, os.SEEK_DATA)
                 except OSError as e:
                     if e.errno == errno.ENXIO:  # nothing but a hole after offset
                         break
                     raise
-                end = os.lseek(src, start, SEEK_HOLE)
+                end = os.lseek(src, start, os.SEEK_HOLE)
                 while start < end:
                     n = os.copy_file_range(src, dst, min(end - start, COPY_CHUNK), start, start)
                     if n == 0:
