@@ -11,9 +11,8 @@ import asyncio
 import os
 import time
 
-import psutil
-
 from .api import Api
+from .cpu import cpu_clock
 from .figures import Figure, ms_since
 from .services import Server
 
@@ -22,11 +21,6 @@ POOL_WAIT = 30.0  # seconds for the warm pool to fill before the bell
 
 def class_floor_name(size: int) -> str:
     return f"class of {size}: host CPU of the burst / cores"
-
-
-def _host_busy() -> float:
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + times.steal
 
 
 async def measure_class(server: Server, size: int, pool_size: int) -> list[Figure]:
@@ -46,10 +40,10 @@ async def measure_class(server: Server, size: int, pool_size: int) -> list[Figur
             await api.query(kernel_id)
             return ms_since(start), kernel_id
 
-        busy, start = _host_busy(), time.perf_counter()
+        busy, start = cpu_clock()[1], time.perf_counter()
         done = await asyncio.gather(*(student(api) for api in apis))
         wall = ms_since(start)
-        cpu_ms = (_host_busy() - busy) * 1000
+        cpu_ms = (cpu_clock()[1] - busy) * 1000
         ended = zip(apis, done, strict=True)
         await asyncio.gather(*(api.destroy(kernel_id) for api, (_, kernel_id) in ended))
     finally:

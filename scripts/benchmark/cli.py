@@ -72,7 +72,7 @@ def main() -> int:
     )
     print(report_json(figures, notes, plan) if args.json else report_table(figures, notes))
     if args.figures:
-        draw(report_json(figures, notes, plan), args.figures)
+        draw(report_json(figures, notes, plan, indent=None), args.figures)
     return 0
 
 

@@ -25,7 +25,8 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def report_json(figures: list[Figure], notes: list[str], plan: Plan) -> str:
+def report_json(figures: list[Figure], notes: list[str], plan: Plan, indent: int | None = 2) -> str:
+    """The report as JSON; `indent` None: one line (a file kept in the repository)."""
     by_name = {f.name: f for f in figures}
     rows = []
     for f in figures:
@@ -42,7 +43,7 @@ def report_json(figures: list[Figure], notes: list[str], plan: Plan) -> str:
     machine = {"host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count()}
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     report = {"date": date, "machine": machine, "plan": asdict(plan), "figures": rows}
-    return json.dumps(report | {"notes": notes}, indent=2)
+    return json.dumps(report | {"notes": notes}, indent=indent)
 
 
 def number(value: float) -> str:
