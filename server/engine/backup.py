@@ -76,11 +76,7 @@ def backup(data_dir: str, target: str) -> Summary:
         return _backup(data_dir, target)
     except BaseException:
         for entry in os.listdir(target):
-            path = os.path.join(target, entry)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
+            _remove(os.path.join(target, entry))
         raise
 
 
@@ -130,7 +126,7 @@ def restore(source: str, data_dir: str) -> Summary:
         written = _restore_folders(source, manifest["folders"], images, made)
     except BaseException:
         for path in made:  # so that the restore can be tried again
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+            _remove(path)
         raise
     database = os.path.join(data_dir, DATABASE_NAME)
     shutil.copyfile(os.path.join(source, DATABASE_NAME), database)
@@ -233,3 +229,12 @@ def _exclusive(data_dir: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _remove(path: str) -> None:
+    """What a failed backup or restore wrote: a file, or a directory with its tree."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
