@@ -26,9 +26,12 @@ from .interface import (
     KernelCgroup,
     check_name,
 )
-from .sweep import sweep_stale, tree_name
+from .sweep import retry_stale, sweep_stale, tree_name
 
 log = logging.getLogger(__name__)
+
+# How often a create retries removing dead managers' trees that were still busy.
+_STALE_RETRY_INTERVAL = 1.0
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -158,16 +161,25 @@ class FsManager(CgroupManager):
         self._base = {r: os.path.join(d, self._tree) for r, d in self._own.items()}
         self._kernels: dict[str, FsCgroup] = {}
         self._prepared = False
+        self._stale: list[str] = []  # dead managers' trees that were still busy
+        self._stale_retry_at = 0.0
         self.problems = list(problems)
 
     def _prepare(self) -> None:
         """Create the sandbox-<pid>-<start> parents (once), after sweeping away those of
         managers that died without cleaning up."""
         for d in _unique(self._own.values()):
-            sweep_stale(d, self._tree)
+            self._stale += sweep_stale(d, self._tree)
         for d in _unique(self._base.values()):
             os.makedirs(d, exist_ok=True)
         self._prepared = True
+
+    def _retry_stale(self) -> None:
+        """Try the busy stale trees again, at most once a second, on a create: their
+        processes were exiting when we swept, and nothing else would remove them."""
+        if self._stale and time.monotonic() >= self._stale_retry_at:
+            self._stale = retry_stale(self._stale)
+            self._stale_retry_at = time.monotonic() + _STALE_RETRY_INTERVAL
 
     def _new_cgroup(self, name: str) -> FsCgroup:
         dirs = {r: os.path.join(b, name) for r, b in self._base.items()}
@@ -184,6 +196,7 @@ class FsManager(CgroupManager):
                 self._prepare()
         except OSError as e:
             raise CgroupError(f"preparing the sandbox cgroups: {e}") from e
+        self._retry_stale()
         old = self._kernels.get(name)
         cg = self._new_cgroup(name)
         if old is not None:

@@ -37,14 +37,16 @@ def start_ticks(pid: int) -> int | None:
 TREE_RE = re.compile(r"^(sandbox-(\d+)(?:-(\d+))?)(-supervisor)?$")
 
 
-def sweep_stale(own_dir: str, own_tree: str) -> None:
+def sweep_stale(own_dir: str, own_tree: str) -> list[str]:
     """Remove the empty trees in `own_dir` whose manager is gone: what a spawner
-    killed by SIGKILL (or a crashed host) left. Cgroups that still hold processes
-    are left alone and logged."""
+    killed by SIGKILL (or a crashed host) left. Trees that still hold processes are
+    left alone, logged and returned, for `retry_stale` to try again: a dead manager's
+    kernels die with it (PDEATHSIG) but may still be exiting when the next one starts."""
     try:
         entries = [e for e in os.scandir(own_dir) if e.is_dir(follow_symlinks=False)]
     except OSError:
-        return
+        return []
+    busy = []
     for entry in entries:
         m = TREE_RE.match(entry.name)
         if not m or m.group(1) == own_tree or _manager_alive(m):
@@ -55,7 +57,22 @@ def sweep_stale(own_dir: str, own_tree: str) -> None:
             fs.rmdir_tree(entry.path, timeout=0.1)
             log.info("removed the stale cgroup tree %s", entry.path)
         except CgroupError as e:
-            log.warning("stale cgroup tree %s is still in use: %s", entry.path, e)
+            log.warning("stale cgroup tree %s is still in use (will retry): %s", entry.path, e)
+            busy.append(entry.path)
+    return busy
+
+
+def retry_stale(trees: list[str]) -> list[str]:
+    """One more try at removing the stale `trees` that `sweep_stale` found busy, without
+    waiting; those still busy are returned."""
+    busy = []
+    for path in trees:
+        try:
+            fs.rmdir_tree(path, timeout=0)
+            log.info("removed the stale cgroup tree %s", path)
+        except CgroupError:
+            busy.append(path)
+    return busy
 
 
 def _manager_alive(tree: re.Match[str]) -> bool:

@@ -145,7 +145,7 @@ class V2Manager(FsManager):
 
     def _prepare(self) -> None:
         own, base = self._own["unified"], self._base["unified"]
-        sweep_stale(own, self._tree)
+        self._stale += sweep_stale(own, self._tree)
         wanted = " ".join("+" + c for c in self._controllers)
         enabled = set(fs.read(os.path.join(own, "cgroup.subtree_control")).split())
         if wanted and not set(self._controllers) <= enabled:

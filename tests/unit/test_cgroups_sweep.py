@@ -16,7 +16,7 @@ from helpers.fake_cgroupfs import (
     v2_fs,
 )
 
-from sandbox.cgroups import CgroupLimits
+from sandbox.cgroups import CgroupLimits, fs_driver
 from sandbox.cgroups.sweep import start_ticks, tree_name
 
 pytestmark = pytest.mark.cgroups
@@ -62,6 +62,31 @@ def test_the_sweep_tells_a_dead_managers_tree_from_a_live_one_by_pid_and_start(
         "not ours",
     }
     assert (own / "sandbox-4242/k0").is_dir()
+
+
+@pytest.mark.parametrize("layout", ["v2", "hybrid"])
+def test_a_dead_managers_tree_still_busy_at_the_sweep_goes_on_a_later_create(
+    tmp_path, layout, monkeypatch
+) -> None:
+    """The dead manager's kernels may still be exiting when the next manager sweeps
+    (the sweep does not wait for them): its first create leaves the busy tree, and a
+    create after the retry interval removes it once it is empty."""
+    monkeypatch.setattr(fs_driver, "_STALE_RETRY_INTERVAL", 0.0)
+    if layout == "v2":
+        own, mounts = v2_fs(tmp_path), (PURE_V2_MOUNTINFO, PURE_V2_CGROUP)
+    else:
+        make_fs(tmp_path, HYBRID_MOUNTINFO, HYBRID_CGROUP)
+        own, mounts = tmp_path / "sys/fs/cgroup/unified", (HYBRID_MOUNTINFO, HYBRID_CGROUP)
+    busy = own / f"sandbox-{unused_pid()}-77/k3"
+    busy.mkdir(parents=True)
+    (busy / "exiting").write_text("")  # a fake cgroupfs: rmdir fails while it is there
+    manager = detect_fake(tmp_path, *mounts)
+    manager.create("k0", CgroupLimits.unlimited())
+    manager.create("k1", CgroupLimits.unlimited())
+    assert busy.is_dir()
+    (busy / "exiting").unlink()
+    manager.create("k2", CgroupLimits.unlimited())
+    assert not busy.parent.exists()
 
 
 def test_tree_name_is_pid_and_start() -> None:
