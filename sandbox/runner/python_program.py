@@ -100,6 +100,20 @@ def _stdio() -> None:
     sys.excepthook = sys.__excepthook__
 
 
+def compile_here(path: str) -> tuple[int, bytes]:
+    """`python3 -m py_compile PATH` done in the runner itself, without a fork: (its
+    exit code, its stderr). Compiling runs none of the program's code, so it needs no
+    process of its own; the caller keeps it to sources small enough that the
+    compiler's time and memory stay small (job.COMPILE_HERE_MAX)."""
+    try:
+        py_compile.compile(path, doraise=True)
+    except py_compile.PyCompileError as e:
+        return 1, e.msg.encode("utf-8", "backslashreplace")
+    except (OSError, RecursionError, MemoryError) as e:
+        return 1, str(e).encode("utf-8", "backslashreplace")
+    return 0, b""
+
+
 def _compile_check(path: str) -> int:
     """`python3 -m py_compile PATH`: the .pyc written, or the error on stderr and 1."""
     try:

@@ -115,6 +115,30 @@ def test_python_steps_run_in_a_fork_as_python3_would(kernel):
     assert syntax.exit_code == real.exit_code == 1
 
 
+@pytest.mark.parametrize(
+    "source",
+    [b"print(1\n", b"x = 1\n" * 12000 + b"print(1\n", b"print(1)\n", b"x = 1\n" * 12000],
+    ids=["small, error", "large, error", "small, fine", "large, fine"],
+)
+def test_a_compile_check_says_what_py_compile_says(kernel, source):
+    """A small source is compiled in the runner itself, a large one in a fork
+    (job.COMPILE_HERE_MAX): either way the status, the message and the .pyc are
+    those of python3 -m py_compile, and the runner's directory is as it was."""
+    step = job(
+        kernel, "python3 -m py_compile s.py", files=[("s.py", source)],
+        python={"mode": "compile", "path": "s.py"},
+    )  # fmt: skip
+    ours = job(kernel, "ls __pycache__ 2>/dev/null; rm -rf __pycache__").stdout
+    real = job(kernel, "python3 -m py_compile s.py; s=$?; ls __pycache__ 2>/dev/null; exit $s")
+    assert (step.exit_code, step.stderr, ours) == (real.exit_code, real.stderr, real.stdout)
+    assert (b"SyntaxError" in step.stderr) == source.endswith(b"print(1\n")
+    missing = job(
+        kernel, "python3 -m py_compile gone.py", python={"mode": "compile", "path": "gone.py"}
+    )
+    assert missing.exit_code == 1 and b"gone.py" in missing.stderr
+    assert job(kernel, "pwd").stdout == b"/home/work\n"
+
+
 def test_a_tight_memory_limit_runs_python3_itself(kernel):
     step = job(
         kernel, "exec python3 -BE m.py",
