@@ -25,6 +25,7 @@ from typing import Self
 from . import kernel_events
 from .held import PIECE, QUIET_BYTES, HeldBytes, KernelBounds
 from .kernel_events import Event
+from .kernel_snapshot import Snapshot
 from .runner import protocol
 from .terminal import Terminal
 
@@ -77,6 +78,10 @@ class KernelConnection:
         self._next_rid = 1
         self.terminals: dict[int, Terminal] = {}
         self._next_tid = 1
+        self._stream: asyncio.StreamReader | None = None
+        self._in_frame = False  # the reader has taken a header, not yet all its frame
+        self._suspending = False
+        self._at_boundary = asyncio.Event()
 
     @property
     def dead(self) -> bool:
@@ -94,8 +99,74 @@ class KernelConnection:
     ) -> Self:
         kernel = cls(kernel_id, pid, bounds, shared)
         reader, kernel._writer = await asyncio.open_unix_connection(sock=sock, limit=READ_LIMIT)
+        kernel._stream = reader
         kernel._reader_task = asyncio.create_task(kernel._read_loop(reader))
         return kernel
+
+    @classmethod
+    async def resume(
+        cls,
+        kernel_id: str,
+        pid: int,
+        sock: socket.socket,
+        bounds: KernelBounds,
+        shared: HeldBytes | None,
+        snapshot: Snapshot,
+    ) -> Self:
+        """Take over a ready kernel that an earlier server suspended (`suspend`):
+        its unread bytes come ahead of the socket's, its undelivered events are
+        queued again."""
+        kernel = cls(kernel_id, pid, bounds, shared)
+        kernel._ready.set()
+        reader, kernel._writer = await asyncio.open_unix_connection(sock=sock, limit=READ_LIMIT)
+        reader.feed_data(snapshot.unread)  # before the loop reads the socket again
+        kernel._stream = reader
+        for stream, state in snapshot.decoders.items():
+            if stream in kernel._decoders:
+                kernel._decoders[stream].setstate(state)
+        kernel._run_output, kernel.output_limited = snapshot.run_output, snapshot.output_limited
+        try:
+            for event in snapshot.events:
+                kernel._queue(event)
+        except _Overflow as e:  # the bounds are smaller than the earlier server's
+            kernel._end(str(e))
+        kernel._reader_task = asyncio.create_task(kernel._read_loop(reader))
+        return kernel
+
+    async def suspend(self, timeout: float = 2.0) -> Snapshot | None:
+        """Stop reading at a frame boundary and give up the connection, for the next
+        server to `resume` (the kernel keeps running: the spawner holds its socket).
+        What was read but not delivered is in the snapshot; None when the kernel is
+        gone or did not finish its frame within `timeout` (the next server could
+        not find where its frames start)."""
+        if self.dead or self._reader_task is None or self._stream is None:
+            return None
+        self._suspending = True
+        self._room.set()  # a reader paused mid-frame for a client reads on
+        if self._in_frame:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._at_boundary.wait(), timeout)
+        if self._in_frame or self.dead:
+            return None
+        if self._writer is not None:
+            self._writer.transport.pause_reading()
+        self._reader_task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader_task
+        events = []
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            if event is not None:
+                events.append(event)
+        snapshot = Snapshot(
+            unread=bytes(self._stream._buffer),  # asyncio.StreamReader's read-ahead
+            events=events,
+            decoders={s: d.getstate() for s, d in self._decoders.items()},
+            run_output=self._run_output,
+            output_limited=self.output_limited,
+        )
+        await self.close()
+        return snapshot
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait for the runner's "ready" event."""
@@ -119,8 +190,12 @@ class KernelConnection:
         sends, the task ends with `gone` set (and `end_reason` if the host ended it)."""
         try:
             while True:
+                if self._suspending:  # at a boundary: `suspend` takes it from here
+                    self._at_boundary.set()
+                    await asyncio.Event().wait()
                 await self._wait_for_room()
                 header = await reader.readexactly(protocol.HEADER.size)
+                self._in_frame = True
                 jword, blen = protocol.HEADER.unpack(header)
                 jlen, from_pid1 = jword & ~protocol.FLAGS, bool(jword & protocol.FOR_PID1)
                 if jword & protocol.INTERRUPT:
@@ -129,6 +204,7 @@ class KernelConnection:
                     raise protocol.ProtocolError(f"frame too large ({jlen} + {blen} bytes)")
                 event = kernel_events.parse(await reader.readexactly(jlen), from_pid1)
                 await self._take(event, reader, blen)
+                self._in_frame = False
         except protocol.ProtocolError as e:
             self._end(f"it broke the kernel protocol: {e}")
         except _Overflow as e:
@@ -266,8 +342,8 @@ class KernelConnection:
         """Whether reading should wait for a client. A request's reply and an op the
         kernel must take (pid 1 may be blocked writing to us) come behind what it
         sends, and the ready event before any: then the hard bound holds alone."""
-        if self._replies or self._sending or not self._ready.is_set():
-            return False
+        if self._replies or self._sending or not self._ready.is_set() or self._suspending:
+            return False  # (suspending: no client will come; read on to the frame's end)
         return self.held > threshold or (self._shared.over and self.held > QUIET_BYTES)
 
     async def _wait_for_room(self) -> None:

@@ -127,6 +127,19 @@ class SandboxSettings:
         "forks a smaller heap: about 40% more python3 jobs per second) and a job that "
         "imports numpy pays for its import",
     )
+    keep_kernels_on_restart: bool = setting(
+        True,
+        "whether kernels outlive a server restart (a stop, a crash, a kill): the "
+        "spawner keeps them, and the next server adopts them with their owners, "
+        "tokens, limits and run state (what an upgraded server cannot speak to ends "
+        "with the reason 'server upgraded'); off, kernels end with the server",
+    )
+    restart_wait_seconds: float = setting(
+        300.0,
+        "how long kept kernels wait for the next server before they end",
+        above=0,
+        unit="s",
+    )
     cgroup_layout: str = setting(
         "auto",
         "cgroup layout: auto (detect), v2, hybrid, v1, or none (rlimits only); the "

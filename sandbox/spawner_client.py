@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import itertools
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
@@ -31,9 +33,35 @@ SPAWNER_ENVIRONMENT = (
 )  # fmt: skip
 
 
+_UCRED = struct.Struct("3i")  # SO_PEERCRED's struct ucred: pid, uid, gid
+
+
 def spawner_environment() -> dict[str, str]:
     """The spawner's environment: the allowlisted part of ours."""
     return {name: os.environ[name] for name in SPAWNER_ENVIRONMENT if name in os.environ}
+
+
+def spawner_argv(
+    fd: int | None,
+    spares: int | None = None,
+    start_timeout: float | None = None,
+    uids: UidRange | None = None,
+    cgroup_layout: str | None = None,
+    preimport: str | None = None,
+    listen: str | None = None,
+    keep_for: float = 0.0,
+) -> list[str]:
+    """The spawner's command line (SpawnerClient.start says what each is); `fd` None
+    for a spawner that is a service of its own (sandbox-spawner.service)."""
+    argv = [sys.executable, "-m", "sandbox.spawner"] + ([] if fd is None else [str(fd)])
+    argv += [] if spares is None else ["--spares", str(spares)]
+    argv += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
+    argv += [] if uids is None else ["--uids", str(uids)]
+    argv += [] if cgroup_layout is None else ["--cgroup-layout", cgroup_layout]
+    argv += [] if preimport is None else ["--preimport", preimport]
+    if listen is not None and keep_for > 0:
+        argv += ["--listen", listen, "--keep-for", str(keep_for)]
+    return argv
 
 
 class SpawnerError(RuntimeError):
@@ -47,9 +75,12 @@ class SpawnerClient:
     other on its socket, each with a tag; replies come as they are ready (a spawn's
     when its kernel has started), matched to their requests by tag."""
 
-    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
-        self.proc = proc
-        self.pid = proc.pid
+    def __init__(self, sock: socket.socket, pid: int, proc: subprocess.Popen | None = None) -> None:
+        self.proc = proc  # None for a spawner an earlier server started (attach)
+        self.pid = pid
+        self.protocol: object = None  # what it said in its hello
+        self.kernels_to_adopt = 0  # kernels it kept from an earlier server
+        self._pidfd = os.pidfd_open(pid)
         self._sock = sock
         self._reader = protocol.FrameReader()
         self._fds: list[int] = []  # received, not yet paired with their reply
@@ -65,12 +96,13 @@ class SpawnerClient:
     def when_exited(self, callback: Callable[[], object]) -> None:
         """Call `callback` from the event loop as soon as the spawner process exits
         (not at `close`). A pidfd: no polling, no thread."""
-        self._exit_fd = os.pidfd_open(self.proc.pid)
+        self._exit_fd = os.dup(self._pidfd)
         loop = asyncio.get_running_loop()
 
         def exited() -> None:
             self._unwatch()
-            self.proc.poll()  # reap it: a zombie's pid would still look alive
+            if self.proc is not None:
+                self.proc.poll()  # reap it: a zombie's pid would still look alive
             callback()
 
         loop.add_reader(self._exit_fd, exited)
@@ -81,6 +113,51 @@ class SpawnerClient:
             os.close(self._exit_fd)
             self._exit_fd = None
 
+    def has_exited(self) -> bool:
+        """Whether the spawner process has exited (its pidfd is readable)."""
+        return bool(select.select([self._pidfd], [], [], 0)[0])
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status, once it exited, if it is our child; else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    @classmethod
+    async def attach(cls, path: str, timeout: float = 10.0) -> SpawnerClient | None:
+        """Connect to the spawner an earlier server left at the unix socket `path`,
+        with the kernels it kept (sandbox.spawner: --listen, --keep-for); None when
+        there is none. Check `protocol` before adopting them."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, path)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        pid, _uid, _gid = _UCRED.unpack(creds)
+        try:
+            client = cls(sock, pid)
+        except ProcessLookupError:  # it exited since
+            sock.close()
+            return None
+        try:
+            hello = await asyncio.wait_for(client._hello(), timeout)
+        except (SpawnerError, TimeoutError):
+            client._forget()
+            return None
+        if not hello.get("ready"):
+            client._forget()
+            return None
+        client.protocol = hello.get("protocol")
+        kernels = hello.get("kernels")
+        client.kernels_to_adopt = kernels if isinstance(kernels, int) else 0
+        return client
+
+    def _forget(self) -> None:
+        self._sock.close()
+        os.close(self._pidfd)
+
     @classmethod
     async def start(
         cls,
@@ -90,28 +167,33 @@ class SpawnerClient:
         uids: UidRange | None = None,
         cgroup_layout: str | None = None,
         preimport: str | None = None,
+        listen: str | None = None,
+        keep_for: float = 0.0,
     ) -> SpawnerClient:
         """Launch `python -m sandbox.spawner` (same interpreter) and wait until it is
         ready. `spares`: how many spare processes it keeps; `start_timeout`: seconds
         before it gives up on a kernel start; `uids`: the kernels' (None: its
         defaults); `cgroup_layout`: the layout to force (v2, hybrid, v1, none), or
         None or "auto" to detect it; `preimport`: the modules python3 kernels start
-        with (None: its default)."""
+        with (None: its default); `listen` and `keep_for`: the unix socket where it
+        waits `keep_for` seconds for the next server when this one goes, keeping
+        its kernels (0: they end with this server). It runs in a session of its
+        own, so that a signal to our process group (a Ctrl-C) is not one to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        extra = [] if spares is None else ["--spares", str(spares)]
-        extra += [] if start_timeout is None else ["--start-timeout", str(start_timeout)]
-        extra += [] if uids is None else ["--uids", str(uids)]
-        extra += [] if cgroup_layout is None else ["--cgroup-layout", cgroup_layout]
-        extra += [] if preimport is None else ["--preimport", preimport]
+        argv = spawner_argv(
+            theirs.fileno(), spares, start_timeout, uids, cgroup_layout, preimport, listen,
+            keep_for,
+        )  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.spawner", str(theirs.fileno()), *extra],
+            argv,
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env if env is not None else spawner_environment(),
+            start_new_session=True,
         )
         theirs.close()
         ours.setblocking(False)
-        client = cls(proc, ours)
+        client = cls(ours, proc.pid, proc)
         hello = await client._hello()
         if not hello.get("ready"):
             reason = hello.get("error", hello)
@@ -235,13 +317,52 @@ class SpawnerClient:
         reply, _ = await self.request({"op": "info"})
         return reply
 
-    async def close(self) -> None:
-        """Close the connection: the spawner destroys every kernel and exits."""
+    async def adopt(self) -> list[tuple[str, int, socket.socket]]:
+        """The kernels the spawner kept from an earlier server: (id, pid, the host's
+        end of its socket) each."""
+        adopted: list[tuple[str, int, socket.socket]] = []
+        while True:
+            reply, fds = await self.request({"op": "adopt", "offset": len(adopted)})
+            kernels = reply.get("kernels")
+            if not isinstance(kernels, list) or len(fds) != len(kernels):
+                for fd in fds:
+                    os.close(fd)
+                raise SpawnerError("bad-reply", "the spawner's adopt reply does not add up")
+            for kernel, fd in zip(kernels, fds, strict=True):
+                adopted.append((kernel["id"], kernel["pid"], socket.socket(fileno=fd)))
+            if not reply.get("more") or not kernels:
+                return adopted
+
+    async def close(self, keep_kernels: bool = False) -> None:
+        """Close the connection. Unless `keep_kernels`, the spawner is told to shut
+        down (it destroys every kernel and exits, and is waited for; a spawner that
+        is a service of its own stays); with it, a spawner started to keep them
+        (`start`: listen, keep_for) waits for the next server."""
         self._unwatch()
+        exits = not keep_kernels
+        if not keep_kernels and self._gone is None:
+            with contextlib.suppress(SpawnerError, OSError):
+                reply, _ = await self.request({"op": "shutdown"})
+                exits = reply.get("exits") is not False  # a service stays
         self._end("the spawner was closed")
         self._sock.close()
+        if exits:
+            await self.wait_exited()
+        os.close(self._pidfd)
+
+    async def wait_exited(self) -> None:
+        """Return once the spawner process has exited (and is reaped, if ours)."""
+        if self.proc is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
+            return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.proc.wait)
+        while not self.has_exited():
+            exited = loop.create_future()
+            loop.add_reader(self._pidfd, exited.set_result, None)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(self._pidfd)
 
     async def _hello(self) -> dict:
         """The spawner's first message, before any request: ready, or why not."""

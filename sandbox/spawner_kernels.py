@@ -93,6 +93,9 @@ class _Kernel:
     work: str
     uid: int
     status: int | None = None  # wait status once pid 1 has exited
+    # A copy of the host's end of its socket, while kernels outlive their server
+    # (sandbox.spawner, --keep-for): pid 1 exits when every copy has closed.
+    host: socket.socket | None = None
 
 
 class Spawner:
@@ -294,6 +297,8 @@ class Spawner:
         `undead` until its pid 1 is reaped (see reap): the spawner must stay
         responsive for every other kernel."""
         kernel = self.kernels.pop(kernel_id)
+        if kernel.host is not None:
+            kernel.host.close()
         try:
             pids_limit_hits = kernel.cgroup.pids_limit_hits()
         except (cgroups.CgroupError, OSError, ValueError):
@@ -392,6 +397,13 @@ class Spawner:
                         f"spawner: kernel {undead[pid]} died at last", file=sys.stderr, flush=True
                     )
 
+    def end_kernels(self) -> None:
+        """Destroy every kernel (their server is gone for good)."""
+        self.reap()  # any kernel that has exited (keeping its status)
+        for kernel_id in list(self.kernels):
+            with contextlib.suppress(Exception):
+                self.destroy(kernel_id, keep_work=False)
+
     def shutdown(self) -> None:
         for starting in list(self.starting.values()):
             with contextlib.suppress(Exception):
@@ -405,10 +417,7 @@ class Spawner:
             pid_namespace.wait_for_exit(spare.pid, cgroups.KILL_TIMEOUT)
             with contextlib.suppress(cgroups.CgroupError):
                 spare.cgroup.remove()
-        self.reap()  # any kernel that has exited (keeping its status)
-        for kernel_id in list(self.kernels):
-            with contextlib.suppress(Exception):
-                self.destroy(kernel_id, keep_work=False)
+        self.end_kernels()
         for kernel in self.undead.values():  # one last try
             with contextlib.suppress(Exception):
                 kernel.cgroup.remove()

@@ -14,13 +14,16 @@ import os
 import resource
 import shutil
 import sys
+from typing import NoReturn
 
 import uvicorn
 
 from sandbox.environment import layout_from_environment, preimport_from_environment
+from sandbox.spawner_client import spawner_argv, spawner_environment
 
 from . import logs
 from .app import create_app
+from .engine.engine import spawner_options
 from .engine.store_backends import open_store
 from .http_guard import ConnectionGuard, ConnectionLimits, protocol_class
 from .settings import OPTIONAL_FACES, ServerConfig
@@ -41,7 +44,12 @@ WS_PING_SECONDS = 20.0
 class Server(uvicorn.Server):
     """uvicorn's server, whose stop first tells each open stream the server is
     restarting (spec §7.3) and closes it with 1012; uvicorn would close them
-    with 1012 but without a word."""
+    with 1012 but without a word. It notes the signal that stopped it (app.py)."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        # which signal stopped us: SIGTERM keeps the kernels for the next server
+        self.config.app.state.stop_signal = sig
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     async def shutdown(self, sockets: list | None = None) -> None:
         await self.config.app.state.streams.stop_all()
@@ -54,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--data-dir", help="keys and folders live here (default ./data)")
     p.add_argument("--config", help="a TOML file of settings (docs/configuration.md)")
+    p.add_argument(
+        "--spawner-only",
+        action="store_true",
+        help="run only the spawner, as a service of its own that keeps the kernels "
+        "while the server restarts (sandbox-spawner.service; needs "
+        "keep_kernels_on_restart)",
+    )
     p.add_argument(
         "--enable",
         metavar="FACES",
@@ -118,6 +133,19 @@ def _set_open_files_limit(config: ServerConfig) -> None:
         )
 
 
+def _exec_spawner(config: ServerConfig) -> NoReturn:
+    """Become the spawner the server would start (`--spawner-only`), waiting for
+    servers on the data directory's socket; systemd's notify socket is passed on,
+    for the spawner to say when servers may connect."""
+    if not config.engine.sandbox.keep_kernels_on_restart:
+        sys.exit("sandbox-server: --spawner-only needs [sandbox] keep_kernels_on_restart")
+    argv = spawner_argv(None, **spawner_options(config.engine, config.server.data_dir))
+    env = spawner_environment()
+    if "NOTIFY_SOCKET" in os.environ:
+        env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
+    os.execve(argv[0], argv, env)
+
+
 def overrides(args: argparse.Namespace, path: str | None) -> dict[str, dict[str, object]]:
     """The settings that flags and the environment give: the one place where the
     server reads environment variables (settings.ENVIRONMENT lists them; TMPDIR and
@@ -151,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     _set_open_files_limit(config)
     server = config.server
     os.makedirs(server.data_dir, mode=0o700, exist_ok=True)
+    if args.spawner_only:
+        _exec_spawner(config)
     store = open_store(server.data_dir)
     if store.keys.count() == 0:
         keypair = store.keys.create(

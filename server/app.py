@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -60,7 +61,10 @@ def create_app(config: ServerConfig) -> Starlette:
         try:
             yield
         finally:
-            await app.state.engine.close()
+            # A service manager's stop or restart (SIGTERM) leaves the kernels to the
+            # next server; Ctrl-C (SIGINT) is an operator's full stop.
+            keep = getattr(app.state, "stop_signal", None) == signal.SIGTERM
+            await app.state.engine.close(keep_kernels=keep)
             store.close()
 
     routes = v2.routes() + metrics.routes() + admin.routes()

@@ -1,4 +1,5 @@
-"""`install-service`: the systemd unit and a first config file."""
+"""`install-service`: the systemd units (the server's and its spawner's) and a first
+config file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from .common import fail
 
 UNIT = "sandbox-server.service"
+# its spawner's, where the kernels live and outlive the server's restarts
+SPAWNER_UNIT = "sandbox-spawner.service"
 SERVICE_CONFIG = """\
 # sandbox-server's settings (docs/configuration.md); written by install-service
 [server]
@@ -27,12 +30,13 @@ def install_service(args: argparse.Namespace) -> None:
     if not os.access(executable, os.X_OK):
         fail(f"no sandbox-server beside {sys.executable}: install the package first")
     config = os.path.join(args.config_dir, "config.toml")
-    template = (importlib.resources.files("server") / UNIT).read_text()
-    unit = template.replace("@SANDBOX_SERVER@", executable).replace("@CONFIG@", config)
     try:
         os.makedirs(args.unit_dir, exist_ok=True)
-        with open(os.path.join(args.unit_dir, UNIT), "w") as f:
-            f.write(unit)
+        for name in (UNIT, SPAWNER_UNIT):
+            template = (importlib.resources.files("server") / name).read_text()
+            unit = template.replace("@SANDBOX_SERVER@", executable).replace("@CONFIG@", config)
+            with open(os.path.join(args.unit_dir, name), "w") as f:
+                f.write(unit)
         os.makedirs(args.config_dir, mode=0o755, exist_ok=True)
         if not os.path.exists(config):
             with open(config, "w") as f:
@@ -40,8 +44,8 @@ def install_service(args: argparse.Namespace) -> None:
     except OSError as e:
         fail(f"cannot write the service: {e}")
     print(
-        f"wrote {os.path.join(args.unit_dir, UNIT)} and {config}\n"
+        f"wrote {os.path.join(args.unit_dir, UNIT)}, {SPAWNER_UNIT} beside it and {config}\n"
         "start it with:\n"
-        "  systemctl daemon-reload && systemctl enable --now sandbox-server\n"
+        "  systemctl daemon-reload && systemctl enable --now sandbox-spawner sandbox-server\n"
         f"then make a key: sandbox-admin --config {config} keys create"
     )

@@ -3,18 +3,24 @@ behind one object that every face holds. It knows no HTTP and no API's shapes:
 faces turn their protocol into these calls, and `errors` into their answers.
 
 One `Engine` per server process. `open` starts the spawner (the root process that
-makes kernels) and the warm pool; `close` destroys every kernel.
+makes kernels), or takes over the one the last server left with its kernels, and
+the warm pool; `close` destroys every kernel, or leaves them to the next server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import re
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from sandbox import spawner_protocol
 from sandbox.kernel import KernelGone
 from sandbox.pid1 import kernel_environment
 from sandbox.run_result import RunResult
@@ -22,11 +28,12 @@ from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import WORK_DIR, Bind
 from sandbox.terminal import Terminal
 
-from . import kernel_files
+from . import kept_kernels, kernel_files
 from .errors import ExecutionFailed, InvalidRequest, KernelNotFound, QuotaExceeded
 from .folder_storage import FolderStorage
 from .folders import Folders
 from .jobs import Jobs
+from .kernel_records import KernelRecords
 from .limits import KernelLimits
 from .pool import kernel_spec
 from .registry import IDLE, KernelInfo, Registry, resolve_lang
@@ -38,6 +45,12 @@ from .tally import Tally
 # A mount's alias: a relative path in /home/work of safe characters.
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 COMPLETE_SECONDS = 5.0
+# The spawner's unix socket in the data directory, where it waits for the next
+# server with the kernels it kept (kept_kernels.py).
+SPAWNER_SOCKET = "spawner.sock"
+OLD_SPAWNER_EXIT_SECONDS = 60.0  # an old spawner destroying its kernels
+
+log = logging.getLogger("sandbox.server")
 # A terminal's shell, by name: bash in every kernel; python3's own prompt in its.
 SHELLS = {"bash": ["bash"], "python": ["python3"]}
 
@@ -65,27 +78,39 @@ class Engine:
     """Everything a face may ask of the server's kernels and folders."""
 
     def __init__(
-        self, settings: EngineSettings, store: Store, spawner: SpawnerClient, data_dir: str
+        self,
+        settings: EngineSettings,
+        store: Store,
+        spawner: SpawnerClient,
+        data_dir: str,
+        records: KernelRecords | None = None,
     ):
         self.settings = settings
         self.store = store
         self.spawner = spawner
-        self.registry = Registry(spawner, settings)
+        self.records = records  # kernels kept across restarts; None: they are not
+        self.registry = Registry(spawner, settings, records)
         self.jobs = Jobs(settings, self.registry)
         storage = FolderStorage(store.folders, os.path.join(data_dir, "folders"))
         self.folders = Folders(settings, store.folders, storage, self.registry, spawner)
 
     @classmethod
     async def open(cls, settings: EngineSettings, store: Store, data_dir: str) -> Engine:
-        """Start the spawner and the engine over it (in the running event loop)."""
-        sandbox = settings.sandbox
-        spawner = await SpawnerClient.start(
-            spares=sandbox.spare_processes,
-            uids=sandbox.uid_range,
-            cgroup_layout=sandbox.forced_layout,
-            preimport=sandbox.preimport,
-        )
-        engine = cls(settings, store, spawner, data_dir)
+        """Start the engine over a spawner (in the running event loop): the one the
+        last server left with its kernels, which are adopted, if it speaks our
+        protocol; else a new one (kept_kernels.py)."""
+        keep = settings.sandbox.keep_kernels_on_restart
+        records = KernelRecords(data_dir) if keep else None
+        listen = os.path.join(data_dir, SPAWNER_SOCKET)
+        spawner, missing = await _last_spawner(listen) if keep else (None, "")
+        if spawner is None:
+            spawner = await SpawnerClient.start(**spawner_options(settings, data_dir))
+        engine = cls(settings, store, spawner, data_dir, records)
+        if records is not None:
+            adopted = await spawner.adopt() if spawner.kernels_to_adopt else []
+            await kept_kernels.adopt_all(
+                engine.registry, adopted, missing or "it ended while the server was stopped"
+            )
         engine.registry.start()
         return engine
 
@@ -94,11 +119,17 @@ class Engine:
         """What the engine has done, counted (server/engine/tally.py)."""
         return self.registry.tally
 
-    async def close(self) -> None:
+    async def close(self, keep_kernels: bool = False) -> None:
+        """Stop: every kernel is destroyed; or, with `keep_kernels` and kernels kept
+        across restarts ([sandbox] keep_kernels_on_restart), handed to the next
+        server."""
+        keep = keep_kernels and self.records is not None
         await self.jobs.ended()
-        await self.registry.close()
-        await self.spawner.close()
+        await self.registry.close(keep=keep)
+        await self.spawner.close(keep_kernels=keep)
         self.folders.storage.close()
+        if self.records is not None:
+            self.records.close()
 
     # -- kernels -----------------------------------------------------------------
 
@@ -269,3 +300,37 @@ class Engine:
 
     async def download(self, session: Session, paths: list[str]) -> list[tuple[str, bytes]]:
         return await kernel_files.download(session.kernel, paths, session)
+
+
+def spawner_options(settings: EngineSettings, data_dir: str) -> dict[str, Any]:
+    """How the server's spawner is started (SpawnerClient.start, spawner_argv): by the
+    server, or as a service of its own (`sandbox-server --spawner-only`)."""
+    sandbox = settings.sandbox
+    keep = sandbox.keep_kernels_on_restart
+    return {
+        "spares": sandbox.spare_processes,
+        "uids": sandbox.uid_range,
+        "cgroup_layout": sandbox.forced_layout,
+        "preimport": sandbox.preimport,
+        "listen": os.path.join(data_dir, SPAWNER_SOCKET) if keep else None,
+        "keep_for": sandbox.restart_wait_seconds if keep else 0.0,
+    }
+
+
+async def _last_spawner(path: str) -> tuple[SpawnerClient | None, str]:
+    """The spawner the last server left at `path`, if it is there and speaks our
+    protocol; else None, and why the last server's kernels are gone. One of another
+    protocol (this server was upgraded) is stopped, its kernels with it."""
+    spawner = await SpawnerClient.attach(path)
+    if spawner is None:
+        return None, ""
+    if spawner.protocol == spawner_protocol.VERSION:
+        return spawner, ""
+    log.warning("the last server's spawner speaks protocol %r, not %r: ending its kernels",
+                spawner.protocol, spawner_protocol.VERSION)  # fmt: skip
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(spawner.pid, signal.SIGTERM)  # it destroys its kernels and exits
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(spawner.wait_exited(), OLD_SPAWNER_EXIT_SECONDS)
+    await spawner.close(keep_kernels=True)
+    return None, "server upgraded: its kernels could not be kept"

@@ -87,7 +87,7 @@ class WarmPool:
         """A ready `lang` kernel for `spec` (its id and kernel), or None: then start
         one cold. Only the memory limit may differ from the pool's spec."""
         kind = self._kind(lang, spec)
-        if kind is None or self.spawner.proc.poll() is not None:
+        if kind is None or self.spawner.has_exited():
             return None  # not pooled; or the spawner died, and its kernels with it
         ready, default = kind
         if dataclasses.replace(spec, memory_bytes=default.memory_bytes) != default:

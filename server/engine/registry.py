@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from sandbox import languages
 from sandbox.held import HeldBytes
 from sandbox.kernel import Kernel, KernelGone
+from sandbox.kernel_snapshot import Snapshot
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import KernelSpec
 
+from . import kept_kernels
 from .errors import (
     EngineError,
     InvalidRequest,
@@ -52,6 +54,7 @@ from .errors import (
     ServiceUnavailable,
     UnknownLanguage,
 )
+from .kernel_records import KernelRecords
 from .lifecycle import RESTARTED, STARTED, TERMINATED, reason_slug
 from .limits import KernelLimits
 from .pool import WarmPool
@@ -116,9 +119,15 @@ def _ended(session: Session, reason: str) -> dict[str, object]:
 class Registry:
     """All live sessions, and the spawner that makes their kernels."""
 
-    def __init__(self, spawner: SpawnerClient, settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        spawner: SpawnerClient,
+        settings: EngineSettings,
+        records: KernelRecords | None = None,
+    ) -> None:
         self.spawner = spawner
         self.settings = settings
+        self.records = records  # for the next server (kept_kernels.py); None: not kept
         limits = settings.limits
         self.sessions: dict[str, Session] = {}
         self.by_token: dict[tuple[str, str], str] = {}
@@ -246,18 +255,32 @@ class Registry:
             mounts=dict(mounts or {}),
         )  # fmt: skip
         self.tally.created(lang, warm is not None, time.monotonic() - began)
-        self.sessions[kernel_id] = session
-        self.by_token[(access_key, token)] = kernel_id
-        self.per_key[access_key] += 1
-        self._watch(session)
+        self.add(session)
         session.lifecycle.publish(STARTED, "created")
-        if self._reaper is None:
-            self._reaper = asyncio.create_task(self._reap())
         log.info("kernel created", extra={
             "event": STARTED, "kernel": kernel_id, "key": access_key, "lang": lang,
             "warm": warm is not None,
         })  # fmt: skip
         return session, True
+
+    def add(self, session: Session) -> None:
+        """Make a live session known (a create's, or one the next server adopted):
+        counted, watched, reaped, recorded."""
+        self.sessions[session.id] = session
+        self.by_token[(session.access_key, session.token)] = session.id
+        self.per_key[session.access_key] += 1
+        self._watch(session)
+        if self.records is not None:
+            session.on_state_change = self.record
+            self.record(session)
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
+
+    def record(self, session: Session, snapshot: Snapshot | None = None) -> None:
+        """Write the session's record for the next server (kept_kernels.py)."""
+        if self.records is not None:
+            self.records.save(session.id, kept_kernels.record(session, snapshot))
+            session.recorded_state = session.state
 
     async def restart(self, session: Session) -> None:
         """Same id, same /home/work, fresh interpreter; CPU credit carries over."""
@@ -348,6 +371,8 @@ class Registry:
         False if it was gone already."""
         if self.sessions.pop(session.id, None) is None:
             return False
+        if self.records is not None:
+            self.records.remove(session.id)
         self.by_token.pop((session.access_key, session.token), None)
         self.per_key[session.access_key] -= 1
         if not self.per_key[session.access_key]:
@@ -366,7 +391,7 @@ class Registry:
         """The spawner was killed: its kernels are orphans that only their sockets
         still tie to us. Close those so that every kernel ends itself (pid 1 exits
         when its host socket closes); a new server's spawner sweeps their cgroups."""
-        status = self.spawner.proc.returncode
+        status = self.spawner.returncode
         # 0: it was told to stop (SIGTERM), as a service manager stopping the whole
         # server does; anything else is a crash or a kill.
         log.log(
@@ -395,14 +420,29 @@ class Registry:
             return f"CPU credit used up: {limits.cpu_credit_ms / 1000:g} s of CPU time"
         return ""
 
-    async def close(self) -> None:
+    async def close(self, keep: bool = False) -> None:
+        """Destroy every kernel; or, with `keep`, hand them to the next server (their
+        records written, their connections given up at a frame boundary)."""
         await self.pool.close()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        if keep:
+            await kept_kernels.suspend_all(self)
         for session in list(self.sessions.values()):
             await self.destroy(session, reason="server shutdown")
+
+    def leave(self, session: Session) -> None:
+        """Drop a session the next server takes over: not ended, so no obituary, no
+        lifecycle event, and its record stays."""
+        if session.watcher is not None:
+            session.watcher.cancel()
+        self.sessions.pop(session.id, None)
+        self.by_token.pop((session.access_key, session.token), None)
+        self.per_key[session.access_key] -= 1
+        if not self.per_key[session.access_key]:
+            del self.per_key[session.access_key]
 
     async def _start_fresh(self, kernel_id: str, spec: KernelSpec) -> Kernel:
         return await self._start(kernel_id, spec, keep_work=False)

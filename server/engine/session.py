@@ -71,6 +71,10 @@ class Session:
     watcher: asyncio.Task | None = None  # restarts or destroys the kernel when it dies
     ended: str = ""  # why it was destroyed, once it was
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # started, restarted, terminated
+    # Called when a call leaves the session in another run state than its record has
+    # (kept_kernels.py: the next server must know a run is under way).
+    on_state_change: Callable[[Session], None] | None = None
+    recorded_state: str = IDLE
 
     def mounted_at(self, path: str) -> str | None:
         """The mount a path in /home/work falls in, if any."""
@@ -137,6 +141,8 @@ class Session:
                         answer = await self._execute_locked(
                             mode, code, options, run_id, hold, eager
                         )
+                        if self.state != self.recorded_state and self.on_state_change:
+                            self.on_state_change(self)
                         if gone is not None and gone():
                             await self._abandon_locked()
                         return answer

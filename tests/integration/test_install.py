@@ -70,8 +70,17 @@ def test_install_service_writes_a_unit_systemd_accepts(installed, tmp_path):
     for line in ("Delegate=yes", "KillMode=mixed", "StateDirectory=sandbox-server"):
         assert line in unit
     assert 'data_dir = "/var/lib/sandbox-server"' in (etc / "config.toml").read_text()
+    spawner = (units / "sandbox-spawner.service").read_text()
+    assert (
+        f"ExecStart={installed}/bin/sandbox-server --config {etc}/config.toml --spawner-only"
+        in spawner
+    )
+    for line in ("Type=notify", "Delegate=yes", "KillMode=mixed", "Restart=always"):
+        assert line in spawner
+    assert "Wants=sandbox-spawner.service" in unit
     verdict = subprocess.run(
-        ["systemd-analyze", "verify", str(units / "sandbox-server.service")],
+        ["systemd-analyze", "verify", str(units / "sandbox-server.service"),
+         str(units / "sandbox-spawner.service")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert (verdict.returncode, verdict.stderr) == (0, ""), verdict.stderr  # not a word

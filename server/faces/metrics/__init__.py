@@ -111,7 +111,7 @@ class EngineCollector:
         yield CounterMetricFamily(
             "sandbox_spawner_deaths", "Times the spawner exited under the server (0 or 1: "
             "no kernel starts after it until the server restarts)",
-            value=int(self.engine.spawner.proc.returncode is not None),
+            value=int(self.engine.spawner.has_exited()),
         )  # fmt: skip
         limits = self.engine.settings.limits
         yield GaugeMetricFamily(

@@ -1,0 +1,191 @@
+"""Kernels outlive a server restart ([sandbox] keep_kernels_on_restart, on by
+default): a server stopped by SIGTERM, or killed, leaves its spawner and kernels,
+and the next server on the same data directory adopts them with their owners,
+tokens and run state. Everything here is a real server, stopped and started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+import subprocess
+import sys
+
+import pytest
+from helpers.api_server import ApiServer, SignedClient, spawner_pid, start_server, stop_server
+from helpers.harness import alive, wait_until
+from helpers.kernel_remains import KernelRemains
+from helpers.problems import problem
+
+pytestmark = pytest.mark.cgroups
+
+IDLE_KERNELS = 18
+COUNT_TO = 150  # the running kernel prints 0 .. COUNT_TO - 1, one line every 50 ms
+COUNTER = (
+    f"import time\nfor i in range({COUNT_TO}):\n    print(i, flush=True)\n    time.sleep(0.05)\n"
+)
+# A server whose spawner protocol differs, as an upgraded server's would.
+UPGRADED = (
+    sys.executable, "-c",
+    "import runpy, sandbox.spawner_protocol as p; p.VERSION += 1; "
+    "runpy.run_module('server', run_name='__main__')",
+)  # fmt: skip
+
+
+def _stdout(results: list[dict]) -> str:
+    return "".join(text for r in results for kind, text in r["console"] if kind == "stdout")
+
+
+def _signal_and_wait(proc: subprocess.Popen, sig: int) -> None:
+    proc.send_signal(sig)
+    proc.wait(30)
+
+
+def _client(server: ApiServer, keys: dict) -> SignedClient:
+    """A client of the next server with keys the first one made."""
+    return server.client(**keys)
+
+
+def _records(data_dir: str) -> dict[str, dict]:
+    """The kernels' records a stopped server left (server/engine/kernel_records.py)."""
+    with sqlite3.connect(os.path.join(data_dir, "kernels.sqlite")) as db:
+        return {k: json.loads(r) for k, r in db.execute("SELECT id, record FROM kernels")}
+
+
+def _keys(server: ApiServer) -> dict:
+    return {"access_key": server.access_key, "secret_key": server.secret_key}
+
+
+def _collect(client: SignedClient, kernel_id: str, results: list[dict]) -> list[dict]:
+    """Continue the run to its end."""
+    while results[-1]["status"] == "continued":
+        r = client.execute(kernel_id, mode="continue", code="")
+        assert r.status_code == 200, r.text
+        results.append(r.json()["result"])
+    return results
+
+
+def test_twenty_kernels_survive_a_sigterm_restart_with_their_runs(tmp_path):
+    """18 idle kernels keep their variables, one mid-run loses none of its output
+    (the lines before the restart and after it add up to every line once), one
+    waiting for input() takes it from the next server; tokens still find their
+    kernels; and when the next server stops for good, nothing of them is left."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data)
+    keys = first.new_key(concurrency=IDLE_KERNELS + 4)
+    client = first.client(**keys)
+    idle = {}
+    for n in range(IDLE_KERNELS):
+        kernel_id = client.create(token=f"idle-{n}").json()["kernelId"]
+        assert client.run(kernel_id, f"x = {n} * 7")[-1]["status"] == "finished"
+        idle[kernel_id] = n
+    running = client.create(token="running").json()["kernelId"]
+    before = [client.execute(running, mode="query", code=COUNTER).json()["result"]]
+    assert before[0]["status"] == "continued", before
+    waiting = client.create(token="waiting").json()["kernelId"]
+    asked = client.execute(waiting, mode="query", code="print('hi', input('who? '))").json()
+    assert asked["result"]["status"] == "waiting-input", asked
+    remains = [KernelRemains(first, k) for k in (*list(idle)[:2], running, waiting)]
+    spawner = spawner_pid(first.pid)
+    time.sleep(0.5)  # the run prints on, and the server reads it, with no client asking
+
+    _signal_and_wait(proc, signal.SIGTERM)
+    assert alive(spawner)  # it waits for the next server, kernels and all
+    # The run's output read since the last call was handed over in its record.
+    held = _records(data)[running]["held"]
+    assert {e["kind"] for e in held["events"]} == {"stdout"}, held
+    assert {k: r["state"] for k, r in _records(data).items() if r["state"] != "idle"} == {
+        running: "running",
+        waiting: "waiting-input",
+    }
+    proc, second = start_server(data)
+    try:
+        client = _client(second, keys)
+        after = _collect(
+            client, running, [client.execute(running, mode="continue").json()["result"]]
+        )
+        assert _stdout(before) + _stdout(after) == "".join(f"{i}\n" for i in range(COUNT_TO))
+        answered = client.execute(waiting, mode="input", code="bob").json()["result"]
+        assert (answered["status"], _stdout([answered])) == ("finished", "hi bob\n"), answered
+        for kernel_id, n in idle.items():
+            assert _stdout(client.run(kernel_id, "print(x)")) == f"{n * 7}\n", kernel_id
+        again = client.create(token="idle-3")
+        assert again.json() == {"kernelId": list(idle)[3], "created": False}, again.text
+        fresh = client.create(token="fresh").json()["kernelId"]
+        assert _stdout(client.run(fresh, "print(6 * 7)")) == "42\n"
+    finally:
+        stop_server(proc)  # SIGINT: a full stop, the adopted kernels with it
+    wait_until(lambda: not alive(spawner), "the adopted spawner to exit", timeout=30)
+    for remain in remains:
+        remain.assert_gone()
+    assert not os.path.exists(os.path.join(data, "spawner.sock"))
+
+
+def test_a_killed_server_is_recovered_the_same_way(tmp_path):
+    """SIGKILL: the server writes nothing on its way out, yet its idle kernel and its
+    kernel waiting for input (its state written when the call returned) are the
+    next server's."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data)
+    client = first.client()
+    kept = client.create(token="kept").json()["kernelId"]
+    client.run(kept, "import os\nname = 'still here'")
+    waiting = client.create(token="waiting").json()["kernelId"]
+    asked = client.execute(waiting, mode="query", code="print(input() * 2)").json()
+    assert asked["result"]["status"] == "waiting-input", asked
+    _signal_and_wait(proc, signal.SIGKILL)
+    proc, second = start_server(data)
+    try:
+        client = _client(second, _keys(first))
+        assert _stdout(client.run(kept, "print(name)")) == "still here\n"
+        answered = client.execute(waiting, mode="input", code="ab").json()["result"]
+        assert (answered["status"], _stdout([answered])) == ("finished", "abab\n"), answered
+    finally:
+        stop_server(proc)
+
+
+def test_an_upgraded_server_ends_the_kept_kernels_with_the_reason(tmp_path):
+    """A server whose spawner protocol differs cannot speak to the kept kernels: it
+    stops the old spawner (its kernels end) and each kernel's owner learns why."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data)
+    client = first.client()
+    kernel_id = client.create(token="old-one").json()["kernelId"]
+    remains = KernelRemains(first, kernel_id)
+    old_spawner = spawner_pid(first.pid)
+    _signal_and_wait(proc, signal.SIGTERM)
+    proc, second = start_server(data, command=UPGRADED)
+    try:
+        client = _client(second, _keys(first))
+        gone = client.request("GET", f"/v2/kernel/{kernel_id}")
+        assert "server upgraded" in problem(gone, 404, "kernel-not-found")
+        assert not alive(old_spawner)
+        remains.assert_gone()
+        fresh = client.create(token="new-one").json()["kernelId"]
+        assert _stdout(client.run(fresh, "print('new')")) == "new\n"
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.parametrize("how", ["setting off, SIGTERM", "Ctrl-C"])
+def test_kernels_end_with_the_server_when_not_kept(tmp_path, how):
+    """keep_kernels_on_restart = false: a SIGTERM ends every kernel, as Ctrl-C
+    (SIGINT, an operator's full stop) always does."""
+    data = str(tmp_path / "data")
+    config = "[sandbox]\nkeep_kernels_on_restart = false\n" if how.startswith("setting") else ""
+    proc, first = start_server(data, config=config)
+    client = first.client()
+    kernel_id = client.create(token="gone").json()["kernelId"]
+    remains = KernelRemains(first, kernel_id)
+    spawner = spawner_pid(first.pid)
+    _signal_and_wait(proc, signal.SIGTERM if how.startswith("setting") else signal.SIGINT)
+    assert not alive(spawner)
+    remains.assert_gone()
+    proc, second = start_server(data, config=config)
+    try:
+        gone = _client(second, _keys(first)).request("GET", f"/v2/kernel/{kernel_id}")
+        assert gone.status_code == 404, gone.text
+    finally:
+        stop_server(proc)
