@@ -24,9 +24,6 @@ A last note says how busy the rest of the host kept the CPUs during the run.
     python3 -c pass               bare interpreter start: what any fork+exec sandbox pays
     bwrap python3 -c pass         the same in bubblewrap with comparable isolation
     gcc hello.c && ./main         the batch figure's build and run, bare on the host
-    kernelgateway start+print(1)  Jupyter Kernel Gateway: POST /api/kernels, then
-                                  print(1) over its websocket until execute_reply
-                                  (only when jupyter-kernelgateway is installed)
     signed no-op                  POST /v2/authorize: HTTP, signing and the server's
                                   request wrapper, no kernel
     idle python3 USS, PSS         bare interpreters idling at once
@@ -64,5 +61,14 @@ A last note says how busy the rest of the host kept the CPUs during the run.
                                   descendants), server and spawner RSS, and create
                                   and query latency at that density
 
-Run: ./scripts/bench [--quick] [--json] [--runs N] [--density N]
+  the peer (--peers only)
+    kernelgateway: ...            Jupyter Kernel Gateway 3.0.1 from a virtualenv of its
+                                  own (.bench/peers/), measured the same way: kernel
+                                  start until print(1), print(1) round trips over its
+                                  channels WebSocket (plain and tuned client), 8 and 32
+                                  clients, USS per idle kernel; each beside our figure,
+                                  and how many times better ours is (kernel_gateway.py,
+                                  peers.py)
+
+Run: ./scripts/bench [--quick] [--json] [--runs N] [--density N] [--peers]
 """

@@ -9,6 +9,8 @@ import subprocess
 
 from .cpu import cpu_clock
 from .figures import Plan
+from .peer_env import kernel_gateway_venv
+from .peers import PEER, compare
 from .report import report_json, report_table
 from .run import run, step
 
@@ -26,6 +28,7 @@ def plan_for(args: argparse.Namespace) -> Plan:
         probes=min(runs, 20, density),
         burst=32 if args.quick else 256,
         klass=10 if args.quick else 200,
+        peers=args.peers,
     )
 
 
@@ -53,14 +56,20 @@ def main() -> int:
     parser.add_argument(
         "--density", type=positive, help="idle kernels alive at once (default 200, quick 20)"
     )
+    parser.add_argument(
+        "--peers", action="store_true",
+        help=f"also measure {PEER} the same way, beside the server (installed on first use"
+        " into .bench/peers/kernel-gateway from the package index)",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("must run as root (the server makes namespaces and cgroups)")
     plan = plan_for(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    before = cpu_clock()
     try:
-        figures, notes = run(plan)
+        gateway_venv = kernel_gateway_venv(step) if plan.peers else None  # before the clock
+        before = cpu_clock()
+        figures, notes = run(plan, gateway_venv)
     except KeyboardInterrupt:
         step("interrupted")
         return 130
@@ -70,9 +79,14 @@ def main() -> int:
         f"the rest of the host (other processes, kernel threads) kept {(host - ours) / wall:.2f}"
         f" of the {os.cpu_count()} CPUs busy on average during the {wall:.0f} s run"
     )
-    print(report_json(figures, notes, plan) if args.json else report_table(figures, notes))
+    peers = compare(plan, figures) if plan.peers else None
+    print(
+        report_json(figures, notes, plan, peers=peers)
+        if args.json
+        else report_table(figures, notes, peers)
+    )
     if args.figures:
-        draw(report_json(figures, notes, plan, indent=None), args.figures)
+        draw(report_json(figures, notes, plan, indent=None, peers=peers), args.figures)
     return 0
 
 

@@ -13,7 +13,6 @@ MiB = 1024 * 1024
 BARE_PYTHON = "python3 -c pass"
 BWRAP = "bwrap python3 -c pass"
 BARE_GCC = "gcc hello.c && ./main"
-KERNEL_GATEWAY = "kernelgateway start+print(1)"
 NOOP = "signed no-op (POST /v2/authorize)"
 IDLE_USS, IDLE_PSS = "idle python3 USS", "idle python3 PSS"
 SERVER_RSS, SPAWNER_RSS = "server RSS at start", "spawner RSS at start"
@@ -26,6 +25,20 @@ WS_PING = "WebSocket ping round trip"
 KEY_ECHO = "terminal keystroke echo"
 
 
+def until_print(create: str) -> str:
+    """A create figure's name -> its "until print(1) finished" companion's."""
+    return f"{create} until print(1) finished"
+
+
+def query_load(clients: int) -> str:
+    return f"query, {clients} concurrent"
+
+
+def kernel_unique(alive: int) -> str:
+    """The density figure of each idle kernel's unique memory."""
+    return f"kernel unique memory, {alive} alive"
+
+
 @dataclass(frozen=True)
 class Plan:
     runs: int  # kernel creates, batch cycles and command runs per figure
@@ -35,6 +48,7 @@ class Plan:
     probes: int  # creates and queries at that density; idle interpreters measured
     burst: int  # one-shot runs submitted at once
     klass: int  # students who create a kernel and run print(1) at once
+    peers: bool = False  # Jupyter Kernel Gateway measured too (kernel_gateway.py)
 
 
 @dataclass

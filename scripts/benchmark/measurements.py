@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 import psutil
 
@@ -26,7 +27,10 @@ from .figures import (
     Figure,
     MiB,
     Plan,
+    kernel_unique,
     ms_since,
+    query_load,
+    until_print,
 )
 from .pagemap import kernel_memory
 from .services import Server, rss_mib, spawner_of
@@ -34,6 +38,14 @@ from .services import Server, rss_mib, spawner_of
 POOL_SIZE = 4  # the server's default pool_size, written out so the figures can name it
 CLIENTS = (1, 8, 32)
 COLD_PAUSE = 0.05  # s, untimed, before each spaced cold create
+
+Client = TypeVar("Client")
+
+
+class Meter(Protocol):
+    def read(self) -> dict[str, float]:
+        """CPU seconds used so far, by party."""
+        ...
 
 
 async def repeat(action: Callable[[], Awaitable[object]], runs: int) -> list[float]:
@@ -83,25 +95,26 @@ async def wait_pool_full(api: Api, pool: int = POOL_SIZE) -> None:
 
 
 async def load(
-    meter: CpuMeter,
+    meter: Meter,
     name: str,
-    call: Callable[[Api, int], Awaitable[object]],
-    clients: list[Api],
+    call: Callable[[Client, int], Awaitable[object]],
+    clients: Sequence[Client],
     seconds: float,
     baseline: str | None = None,
 ) -> Figure:
-    """Each client calls call(client, its index) back to back until `seconds` are up."""
+    """Each client calls call(client, its index) back to back until `seconds` are up
+    (the server's clients are Apis, the kernel gateway's its kernels' Channels)."""
     samples: list[float] = []
     deadline = time.perf_counter() + seconds
 
-    async def client(api: Api, i: int) -> None:
+    async def client(each: Client, i: int) -> None:
         while time.perf_counter() < deadline:
             t = time.perf_counter()
-            await call(api, i)
+            await call(each, i)
             samples.append(ms_since(t))
 
     before, start = meter.read(), time.perf_counter()
-    await asyncio.gather(*(client(api, i) for i, api in enumerate(clients)))
+    await asyncio.gather(*(client(each, i) for i, each in enumerate(clients)))
     rate = len(samples) / (time.perf_counter() - start)
     cpu = {
         party: (used - before[party]) * 1000 / len(samples) for party, used in meter.read().items()
@@ -121,7 +134,7 @@ async def measure_throughput(api: Api, server: Server, seconds: float) -> list[F
         figures += [
             await load(meter, noop, lambda c, _: c.noop(), clients[:n], seconds),
             await load(
-                meter, f"query, {n} concurrent", lambda c, i: c.query(kernels[i]), clients[:n],
+                meter, query_load(n), lambda c, i: c.query(kernels[i]), clients[:n],
                 seconds, baseline=noop,
             ),
         ]  # fmt: skip
@@ -192,7 +205,7 @@ async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]
         queries.append(ms_since(t))
     await asyncio.gather(*(api.destroy(k) for k in kernels))
     return [
-        Figure(f"kernel unique memory, {n} alive", uss, unit="MiB", baseline=IDLE_USS),
+        Figure(kernel_unique(n), uss, unit="MiB", baseline=IDLE_USS),
         Figure(f"kernel PSS, {n} alive", pss, unit="MiB", baseline=IDLE_PSS),
         Figure(f"host memory per kernel, {n} alive", [per_kernel.memory / MiB], unit="MiB"),
         Figure(f"server RSS, {n} alive", [server_rss], unit="MiB", baseline=SERVER_RSS),
@@ -214,5 +227,5 @@ async def measure_cold_creates(
         await api.close()
     return [
         Figure(name, created, baseline=BWRAP),
-        Figure(f"{name} until print(1) finished", executable, baseline=BWRAP),
+        Figure(until_print(name), executable, baseline=BWRAP),
     ]

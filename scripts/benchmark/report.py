@@ -1,5 +1,6 @@
 """The report: a table for people, JSON for machines, each figure beside its
-baseline as a multiple of it."""
+baseline as a multiple of it, and with --peers the comparison with the peer
+(peers.py): both figures and how many times better ours is."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from dataclasses import asdict
 
 from .figures import Figure, Plan
+from .peers import PEER
 
 
 def ratios(figure: Figure, by_name: dict[str, Figure]) -> tuple[float | None, float | None]:
@@ -25,8 +27,15 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def report_json(figures: list[Figure], notes: list[str], plan: Plan, indent: int | None = 2) -> str:
-    """The report as JSON; `indent` None: one line (a file kept in the repository)."""
+def report_json(
+    figures: list[Figure],
+    notes: list[str],
+    plan: Plan,
+    indent: int | None = 2,
+    peers: list[dict] | None = None,
+) -> str:
+    """The report as JSON; `indent` None: one line (a file kept in the repository);
+    `peers`, the comparison's rows, as "peers" if given."""
     by_name = {f.name: f for f in figures}
     rows = []
     for f in figures:
@@ -43,6 +52,14 @@ def report_json(figures: list[Figure], notes: list[str], plan: Plan, indent: int
     machine = {"host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count()}
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     report = {"date": date, "machine": machine, "plan": asdict(plan), "figures": rows}
+    if peers is not None:
+        report["peers"] = {
+            "peer": PEER,
+            "comparisons": [
+                {k: rounded(v) if isinstance(v, float) else v for k, v in row.items()}
+                for row in peers
+            ],
+        }
     return json.dumps(report | {"notes": notes}, indent=indent)
 
 
@@ -54,7 +71,23 @@ def table(rows: list[list[str]], specs: list[str]) -> list[str]:
     return [" ".join(map(format, row, specs)).rstrip() for row in rows]
 
 
-def report_table(figures: list[Figure], notes: list[str]) -> str:
+def peer_table(peers: list[dict]) -> list[str]:
+    """Ours beside theirs, and how many times better ours is (the issue's target beside)."""
+    rows = [[f"vs {PEER}, same run", "ours", "theirs", "unit", "ours better by", "target"]]
+    for row in peers:
+        better, target, met = row["ours_better_by"], row["target"], row["target_met"]
+        rows.append(
+            [row["what"], number(row["ours_value"]), number(row["theirs_value"]), row["unit"],
+             "" if better is None else f"{better:.1f}x",
+             "" if target is None else f">= {target:g}x: {'met' if met else 'NOT met'}"]
+        )  # fmt: skip
+    lines = table(rows, ["<46", ">8", ">8", "<5", ">14", ""])
+    return lines + [
+        "(ours better by: their time or memory over ours; for executes per s, ours over theirs)"
+    ]
+
+
+def report_table(figures: list[Figure], notes: list[str], peers: list[dict] | None = None) -> str:
     by_name = {f.name: f for f in figures}
     rows = [["figure", "n", "p50", "p90", "p99", "unit", "per s", "x base", "baseline"]]
     for f in figures:
@@ -73,4 +106,6 @@ def report_table(figures: list[Figure], notes: list[str]) -> str:
             [name, *(f"{cpu[p]:.2f}" if p in cpu else "" for p in parties)] for name, cpu in loads
         ]
         lines += ["", *table(cpu_rows, ["<34", *([">16"] * len(parties))])]
+    if peers:
+        lines += ["", *peer_table(peers)]
     return "\n".join(lines + [f"note: {n}" for n in notes])

@@ -1,4 +1,5 @@
-"""The run: every figure in order, on three servers (default, no pool, no spares)."""
+"""The run: every figure in order, on the servers it starts (default, a class, no pool,
+the scientific stack's two, Jobe, no spares), and with --peers the kernel gateway's first."""
 
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ from .figures import (
     BWRAP,
     COLD_CREATE,
     CREATE,
-    KERNEL_GATEWAY,
     SERVER_RSS,
     SPAWNER_RSS,
     Figure,
     Plan,
 )
 from .jobs import JOBE_CONFIG, host_floor, measure_jobs
-from .kernel_gateway import GATEWAY, gateway_baseline
+from .kernel_gateway import measure_kernel_gateway
 from .measurements import (
     CLIENTS,
     POOL_SIZE,
@@ -46,9 +46,7 @@ def step(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-async def measure_server(
-    server: Server, plan: Plan, executable_baseline: str, notes: list[str]
-) -> list[Figure]:
+async def measure_server(server: Server, plan: Plan, notes: list[str]) -> list[Figure]:
     api = Api(server)
     try:
         step(f"no-op and query round trips ({plan.queries} each)")
@@ -61,7 +59,7 @@ async def measure_server(
         created, executable = await time_creates(api, plan.runs, POOL_SIZE)
         figures += [
             Figure(CREATE, created, baseline=BWRAP),
-            Figure("create until print(1) finished", executable, baseline=executable_baseline),
+            Figure("create until print(1) finished", executable, baseline=BWRAP),
         ]
         step(f"throughput ({'/'.join(map(str, CLIENTS))} clients, {plan.seconds:g} s each)")
         figures += await measure_throughput(api, server, plan.seconds)
@@ -74,17 +72,17 @@ async def measure_server(
         await api.close()
 
 
-def run(plan: Plan) -> tuple[list[Figure], list[str]]:
-    """Every figure, and notes on what could not be measured."""
+def run(plan: Plan, gateway_venv: str | None = None) -> tuple[list[Figure], list[str]]:
+    """Every figure, and notes (the ceiling); with `gateway_venv` (--peers), the kernel
+    gateway's figures too: measured first, when no server of ours runs, and listed last."""
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+        peers = []
+        if gateway_venv is not None:
+            step("peer: Jupyter Kernel Gateway")
+            peers = measure_kernel_gateway(gateway_venv, plan, tmp, step)
         step(f"baselines: commands ({plan.runs} runs each), idle interpreters ({plan.probes})")
         figures = command_baselines(plan.runs, tmp) + idle_python_memory(plan.probes)
-        notes = []
-        gateway = gateway_baseline(plan.runs, tmp)
-        if gateway is None:
-            notes.append(f"{GATEWAY} is not installed: no Jupyter Kernel Gateway baseline")
-        else:
-            figures.append(gateway)
+        notes: list[str] = []
         step("starting the server")
         # room for the density's kernels, the probes' and the warm pool's
         max_kernels = max(2000, plan.density + plan.probes + POOL_SIZE + 10)
@@ -92,8 +90,7 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
             server_rss = rss_mib(psutil.Process(server.proc.pid))
             figures.append(Figure(SERVER_RSS, [server_rss], unit="MiB"))
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))
-            executable_baseline = BWRAP if gateway is None else KERNEL_GATEWAY
-            figures += asyncio.run(measure_server(server, plan, executable_baseline, notes))
+            figures += asyncio.run(measure_server(server, plan, notes))
         step(f"a class of {plan.klass}: create + print(1) all at once, default settings")
         with sandbox_server(tmp, "class") as server:
             figures += asyncio.run(measure_class(server, plan.klass, POOL_SIZE))
@@ -117,4 +114,4 @@ def run(plan: Plan) -> tuple[list[Figure], list[str]]:
         step(f"cold creates, no warm pool and no spare processes ({plan.runs} spaced)")
         with sandbox_server(tmp, "bare", BARE_CONFIG) as server:
             figures += asyncio.run(measure_cold_creates(server, plan.runs, BARE_CREATE))
-    return figures, notes
+    return figures + peers, notes

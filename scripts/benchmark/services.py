@@ -1,5 +1,5 @@
 """The processes the benchmark starts and stops: the server (with its own data
-directory, keypair and config) and, for a baseline, the kernel gateway."""
+directory, keypair and config) and, with --peers, the kernel gateway."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 60) -> None
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
+    # SIGINT: a full stop. Our server keeps its kernels for the next one on SIGTERM.
+    proc.send_signal(signal.SIGINT)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -65,12 +66,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def service(argv: list[str], health_url: str, log_path: str) -> Iterator[subprocess.Popen]:
-    """A process in its own session (Ctrl-C reaches only us), stopped with SIGTERM."""
+def service(
+    argv: list[str], health_url: str, log_path: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """A process in its own session (Ctrl-C reaches only us), stopped with SIGINT;
+    `env`, if given, its whole environment."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )  # fmt: skip
     try:
         wait_until_up(proc, health_url)
