@@ -403,7 +403,8 @@ def _listen(path: str) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        listener.bind(path)
+        with spawner_protocol.reachable(path) as address:
+            listener.bind(address)
     finally:
         os.umask(old_umask)
     listener.listen(4)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 
+from . import spawner_protocol
 from .kernel_uids import UidRange
 from .runner import protocol
 from .spec import KernelSpec
@@ -130,7 +131,8 @@ class SpawnerClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await asyncio.get_running_loop().sock_connect(sock, path)
+            with spawner_protocol.reachable(path) as address:
+                await asyncio.get_running_loop().sock_connect(sock, address)
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
