@@ -28,7 +28,7 @@ from sandbox.spawner_client import SpawnerClient
 from sandbox.spec import WORK_DIR, Bind
 from sandbox.terminal import Terminal
 
-from . import kept_kernels, kernel_files
+from . import handover, kernel_files
 from .errors import ExecutionFailed, InvalidRequest, KernelNotFound, QuotaExceeded
 from .folder_storage import FolderStorage
 from .folders import Folders
@@ -46,7 +46,7 @@ from .tally import Tally
 ALIAS_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 COMPLETE_SECONDS = 5.0
 # The spawner's unix socket in the data directory, where it waits for the next
-# server with the kernels it kept (kept_kernels.py).
+# server with the kernels it kept (handover.py).
 SPAWNER_SOCKET = "spawner.sock"
 OLD_SPAWNER_EXIT_SECONDS = 60.0  # an old spawner destroying its kernels
 
@@ -98,7 +98,7 @@ class Engine:
     async def open(cls, settings: EngineSettings, store: Store, data_dir: str) -> Engine:
         """Start the engine over a spawner (in the running event loop): the one the
         last server left with its kernels, which are adopted, if it speaks our
-        protocol; else a new one (kept_kernels.py)."""
+        protocol; else a new one (handover.py)."""
         keep = settings.sandbox.keep_kernels_on_restart
         records = KernelRecords(data_dir) if keep else None
         listen = os.path.join(data_dir, SPAWNER_SOCKET)
@@ -108,7 +108,7 @@ class Engine:
         engine = cls(settings, store, spawner, data_dir, records)
         if records is not None:
             adopted = await spawner.adopt() if spawner.kernels_to_adopt else []
-            await kept_kernels.adopt_all(
+            await handover.adopt_all(
                 engine.registry, adopted, missing or "it ended while the server was stopped"
             )
         engine.registry.start()
@@ -125,7 +125,10 @@ class Engine:
         server."""
         keep = keep_kernels and self.records is not None
         await self.jobs.ended()
-        await self.registry.close(keep=keep)
+        if keep:
+            await self.registry.quiesce()
+            await handover.suspend_all(self.registry)
+        await self.registry.close()
         await self.spawner.close(keep_kernels=keep)
         self.folders.storage.close()
         if self.records is not None:

@@ -420,16 +420,19 @@ class Registry:
             return f"CPU credit used up: {limits.cpu_credit_ms / 1000:g} s of CPU time"
         return ""
 
-    async def close(self, keep: bool = False) -> None:
-        """Destroy every kernel; or, with `keep`, hand them to the next server (their
-        records written, their connections given up at a frame boundary)."""
+    async def quiesce(self) -> None:
+        """Stop the warm pool (its kernels destroyed) and the reaper: nothing but a
+        client changes the sessions from now on (before a close or a hand-over)."""
         await self.pool.close()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        if keep:
-            await kept_kernels.suspend_all(self)
+
+    async def close(self) -> None:
+        """Destroy every kernel left (handover.suspend_all has taken those that the
+        next server adopts)."""
+        await self.quiesce()
         for session in list(self.sessions.values()):
             await self.destroy(session, reason="server shutdown")
 
