@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from helpers.api_server import ApiServer, SignedClient, spawner_pid, start_server, stop_server
 from helpers.harness import alive, wait_until
@@ -191,3 +193,47 @@ def test_kernels_end_with_the_server_when_not_kept(tmp_path, how):
         assert gone.status_code == 404, gone.text
     finally:
         stop_server(proc)
+
+
+def test_the_spawner_as_a_service_of_its_own_keeps_kernels_across_servers(tmp_path):
+    """`sandbox-server --spawner-only` (sandbox-spawner.service) tells systemd it is
+    ready once it listens, keeps a server's kernels across that server's restart,
+    ends them but stays when a server stops for good, and goes on SIGTERM with
+    everything it started."""
+    data = str(tmp_path / "data")
+    notify_path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(60)
+        spawner = subprocess.Popen(
+            [sys.executable, "-m", "server", "--spawner-only", "--data-dir", data],
+            env={**os.environ, "NOTIFY_SOCKET": notify_path}, start_new_session=True,
+        )  # fmt: skip
+        try:
+            assert notify.recv(64) == b"READY=1"
+            assert os.path.exists(os.path.join(data, "spawner.sock"))
+            proc, first = start_server(data)
+            client = first.client()
+            kernel_id = client.create(token="served").json()["kernelId"]
+            client.run(kernel_id, "word = 'kept'")
+            started = {p.pid for p in psutil.Process(spawner.pid).children(recursive=True)}
+            _signal_and_wait(proc, signal.SIGTERM)
+            proc, second = start_server(data)
+            try:
+                client = _client(second, _keys(first))
+                assert _stdout(client.run(kernel_id, "print(word)")) == "kept\n"
+            finally:
+                stop_server(proc)  # a full stop: its kernels end, the service stays
+            assert spawner.poll() is None
+            proc, third = start_server(data)
+            try:
+                gone = _client(third, _keys(first)).request("GET", f"/v2/kernel/{kernel_id}")
+                assert gone.status_code == 404, gone.text
+            finally:
+                stop_server(proc)
+        finally:
+            spawner.send_signal(signal.SIGTERM)
+            status = spawner.wait(30)
+    assert status == 0
+    assert not os.path.exists(os.path.join(data, "spawner.sock"))
+    assert [pid for pid in started if alive(pid)] == []
