@@ -17,17 +17,21 @@ from . import syscalls
 from .runner import forking
 
 
-def fork_pid1(sibling: bool = False) -> int:
+def fork_pid1(sibling: bool = False, into_cgroup: int | None = None) -> int:
     """A fork (forking.lean_fork), the child as pid 1 of a new pid namespace.
     The caller's later children are in its own namespace again. The caller must
     be single-threaded. `sibling`: the child is the caller's parent's child
-    (syscalls.fork_sibling), and the caller gets -1, not its pid."""
+    (syscalls.fork_sibling), and the caller gets -1, not its pid; it may start in
+    the cgroup v2 directory open as `into_cgroup`."""
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         syscalls.unshare(syscalls.CLONE_NEWPID)  # for the children made from now on
         pid = -1
         try:
-            pid = (0 if syscalls.fork_sibling() else -1) if sibling else forking.lean_fork()
+            if sibling:
+                pid = 0 if syscalls.fork_sibling(into_cgroup) else -1
+            else:
+                pid = forking.lean_fork()
         finally:
             if pid != 0:
                 syscalls.setns(own, syscalls.CLONE_NEWPID)  # back to ours; raises if it cannot

@@ -36,22 +36,36 @@ from .spec import KernelSpec
 # start whose spare never wrote it can be retried without one
 # (kernel_start.SpareLost).
 TOOK = "took"
+# Whether clone3 takes CLONE_INTO_CGROUP here (Linux 5.7 and later); found out once.
+_clone_into_works = True
 _HELLO = b"hello"  # a spare's first message, which carries its credentials
 
 
-def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...]) -> tuple[int, int]:
+def fork_spare(
+    env: Environment, cgroup_dirs: tuple[int, ...], into_first: bool = False
+) -> tuple[int, int]:
     """Fork a spare (see Spare) that joins the cgroup whose directories (one per
     hierarchy) are open as `cgroup_dirs`; the caller keeps and closes those.
     Returns the spare's request socket and status pipe, for Spare.adopt. The
     spare is the caller's parent's child (`fork_pid1(sibling=True)`): the zygote
     forks spares for the spawner. The socket passes credentials: the spare's first
-    message tells its pid."""
+    message tells its pid. `into_first`: the first directory is a cgroup v2 one,
+    which the spare starts in (CLONE_INTO_CGROUP) instead of moving into it; a
+    kernel without clone3's cgroup field gets the move."""
+    global _clone_into_works
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = -1
+    joined = 1 if into_first and cgroup_dirs and _clone_into_works else 0
     try:
-        pid = fork_pid1(sibling=True)
+        try:
+            pid = fork_pid1(sibling=True, into_cgroup=cgroup_dirs[0] if joined else None)
+        except OSError as e:
+            if not joined or e.errno not in (errno.ENOSYS, errno.EINVAL, errno.E2BIG):
+                raise
+            _clone_into_works, joined = False, 0  # an older kernel: move, from now on
+            pid = fork_pid1(sibling=True)
     except BaseException:
         ours.close()
         os.close(status_r)
@@ -62,7 +76,9 @@ def fork_spare(env: Environment, cgroup_dirs: tuple[int, ...]) -> tuple[int, int
             os.close(status_w)
     if pid == 0:
         try:
-            _spare_main(env, cgroup_dirs, theirs.detach(), status_w)
+            for fd in cgroup_dirs[:joined]:
+                os.close(fd)
+            _spare_main(env, cgroup_dirs[joined:], theirs.detach(), status_w)
         finally:  # as in kernel_start.start_kernel: never back into the caller's code
             os._exit(1)
     return ours.detach(), status_r

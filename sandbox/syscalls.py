@@ -61,6 +61,7 @@ SECCOMP_MODE_FILTER = 2
 
 _SYS_PIVOT_ROOT = 155  # x86_64; the only architecture the seccomp filter admits
 _SYS_CLONE = 56
+_SYS_CLONE3 = 435
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
@@ -70,6 +71,7 @@ OPEN_TREE_CLONE = 1
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 CLONE_PARENT = 0x00008000
+CLONE_INTO_CGROUP = 0x200000000
 _SIGCHLD = 17
 # syscall(2) with the GIL held across it (PyDLL), and its result ignored: the
 # caller of fork_sibling never holds its child's pid (sandbox.zygote says why).
@@ -151,22 +153,44 @@ def move_mount(mount_fd: int, target: str) -> None:
     _check(result, f"move_mount({target!r})")
 
 
-def fork_sibling() -> bool:
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2)."""
+
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                     "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")
+    ]  # fmt: skip
+
+
+def fork_sibling(into_cgroup: int | None = None, sibling: bool = True) -> bool:
     """fork(2) as clone(CLONE_PARENT): the child is the caller's parent's child,
     which reaps it and is sent its SIGCHLD. True in the child, False in the
     caller, which is never told the child's pid; the child learns its own from
     getpid(). The caller must be single-threaded, and its child, which skips
     glibc's fork bookkeeping (its thread's cached tid is the caller's), must exec
     or exit without starting threads of its own; forks of it (glibc's) are
-    whole again."""
+    whole again.
+
+    `into_cgroup`: a cgroup v2 directory's fd (O_PATH will do) that the child
+    starts in (clone3's CLONE_INTO_CGROUP): no migration afterwards, which on v2
+    takes a lock that waits for an RCU grace period. `sibling` False: an ordinary
+    child (for the tests of this call)."""
     before = os.getpid()
+    flags = CLONE_PARENT if sibling else 0
     ctypes.set_errno(0)
-    _libc_syscall_void(_SYS_CLONE, CLONE_PARENT | _SIGCHLD, 0, 0, 0, 0)
+    if into_cgroup is None:
+        what = "clone(CLONE_PARENT)"
+        _libc_syscall_void(_SYS_CLONE, flags | _SIGCHLD, 0, 0, 0, 0)
+    else:
+        what = "clone3(CLONE_INTO_CGROUP)"
+        args = _CloneArgs(flags=flags | CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=into_cgroup)
+        _libc_syscall_void(_SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     err = ctypes.get_errno()
     if os.getpid() != before:
         return True
     if err:
-        raise OSError(err, f"clone(CLONE_PARENT): {os.strerror(err)}")
+        raise OSError(err, f"{what}: {os.strerror(err)}")
     return False
 
 

@@ -37,6 +37,7 @@ from .runner import forking
 from .spare import Spare, fork_spare
 
 _REQUEST = b"spare"
+_REQUEST_INTO = b"spare-into"  # the first directory is a cgroup v2 one: clone into it
 _MAX_FDS = 8  # a cgroup's directories: one per hierarchy
 
 
@@ -72,7 +73,8 @@ class Zygote:
         OSError if it died at once or did not say hello within `timeout` s)."""
         dirs = cgroup.open_dirs()
         try:
-            socket.send_fds(self._sock, [_REQUEST], list(dirs))
+            request = _REQUEST_INTO if cgroup.clone_into else _REQUEST
+            socket.send_fds(self._sock, [request], list(dirs))
         except OSError as e:
             raise ZygoteError(e.errno, f"the zygote is gone ({e.strerror})") from e
         finally:
@@ -112,9 +114,9 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
         if not request:
             os._exit(0)  # the spawner closed its end
         try:
-            if request != _REQUEST:
+            if request not in (_REQUEST, _REQUEST_INTO):
                 raise ValueError(f"unknown request {request[:32]!r}")
-            conn, status_r = fork_spare(env, tuple(dirs))
+            conn, status_r = fork_spare(env, tuple(dirs), into_first=request == _REQUEST_INTO)
         except Exception as e:  # answered, never fatal: the zygote serves every kernel
             with contextlib.suppress(OSError):
                 sock.send(f"error: no spare: {e}".encode()[:4096])

@@ -126,6 +126,12 @@ class KernelCgroup(abc.ABC):
         the none layout."""
         return ()
 
+    @property
+    def clone_into(self) -> bool:
+        """Whether its one directory is a cgroup v2 one that a process can start in
+        (clone3's CLONE_INTO_CGROUP) rather than move into."""
+        return False
+
     def track(self, pids_fn: Callable[[], list[int]]) -> None:  # noqa: B027 (optional hook)
         """Register the kernel's pids for accounting. Only the none layout needs it
         (it has no cgroup to ask); the others ignore it."""

@@ -25,6 +25,8 @@ _V2_CONTROLLERS = ("memory", "pids", "cpu")
 class V2Cgroup(FsCgroup):
     """A kernel cgroup in the unified hierarchy."""
 
+    clone_into = True  # type: ignore[assignment]  (see KernelCgroup.clone_into)
+
     def __init__(
         self,
         name: str,
