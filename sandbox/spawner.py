@@ -233,7 +233,9 @@ def serve(
         while True:
             if current is not None:
                 with current:
-                    stopped = _serve_connection(current, spawner, starts, wake_r, keep, standalone)
+                    stopped = _serve_connection(
+                        current, spawner, starts, wake_r, keep, standalone, listener
+                    )
                 current = None
                 if stopped and not standalone:
                     return
@@ -266,10 +268,12 @@ def _serve_connection(
     wake_r: int,
     keep: bool,
     standalone: bool = False,
+    listener: socket.socket | None = None,
 ) -> bool:
     """Serve one server connection until it closes; True if the server asked for a
     shutdown, False if it closed (or broke) its end. The reply to a shutdown says
-    whether we exit: a service (`standalone`) ends its kernels but stays."""
+    whether we exit: a service (`standalone`) ends its kernels but stays. A second
+    server that connects to `listener` meanwhile is told we are busy."""
     reader = protocol.FrameReader()
     try:
         while True:
@@ -278,10 +282,13 @@ def _serve_connection(
                 timeout = max(0.0, first - time.monotonic())
             else:
                 timeout = spawner.refill_timeout()
-            ready, _, _ = select.select([conn, wake_r, *starts], [], [], timeout)
+            watched = [conn, wake_r, *starts] + ([listener] if listener is not None else [])
+            ready, _, _ = select.select(watched, [], [], timeout)
             if not ready and not starts:
                 spawner.refill_spares()
                 continue
+            if listener is not None and listener in ready:
+                _turn_away(listener)
             _poll_starts(spawner, starts, ready, wake_r, conn, keep)
             if conn not in ready:
                 continue
@@ -358,6 +365,18 @@ def _next_server(
                 return conn
     _say("no server came back: ending its kernels")
     return None
+
+
+def _turn_away(listener: socket.socket) -> None:
+    """A server connected while we serve another (two servers on one data
+    directory): it is told so, and must not start a spawner of its own there."""
+    with contextlib.suppress(OSError):
+        conn, _addr = listener.accept()
+        with conn:
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            error = "busy: it serves another server on this data directory"
+            _reply(conn, None, {"ok": False, "ready": False, "busy": True, "error": error})
 
 
 def _greet(conn: socket.socket, spawner: Spawner) -> None:

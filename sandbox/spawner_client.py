@@ -127,7 +127,8 @@ class SpawnerClient:
     async def attach(cls, path: str, timeout: float = 10.0) -> SpawnerClient | None:
         """Connect to the spawner an earlier server left at the unix socket `path`,
         with the kernels it kept (sandbox.spawner: --listen, --keep-for); None when
-        there is none. Check `protocol` before adopting them."""
+        there is none. Check `protocol` before adopting them. SpawnerError "busy"
+        when that spawner serves a server still running."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
@@ -150,6 +151,8 @@ class SpawnerClient:
             return None
         if not hello.get("ready"):
             client._forget()
+            if hello.get("busy"):
+                raise SpawnerError("busy", str(hello.get("error", "busy")))
             return None
         client.protocol = hello.get("protocol")
         kernels = hello.get("kernels")

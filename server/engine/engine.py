@@ -24,7 +24,7 @@ from sandbox import spawner_protocol
 from sandbox.kernel import KernelGone
 from sandbox.pid1 import kernel_environment
 from sandbox.run_result import RunResult
-from sandbox.spawner_client import SpawnerClient
+from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import WORK_DIR, Bind
 from sandbox.terminal import Terminal
 
@@ -324,7 +324,12 @@ async def _last_spawner(path: str) -> tuple[SpawnerClient | None, str]:
     """The spawner the last server left at `path`, if it is there and speaks our
     protocol; else None, and why the last server's kernels are gone. One of another
     protocol (this server was upgraded) is stopped, its kernels with it."""
-    spawner = await SpawnerClient.attach(path)
+    try:
+        spawner = await SpawnerClient.attach(path)
+    except SpawnerError as e:  # busy: a server runs on this data directory
+        message = f"another server runs on the data directory of {path}: stop it first ({e})"
+        log.critical(message)
+        raise RuntimeError(message) from None
     if spawner is None:
         return None, ""
     if spawner.protocol == spawner_protocol.VERSION:

@@ -237,3 +237,23 @@ def test_the_spawner_as_a_service_of_its_own_keeps_kernels_across_servers(tmp_pa
     assert status == 0
     assert not os.path.exists(os.path.join(data, "spawner.sock"))
     assert [pid for pid in started if alive(pid)] == []
+
+
+def test_a_second_server_on_the_same_data_directory_does_not_start(tmp_path):
+    """Its spawner is busy with the first server: the second says so and stops,
+    and takes nothing from the first (its spawner's socket stays, its kernel runs)."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data)
+    try:
+        client = first.client()
+        kernel_id = client.create(token="first-one").json()["kernelId"]
+        with pytest.raises(RuntimeError, match="server exited") as refused:
+            start_server(data)
+        assert "another server runs on the data directory" in str(refused.value)
+        assert os.path.exists(os.path.join(data, "spawner.sock"))
+        assert _stdout(client.run(kernel_id, "print('still')")) == "still\n"
+        _signal_and_wait(proc, signal.SIGTERM)
+        proc, second = start_server(data)  # the first's kernel is still adopted
+        assert _stdout(_client(second, _keys(first)).run(kernel_id, "print(2)")) == "2\n"
+    finally:
+        stop_server(proc)
