@@ -60,6 +60,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -310,7 +311,7 @@ def _serve_connection(
                 starting = _handle(spawner, conn, request)
                 if starting is not None:
                     starts[starting.pending.fileno()] = starting
-    except OSError as e:  # ECONNRESET, EPIPE: the server died mid-request
+    except ConnectionError as e:  # ECONNRESET, EPIPE: the server died mid-request
         _say(f"the server's connection broke: {e}")
         return False
 
@@ -357,14 +358,23 @@ def _next_server(
                 conn, _addr = listener.accept()
                 conn.setblocking(True)
                 try:
+                    if _peer_uid(conn) != os.geteuid():  # the socket is 0600; still
+                        raise PermissionError("a connection from another user")
                     _greet(conn, spawner)
-                except OSError:
+                except OSError as e:
+                    _say(f"a connection turned away: {e}")
                     conn.close()
                     continue
                 _say(f"a server connected; {len(spawner.kernels)} kernels to adopt")
                 return conn
     _say("no server came back: ending its kernels")
     return None
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end (SO_PEERCRED: pid, uid, gid)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
 
 
 def _turn_away(listener: socket.socket) -> None:

@@ -257,3 +257,40 @@ def test_a_second_server_on_the_same_data_directory_does_not_start(tmp_path):
         assert _stdout(_client(second, _keys(first)).run(kernel_id, "print(2)")) == "2\n"
     finally:
         stop_server(proc)
+
+
+def test_only_root_may_take_the_kept_kernels(tmp_path):
+    """The spawner's socket is root's alone (0600, in a 0700 data directory); were
+    both opened up, a connection from another uid is still turned away: it would
+    be handed every kernel's socket. Root's next server then adopts as usual."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data)
+    client = first.client()
+    kernel_id = client.create(token="guarded").json()["kernelId"]
+    sock_path = os.path.join(data, "spawner.sock")
+    _signal_and_wait(proc, signal.SIGTERM)
+    assert os.stat(sock_path).st_mode & 0o777 == 0o600
+    assert os.stat(data).st_mode & 0o777 == 0o700
+    os.chmod(data, 0o711)
+    os.chmod(sock_path, 0o666)
+    try:
+        intruder = subprocess.run(
+            [sys.executable, "-c",
+             "import os, socket, sys\n"
+             "d = os.open(sys.argv[1], os.O_PATH)  # past the 0700 directories above it\n"
+             "os.setgid(65534); os.setuid(65534)\n"
+             "s = socket.socket(socket.AF_UNIX); s.settimeout(10)\n"
+             "s.connect(f'/proc/self/fd/{d}/spawner.sock')\n"
+             "print(repr(s.recv(65536)))\n",
+             data],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        os.chmod(data, 0o700)
+    assert intruder.returncode == 0, intruder.stderr
+    assert intruder.stdout == "b''\n"  # connected, then closed on: no hello, no kernels
+    proc, second = start_server(data)
+    try:
+        assert _stdout(_client(second, _keys(first)).run(kernel_id, "print(3)")) == "3\n"
+    finally:
+        stop_server(proc)
