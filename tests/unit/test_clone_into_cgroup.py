@@ -45,14 +45,14 @@ def test_the_child_starts_in_the_cgroup(cgroup_dir) -> None:
         if syscalls.fork_sibling(into_cgroup=fd, sibling=False):
             with open("/proc/self/cgroup") as f:
                 own = next(line for line in f if line.startswith("0::"))
-            os.write(w, own.encode())
+            os.write(w, f"{os.getpid()} {own}".encode())
             os._exit(0)
     finally:
         os.close(fd)
         os.close(w)
-    seen = os.read(r, 4096).decode()
+    pid, seen = os.read(r, 4096).decode().split(" ", 1)
     os.close(r)
-    os.waitpid(-1, 0)
+    os.waitpid(int(pid), 0)  # not -1: other tests' children may be about
     assert seen == f"0::{relative}\n"
     with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
         assert f.read() == ""  # it has exited: the directory can go
