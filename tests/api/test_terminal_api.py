@@ -146,7 +146,11 @@ def test_exit_gives_a_new_shell_and_two_terminals_are_two_shells(api, kid):
 def test_closing_the_socket_ends_the_shells_processes_not_the_kernel(api, kid):
     with api.stream(pty_path(kid)) as ws:
         screen = Screen(ws)
-        pids = screen.run("sleep 1000 & echo $!; (sleep 1001 &) ; pgrep -f 'sleep 1001'")
+        # the orphaned sleep execs a moment after its subshell returns: look until it has
+        pids = screen.run(
+            "sleep 1000 & echo $!; (sleep 1001 &) ; "
+            "for i in $(seq 200); do pgrep -f '^sleep 1001' && break; sleep 0.05; done"
+        )
         pids = [word for word in pids.split() if word.isdigit()]  # not bash's "[1]"
         assert len(set(pids)) == 2, pids
         screen.type("sleep 1002\n")
