@@ -21,11 +21,10 @@ import pickle
 import select
 import signal
 import socket
-import struct
 
 import prctl
 
-from . import bootstrap_runner, mounts, pid1, privileges, syscalls
+from . import bootstrap_runner, mounts, pid1, privileges, spawner_protocol, syscalls
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
@@ -113,10 +112,10 @@ class Spare:
         try:
             if not select.select([conn], [], [], timeout)[0]:
                 raise OSError(errno.ETIMEDOUT, "the spare did not say hello")
-            space = socket.CMSG_SPACE(struct.calcsize("3i"))
+            space = socket.CMSG_SPACE(spawner_protocol.UCRED.size)
             message, ancillary, _flags, _addr = conn.recvmsg(8, space)
             pid = next(
-                (struct.unpack("3i", data)[0] for level, kind, data in ancillary
+                (spawner_protocol.UCRED.unpack(data)[0] for level, kind, data in ancillary
                  if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS),
                 0,
             )  # fmt: skip

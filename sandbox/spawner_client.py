@@ -14,7 +14,6 @@ import itertools
 import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
@@ -32,9 +31,6 @@ from .spec import KernelSpec
 SPAWNER_ENVIRONMENT = (
     "PATH", "HOME", "XDG_CACHE_HOME", "TMPDIR", "PYTHONPATH", "SANDBOX_PREIMPORT",
 )  # fmt: skip
-
-
-_UCRED = struct.Struct("3i")  # SO_PEERCRED's struct ucred: pid, uid, gid
 
 
 def spawner_environment() -> dict[str, str]:
@@ -134,11 +130,13 @@ class SpawnerClient:
         try:
             with spawner_protocol.reachable(path) as address:
                 await asyncio.get_running_loop().sock_connect(sock, address)
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            creds = sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, spawner_protocol.UCRED.size
+            )
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             return None
-        pid, _uid, _gid = _UCRED.unpack(creds)
+        pid, _uid, _gid = spawner_protocol.UCRED.unpack(creds)
         try:
             client = cls(sock, pid)
         except ProcessLookupError:  # it exited since

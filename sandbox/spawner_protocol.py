@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from collections.abc import Iterator
 
 VERSION = 1
 # Kernels an "adopt" reply hands over at once: the server reads 16 fds a message.
 ADOPT_BATCH = 16
 UNIX_PATH_MAX = 108  # sockaddr_un.sun_path, with its NUL
+# struct ucred (SO_PEERCRED, SCM_CREDENTIALS): pid, uid, gid
+UCRED = struct.Struct("3i")
 
 
 @contextlib.contextmanager

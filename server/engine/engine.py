@@ -99,12 +99,12 @@ class Engine:
         """Start the engine over a spawner (in the running event loop): the one the
         last server left with its kernels, which are adopted, if it speaks our
         protocol; else a new one (handover.py)."""
-        keep = settings.sandbox.keep_kernels_on_restart
+        options = spawner_options(settings, data_dir)
+        keep = options["listen"] is not None
         records = KernelRecords(data_dir) if keep else None
-        listen = os.path.join(data_dir, SPAWNER_SOCKET)
-        spawner, missing = await _last_spawner(listen) if keep else (None, "")
+        spawner, missing = await _last_spawner(options["listen"]) if keep else (None, "")
         if spawner is None:
-            spawner = await SpawnerClient.start(**spawner_options(settings, data_dir))
+            spawner = await SpawnerClient.start(**options)
         engine = cls(settings, store, spawner, data_dir, records)
         if records is not None:
             adopted = await spawner.adopt() if spawner.kernels_to_adopt else []
