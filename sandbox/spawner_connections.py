@@ -95,19 +95,17 @@ def _serve_connection(
     reader = protocol.FrameReader()
     try:
         while True:
-            if starts:  # spares are forked when nothing starts (see refill_timeout)
-                first = min(s.pending.deadline for s in starts.values())
-                timeout = max(0.0, first - time.monotonic())
-            else:
-                timeout = spawner.refill_timeout()
+            # spares are forked when nothing starts and no request came for a while
+            refill = None if starts else spawner.refill_timeout()
+            due = _due(spawner, starts)
+            timeout = refill if due is None else due if refill is None else min(due, refill)
             watched = [conn, wake_r, *starts] + ([listener] if listener is not None else [])
             ready, _, _ = select.select(watched, [], [], timeout)
-            if not ready and not starts:
+            if not ready and refill is not None and (due is None or refill <= due):
                 spawner.refill_spares()
-                continue
             if listener is not None and listener in ready:
                 _turn_away(listener)
-            _poll_starts(spawner, starts, ready, wake_r, conn, keep)
+            _poll_pending(spawner, starts, ready, wake_r, conn, keep)
             if conn not in ready:
                 continue
             data = conn.recv(65536)
@@ -129,15 +127,23 @@ def _serve_connection(
                     # transient objects of that moment, which the spawner then rewrites
                     # (0.35 MiB more per kernel), and it starts slower too.
                     spawner.refill_spares()
-                starting = spawner_requests.handle(spawner, conn, request)
-                if starting is not None:
-                    starts[starting.pending.fileno()] = starting
+                begun = spawner_requests.handle(spawner, conn, request)
+                if isinstance(begun, Starting):  # an Ending waits in spawner.ending
+                    starts[begun.pending.fileno()] = begun
     except ConnectionError as e:  # ECONNRESET, EPIPE: the server died mid-request
         say(f"the server's connection broke: {e}")
         return False
 
 
-def _poll_starts(
+def _due(spawner: Spawner, starts: dict[int, Starting]) -> float | None:
+    """Seconds until the first start or destroy under way is due (0 for a destroy
+    whose kernel is already dead); None if none is under way."""
+    due = [s.pending.deadline for s in starts.values()]
+    due += [e.deadline if e.kernel.status is None else 0.0 for e in spawner.ending.values()]
+    return max(0.0, min(due) - time.monotonic()) if due else None
+
+
+def _poll_pending(
     spawner: Spawner,
     starts: dict[int, Starting],
     ready: list,
@@ -145,7 +151,8 @@ def _poll_starts(
     conn: socket.socket | None,
     keep: bool,
 ) -> None:
-    """Reap what exited and answer the spawns that are done (or past their deadline).
+    """Reap what exited and answer the spawns that are done (or past their deadline)
+    and the destroys whose kernel is dead (or would not die by its deadline).
     With no `conn`, a kernel that started has nobody to go to: it is destroyed."""
     if wake_r in ready:
         with contextlib.suppress(BlockingIOError):
@@ -158,6 +165,8 @@ def _poll_starts(
             del starts[fd]
             if not spawner_requests.finish(spawner, conn, starting, not ended, keep):
                 starts[starting.pending.fileno()] = starting
+    for ending in [e for e in spawner.ending.values() if e.done]:
+        spawner_requests.finish_destroy(spawner, conn, ending)
 
 
 def _next_server(
@@ -172,8 +181,11 @@ def _next_server(
     deadline = None if keep_for is None else time.monotonic() + keep_for
     while deadline is None or (left := deadline - time.monotonic()) > 0:
         timeout = None if deadline is None else left
+        due = _due(spawner, starts)
+        if due is not None:
+            timeout = due if timeout is None else min(timeout, due)
         ready, _, _ = select.select([listener, wake_r, *starts], [], [], timeout)
-        _poll_starts(spawner, starts, ready, wake_r, None, True)
+        _poll_pending(spawner, starts, ready, wake_r, None, True)
         if listener in ready:
             with contextlib.suppress(BlockingIOError):
                 conn, _addr = listener.accept()

@@ -21,6 +21,7 @@ import itertools
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 
 from . import (
@@ -98,6 +99,24 @@ class _Kernel:
     host: socket.socket | None = None
 
 
+@dataclass
+class Ending:
+    """A kernel being destroyed (Spawner.begin_destroy): its pid 1 has had SIGKILL,
+    and the kernel is freed once that pid 1 is reaped, or at `deadline`."""
+
+    kernel_id: str
+    kernel: _Kernel
+    keep_work: bool
+    pids_limit_hits: int
+    deadline: float
+    tag: object = None  # the destroy request's, for its reply
+    reply_to: object = None  # the connection it came on
+
+    @property
+    def done(self) -> bool:
+        return self.kernel.status is not None or time.monotonic() >= self.deadline
+
+
 class Spawner:
     """The spawner's state and request handlers (runs in the spawner process)."""
 
@@ -116,6 +135,7 @@ class Spawner:
         self.kernels: dict[str, _Kernel] = {}
         self.starting: dict[str, Starting] = {}  # begun, their pid 1 still setting up
         self.undead: dict[str, _Kernel] = {}  # destroyed, but some process would not die
+        self.ending: dict[str, Ending] = {}  # being destroyed, their pid 1 not yet reaped
         self.env = kernel_inputs.Environment.prepare(
             scratch,
             layout_has_cgroup=cgroup_manager.layout is not cgroups.Layout.NONE,
@@ -290,21 +310,38 @@ class Spawner:
         starting.host_end = host_end
 
     def destroy(self, kernel_id: str, keep_work: bool) -> tuple[int | None, int]:
-        """Kill the kernel and free what it holds; its wait status and the forks its
-        pids limit refused over its life (for the operators' metrics). A kernel that
-        will not die (a process stuck in the kernel's uninterruptible sleep, or
-        frozen) is given up on after cgroups.KILL_TIMEOUT, logged, and kept in
-        `undead` until its pid 1 is reaped (see reap): the spawner must stay
-        responsive for every other kernel."""
+        """Kill the kernel and free what it holds, waiting for it to die (see
+        begin_destroy and finish_destroy)."""
+        return self.finish_destroy(self.begin_destroy(kernel_id, keep_work))
+
+    def begin_destroy(self, kernel_id: str, keep_work: bool) -> Ending:
+        """SIGKILL the kernel's pid 1, which takes its whole pid namespace down; the
+        spawner serves other requests while that happens (a few milliseconds, more
+        on a busy host), and frees the kernel once pid 1 is reaped (finish_destroy)."""
         kernel = self.kernels.pop(kernel_id)
         if kernel.host is not None:
             kernel.host.close()
+            kernel.host = None
         try:
             pids_limit_hits = kernel.cgroup.pids_limit_hits()
         except (cgroups.CgroupError, OSError, ValueError):
             pids_limit_hits = 0
         if kernel.status is None:  # once reaped, its pid may be another process's
             pid_namespace.kill_kernel(kernel.pid)
+        deadline = time.monotonic() + cgroups.KILL_TIMEOUT
+        ending = Ending(kernel_id, kernel, keep_work, pids_limit_hits, deadline)
+        self.ending[kernel_id] = ending
+        return ending
+
+    def finish_destroy(self, ending: Ending) -> tuple[int | None, int]:
+        """Free a kernel begin_destroy killed: its wait status and the forks its pids
+        limit refused over its life (for the operators' metrics). A kernel that
+        will not die (a process stuck in the kernel's uninterruptible sleep, or
+        frozen) is given up on after cgroups.KILL_TIMEOUT, logged, and kept in
+        `undead` until its pid 1 is reaped (see reap): the spawner must stay
+        responsive for every other kernel."""
+        kernel_id, kernel = ending.kernel_id, ending.kernel
+        self.ending.pop(kernel_id, None)
         try:
             kernel.cgroup.remove()
             if kernel.status is None:
@@ -314,13 +351,13 @@ class Spawner:
         except cgroups.CgroupError as e:
             print(f"spawner: kernel {kernel_id} will not die: {e}", file=sys.stderr, flush=True)
             self.undead[kernel_id] = kernel
-        if not keep_work:  # else a restart: its work and uid are kept for it
+        if not ending.keep_work:  # else a restart: its work and uid are kept for it
             self._remove_work(kernel.work)
             if kernel_id in self.undead:
                 self.uids.detach(kernel_id)  # freed once its pid 1 is reaped
             else:
                 self.uids.release(kernel_id)
-        return kernel.status, pids_limit_hits
+        return kernel.status, ending.pids_limit_hits
 
     def set_limits(self, kernel_id: str, limits: cgroups.CgroupLimits) -> None:
         self.kernels[kernel_id].cgroup.set_limits(limits)
@@ -367,6 +404,7 @@ class Spawner:
         undead kernel whose pid 1 is finally gone has its cgroups removed now, and
         a spare that died unused is dropped with its cgroup."""
         by_pid = {k.pid: k for k in self.kernels.values()}
+        by_pid.update((e.kernel.pid, e.kernel) for e in self.ending.values())
         undead = {k.pid: kernel_id for kernel_id, k in self.undead.items()}
         lines = self._distinct_lines()
         zygotes = {line.zygote.pid: line.zygote for line in lines}
@@ -402,7 +440,10 @@ class Spawner:
         self.reap()  # any kernel that has exited (keeping its status)
         for kernel_id in list(self.kernels):
             with contextlib.suppress(Exception):
-                self.destroy(kernel_id, keep_work=False)
+                self.begin_destroy(kernel_id, keep_work=False)
+        for ending in list(self.ending.values()):
+            with contextlib.suppress(Exception):
+                self.finish_destroy(ending)
 
     def shutdown(self) -> None:
         for starting in list(self.starting.values()):

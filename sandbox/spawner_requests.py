@@ -29,7 +29,7 @@ import socket
 
 from . import cgroups, kernel_start, spawner_protocol
 from .runner import protocol
-from .spawner_kernels import Spawner, Starting
+from .spawner_kernels import Ending, Spawner, Starting
 from .spec import KernelSpec, SpecError, validate_kernel_id
 
 
@@ -48,8 +48,9 @@ def reply(conn: socket.socket, tag: object, message: dict, fds: list[int] = ()) 
         conn.sendall(data)
 
 
-def handle(spawner: Spawner, conn: socket.socket, request: dict) -> Starting | None:
-    """Answer one request, or begin a spawn and return it (answered by `_finish`)."""
+def handle(spawner: Spawner, conn: socket.socket, request: dict) -> Starting | Ending | None:
+    """Answer one request, or begin a spawn or a destroy and return it (answered by
+    `finish` or `finish_destroy`, once its kernel has started or died)."""
     op = request.get("op")
     tag = request.get("tag")
     try:
@@ -80,13 +81,10 @@ def handle(spawner: Spawner, conn: socket.socket, request: dict) -> Starting | N
         if kernel_id not in spawner.kernels:
             error = f"no kernel {kernel_id}"
             reply(conn, tag, {"ok": False, "kind": "not-found", "error": error})
-        elif op == "destroy":
-            status, hits = spawner.destroy(kernel_id, bool(request.get("keep_work")))
-            if kernel_id in spawner.undead:
-                error = f"a process of kernel {kernel_id} would not die; it is freed once it does"
-                reply(conn, tag, {"ok": False, "kind": "undead", "error": error})
-            else:
-                reply(conn, tag, {"ok": True, "status": status, "pids_limit_hits": hits})
+        elif op == "destroy":  # answered once it is dead (finish_destroy)
+            ending = spawner.begin_destroy(kernel_id, bool(request.get("keep_work")))
+            ending.tag, ending.reply_to = tag, conn
+            return ending
         elif op == "stats":
             reply(conn, tag, {"ok": True, **spawner.stats(kernel_id)})
         elif op == "limit":
@@ -138,6 +136,19 @@ def finish(
     with host_end:
         reply(conn, starting.tag, {"ok": True, "pid": pid}, [host_end.fileno()])
     return True
+
+
+def finish_destroy(spawner: Spawner, conn: socket.socket | None, ending: Ending) -> None:
+    """Free a kernel whose pid 1 has been reaped (or would not die by its deadline),
+    and answer its destroy if the connection that asked is still `conn`."""
+    status, hits = spawner.finish_destroy(ending)
+    if conn is None or ending.reply_to is not conn:
+        return
+    if ending.kernel_id in spawner.undead:
+        error = f"a process of kernel {ending.kernel_id} would not die; it is freed once it does"
+        reply(conn, ending.tag, {"ok": False, "kind": "undead", "error": error})
+    else:
+        reply(conn, ending.tag, {"ok": True, "status": status, "pids_limit_hits": hits})
 
 
 def adopt(spawner: Spawner, conn: socket.socket, tag: object, offset: object) -> None:
