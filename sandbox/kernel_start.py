@@ -24,12 +24,11 @@ reaped here, so that the caller is told, and never left with half a kernel.
 from __future__ import annotations
 
 import os
-import select
 import socket
 import time
 from dataclasses import dataclass
 
-from . import pid1, privileges
+from . import fd_wait, pid1, privileges
 from .cgroups import KILL_TIMEOUT, CgroupError, KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel, wait_for_exit
@@ -100,7 +99,7 @@ class PendingStart:
         """Read to the pipe's end or the deadline, then `finish` (blocking)."""
         while True:
             left = self.deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+            if left <= 0 or not fd_wait.readable([self._fd], left):
                 return self.finish(timed_out=True)
             if self.read():
                 return self.finish()

@@ -18,13 +18,12 @@ import errno
 import functools
 import os
 import pickle
-import select
 import signal
 import socket
 
 import prctl
 
-from . import bootstrap_runner, mounts, pid1, privileges, spawner_protocol, syscalls
+from . import bootstrap_runner, fd_wait, mounts, pid1, privileges, spawner_protocol, syscalls
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
@@ -110,7 +109,7 @@ class Spare:
         it died or said nothing within `timeout` seconds (both fds closed)."""
         conn = socket.socket(fileno=conn_fd)
         try:
-            if not select.select([conn], [], [], timeout)[0]:
+            if not fd_wait.readable([conn], timeout):
                 raise OSError(errno.ETIMEDOUT, "the spare did not say hello")
             space = socket.CMSG_SPACE(spawner_protocol.UCRED.size)
             message, ancillary, _flags, _addr = conn.recvmsg(8, space)

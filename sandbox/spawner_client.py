@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import os
-import select
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 
-from . import spawner_protocol
+from . import fd_wait, spawner_protocol
 from .kernel_uids import UidRange
 from .runner import protocol
 from .spec import KernelSpec
@@ -112,7 +111,7 @@ class SpawnerClient:
 
     def has_exited(self) -> bool:
         """Whether the spawner process has exited (its pidfd is readable)."""
-        return bool(select.select([self._pidfd], [], [], 0)[0])
+        return bool(fd_wait.readable([self._pidfd], 0))
 
     @property
     def returncode(self) -> int | None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import sys
 import time
 
-from . import spawner_protocol, spawner_requests
+from . import fd_wait, spawner_protocol, spawner_requests
 from .runner import protocol
 from .spawner_kernels import Spawner, Starting
 
@@ -100,7 +99,7 @@ def _serve_connection(
             due = _due(spawner, starts)
             timeout = refill if due is None else due if refill is None else min(due, refill)
             watched = [conn, wake_r, *starts] + ([listener] if listener is not None else [])
-            ready, _, _ = select.select(watched, [], [], timeout)
+            ready = fd_wait.readable(watched, timeout)
             if not ready and refill is not None and (due is None or refill <= due):
                 spawner.refill_spares()
             if listener is not None and listener in ready:
@@ -184,7 +183,7 @@ def _next_server(
         due = _due(spawner, starts)
         if due is not None:
             timeout = due if timeout is None else min(timeout, due)
-        ready, _, _ = select.select([listener, wake_r, *starts], [], [], timeout)
+        ready = fd_wait.readable([listener, wake_r, *starts], timeout)
         _poll_pending(spawner, starts, ready, wake_r, None, True)
         if listener in ready:
             with contextlib.suppress(BlockingIOError):

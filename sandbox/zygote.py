@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 
 import prctl
 
-from . import kernel_inputs, pid_namespace, syscalls
+from . import fd_wait, kernel_inputs, pid_namespace, syscalls
 from .cgroups import KernelCgroup
 from .runner import forking
 from .spare import Spare, fork_spare
@@ -80,7 +79,7 @@ class Zygote:
         finally:
             for fd in dirs:
                 os.close(fd)
-        if not select.select([self._sock], [], [], timeout)[0]:
+        if not fd_wait.readable([self._sock], timeout):
             raise ZygoteError(0, f"the zygote did not answer within {timeout:g} s")
         reply, fds, _flags, _addr = socket.recv_fds(self._sock, 4096, 2)
         if reply != b"ok" or len(fds) != 2:
