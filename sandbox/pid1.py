@@ -33,7 +33,7 @@ from dataclasses import asdict
 
 import prctl
 
-from . import mounts, network, privileges, syscalls
+from . import mounts, network, oom_score, privileges, syscalls
 from .host_modules import forget_host
 from .kernel_inputs import Environment, Payload
 from .runner import forking
@@ -103,6 +103,7 @@ def exec_mode_main(
 ) -> None:
     """Runs in pid 1 forked for an exec-mode kernel (not a spare). Never returns."""
     try:
+        oom_score.set_own(oom_score.KERNEL)  # before any fork: they inherit it
         os.setsid()
         arrange_fds(None, stdio, status_w, placed_r)
         syscalls.unshare(NAMESPACES)

@@ -23,7 +23,16 @@ import socket
 
 import prctl
 
-from . import bootstrap_runner, fd_wait, mounts, pid1, privileges, spawner_protocol, syscalls
+from . import (
+    bootstrap_runner,
+    fd_wait,
+    mounts,
+    oom_score,
+    pid1,
+    privileges,
+    spawner_protocol,
+    syscalls,
+)
 from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
@@ -181,6 +190,7 @@ def _spare_main(
         syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.write(conn_fd, _HELLO)  # first: the parent waits for it, and our pid in it
         prctl.set_name("sandbox-spare")
+        oom_score.set_own(oom_score.KERNEL)  # before the runner's fork: it inherits it
         # The runner is forked first, as soon as it can be in the kernel's cgroup and
         # namespaces (its own session it starts itself). Pages this process wrote
         # before that fork would be the runner's own once this process execs

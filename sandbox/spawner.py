@@ -46,6 +46,7 @@ from . import (
     kernel_start,
     kernel_uids,
     mounts,
+    oom_score,
     pid_namespace,
     preimport,
     spawner_connections,
@@ -141,6 +142,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     pid_namespace.become_subreaper()
+    oom_score.set_own(oom_score.SERVICE)  # a kernel goes first (sandbox.oom_score)
     syscalls.unshare(syscalls.CLONE_NEWNS)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     # Every kernel is a fork of this process: what every python3 kernel does first

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import uvicorn
 
+from sandbox import oom_score
 from sandbox.environment import layout_from_environment, preimport_from_environment
 from sandbox.spawner_client import spawner_argv, spawner_environment
 
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     log_config = logs.configure(config.server.log_format)
     _set_open_files_limit(config)
+    oom_score.set_own(oom_score.SERVICE)  # a kernel goes first (sandbox.oom_score)
     server = config.server
     os.makedirs(server.data_dir, mode=0o700, exist_ok=True)
     if args.spawner_only:

@@ -8,11 +8,12 @@ left on the host and that another kernel still answers.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 
 import psutil
 import pytest
-from helpers.api_server import start_server, stop_server
+from helpers.api_server import spawner_pid, start_server, stop_server
 from helpers.harness import HAS_CGROUPS, wait_until
 from helpers.harness import frozen as harness_frozen
 from helpers.kernel_remains import KernelRemains
@@ -484,3 +485,35 @@ def test_destroying_a_kernel_that_will_not_die_is_kernel_destruction_failed(serv
         assert "destroyed by the client" in problem(client.request("GET", f"/v2/kernel/{kid}"),
                                                     404, "kernel-not-found")  # fmt: skip
     wait_until(lambda: _logged(server, f"kernel {kid} died at last"), "the kernel to die")
+
+
+OOM_SCORE_PROBE = """
+import subprocess
+def adj():
+    return open('/proc/self/oom_score_adj').read().strip()
+try:
+    open('/proc/self/oom_score_adj', 'w').write('-1000')
+    lowered = 'lowered'
+except OSError as e:
+    lowered = type(e).__name__
+child = subprocess.run(['cat', '/proc/self/oom_score_adj'], capture_output=True, text=True)
+print(adj(), child.stdout.strip(), lowered)
+"""
+
+
+def test_when_the_host_runs_out_of_memory_a_kernel_goes_before_the_server(server, client):
+    """The host's OOM killer (all memory gone, past every cgroup) weighs each process
+    by its oom_score_adj: every process of a kernel is at +500, and a kernel cannot
+    lower it; the server and the spawner are at -900 (sandbox/oom_score.py), or at
+    0 where root lacks CAP_SYS_RESOURCE (as in some containers), below the kernels."""
+    kid = create(client)
+    try:
+        _, out, err = run(client, kid, OOM_SCORE_PROBE)
+        assert out.split() == ["500", "500", "PermissionError"], (out, err)
+    finally:
+        client.request("DELETE", f"/v2/kernel/{kid}")
+    lowering = subprocess.run(["sh", "-c", "echo -1 > /proc/self/oom_score_adj"], check=False)
+    expected = "-900" if lowering.returncode == 0 else "0"
+    for pid in (server.pid, spawner_pid(server.pid)):
+        with open(f"/proc/{pid}/oom_score_adj") as f:
+            assert f.read().strip() == expected, pid
