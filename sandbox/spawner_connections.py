@@ -97,7 +97,7 @@ def _serve_connection(
             # spares are forked when nothing starts and no request came for a while
             refill = None if starts else spawner.refill_timeout()
             due = _due(spawner, starts)
-            timeout = refill if due is None else due if refill is None else min(due, refill)
+            timeout = _earliest(due, refill)
             watched = [conn, wake_r, *starts] + ([listener] if listener is not None else [])
             ready = fd_wait.readable(watched, timeout)
             if not ready and refill is not None and (due is None or refill <= due):
@@ -142,6 +142,11 @@ def _due(spawner: Spawner, starts: dict[int, Starting]) -> float | None:
     return max(0.0, min(due) - time.monotonic()) if due else None
 
 
+def _earliest(*timeouts: float | None) -> float | None:
+    """The shortest of the timeouts that are set; None (no limit) if none is."""
+    return min((t for t in timeouts if t is not None), default=None)
+
+
 def _poll_pending(
     spawner: Spawner,
     starts: dict[int, Starting],
@@ -179,10 +184,7 @@ def _next_server(
     connection, greeted as the first one is, or None."""
     deadline = None if keep_for is None else time.monotonic() + keep_for
     while deadline is None or (left := deadline - time.monotonic()) > 0:
-        timeout = None if deadline is None else left
-        due = _due(spawner, starts)
-        if due is not None:
-            timeout = due if timeout is None else min(timeout, due)
+        timeout = _earliest(None if deadline is None else left, _due(spawner, starts))
         ready = fd_wait.readable([listener, wake_r, *starts], timeout)
         _poll_pending(spawner, starts, ready, wake_r, None, True)
         if listener in ready:

@@ -1,8 +1,9 @@
 """The spawner's requests: what a server may ask of it, and the answers.
 
 Requests carry a "tag" that their reply echoes: spawns are answered when their
-kernel has started, and other requests meanwhile, so replies may come out of
-order. A reply that carries fds says how many ("fds": n).
+kernel has started, destroys when their kernel's pid 1 has been reaped, and
+other requests meanwhile, so replies may come out of order. A reply that carries
+fds says how many ("fds": n).
   {"op": "spawn", "id": str, "spec": KernelSpec JSON, "keep_work": bool}
       -> {"ok": true, "pid": int} + the kernel's socket as SCM_RIGHTS
   {"op": "destroy", "id": str, "keep_work": bool} -> {"ok": true, "status": int|null,
@@ -16,7 +17,8 @@ order. A reply that carries fds says how many ("fds": n).
                                    "more": bool} + their host sockets, in that order
   {"op": "shutdown"} -> {"ok": true, "exits": bool}, then every kernel is destroyed
       and it exits (a service, started without FD, stays for the next server)
-Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed", "error": str}
+Errors: {"ok": false, "kind": "bad-request"|"not-found"|"start-failed"|"undead",
+         "error": str} ("undead": a destroyed kernel's process would not die)
 
 Its first message on a connection, before any request: {"ok": true, "ready": true,
 "pid": int, "protocol": spawner_protocol.VERSION, "kernels": n} (or "ready": false and "error").
