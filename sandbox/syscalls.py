@@ -57,10 +57,14 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
 SECCOMP_MODE_FILTER = 2
 
 _SYS_PIVOT_ROOT = 155  # x86_64; the only architecture the seccomp filter admits
 _SYS_CLONE = 56
+_SYS_CAPSET = 126
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYS_CLONE3 = 435
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
@@ -100,6 +104,14 @@ def seccomp_install(program: bytes) -> None:
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     result = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
     _check(result, "prctl(PR_SET_SECCOMP)")
+
+
+def capset_none() -> None:
+    """Empty this thread's effective, permitted and inheritable capability sets, in
+    one capset(2) (lowering them needs no privilege)."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two 32-bit halves of each set, all zero
+    _check(_libc.syscall(_SYS_CAPSET, header, data), "capset")
 
 
 def unshare(flags: int) -> None:
@@ -196,6 +208,13 @@ def fork_sibling(into_cgroup: int | None = None, sibling: bool = True) -> bool:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
     _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def in_bounding_set(cap: int) -> bool:
+    """Whether capability `cap` is still in this thread's bounding set."""
+    result = _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0)
+    _check(min(result, 0), "prctl(PR_CAPBSET_READ)")  # 1 or 0; -1 for an error
+    return result == 1
 
 
 def argv_area() -> tuple[int, int]:

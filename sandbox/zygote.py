@@ -30,7 +30,7 @@ import socket
 
 import prctl
 
-from . import fd_wait, kernel_inputs, pid_namespace, syscalls
+from . import fd_wait, kernel_inputs, pid_namespace, privileges, syscalls
 from .cgroups import KernelCgroup
 from .runner import forking
 from .spare import Spare, fork_spare
@@ -103,6 +103,7 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
     prctl.set_name("sandbox-zygote")
+    privileges.clear_bounding_set()  # once, for every spare and runner (see there)
     forking.close_fds_from(3, keep=(fd, *keep))
     sock = socket.socket(fileno=fd)
     while True:
