@@ -77,26 +77,27 @@ def close_fds_from(low: int, keep: Iterable[int] = ()) -> None:
     os.closerange(start, _FD_LIMIT)
 
 
-def _reset_signals_for_python() -> None:
+def reset_signals_for_python() -> None:
     """Signal state of a fresh Python process: undo what pid 1 (or its parent) set.
 
     Through _signal, the module under `signal`: signal's functions turn every
     number and handler into an enum member, and each of those lookups reads
-    (and so copies, in a forked kernel) objects all over the enum machinery.
+    (and so copies, in a forked kernel) objects all over the enum machinery. A
+    handler already right is left alone (Python's own table says so, without a
+    syscall): in a fork of the runner, most are.
     """
     _signal.set_wakeup_fd(-1)
+    wanted = {
+        _signal.SIGINT: _signal.default_int_handler,
+        _signal.SIGPIPE: _signal.SIG_IGN,  # as Python sets them at start-up
+        _signal.SIGXFSZ: _signal.SIG_IGN,
+    }
     for sig in range(1, _signal.NSIG):
-        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
+        handler = wanted.get(sig, _signal.SIG_DFL)
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP) or _signal.getsignal(sig) == handler:
             continue
-        if sig == _signal.SIGINT:
-            handler: object = _signal.default_int_handler
-        elif sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-            handler = _signal.SIG_IGN  # as Python sets them at start-up
-        else:
-            handler = _signal.SIG_DFL
-        with contextlib.suppress(OSError, ValueError):
-            if _signal.getsignal(sig) != handler:
-                _signal.signal(sig, handler)
+        with contextlib.suppress(OSError, ValueError):  # the C library's own (32, 33)
+            _signal.signal(sig, handler)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
@@ -219,7 +220,7 @@ def _become_runner(
     """In the runner: its own session (and so process group), signals and fds 0-3, then
     run child_main(3)."""
     try:
-        _reset_signals_for_python()
+        reset_signals_for_python()
         os.setsid()
         faulthandler = sys.modules.get("faulthandler")  # not imported here if not loaded
         if faulthandler is not None:

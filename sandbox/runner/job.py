@@ -48,6 +48,7 @@ import time
 
 from . import files, python_program
 from .channel import Channel, InterruptGate
+from .forking import lean_fork
 
 SHELL = "/bin/sh"
 READ_SIZE = 64 * 1024
@@ -133,7 +134,7 @@ def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
-    pid = os.fork()
+    pid = lean_fork()
     if pid == 0:  # the child: nothing here may return
         try:
             os.setsid()

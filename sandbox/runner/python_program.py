@@ -36,6 +36,7 @@ import threading
 import types
 from typing import NoReturn
 
+from . import forking
 from .python_repl import KERNEL_PYTHONPATH, restore_interpreter
 
 EXIT_FLUSH_FAILED = 120  # python3's status when flushing stdout at exit fails
@@ -58,7 +59,7 @@ def main(spec: dict, env: dict[str, str] | None) -> NoReturn:
     if env is not None:
         os.environ.clear()
         os.environ.update(env)
-    _signals()
+    forking.reset_signals_for_python()  # as python3 starts
     restore_interpreter()
     _stdio()
     if spec["mode"] == "compile":
@@ -66,22 +67,6 @@ def main(spec: dict, env: dict[str, str] | None) -> NoReturn:
     else:
         code = _run(spec["path"], spec.get("args", []))
     os._exit(code)
-
-
-def _signals() -> None:
-    """As python3 starts: SIGINT raises KeyboardInterrupt, SIGPIPE and SIGXFSZ are
-    ignored, every other handler is the default."""
-    with contextlib.suppress(ValueError):
-        signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _stream(fd: int, mode: str, errors: str, line_buffering: bool) -> io.TextIOWrapper:
