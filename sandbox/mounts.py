@@ -8,8 +8,8 @@ the last makes the kernel's own mounts private.
 A spare builds the part that is the same for every kernel (`prepare_root`)
 while it waits, and the rest (`finish_root`) once it is given a kernel. Its
 mount namespace is made before the kernel's `/home/work` exists: the spawner
-mounts each one under a shared `work_root` (`make_work_root`), which reaches
-the spare's copy of it as a slave.
+binds each one under a shared handover directory (`make_handover_root`) while
+the kernel starts, which reaches the spare's copy of it as a slave.
 
 The root is built from:
 * read-only, nosuid, nodev binds of the host's runtime directories (`/usr` and
@@ -129,10 +129,10 @@ def mount_work(path: str, size: int, uid: int) -> None:
     syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
 
 
-def make_work_root(path: str) -> None:
+def make_handover_root(path: str) -> None:
     """Make `path` (in the caller's private mount namespace) the shared mount that
-    kernels' /home/work tmpfs mounts go under, so that each also appears in the
-    mount namespaces of spares made before it (`prepare_root`)."""
+    kernels' /home/work mounts are bound under while they start, so that each also
+    appears in the mount namespaces of spares made before it (`prepare_root`)."""
     os.makedirs(path, exist_ok=True)
     syscalls.mount(path, path, None, syscalls.MS_BIND)
     syscalls.mount(None, path, None, syscalls.MS_SHARED)

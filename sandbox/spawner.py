@@ -55,7 +55,7 @@ from . import (
 )
 from .runner import python_repl
 from .settings import SandboxSettings
-from .spawner_kernels import WORK_ROOT, Spawner
+from .spawner_kernels import HANDOVER_ROOT, WORK_ROOT, Spawner
 
 
 class _StderrOrNothing:
@@ -157,7 +157,8 @@ def main() -> None:
         "tmpfs", scratch, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64m,mode=700"
     )
     try:
-        mounts.make_work_root(f"{scratch}/{WORK_ROOT}")
+        os.mkdir(f"{scratch}/{WORK_ROOT}", 0o755)
+        mounts.make_handover_root(f"{scratch}/{HANDOVER_ROOT}")
         try:
             manager = cgroups.detect(None if args.cgroup_layout == "auto" else args.cgroup_layout)
             spawner = Spawner(manager, scratch, args.spares, args.start_timeout, args.uids)

@@ -39,7 +39,10 @@ from .runner import forking
 from .spare import Spare
 from .spec import KernelSpec, SpecError
 
-WORK_ROOT = "work"  # under the scratch directory: mounts.make_work_root
+# Under the scratch directory: each kernel's /home/work tmpfs, in a private
+# directory, and where it is handed over to its pid 1 (mounts.make_handover_root).
+WORK_ROOT = "work"
+HANDOVER_ROOT = "handover"
 # After a request, spares are forked once the spawner has had no request for this
 # long (at once when none is left): a fork beside the start of the kernel just
 # asked for would compete with it for the CPUs.
@@ -64,6 +67,7 @@ class Starting:
     keep_work: bool
     payload: kernel_inputs.Payload
     work: str | None = None
+    handover: str | None = None  # where its pid 1 finds `work`, while it starts
     cgroup: cgroups.KernelCgroup | None = None
     host_end: socket.socket | None = None
     pending: kernel_start.PendingStart | None = None
@@ -206,6 +210,7 @@ class Spawner:
         starting = Starting(kernel_id, spec, keep_work, kernel_inputs.Payload(uid))
         try:
             starting.work = self._work_dir(kernel_id, spec, keep_work, uid)
+            starting.handover = self._hand_over(kernel_id, starting.work)
             self._begin(starting, self._take_spare(spec.preimported))
         except BaseException as e:
             self._abandon(starting, e)
@@ -239,6 +244,7 @@ class Spawner:
         except BaseException as e:
             self._abandon(starting, e)
             raise
+        self._end_handover(starting)
         cgroup, host_end = starting.cgroup, starting.host_end
         cgroup.track(functools.partial(_namespace_pids, pid))
         self.kernels[starting.kernel_id] = _Kernel(pid, cgroup, starting.work, starting.payload.uid)
@@ -247,6 +253,7 @@ class Spawner:
     def _abandon(self, starting: Starting, error: BaseException) -> None:
         """What a start that failed leaves: its work directory and uid (kept for a
         restart's next try)."""
+        self._end_handover(starting)
         if starting.keep_work:
             return
         if starting.work is not None:
@@ -298,7 +305,7 @@ class Spawner:
         host_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             starting.pending = kernel_start.begin_start(
-                spec, starting.work, starting.payload, rlimits, kernel_end, spare,
+                spec, starting.handover, starting.payload, rlimits, kernel_end, spare,
                 self.start_timeout,
             )  # fmt: skip
         except BaseException:
@@ -474,6 +481,26 @@ class Spawner:
         if not (keep_work and os.path.ismount(work)):
             mounts.mount_work(work, spec.work_bytes, uid)
         return work
+
+    def _hand_over(self, kernel_id: str, work: str) -> str:
+        """Bind the kernel's work directory where its pid 1 finds it: under the shared
+        handover directory, whose mounts reach the zygotes' mount namespaces and the
+        spares made from them.
+
+        Only while the kernel starts (`_end_handover`): a spare's unshare(CLONE_NEWNS)
+        copies every mount of its zygote's namespace, and its pivot_root drops them
+        again; with every kernel's work mount there, each start copied and dropped
+        one mount per live kernel (create+destroy 13 ms with 10 alive, 19 ms with 400)."""
+        path = f"{self.scratch}/{HANDOVER_ROOT}/{kernel_id}"
+        os.makedirs(path, exist_ok=True)
+        syscalls.mount(work, path, None, syscalls.MS_BIND)
+        return path
+
+    def _end_handover(self, starting: Starting) -> None:
+        """Undo `_hand_over` once the kernel's pid 1 has bound its work (or failed)."""
+        if starting.handover is not None:
+            self._remove_work(starting.handover)
+            starting.handover = None
 
     def _remove_work(self, work: str) -> None:
         with contextlib.suppress(OSError):

@@ -15,7 +15,9 @@ the spare is the spawner's child, so the spawner reaps it as before, and the
 zygote never learns even its pid (the spawner reads it from the spare's first
 message). The spare's cgroup comes as open directories, not paths.
 
-Protocol, over a SOCK_SEQPACKET pair: the spawner sends b"spare" with the
+Protocol, over a SOCK_SEQPACKET pair: the zygote says b"ready" once it has a
+mount namespace of its own (a copy of the spawner's before any kernel, which
+its spares copy in turn); then the spawner sends b"spare" with the
 cgroup's directory fds (SCM_RIGHTS; none under the none layout); the zygote
 answers b"ok" with the spare's request socket and status pipe, or b"error: ..."
 with none. The zygote exits when the spawner's end closes, or the spawner dies.
@@ -38,6 +40,8 @@ from .spare import Spare, fork_spare
 _REQUEST = b"spare"
 _REQUEST_INTO = b"spare-into"  # the first directory is a cgroup v2 one: clone into it
 _MAX_FDS = 8  # a cgroup's directories: one per hierarchy
+_READY = b"ready"  # its first message: its mount namespace is made
+_READY_TIMEOUT = 10.0  # s
 
 
 class ZygoteError(OSError):
@@ -65,6 +69,12 @@ class Zygote:
             finally:
                 os._exit(1)
         theirs.close()
+        # Its mount namespace is a copy of ours as it is when it unshares: wait for
+        # that, lest it copy what we mount next (the pre-import's /tmp).
+        if not fd_wait.readable([ours], _READY_TIMEOUT) or ours.recv(16) != _READY:
+            ours.close()
+            pid_namespace.kill_kernel(pid)
+            raise ZygoteError(0, "the zygote did not start")
         return cls(pid, ours)
 
     def spare(self, cgroup: KernelCgroup, timeout: float) -> Spare:
@@ -104,8 +114,13 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it has no children: spares are siblings
     prctl.set_name("sandbox-zygote")
     privileges.clear_bounding_set()  # once, for every spare and runner (see there)
+    # A mount namespace of its own, copied now, before any kernel: the spares copy
+    # this one, and the kernels' work mounts made later in the spawner's stay out of
+    # it (but for the handover directory's: spawner_kernels.Spawner._hand_over).
+    syscalls.unshare(syscalls.CLONE_NEWNS)
     forking.close_fds_from(3, keep=(fd, *keep))
     sock = socket.socket(fileno=fd)
+    sock.send(_READY)
     while True:
         try:
             request, dirs, _flags, _addr = socket.recv_fds(sock, 64, _MAX_FDS)

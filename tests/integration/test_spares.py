@@ -98,6 +98,38 @@ def test_a_kernel_starts_from_a_spare_with_its_own_limits(box):
     assert [d for d in spare_dirs if os.path.exists(d)] == []
 
 
+def work_mounts(pid: int) -> list[str]:
+    """The kernels' /home/work mounts (the spawner's scratch work/<id>) that process
+    `pid`'s mount namespace holds."""
+    with open(f"/proc/{pid}/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if os.path.basename(os.path.dirname(p)) == "work"]
+
+
+@pytest.mark.cgroups
+def test_a_spare_copies_no_work_mount_of_the_kernels_alive(box):
+    """A spare's unshare copies its zygote's mount namespace, which was made before
+    any kernel: the work mounts the spawner holds, one per kernel alive, are not in
+    it. (When spares copied the spawner's, every start copied and dropped one mount
+    per kernel alive: about 2 µs each here, 9 ms a start with 5,000 alive.)"""
+    if not HAS_CGROUPS:
+        pytest.skip("no spares without cgroups")
+    kernels = [box.kernel(name=f"alive-{i}") for i in range(12)]
+    try:
+        assert len(work_mounts(box.client.pid)) >= 12  # the spawner holds them
+        wait_for(lambda: len(spares_of(box)) == 2)
+        for pid in spares_of(box):
+            assert work_mounts(pid) == [], pid
+        kernel = box.kernel(name="one-more")
+        try:
+            assert kernel.run("import os; print(os.listdir('/home/work'))").stdout == "[]\n"
+        finally:
+            kernel.destroy()
+    finally:
+        for k in kernels:
+            k.destroy()
+
+
 @pytest.mark.cgroups
 def test_spares_that_die_are_replaced_and_their_cgroups_removed(box):
     """Killed just before a create: the spawner may not have noticed yet and hand the
