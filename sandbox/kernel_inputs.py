@@ -45,6 +45,7 @@ class Environment:
         at `scratch`/root, privately, each in its own mount namespace. Only a caller
         that starts server-mode kernels (the spawner) builds kernel-init."""
         os.makedirs(f"{scratch}/root", exist_ok=True)
+        os.makedirs(mounts.tmp_mountpoint(f"{scratch}/root"), exist_ok=True)
         return cls(
             skeleton=mounts.load_skeleton(mounts.ROOTFS),
             filter=seccomp.compile_filter(),

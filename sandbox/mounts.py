@@ -18,9 +18,11 @@ The root is built from:
 * the `sandbox/rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
 * a fresh `/proc` (this pid namespace only), the entries Docker masks masked
   (`_mount_proc`) and /proc/sys, irq, bus and fs read-only;
-* a minimal `/dev`: null, zero, full, random, urandom, tty, a private devpts, shm;
-* size-limited `/tmp`, and `/home/work` bound from a host directory that the
-  spawner owns (so it survives a kernel restart);
+* a minimal `/dev` in the root's tmpfs: null, zero, full, random, urandom, tty,
+  a private devpts;
+* `/tmp` and `/dev/shm`, two directories of one size-limited tmpfs, and
+  `/home/work` bound from a host directory that the spawner owns (so it
+  survives a kernel restart);
 * extra binds (`sandbox-exec --bind`), and virtual folders: a loop device's
   ext4 file system mounted (`mount_block_device`).
 Then the root tmpfs is made read-only and becomes `/` through pivot_root; the
@@ -73,9 +75,12 @@ HOST_PATHS: tuple[str, ...] = (
 ROOTFS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rootfs")
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# An empty directory of the root, bound read-only over the /proc directories masked.
+EMPTY_DIR = "/var/empty"
 # /proc entries that show the host or act on it, masked as Docker (runc's
 # maskedPaths) masks them: files by /dev/null, directories by an empty
-# read-only tmpfs. What runc makes read-only (PROC_READONLY) stays readable.
+# read-only directory (EMPTY_DIR). What runc makes read-only (PROC_READONLY)
+# stays readable.
 PROC_MASKED_FILES = (
     "kcore",  # the host's physical memory, as an ELF core
     "keys",  # every key the kernel holds that the caller may view
@@ -160,10 +165,12 @@ def prepare_root(
         _mirror_host_path(root, path)
     for inside, (mode, content) in skeleton.items():
         _write_file(root + inside, mode, content)
+    _mkdir(root + EMPTY_DIR, 0o555)
     _mount_proc(root)
-    _mount_dev(root)
-    _mkdir(root + "/var", 0o755)
+    _make_dev(root)
     os.symlink("/tmp", root + "/var/tmp")
+    for path in ("/tmp", "/dev/shm"):
+        _mkdir(root + path, 0o1777)
     _mkdir(root + WORK_DIR, 0o755)
 
 
@@ -171,8 +178,7 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
     """The kernel's own part of its root (/tmp, /dev/shm, /home/work, binds), then
     pivot into it (a prepare_root'ed `mountpoint`). Leaves cwd at `/`."""
     root = mountpoint.rstrip("/")
-    _mount_tmpfs(root + "/dev/shm", min(plan.tmp_bytes, 64 * 1024 * 1024), 0o1777)
-    _mount_tmpfs(root + "/tmp", plan.tmp_bytes, 0o1777)
+    _mount_tmp_and_shm(root, plan.tmp_bytes)
     syscalls.mount(plan.work, root + WORK_DIR, None, syscalls.MS_BIND)
     syscalls.mount(
         None,
@@ -248,15 +254,16 @@ def _mount_proc(root: str) -> None:
             syscalls.mount("/dev/null", path, None, syscalls.MS_BIND)
     for name in PROC_MASKED_DIRS:
         path = f"{proc}/{name}"
-        if os.path.isdir(path):
-            flags = syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-            syscalls.mount("tmpfs", path, "tmpfs", flags, "size=4k,mode=555")
+        if os.path.isdir(path):  # the root's empty directory, bound read-only
+            syscalls.mount(root + EMPTY_DIR, path, None, syscalls.MS_BIND)
+            syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
 
 
-def _mount_dev(root: str) -> None:
+def _make_dev(root: str) -> None:
+    """A minimal /dev, in the root's own tmpfs (read-only once the root is built):
+    the device nodes are binds, which keep their own mount's flags."""
     dev = root + "/dev"
-    # not nodev: the device nodes bound below must work (they keep their own flags)
-    _mount_tmpfs(dev, 64 * 1024, 0o755, syscalls.MS_NOSUID | syscalls.MS_NOEXEC)
+    _mkdir(dev, 0o755)
     for name in DEVICES:
         _write_file(f"{dev}/{name}", 0o666, b"")
         syscalls.mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND)
@@ -276,6 +283,33 @@ def _mount_dev(root: str) -> None:
         ("stderr", "/proc/self/fd/2"),
     ):
         os.symlink(target, f"{dev}/{name}")
+
+
+def tmp_mountpoint(mountpoint: str) -> str:
+    """An empty directory beside a kernel's root, where its /tmp's file system is
+    made before it is bound in (`_mount_tmp_and_shm`)."""
+    return mountpoint.rstrip("/") + "-tmp"
+
+
+def _mount_tmp_and_shm(root: str, size: int) -> None:
+    """/tmp and /dev/shm: two directories of one tmpfs of `size` bytes between them,
+    made beside the root, bound in, and left behind with the old root.
+
+    One file system where there were two, as the root holds /dev and the masks of
+    /proc its own directories: every tmpfs is a superblock, every superblock a
+    shrinker that memory cgroups know of, and each memory cgroup keeps a slot for
+    every such shrinker on the host (kmalloc-1k units of 64). With thousands of
+    kernels, each with its memory cgroup, that table grows with the square of their
+    number: 0.58 MiB per kernel with 4,000 alive, when each kernel had 8 superblocks
+    (root, /proc, /dev, devpts, /dev/shm, /tmp, /home/work, a masked /proc directory)."""
+    made = tmp_mountpoint(root)
+    _mount_tmpfs(made, size, 0o755)
+    try:
+        for name, target in (("tmp", "/tmp"), ("shm", "/dev/shm")):
+            _mkdir(f"{made}/{name}", 0o1777)
+            syscalls.mount(f"{made}/{name}", root + target, None, syscalls.MS_BIND)
+    finally:
+        syscalls.umount(made)
 
 
 def _mount_tmpfs(

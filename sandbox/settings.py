@@ -100,7 +100,9 @@ class SandboxSettings:
         1.0, "CPU time a kernel may use per wall-clock second, in cores", above=0
     )
     work_bytes: int = setting(64 * MiB, "size of a kernel's /home/work", minimum=MiB)
-    tmp_bytes: int = setting(64 * MiB, "size of a kernel's /tmp and /dev/shm", minimum=MiB)
+    tmp_bytes: int = setting(
+        64 * MiB, "size of a kernel's /tmp and /dev/shm, one tmpfs between them", minimum=MiB
+    )
     nofile_per_kernel: int = setting(1024, "open files per process in a kernel", minimum=64)
     fsize_bytes: int = setting(256 * MiB, "largest file a kernel's process may write", minimum=1)
     spare_processes: int = setting(

@@ -171,6 +171,30 @@ def test_memory_bomb_is_oom_killed_and_reported(sandbox):
         other.destroy()
 
 
+def test_a_kernel_has_five_file_systems_of_its_own(sandbox):
+    """Its root, /proc, devpts, /tmp with /dev/shm, and /home/work. Each is a
+    superblock, and so a shrinker that every memory cgroup on the host keeps a slot
+    for: kernel memory that grows with the square of the kernels alive
+    (sandbox/mounts.py, _mount_tmp_and_shm). /dev and the masked /proc directories
+    are the root's own; the rest are binds."""
+    kernel = sandbox.kernel(name="filesystems")
+    try:
+        out = kernel.run("print(open('/proc/self/mountinfo').read())").stdout
+    finally:
+        kernel.destroy()
+    own = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        fstype = fields[fields.index("-") + 1]
+        if fstype in ("tmpfs", "proc", "devpts"):
+            own.setdefault(fields[2], []).append(fields[4])
+    groups = [set(points) for points in own.values()]
+    assert len(groups) == 5, own
+    assert any({"/tmp", "/dev/shm"} <= group for group in groups), own
+
+
 @pytest.mark.parametrize("where", ["/tmp", "/home/work", "/dev/shm"])
 def test_disk_fill_gives_enospc_not_host_damage(sandbox, where):
     spec = kernel_spec(tmp_bytes=8 * MiB, work_bytes=8 * MiB)

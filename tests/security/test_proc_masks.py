@@ -2,7 +2,7 @@
 names a host path (sandbox/mounts.py: `_mount_proc`).
 
 Masked files are /dev/null (read empty), masked directories an empty read-only
-tmpfs, the read-only ones read-only mounts; entries this host's kernel lacks
+directory of the root's tmpfs, the read-only ones read-only mounts; entries this host's kernel lacks
 are skipped, as the root skips them.
 """
 
