@@ -304,12 +304,9 @@ def _mount_tmp_and_shm(root: str, size: int) -> None:
     (root, /proc, /dev, devpts, /dev/shm, /tmp, /home/work, a masked /proc directory)."""
     made = tmp_mountpoint(root)
     _mount_tmpfs(made, size, 0o755)
-    try:
-        for name, target in (("tmp", "/tmp"), ("shm", "/dev/shm")):
-            _mkdir(f"{made}/{name}", 0o1777)
-            syscalls.mount(f"{made}/{name}", root + target, None, syscalls.MS_BIND)
-    finally:
-        syscalls.umount(made)
+    for name, target in (("tmp", "/tmp"), ("shm", "/dev/shm")):
+        _mkdir(f"{made}/{name}", 0o1777)
+        syscalls.mount(f"{made}/{name}", root + target, None, syscalls.MS_BIND)
 
 
 def _mount_tmpfs(
