@@ -6,14 +6,14 @@ sandbox, spread over every core (no server can do more runs per second)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import subprocess
 import time
 
-import httpx
-
 from .checks import expect
+from .connection import Connection
 from .cpu import CpuMeter
 from .figures import Figure, ms_since
 from .services import Server
@@ -59,32 +59,52 @@ def host_floor(lang: str, runs: int, tmp: str) -> Figure:
     return figure
 
 
-async def _run(client: httpx.AsyncClient, spec: dict) -> float:
+def _request(spec: dict) -> bytes:
+    """A run's whole POST, as CodeRunner sends it (no key: the face is key-less from
+    loopback)."""
+    body = json.dumps({"run_spec": spec}).encode()
+    head = (f"POST {RUNS} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+async def _run(connection: Connection, request: bytes) -> float:
     t = time.perf_counter()
-    r = await client.post(RUNS, json={"run_spec": spec})
-    expect(r.status_code == 200, f"Jobe run: HTTP {r.status_code} {r.text[:200]}")
-    result = r.json()
+    async with asyncio.timeout(300):
+        status, answer = await connection.exchange(request)
+    expect(status == 200, f"Jobe run: HTTP {status} {answer[:200]!r}")
+    result = json.loads(answer)
     expect(result["outcome"] == 15 and result["stdout"] == "Hello world!\n", f"Jobe run: {result}")
     return ms_since(t)
 
 
+def _connection(server: Server) -> Connection:
+    host, port = server.endpoint.split("://", 1)[1].rsplit(":", 1)
+    return Connection(host, int(port))
+
+
 async def sustained(server: Server, lang: str, spec: dict, seconds: float) -> Figure:
-    """CLIENTS clients post runs back to back for `seconds`."""
+    """CLIENTS clients post runs back to back for `seconds`, each on its own keep-alive
+    connection (the lean client of the API figures, scripts/benchmark/connection.py:
+    an httpx client cost about 2 ms of CPU per run, beside the server's 2.4)."""
     meter = CpuMeter(server)
     samples: list[float] = []
-    limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=server.endpoint, timeout=120, limits=limits) as client:
+    request = _request(spec)
+    connections = [_connection(server) for _ in range(CLIENTS)]
+    try:
         for _ in range(4):  # warm: the language's first run, the pool
-            await _run(client, spec)
+            await _run(connections[0], request)
         deadline = time.perf_counter() + seconds
 
-        async def one_client() -> None:
+        async def one_client(connection: Connection) -> None:
             while time.perf_counter() < deadline:
-                samples.append(await _run(client, spec))
+                samples.append(await _run(connection, request))
 
         before, start = meter.read(), time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+        await asyncio.gather(*(one_client(c) for c in connections))
         rate = len(samples) / (time.perf_counter() - start)
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
     cpu = {
         party: (used - before[party]) * 1000 / len(samples) for party, used in meter.read().items()
     }
@@ -95,12 +115,15 @@ async def sustained(server: Server, lang: str, spec: dict, seconds: float) -> Fi
 async def burst(server: Server, spec: dict, size: int) -> Figure:
     """`size` runs posted at the same instant, each on its own connection: all must
     succeed (the queue holds them; none is refused as an overload)."""
-    limits = httpx.Limits(max_connections=size)
-    async with httpx.AsyncClient(base_url=server.endpoint, timeout=300, limits=limits) as client:
-        await _run(client, spec)
+    request = _request(spec)
+    connections = [_connection(server) for _ in range(size)]
+    try:
+        await _run(connections[0], request)
         start = time.perf_counter()
-        samples = await asyncio.gather(*(_run(client, spec) for _ in range(size)))
+        samples = await asyncio.gather(*(_run(c, request) for c in connections))
         wall = time.perf_counter() - start
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
     name = f"Jobe python3 burst of {size} at once"
     return Figure(name, list(samples), baseline=floor_name("python3"), rate=size / wall)
 
