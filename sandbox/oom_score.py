@@ -15,15 +15,23 @@ the kernel is forked: they inherit it, and unprivileged they cannot lower it.
 
 from __future__ import annotations
 
+import os
+
 SERVICE = -900  # the server, the spawner, the zygotes: taken when no kernel is left
 KERNEL = 500  # every process of a kernel: taken before anything of ours
 
 
 def set_own(value: int) -> bool:
-    """Set this process's oom_score_adj (inherited by its forks); False if refused."""
+    """Set this process's oom_score_adj (inherited by its forks); False if refused.
+
+    Plain os calls, not open(): a spare calls this first thing after its fork, and
+    the io stack's first use there copied about 60 more pages (0.2 ms)."""
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(f"{value}\n")
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"%d\n" % value)
+        finally:
+            os.close(fd)
     except OSError:
         return False
     return True

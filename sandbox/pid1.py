@@ -29,7 +29,6 @@ import fcntl
 import os
 import socket
 import traceback
-from dataclasses import asdict
 
 import prctl
 
@@ -191,7 +190,8 @@ def become_kernel(
         if runner is not None:
             step = "runner"
             # the runner drops its privileges itself, beside pid 1's doing the same
-            start = {"op": "start", "env": kernel_env, "rlimits": asdict(rlimits)}
+            # vars(), not dataclasses.asdict (a deep copy): Rlimits holds ints
+            start = {"op": "start", "env": kernel_env, "rlimits": dict(vars(rlimits))}
             runner.start({**start, "uid": payload.uid})
         step = "privileges"
         os.umask(0o022)
