@@ -33,8 +33,7 @@ class Api:
 
     def __init__(self, server: Server, signer: Signer | None = None) -> None:
         self.signer = signer or Signer(server)
-        host, port = server.endpoint.split("://", 1)[1].rsplit(":", 1)
-        self.address = (host, int(port))
+        self.address = server.address
         self.idle: list[Connection] = []
 
     async def close(self) -> None:

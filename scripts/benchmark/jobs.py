@@ -78,11 +78,6 @@ async def _run(connection: Connection, request: bytes) -> float:
     return ms_since(t)
 
 
-def _connection(server: Server) -> Connection:
-    host, port = server.endpoint.split("://", 1)[1].rsplit(":", 1)
-    return Connection(host, int(port))
-
-
 async def sustained(server: Server, lang: str, spec: dict, seconds: float) -> Figure:
     """CLIENTS clients post runs back to back for `seconds`, each on its own keep-alive
     connection (the lean client of the API figures, scripts/benchmark/connection.py:
@@ -90,7 +85,7 @@ async def sustained(server: Server, lang: str, spec: dict, seconds: float) -> Fi
     meter = CpuMeter(server)
     samples: list[float] = []
     request = _request(spec)
-    connections = [_connection(server) for _ in range(CLIENTS)]
+    connections = [Connection(*server.address) for _ in range(CLIENTS)]
     try:
         for _ in range(4):  # warm: the language's first run, the pool
             await _run(connections[0], request)
@@ -116,7 +111,7 @@ async def burst(server: Server, spec: dict, size: int) -> Figure:
     """`size` runs posted at the same instant, each on its own connection: all must
     succeed (the queue holds them; none is refused as an overload)."""
     request = _request(spec)
-    connections = [_connection(server) for _ in range(size)]
+    connections = [Connection(*server.address) for _ in range(size)]
     try:
         await _run(connections[0], request)
         start = time.perf_counter()

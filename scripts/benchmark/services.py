@@ -32,6 +32,12 @@ class Server:
     access_key: str
     secret_key: str
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of `endpoint`, for the bench's own client (connection.py)."""
+        host, port = self.endpoint.split("://", 1)[1].rsplit(":", 1)
+        return host, int(port)
+
 
 def free_port() -> int:
     with socket.socket() as s:
