@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from collections.abc import Sequence
 
 from . import kernel_events, terminal
 from .kernel_connection import KernelConnection, KernelGone
 from .kernel_events import Event
 from .run_result import Console, JobStep, RunResult, wait_status_to_exit_code
+from .runner import protocol
 from .terminal import Terminal
 
 # A response carries about this much console text; more waits for the next
@@ -30,6 +32,8 @@ RESPONSE_CHARS = 1024 * 1024
 # A job step's answer may come this long after its wall time (the runner drains
 # and reports); past it the kernel is taken for stuck.
 JOB_GRACE = 5.0
+WATCH_OP = 5  # pid 1's op that sets a job watch up (runner/job_watch.h)
+U32_MAX = 2**32 - 1
 
 
 class Kernel(KernelConnection):
@@ -114,14 +118,17 @@ class Kernel(KernelConnection):
         env: dict[str, str] | None = None,
         python: dict | None = None,
         stop_at_output: bool = False,
+        last: bool = False,
     ) -> JobStep:
         """Run `command` once to its end under limits of its own (runner/job.py), for
         the one-shot faces; the kernel must be idle. `files` are written into the work
         directory first; `env` is all the program's environment; `python`, the same
         step as a fork of the runner (runner/python_program.py); `stop_at_output`:
-        the program is killed once a stream passes `output`. KernelGone if the
-        kernel ends first or does not answer within the wall time and a grace;
-        ValueError for a bad op."""
+        the program is killed once a stream passes `output`. `last`: the kernel
+        serves nothing after this step, which then runs in the runner's own place,
+        watched by pid 1 (runner/job_watch.h), and the kernel ends with it.
+        KernelGone if the kernel ends first or does not answer within the wall time
+        and a grace; ValueError for a bad op."""
         op: dict = {"op": "job", "command": command, "cpu": cpu, "wall": wall, "output": output,
                     "memory": memory, "processes": processes, "fileSize": file_size}  # fmt: skip
         if files:
@@ -132,8 +139,19 @@ class Kernel(KernelConnection):
             op["python"] = python
         if stop_at_output:
             op["stopAtOutput"] = True
-        await self.send(op, b"".join(data for _, data in files) + stdin)
+        frames = []
+        if last:
+            watch = struct.pack(
+                ">BIIBI", WATCH_OP, 0, min(output, U32_MAX), stop_at_output,
+                min(int(wall * 1000), U32_MAX),
+            )  # fmt: skip
+            frames.append(protocol.encode_op({"op": "watch"}, watch))
+            op["inPlace"] = True
+        frames.append(protocol.encode_op(op, b"".join(data for _, data in files) + stdin))
+        await self.send_frames(*frames)
         loop = asyncio.get_running_loop()
+        handed_over: Event | None = None  # the runner became the program
+        out, err = bytearray(), bytearray()
         deadline = loop.time() + wall + JOB_GRACE
         while True:
             try:
@@ -148,7 +166,22 @@ class Kernel(KernelConnection):
             self._release(event.size)
             if event.kind == "error":
                 raise ValueError(event.text)
-            if event.kind == kernel_events.JOB:
+            if event.kind == kernel_events.HANDOVER:
+                handed_over = event
+            elif handed_over is not None and event.kind in kernel_events.CONSOLE:
+                kept = out if event.kind == "stdout" else err
+                kept += event.blob[: max(0, output - len(kept))]
+            elif handed_over is not None and event.kind == "exited" and event.reply:
+                return JobStep(
+                    status=event.code,
+                    stdout=bytes(out),
+                    stderr=bytes(err),
+                    cpu_ms=max(0, event.reply["cpuMs"] - handed_over.reply["cpuMs"]),
+                    wall_ms=event.reply["wallMs"],
+                    timed_out=event.reply["timedOut"],
+                    truncated=tuple(event.reply["truncated"]),
+                )
+            elif event.kind == kernel_events.JOB:
                 split = event.reply["stdoutBytes"]
                 return JobStep(
                     status=event.code,

@@ -371,9 +371,15 @@ class KernelConnection:
     async def send(self, message: dict, blob: bytes = b"") -> None:
         """Write one op; a kernel that does not take it within send_seconds is ended.
         None to a dead kernel: its runner is gone and its pid 1 about to go."""
+        await self.send_frames(protocol.encode_op(message, blob))
+
+    async def send_frames(self, *frames: bytes) -> None:
+        """Write encoded ops in one write (see `send`)."""
         if self.dead or self._writer is None:
             raise KernelGone(self.end_reason or "the kernel is gone")
-        self._writer.write(protocol.encode_op(message, blob))
+        self._writer.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        if not self._writer.transport.get_write_buffer_size():
+            return  # all written at once (the usual case): nothing to wait for
         self._sending += 1
         self._room.set()  # pid 1 reads us only between its writes: keep reading it
         try:

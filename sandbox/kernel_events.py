@@ -36,7 +36,10 @@ RICH = frozenset({"media", "html"})  # console items of their own (runner/media.
 FINISHED = frozenset({"finished", "build-finished", "clean-finished"})
 REPLIES = frozenset({"reply", "completions"})
 JOB = "job-finished"  # a job step's end (runner/job.py)
-KNOWN = PID1_EVENTS | CONSOLE | RICH | FINISHED | REPLIES | {"ready", "waiting-input", "error", JOB}
+HANDOVER = "job-handover"  # the runner becomes a job's last step (runner/job.py, job_watch.h)
+KNOWN = PID1_EVENTS | CONSOLE | RICH | FINISHED | REPLIES | {
+    "ready", "waiting-input", "error", JOB, HANDOVER
+}  # fmt: skip
 WITH_BLOB = CONSOLE | RICH | REPLIES | {"pty-out", JOB}  # the events whose blob the host keeps
 
 T = TypeVar("T")
@@ -81,6 +84,9 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
         event.code = _optional(message, "exitCode", int)
     elif kind == "exited":
         event.code = _required(message, "status", int)
+        if "cpuMs" in message:  # a watched job's end (runner/job_watch.h)
+            _job_figures(kind, message)
+            event.reply = message
     elif kind in TERMINAL:
         event.rid = _required(message, "tid", int)
         if kind == "pty-exit":
@@ -91,15 +97,15 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
             raise protocol.ProtocolError(f"'media': type {event.mime[:60]!r} is not one shown")
     elif kind == JOB:
         event.code = _required(message, "status", int)
-        for name in ("cpuMs", "wallMs", "stdoutBytes"):
-            if _required(message, name, int) < 0:
-                raise protocol.ProtocolError(f"{kind!r}: {name!r} is negative")
-        _required(message, "timedOut", bool)
-        truncated = _required(message, "truncated", list)
-        if len(truncated) != 2 or not all(isinstance(t, bool) for t in truncated):
-            raise protocol.ProtocolError(f"{kind!r}: 'truncated' is not two booleans")
+        if _required(message, "stdoutBytes", int) < 0:
+            raise protocol.ProtocolError(f"{kind!r}: 'stdoutBytes' is negative")
+        _job_figures(kind, message)
         event.reply = message
         event.size += len(body)
+    elif kind == HANDOVER:
+        if _required(message, "cpuMs", int) < 0:
+            raise protocol.ProtocolError(f"{kind!r}: 'cpuMs' is negative")
+        event.reply = message
     elif kind == "waiting-input":
         event.is_password = bool(_optional(message, "is_password", bool))
     elif kind == "error":
@@ -136,6 +142,18 @@ def _optional(message: dict, name: str, kind: type[T]) -> T | None:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise protocol.ProtocolError(f"{message['ev']!r}: {name!r} is not {kind.__name__}")
     return value
+
+
+def _job_figures(kind: str, message: dict) -> None:
+    """Check a job step's figures: CPU and wall ms, whether it timed out, which
+    streams were cut."""
+    for name in ("cpuMs", "wallMs"):
+        if _required(message, name, int) < 0:
+            raise protocol.ProtocolError(f"{kind!r}: {name!r} is negative")
+    _required(message, "timedOut", bool)
+    truncated = _required(message, "truncated", list)
+    if len(truncated) != 2 or not all(isinstance(t, bool) for t in truncated):
+        raise protocol.ProtocolError(f"{kind!r}: 'truncated' is not two booleans")
 
 
 def _required(message: dict, name: str, kind: type[T]) -> T:

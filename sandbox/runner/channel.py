@@ -277,6 +277,11 @@ class Channel:
 
     # -- fork ------------------------------------------------------------------
 
+    def hand_over(self) -> None:
+        """Close the channel for good, as a fork finds it: the runner is becoming a
+        job's program (runner/job.py), and pid 1 takes the socket's end as that."""
+        self._after_fork()
+
     def _after_fork(self) -> None:
         self._forked = True
         with contextlib.suppress(OSError):

@@ -34,6 +34,13 @@ either stream passes `output` (Piston's rule; Jobe's is to read on). The answer:
 A file that cannot be written ends the step before it starts, with status 126
 and the reason on stderr.
 
+With `"inPlace": true` (a job's last step, after the host set pid 1's watch up:
+runner/job_watch.h) the step runs in the runner's own place, not in a fork: the
+runner sends {"ev": "job-handover", "cpuMs": the CPU time used so far}, closes
+its control socket and becomes the program, and pid 1 cuts the output, keeps the
+wall time and answers for it with "exited" (its stdout and stderr come first, as
+console events). The kernel serves nothing after it.
+
 Standard library only: this runs inside the kernel.
 """
 
@@ -66,9 +73,10 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _limits(message: dict) -> None:
-    """Set the step's limits (in the child, before it runs anything)."""
-    seconds = max(1, int(message["cpu"] + 0.999))
+def _limits(message: dict, spent: float = 0.0) -> None:
+    """Set the step's limits (in the child, before it runs anything). `spent`: the
+    CPU seconds this process has used already (in place: the runner's own)."""
+    seconds = max(1, int(message["cpu"] + spent + 0.999))
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
     for name, limit in (
         ("memory", resource.RLIMIT_AS),
@@ -104,8 +112,9 @@ def _check(message: dict, blob: bytes) -> str | None:
         and all(k and "=" not in k and "\0" not in k + v for k, v in env.items())
     ):
         return "job: env must be {name: value} of strings"
-    if not isinstance(message.get("stopAtOutput", False), bool):
-        return "job: stopAtOutput must be a boolean"
+    for flag in ("stopAtOutput", "inPlace"):
+        if not isinstance(message.get(flag, False), bool):
+            return f"job: {flag} must be a boolean"
     if "python" in message:
         return python_program.check(message["python"])
     return None
@@ -126,11 +135,33 @@ def _own_address_space() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
-    """Fork the step's process: (pid, its stdin's, stdout's and stderr's fds here)."""
+def _python_way(message: dict) -> dict | None:
+    """The step's "python" field, unless its address-space limit leaves a copy of
+    the runner too little room: then python3 itself is started (by `command`)."""
     python = message.get("python")
     if python and message["memory"] and message["memory"] < _own_address_space() + FORK_HEADROOM:
-        python = None  # a fork of the runner would not fit: start python3 itself
+        return None
+    return python
+
+
+def _become_program(message: dict, python: dict | None, cwd: str, spent: float = 0.0) -> None:
+    """Turn this process, its fds 0-2 in place and nothing else open, into the
+    step's program under its limits. Returns only if that failed."""
+    os.chdir(cwd)
+    _limits(message, spent)
+    if python:
+        python_program.main(python, message.get("env"))
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by programs
+        signal.signal(sig, signal.SIG_DFL)
+    env = message.get("env")
+    if env is None:
+        os.execv(SHELL, [SHELL, "-c", message["command"]])
+    os.execve(SHELL, [SHELL, "-c", message["command"]], env)
+
+
+def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
+    """Fork the step's process: (pid, its stdin's, stdout's and stderr's fds here)."""
+    python = _python_way(message)
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
@@ -141,16 +172,7 @@ def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
             for fd, target in ((stdin_r, 0), (stdout_w, 1), (stderr_w, 2)):
                 os.dup2(fd, target)
             os.closerange(3, 1 << 20)  # the control socket above all
-            os.chdir(cwd)
-            _limits(message)
-            if python:
-                python_program.main(python, message.get("env"))
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by programs
-                signal.signal(sig, signal.SIG_DFL)
-            env = message.get("env")
-            if env is None:
-                os.execv(SHELL, [SHELL, "-c", message["command"]])
-            os.execve(SHELL, [SHELL, "-c", message["command"]], env)
+            _become_program(message, python, cwd)
         except BaseException as e:
             with contextlib.suppress(BaseException):
                 os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
@@ -159,6 +181,44 @@ def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
     for fd in (stdin_r, stdout_w, stderr_w):
         os.close(fd)
     return pid, stdin_w, stdout_r, stderr_r
+
+
+def _hand_over(channel: Channel, message: dict, stdin: bytes, cwd: str) -> bool:
+    """Run the step in this process's place: the job's last step, which pid 1
+    watches (runner/job_watch.h) because the host set a watch up before the op.
+
+    The CPU time used so far (the runner's, and its earlier steps') goes to the host
+    first, in "job-handover", for it to take off pid 1's figure; then closing the
+    control socket hands the runner over, and it becomes the program. Its stdin is
+    a memfd holding the input, as Jobe gives it a file. Returns False, having done
+    nothing, if that memfd cannot be made (the step then runs in a fork)."""
+    python = _python_way(message)
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    spent = own.ru_utime + own.ru_stime
+    before = spent + children.ru_utime + children.ru_stime
+    try:
+        stdin_fd = os.memfd_create("stdin", 0)
+        with open(stdin_fd, "wb", closefd=False) as f:
+            f.write(stdin)
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+        os.dup2(stdin_fd, 0)
+        os.close(stdin_fd)
+    except OSError:
+        return False
+    channel.send({"ev": "job-handover", "cpuMs": int(before * 1000)})
+    try:
+        channel.hand_over()
+        os.closerange(3, 1 << 20)
+        _become_program(message, python, cwd, spent)
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
+    finally:
+        os._exit(127)
+    return True  # for the type checker: os._exit does not return
 
 
 def _write_files(message: dict, blob: bytes, cwd: str) -> tuple[bytes, str | None]:
@@ -223,6 +283,8 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
     if _compiles_here(message, cwd):
         _compile_here(channel, message["python"]["path"], cwd)
         return
+    if message.get("inPlace") and _hand_over(channel, message, stdin, cwd):
+        return  # not reached: the runner became the program
     cap, stop_at_output = message["output"], message.get("stopAtOutput", False)
     start = time.monotonic()
     try:

@@ -21,7 +21,8 @@
  *             "exited"). The host believes those two events only with it.
  *   INTERRUPT host -> kernel: SIGINT the runner's process group.
  *   both      host -> kernel: a terminal op (open, input, resize, close), done
- *             here (pty_relay.h); kernel -> host: "pty-out", "pty-exit".
+ *             here (pty_relay.h), or the job watch's (job_watch.h);
+ *             kernel -> host: "pty-out", "pty-exit".
  * Host frames without flags go to the runner as they are. The runner is
  * untrusted (user code can write anything to fd 3): a frame from it with a
  * flag, or over the size limits, or its closing fd 3 is a protocol violation:
@@ -49,6 +50,11 @@
  * When the runner exits: what it left in fd 3 and the pipes is forwarded, then
  * {"ev":"exited","status":<wait status>}, and we exit; the pid namespace takes
  * everything else down. When the host socket closes we exit at once.
+ *
+ * A one-shot job's last step may run in the runner's own place: the host sets a
+ * watch up (a pid-1 op, job_watch.h), the runner hands itself over by closing
+ * fd 3, and we cut its output, stop it at its wall time and report its CPU time
+ * with "exited".
  *
  * Usage: kernel-init RUNNER_PID PYTHON WORK_DIR STATUS_FD
  *   fds: 3 host socket, 5 the runner's control socket, 6 its stdout pipe, 7 its stderr
@@ -261,6 +267,10 @@ static void to_host_pid1(const char *json) {
     to_host_iov(iov, 2);
 }
 
+/* -- the job watch ------------------------------------------------------------ */
+
+#include "job_watch.h"
+
 /* -- the pipes ---------------------------------------------------------------- */
 
 /* Read up to limit bytes from pipe i and send them as its frames. */
@@ -277,10 +287,13 @@ static void read_pipe(int i, size_t limit) {
             break;
         }
         total += (size_t)n;
+        size_t keep = watch_room(i, (size_t)n);
+        if (keep == 0)
+            continue;
         char json[32], header[HEADER_SIZE];
         int jlen = snprintf(json, sizeof json, "{\"ev\":\"%s\"}", pipe_names[i]);
-        put_header(header, (uint32_t)jlen, (uint32_t)n);
-        struct iovec iov[3] = {{header, HEADER_SIZE}, {json, (size_t)jlen}, {chunk, (size_t)n}};
+        put_header(header, (uint32_t)jlen, (uint32_t)keep);
+        struct iovec iov[3] = {{header, HEADER_SIZE}, {json, (size_t)jlen}, {chunk, keep}};
         to_host_iov(iov, 3);
     }
 }
@@ -319,7 +332,7 @@ static int read_runner(int final) {
     if (n < 0)
         return 0;
     if (n == 0) {
-        if (!final)
+        if (!watch_arm(final) && !final)
             violation();
         runner_reading = 0;
         return 0;
@@ -352,8 +365,8 @@ static _Noreturn void finish(void) {
     for (int i = 0; i < 2; i++)
         if (pipes[i] >= 0)
             read_pipe(i, DRAIN_LIMIT);
-    char json[64];
-    snprintf(json, sizeof json, "{\"ev\":\"exited\",\"status\":%d}", runner_status);
+    char json[192];
+    watch_exited(json, sizeof json, runner_status);
     to_host_pid1(json);
     kill(-runner_pid, SIGKILL);
     _exit(0);
@@ -492,6 +505,17 @@ static void read_helper(void) {
 
 /* -- host -> runner, and the rest --------------------------------------------- */
 
+/* An op for pid 1 itself (both flags): the job watch's, or a terminal's. */
+static void pid1_op(const char *frame, size_t total) {
+    size_t jlen = get_u32(frame) & ~FLAGS;
+    const char *blob = frame + HEADER_SIZE + jlen;
+    size_t blen = total - HEADER_SIZE - jlen;
+    if (blen >= 1 && blob[0] == WATCH_OP)
+        watch_op(blob, blen);
+    else
+        pty_op(frame, total);
+}
+
 static void read_host(void) {
     ssize_t n = buf_read(&host_in, HOST_FD, 4 * READ_CHUNK);
     if (n < 0)
@@ -507,7 +531,7 @@ static void read_host(void) {
             break;
         const char *frame = host_in.data + host_in.start;
         if ((jword & FLAGS) == FLAGS)
-            pty_op(frame, (size_t)total);
+            pid1_op(frame, (size_t)total);
         else if (jword & INTERRUPT)
             kill(-runner_pid, SIGINT);
         else if (jword & FOR_PID1)
@@ -522,10 +546,12 @@ static void read_host(void) {
 static void reap(void) {
     int status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    struct rusage usage;
+    while ((pid = wait4(-1, &status, WNOHANG, &usage)) > 0) {
         if (pid == runner_pid) {
             runner_status = status;
             runner_reaped = 1;
+            watch.usage = usage;
         } else if (pid == helper_pid) {
             helper_pid = 0;
             if (helper_fd >= 0)
@@ -604,6 +630,9 @@ int main(int argc, char **argv) {
                 timeout = (int)left;
             }
         }
+        int wall_left = watch_timeout();
+        if (wall_left >= 0 && (timeout < 0 || wall_left < timeout))
+            timeout = wall_left;
         nfds_t ptys_at = n;
         n += pty_poll_fds(p + n, owners);
         if (poll(p, n, timeout) < 0) {

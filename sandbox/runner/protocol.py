@@ -143,7 +143,7 @@ def encode_op(message: dict, blob: bytes = b"") -> bytes:
     op = message.get("op")
     if op == "interrupt":
         flags = INTERRUPT
-    elif op == "pty":
+    elif op in ("pty", "watch"):  # pid 1's own: a terminal's, the job watch's
         flags = FLAGS
     else:
         flags = FOR_PID1 if isinstance(op, str) and op in FILE_OPS else 0

@@ -72,11 +72,14 @@ class JobKernel:
         files: Sequence[tuple[str, bytes]] = (),
         env: dict[str, str] | None = None,
         python: dict | None = None,
+        last: bool = False,
     ) -> JobStep:
         """Run `command` (a shell command in /home/work) once, to its end, after
         writing `files` there (paths relative to it). `env`: the program's whole
         environment (default: the kernel's). `python`: the same step as a fork of
-        the kernel's python3 (sandbox/runner/python_program.py), for python3 kernels."""
+        the kernel's python3 (sandbox/runner/python_program.py), for python3 kernels.
+        `last`: the job runs no step after this one, which then runs in the place of
+        the kernel's runner instead of a fork of it (cheaper; the kernel ends with it)."""
         return await self._kernel_call(
             self.session.kernel.run_job(
                 command,
@@ -91,6 +94,7 @@ class JobKernel:
                 env=env,
                 python=python,
                 stop_at_output=limits.stop_at_output,
+                last=last,
             )
         )
 
@@ -161,13 +165,25 @@ class Jobs:
         except BaseException:
             self._slots.release()
             raise
+        ending = False
         try:
             async with session.lock:
-                yield JobKernel(session)
+                try:
+                    yield JobKernel(session)
+                finally:
+                    # begun while the lock is held: its destroy forgets the kernel
+                    # before the registry's watcher, waiting for the lock, takes a
+                    # kernel that ended with its last step for one that died
+                    ending = True
+                    self._end_soon(session)
         finally:
-            ending = asyncio.create_task(self._end(session))
-            self._ending.add(ending)
-            ending.add_done_callback(self._ending.discard)
+            if not ending:
+                self._end_soon(session)
+
+    def _end_soon(self, session: Session) -> None:
+        ending = asyncio.create_task(self._end(session))
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
 
     async def _end(self, session: Session) -> None:
         try:

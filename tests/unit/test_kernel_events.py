@@ -27,6 +27,9 @@ from sandbox.runner.protocol import ProtocolError
         (b'{"ev": "completions", "rid": [1], "items": []}', "'rid' is not int"),
         (b'{"ev": "completions", "rid": 1, "items": [1]}', "not a list of strings"),
         (b'{"ev": "completions", "rid": 1}', "'items' is missing"),
+        (b'{"ev": "job-handover"}', "'cpuMs' is missing"),
+        (b'{"ev": "job-handover", "cpuMs": -1}', "'cpuMs' is negative"),
+        (b'{"ev": "job-handover", "cpuMs": false}', "'cpuMs' is not int"),
     ],
 )
 def test_a_malformed_event_is_a_protocol_error(body, message):
@@ -43,6 +46,17 @@ def test_a_malformed_event_is_a_protocol_error(body, message):
         (b'{"ev": "reply", "rid": 1, "ok": true, "files": [1]}', "not a list of objects"),
         (b'{"ev": "reply", "rid": 1, "ok": false, "error": 3}', "'error' is not str"),
         (b'{"ev": "stdout"}', "pid 1 flagged a 'stdout' event"),
+        (b'{"ev": "exited", "status": 0, "cpuMs": 1}', "'wallMs' is missing"),
+        (
+            b'{"ev": "exited", "status": 0, "cpuMs": 1, "wallMs": 2, "timedOut": false, '
+            b'"truncated": [true]}',
+            "'truncated' is not two booleans",
+        ),
+        (
+            b'{"ev": "exited", "status": 0, "cpuMs": -1, "wallMs": 2, "timedOut": false, '
+            b'"truncated": [true, false]}',
+            "'cpuMs' is negative",
+        ),
     ],
 )
 def test_a_malformed_pid1_event_is_a_protocol_error(body, message):
@@ -70,3 +84,14 @@ def test_a_valid_event_keeps_only_what_the_host_uses():
     assert (event.kind, event.code, event.size) == ("finished", 4, kernel_events.EVENT_OVERHEAD)
     error = kernel_events.parse(b'{"ev": "error", "message": "boom"}', from_pid1=False)
     assert error.text == "boom" and error.size == kernel_events.EVENT_OVERHEAD + 4
+
+
+def test_a_watched_exit_keeps_its_figures():
+    body = (
+        b'{"ev": "exited", "status": 256, "cpuMs": 12, "wallMs": 30, "timedOut": true, '
+        b'"truncated": [true, false]}'
+    )
+    event = kernel_events.parse(body, from_pid1=True)
+    assert (event.code, event.reply["cpuMs"], event.reply["truncated"]) == (256, 12, [True, False])
+    plain = kernel_events.parse(b'{"ev": "exited", "status": 0}', from_pid1=True)
+    assert plain.code == 0 and not plain.reply

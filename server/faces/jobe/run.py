@@ -109,6 +109,7 @@ async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) ->
         ran = await job.step(
             command(language.run, spec, params), spec.input.encode(), step_limits(params),
             files=sources, env=ENVIRONMENT, python=python_way(spec, compiling=False),
+            last=True,
         )  # fmt: skip
         if language.expand_stderr_tabs:
             ran = dataclasses.replace(ran, stderr=ran.stderr.replace(b"\n\t", b"\n        "))

@@ -127,7 +127,7 @@ async def execute(jobs: Jobs, sub: Submission, settings: PistonSettings) -> dict
                 python = {"mode": "run", "path": sub.main, "args": list(sub.args)}
             ran = await job.step(
                 run_command, sub.stdin.encode(), step_limits(sub.run, settings),
-                files=files, env=env, python=python,
+                files=files, env=env, python=python, last=True,
             )  # fmt: skip
             result["run"] = stage_result(ran, sub.run)
     return {**result, "language": runtime.language, "version": sub.installed.version}
