@@ -209,6 +209,7 @@ class Jobs:
         )
         spec = kernel_spec(self.settings, language, memory, job=True)
         session, _ = await self.registry.get_or_create(
-            JOBS_OWNER, secrets.token_hex(8), language.name, spec, kernel_limits, self.max_running
-        )
+            JOBS_OWNER, secrets.token_hex(8), language.name, spec, kernel_limits, self.max_running,
+            kept=False,  # a job ends with the server that runs it: no record to write
+        )  # fmt: skip
         return session

@@ -224,6 +224,7 @@ class Registry:
         limits: KernelLimits,
         concurrency_limit: int,
         mounts: dict[str, str] | None = None,
+        kept: bool = True,
     ) -> tuple[Session, bool]:
         while (access_key, token) in self._creating:  # the same session, asked twice
             await asyncio.shield(self._creating[(access_key, token)])
@@ -252,7 +253,7 @@ class Registry:
                 created.set_result(None)
         session = Session(
             kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
-            mounts=dict(mounts or {}),
+            mounts=dict(mounts or {}), kept=kept,
         )  # fmt: skip
         self.tally.created(lang, warm is not None, time.monotonic() - began)
         self.add(session)
@@ -270,7 +271,7 @@ class Registry:
         self.by_token[(session.access_key, session.token)] = session.id
         self.per_key[session.access_key] += 1
         self._watch(session)
-        if self.records is not None:
+        if self.records is not None and session.kept:
             session.on_state_change = self.record
             self.record(session)
         if self._reaper is None:
@@ -278,7 +279,7 @@ class Registry:
 
     def record(self, session: Session, snapshot: Snapshot | None = None) -> None:
         """Write the session's record for the next server (kept_kernels.py)."""
-        if self.records is not None:
+        if self.records is not None and session.kept:
             self.records.save(session.id, kept_kernels.record(session, snapshot))
             session.recorded_state = session.state
 
@@ -371,7 +372,7 @@ class Registry:
         False if it was gone already."""
         if self.sessions.pop(session.id, None) is None:
             return False
-        if self.records is not None:
+        if self.records is not None and session.kept:
             self.records.remove(session.id)
         self.by_token.pop((session.access_key, session.token), None)
         self.per_key[session.access_key] -= 1

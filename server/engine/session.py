@@ -75,6 +75,9 @@ class Session:
     # (kept_kernels.py: the next server must know a run is under way).
     on_state_change: Callable[[Session], None] | None = None
     recorded_state: str = IDLE
+    # Recorded for the next server at all: a one-shot job's kernel is not (its job
+    # ends with the server that ran it, and the next one destroys it as unknown).
+    kept: bool = True
 
     def mounted_at(self, path: str) -> str | None:
         """The mount a path in /home/work falls in, if any."""

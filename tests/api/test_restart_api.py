@@ -5,6 +5,7 @@ tokens and run state. Everything here is a real server, stopped and started."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,8 +13,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
+import httpx
 import psutil
 import pytest
 from helpers.api_server import ApiServer, SignedClient, spawner_pid, start_server, stop_server
@@ -146,6 +149,44 @@ def test_a_killed_server_is_recovered_the_same_way(tmp_path):
         assert _stdout(client.run(kept, "print(name)")) == "still here\n"
         answered = client.execute(waiting, mode="input", code="ab").json()["result"]
         assert (answered["status"], _stdout([answered])) == ("finished", "abab\n"), answered
+    finally:
+        stop_server(proc)
+
+
+def test_a_jobs_kernel_is_not_kept_and_the_next_server_ends_it(tmp_path):
+    """A one-shot job ends with the server that runs it (its client's request is
+    gone): its kernel has no record, and the next server destroys it as unknown,
+    while a kernel of the API beside it is adopted."""
+    data = str(tmp_path / "data")
+    proc, first = start_server(data, config='[faces]\nenabled = ["jobe"]\n')
+    client = first.client()
+    kept = client.create(token="kept").json()["kernelId"]
+    spawner = psutil.Process(spawner_pid(first.pid))
+    before = {p.pid for p in spawner.children() if p.name() == "kernel-init"}
+    run = {"language_id": "python3", "sourcefilename": "t.py",
+           "sourcecode": "import time\ntime.sleep(60)\n"}  # fmt: skip
+
+    def post() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
+            httpx.post(f"{first.endpoint}/jobe/index.php/restapi/runs",
+                       json={"run_spec": run}, timeout=90)  # fmt: skip
+
+    threading.Thread(target=post, daemon=True).start()
+    job_inits: list[int] = []
+
+    def job_running() -> bool:
+        job_inits[:] = [
+            p.pid for p in spawner.children() if p.name() == "kernel-init" and p.pid not in before
+        ]
+        return bool(job_inits)
+
+    wait_until(job_running, "the job's kernel")
+    assert set(_records(data)) == {kept}
+    _signal_and_wait(proc, signal.SIGKILL)
+    proc, second = start_server(data, config='[faces]\nenabled = ["jobe"]\n')
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in job_inits), "the job's kernel to end")
+        assert _stdout(_client(second, _keys(first)).run(kept, "print('kept')")) == "kept\n"
     finally:
         stop_server(proc)
 
