@@ -119,6 +119,7 @@ class Kernel(KernelConnection):
         python: dict | None = None,
         stop_at_output: bool = False,
         last: bool = False,
+        check: str | None = None,
     ) -> JobStep:
         """Run `command` once to its end under limits of its own (runner/job.py), for
         the one-shot faces; the kernel must be idle. `files` are written into the work
@@ -126,7 +127,9 @@ class Kernel(KernelConnection):
         step as a fork of the runner (runner/python_program.py); `stop_at_output`:
         the program is killed once a stream passes `output`. `last`: the kernel
         serves nothing after this step, which then runs in the runner's own place,
-        watched by pid 1 (runner/job_watch.h), and the kernel ends with it.
+        watched by pid 1 (runner/job_watch.h), and the kernel ends with it. `check`:
+        a python3 source compile-checked in the runner first; if it fails, the answer
+        is the check's (`failed_check`) and the step does not run.
         KernelGone if the kernel ends first or does not answer within the wall time
         and a grace; ValueError for a bad op."""
         op: dict = {"op": "job", "command": command, "cpu": cpu, "wall": wall, "output": output,
@@ -139,6 +142,8 @@ class Kernel(KernelConnection):
             op["python"] = python
         if stop_at_output:
             op["stopAtOutput"] = True
+        if check is not None:
+            op["check"] = {"path": check}
         frames = []
         if last:
             watch = struct.pack(
@@ -191,6 +196,7 @@ class Kernel(KernelConnection):
                     wall_ms=event.reply["wallMs"],
                     timed_out=event.reply["timedOut"],
                     truncated=tuple(event.reply["truncated"]),
+                    failed_check=bool(event.reply.get("check")),
                 )
             # anything else (a forked leftover's console output) is not the job's
 

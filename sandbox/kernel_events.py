@@ -100,6 +100,7 @@ def parse(body: bytes, from_pid1: bool) -> Event | None:
         if _required(message, "stdoutBytes", int) < 0:
             raise protocol.ProtocolError(f"{kind!r}: 'stdoutBytes' is negative")
         _job_figures(kind, message)
+        _optional(message, "check", bool)
         event.reply = message
         event.size += len(body)
     elif kind == HANDOVER:

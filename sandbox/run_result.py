@@ -29,6 +29,7 @@ class JobStep:
     wall_ms: int
     timed_out: bool  # the wall time ran out (RLIMIT_CPU shows as SIGXCPU or SIGKILL)
     truncated: tuple[bool, bool]  # stdout, stderr
+    failed_check: bool = False  # the answer is the step's compile check's: it did not run
 
     @property
     def exit_code(self) -> int | None:

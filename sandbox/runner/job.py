@@ -34,6 +34,12 @@ either stream passes `output` (Piston's rule; Jobe's is to read on). The answer:
 A file that cannot be written ends the step before it starts, with status 126
 and the reason on stderr.
 
+With `"check": {"path": str}`, the python3 source at that path is compile-checked
+in the runner first, as `python3 -m py_compile` would (the one-shot faces ask for
+this for a source small enough, COMPILE_HERE_MAX, and save a step's round trip):
+if it does not compile, the answer is that check's, flagged `"check": true`, and
+the step does not run.
+
 With `"inPlace": true` (a job's last step, after the host set pid 1's watch up:
 runner/job_watch.h) the step runs in the runner's own place, not in a fork: the
 runner sends {"ev": "job-handover", "cpuMs": the CPU time used so far}, closes
@@ -115,6 +121,9 @@ def _check(message: dict, blob: bytes) -> str | None:
     for flag in ("stopAtOutput", "inPlace"):
         if not isinstance(message.get(flag, False), bool):
             return f"job: {flag} must be a boolean"
+    check = message.get("check")
+    if check is not None and not (isinstance(check, dict) and isinstance(check.get("path"), str)):
+        return 'job: check must be {"path": str}'
     if "python" in message:
         return python_program.check(message["python"])
     return None
@@ -249,7 +258,9 @@ def _compiles_here(message: dict, cwd: str) -> bool:
         return False  # the fork reports it as py_compile would
 
 
-def _compile_here(channel: Channel, path: str, cwd: str) -> None:
+def _compile_here(channel: Channel, path: str, cwd: str, check: bool = False) -> bool:
+    """Compile-check `path` here and answer for it; with `check` (a step's "check"),
+    answer only if it failed, flagged as the check's. Whether it compiled."""
     start, cpu = time.monotonic(), time.thread_time()
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -258,13 +269,18 @@ def _compile_here(channel: Channel, path: str, cwd: str) -> None:
     finally:
         os.fchdir(here)
         os.close(here)
+    if check and code == 0:
+        return True
     reply = {
         "cpuMs": int((time.thread_time() - cpu) * 1000),
         "wallMs": int((time.monotonic() - start) * 1000),
         "timedOut": False,
         "truncated": [False, False],
     }
+    if check:
+        reply["check"] = True
     _finished(channel, code << 8, reply, b"", err)
+    return code == 0
 
 
 def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, cwd: str) -> None:
@@ -282,6 +298,8 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
         return
     if _compiles_here(message, cwd):
         _compile_here(channel, message["python"]["path"], cwd)
+        return
+    if "check" in message and not _compile_here(channel, message["check"]["path"], cwd, True):
         return
     if message.get("inPlace") and _hand_over(channel, message, stdin, cwd):
         return  # not reached: the runner became the program

@@ -73,13 +73,16 @@ class JobKernel:
         env: dict[str, str] | None = None,
         python: dict | None = None,
         last: bool = False,
+        check: str | None = None,
     ) -> JobStep:
         """Run `command` (a shell command in /home/work) once, to its end, after
         writing `files` there (paths relative to it). `env`: the program's whole
         environment (default: the kernel's). `python`: the same step as a fork of
         the kernel's python3 (sandbox/runner/python_program.py), for python3 kernels.
         `last`: the job runs no step after this one, which then runs in the place of
-        the kernel's runner instead of a fork of it (cheaper; the kernel ends with it)."""
+        the kernel's runner instead of a fork of it (cheaper; the kernel ends with it).
+        `check`: a python3 source to compile-check first, in the kernel's python3; if
+        it does not compile, the answer is the check's (JobStep.failed_check)."""
         return await self._kernel_call(
             self.session.kernel.run_job(
                 command,
@@ -95,6 +98,7 @@ class JobKernel:
                 python=python,
                 stop_at_output=limits.stop_at_output,
                 last=last,
+                check=check,
             )
         )
 

@@ -82,3 +82,24 @@ def test_large_stdin_comes_whole(kernel):
     data = bytes(range(256)) * 20000  # 5 MB: more than any pipe holds
     step = last_step(kernel, "cat", data, output=len(data))
     assert step.stdout == data
+
+
+def test_a_check_that_fails_answers_for_the_step_which_does_not_run(kernel):
+    step = last_step(
+        kernel, "echo ran", files=[("s.py", b"print(1\n")], check="s.py",
+        python={"mode": "run", "path": "s.py", "args": []},
+    )  # fmt: skip
+    assert step.failed_check and step.exit_code == 1 and step.stdout == b"", step
+    assert b"SyntaxError" in step.stderr and b"s.py" in step.stderr
+    real = kernel.sandbox.run(
+        kernel.k.run_job("python3 -m py_compile s.py", b"", cpu=5, wall=10, output=MiB)
+    )
+    assert step.stderr == real.stderr  # what python3 -m py_compile says
+
+
+def test_a_check_that_passes_lets_the_step_run(kernel):
+    step = last_step(
+        kernel, "exec python3 -BE s.py", files=[("s.py", b"print(6 * 7)\n")], check="s.py",
+        python={"mode": "run", "path": "s.py", "args": []},
+    )  # fmt: skip
+    assert not step.failed_check and step.stdout == b"42\n" and step.exit_code == 0, step

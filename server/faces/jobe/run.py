@@ -39,6 +39,10 @@ ENVIRONMENT = {
 }
 # an argument the shell passes on as it is
 _PLAIN_ARGUMENT = re.compile(r"[\w@%+=:,./-]+")
+# A python3 source up to this size is compile-checked by the run step itself, in
+# the kernel's python3, rather than by a step of its own (a round trip less): the
+# size the runner compiles in place (sandbox/runner/job.py COMPILE_HERE_MAX).
+CHECK_IN_RUN_MAX = 64 * 1024
 
 
 def step_limits(params: Params) -> StepLimits:
@@ -96,8 +100,11 @@ async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) ->
     at_compile = params.for_compile()
     seconds = 2 * params.cputime + (2 * at_compile.cputime if language.compile else 0)
     sources = [*files, (spec.sourcefilename, spec.sourcecode.encode())]
+    check = None  # a python3 source the run step compile-checks first, saving a step
+    if python_way(spec, compiling=True) and len(spec.sourcecode.encode()) <= CHECK_IN_RUN_MAX:
+        check = spec.sourcefilename
     async with jobs.kernel(language.kernel, seconds) as job:
-        if language.compile:
+        if language.compile and not check:
             built = await job.step(
                 command(language.compile, spec, at_compile), b"", step_limits(at_compile),
                 files=sources, env=ENVIRONMENT, python=python_way(spec, compiling=True),
@@ -109,8 +116,10 @@ async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) ->
         ran = await job.step(
             command(language.run, spec, params), spec.input.encode(), step_limits(params),
             files=sources, env=ENVIRONMENT, python=python_way(spec, compiling=False),
-            last=True,
+            last=True, check=check,
         )  # fmt: skip
+        if ran.failed_check:
+            return RunResult(COMPILATION_ERROR, cmpinfo=compile_info(ran, language.compile_stdout))
         if language.expand_stderr_tabs:
             ran = dataclasses.replace(ran, stderr=ran.stderr.replace(b"\n\t", b"\n        "))
         killed = ran.signal == signal.SIGKILL  # the OOM killer's signal: ask only then
