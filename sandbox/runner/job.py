@@ -53,6 +53,7 @@ Standard library only: this runs inside the kernel.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import resource
 import selectors
@@ -73,6 +74,10 @@ FORK_HEADROOM = 64 * 1024 * 1024  # address space a fork of the runner needs bey
 # Jobe python3 run's CPU went to forking and ending processes).
 COMPILE_HERE_MAX = 64 * 1024
 EXIT_NOT_STARTED = 126
+# In place, the runner's own CPU time (tens of ms) counts against RLIMIT_CPU, which
+# is whole seconds: rather than a second more, the program may get up to this
+# much less than its `cpu` rounded up.
+CPU_SLACK = 0.25
 FIELDS = {
     "cpu": (int, float), "wall": (int, float), "memory": int, "processes": int,
     "fileSize": int, "output": int,
@@ -81,8 +86,10 @@ FIELDS = {
 
 def _limits(message: dict, spent: float = 0.0) -> None:
     """Set the step's limits (in the child, before it runs anything). `spent`: the
-    CPU seconds this process has used already (in place: the runner's own)."""
-    seconds = max(1, int(message["cpu"] + spent + 0.999))
+    CPU seconds this process has used already (in place: the runner's own), which
+    RLIMIT_CPU counts too. The limit is whole seconds: the program gets `cpu`
+    rounded up, less at most CPU_SLACK of that (a fork starts from nothing)."""
+    seconds = max(1, math.ceil(message["cpu"] + spent - (CPU_SLACK if spent else 0)))
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
     for name, limit in (
         ("memory", resource.RLIMIT_AS),

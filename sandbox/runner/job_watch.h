@@ -65,6 +65,13 @@ static int watch_arm(int late) {
     return 1;
 }
 
+/* The runner's process group, and the runner itself however it left the group
+ * (it is the leader of its session, so it cannot; this says it twice). */
+static void watch_kill(void) {
+    kill(-runner_pid, SIGKILL);
+    kill(runner_pid, SIGKILL);
+}
+
 /* How much of n bytes read from pipe i to forward. */
 static size_t watch_room(int i, size_t n) {
     if (!watch.armed)
@@ -73,7 +80,7 @@ static size_t watch_room(int i, size_t n) {
     if (n > room) {
         watch.truncated[i] = 1;
         if (watch.stop_at_output)
-            kill(-runner_pid, SIGKILL);
+            watch_kill();
         n = room;
     }
     watch.sent[i] += n;
@@ -89,7 +96,7 @@ static int watch_timeout(void) {
     if (left > 0)
         return (int)left;
     watch.timed_out = 1;
-    kill(-runner_pid, SIGKILL);
+    watch_kill();
     return -1;
 }
 
