@@ -25,7 +25,10 @@ class CpuMeter:
 
     A process's time moves into its parent's children times when it is reaped, so
     a sum over the live tree (read anew each time) stays right as processes come
-    and go below the spawner (its kernels' pid 1s included: it is their reaper)."""
+    and go below the spawner (its kernels' pid 1s included: it is their reaper).
+    Not counted: processes that die with their kernel's pid namespace (a destroy
+    kills its pid 1): Linux reaps those without adding their time to any parent.
+    The host's busy time (`cpu_clock`) has them."""
 
     def __init__(self, server: Server) -> None:
         self.server = psutil.Process(server.proc.pid)
