@@ -14,7 +14,7 @@ import time
 
 from .checks import expect
 from .connection import Connection
-from .cpu import CpuMeter
+from .cpu import CpuMeter, cpu_clock
 from .figures import Figure, ms_since
 from .services import Server
 
@@ -95,14 +95,16 @@ async def sustained(server: Server, lang: str, spec: dict, seconds: float) -> Fi
             while time.perf_counter() < deadline:
                 samples.append(await _run(connection, request))
 
-        before, start = meter.read(), time.perf_counter()
+        before, start, (_, busy, _) = meter.read(), time.perf_counter(), cpu_clock()
         await asyncio.gather(*(one_client(c) for c in connections))
         rate = len(samples) / (time.perf_counter() - start)
+        busy = cpu_clock()[1] - busy
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     cpu = {
         party: (used - before[party]) * 1000 / len(samples) for party, used in meter.read().items()
     }
+    cpu["host"] = busy * 1000 / len(samples)  # all of it: see cpu.CpuMeter for why
     name = f"Jobe {lang} run, {CLIENTS} concurrent"
     return Figure(name, samples, baseline=floor_name(lang), rate=rate, cpu=cpu)
 
