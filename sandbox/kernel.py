@@ -155,7 +155,7 @@ class Kernel(KernelConnection):
         frames.append(protocol.encode_op(op, b"".join(data for _, data in files) + stdin))
         await self.send_frames(*frames)
         loop = asyncio.get_running_loop()
-        handed_over: Event | None = None  # the runner became the program
+        cpu_ms_before: int | None = None  # the runner became the program, having used this
         out, err = bytearray(), bytearray()
         deadline = loop.time() + wall + JOB_GRACE
         while True:
@@ -172,16 +172,16 @@ class Kernel(KernelConnection):
             if event.kind == "error":
                 raise ValueError(event.text)
             if event.kind == kernel_events.HANDOVER:
-                handed_over = event
-            elif handed_over is not None and event.kind in kernel_events.CONSOLE:
+                cpu_ms_before = event.reply["cpuMs"]
+            elif cpu_ms_before is not None and event.kind in kernel_events.CONSOLE:
                 kept = out if event.kind == "stdout" else err
                 kept += event.blob[: max(0, output - len(kept))]
-            elif handed_over is not None and event.kind == "exited" and event.reply:
+            elif cpu_ms_before is not None and event.kind == "exited" and event.reply:
                 return JobStep(
                     status=event.code,
                     stdout=bytes(out),
                     stderr=bytes(err),
-                    cpu_ms=max(0, event.reply["cpuMs"] - handed_over.reply["cpuMs"]),
+                    cpu_ms=max(0, event.reply["cpuMs"] - cpu_ms_before),
                     wall_ms=event.reply["wallMs"],
                     timed_out=event.reply["timedOut"],
                     truncated=tuple(event.reply["truncated"]),

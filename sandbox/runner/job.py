@@ -59,6 +59,8 @@ import resource
 import selectors
 import signal
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
 from . import files, python_program
 from .channel import Channel, InterruptGate
@@ -160,19 +162,29 @@ def _python_way(message: dict) -> dict | None:
     return python
 
 
-def _become_program(message: dict, python: dict | None, cwd: str, spent: float = 0.0) -> None:
-    """Turn this process, its fds 0-2 in place and nothing else open, into the
-    step's program under its limits. Returns only if that failed."""
-    os.chdir(cwd)
-    _limits(message, spent)
-    if python:
-        python_program.main(python, message.get("env"))
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by programs
-        signal.signal(sig, signal.SIG_DFL)
-    env = message.get("env")
-    if env is None:
-        os.execv(SHELL, [SHELL, "-c", message["command"]])
-    os.execve(SHELL, [SHELL, "-c", message["command"]], env)
+def _become_program(
+    message: dict, python: dict | None, cwd: str, prepare: Callable[[], None], spent: float = 0.0
+) -> NoReturn:
+    """`prepare` (which leaves fds 0-2 in place and nothing else open), then turn
+    this process into the step's program under its limits. Never returns: if any
+    of it fails, the reason goes to stderr and the process exits with 127."""
+    try:
+        prepare()
+        os.chdir(cwd)
+        _limits(message, spent)
+        if python:
+            python_program.main(python, message.get("env"))
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by programs
+            signal.signal(sig, signal.SIG_DFL)
+        env = message.get("env")
+        if env is None:
+            os.execv(SHELL, [SHELL, "-c", message["command"]])
+        os.execve(SHELL, [SHELL, "-c", message["command"]], env)
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
+    finally:
+        os._exit(127)
 
 
 def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
@@ -183,17 +195,14 @@ def _start(message: dict, cwd: str) -> tuple[int, int, int, int]:
     stderr_r, stderr_w = os.pipe()
     pid = lean_fork()
     if pid == 0:  # the child: nothing here may return
-        try:
+
+        def fds_in_place() -> None:
             os.setsid()
             for fd, target in ((stdin_r, 0), (stdout_w, 1), (stderr_w, 2)):
                 os.dup2(fd, target)
             os.closerange(3, 1 << 20)  # the control socket above all
-            _become_program(message, python, cwd)
-        except BaseException as e:
-            with contextlib.suppress(BaseException):
-                os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
-        finally:
-            os._exit(127)
+
+        _become_program(message, python, cwd, fds_in_place)
     for fd in (stdin_r, stdout_w, stderr_w):
         os.close(fd)
     return pid, stdin_w, stdout_r, stderr_r
@@ -217,24 +226,24 @@ def _hand_over(channel: Channel, message: dict, stdin: bytes, cwd: str) -> bool:
     before = spent + children.ru_utime + children.ru_stime
     try:
         stdin_fd = os.memfd_create("stdin", 0)
+    except OSError:
+        return False
+    try:
         with open(stdin_fd, "wb", closefd=False) as f:
             f.write(stdin)
         os.lseek(stdin_fd, 0, os.SEEK_SET)
         os.dup2(stdin_fd, 0)
-        os.close(stdin_fd)
     except OSError:
         return False
+    finally:
+        os.close(stdin_fd)
     channel.send({"ev": "job-handover", "cpuMs": int(before * 1000)})
-    try:
+
+    def control_socket_closed() -> None:
         channel.hand_over()
         os.closerange(3, 1 << 20)
-        _become_program(message, python, cwd, spent)
-    except BaseException as e:
-        with contextlib.suppress(BaseException):
-            os.write(2, f"job: cannot run {SHELL}: {e}\n".encode())
-    finally:
-        os._exit(127)
-    return True  # for the type checker: os._exit does not return
+
+    _become_program(message, python, cwd, control_socket_closed, spent)
 
 
 def _write_files(message: dict, blob: bytes, cwd: str) -> tuple[bytes, str | None]:
@@ -306,7 +315,7 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
     if _compiles_here(message, cwd):
         _compile_here(channel, message["python"]["path"], cwd)
         return
-    if "check" in message and not _compile_here(channel, message["check"]["path"], cwd, True):
+    if message.get("check") and not _compile_here(channel, message["check"]["path"], cwd, True):
         return
     if message.get("inPlace") and _hand_over(channel, message, stdin, cwd):
         return  # not reached: the runner became the program

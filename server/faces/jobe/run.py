@@ -15,6 +15,8 @@ import re
 import shlex
 import signal
 
+from sandbox.runner.job import COMPILE_HERE_MAX
+
 from ...engine.errors import EngineError, ExecutionFailed, NoCapacity, QuotaExceeded
 from ...engine.jobs import Jobs, Overloaded, StepLimits
 from .outcomes import (
@@ -39,10 +41,6 @@ ENVIRONMENT = {
 }
 # an argument the shell passes on as it is
 _PLAIN_ARGUMENT = re.compile(r"[\w@%+=:,./-]+")
-# A python3 source up to this size is compile-checked by the run step itself, in
-# the kernel's python3, rather than by a step of its own (a round trip less): the
-# size the runner compiles in place (sandbox/runner/job.py COMPILE_HERE_MAX).
-CHECK_IN_RUN_MAX = 64 * 1024
 
 
 def step_limits(params: Params) -> StepLimits:
@@ -100,8 +98,10 @@ async def _execute(jobs: Jobs, spec: RunSpec, files: list[tuple[str, bytes]]) ->
     at_compile = params.for_compile()
     seconds = 2 * params.cputime + (2 * at_compile.cputime if language.compile else 0)
     sources = [*files, (spec.sourcefilename, spec.sourcecode.encode())]
-    check = None  # a python3 source the run step compile-checks first, saving a step
-    if python_way(spec, compiling=True) and len(spec.sourcecode.encode()) <= CHECK_IN_RUN_MAX:
+    # A python3 source small enough for the runner to compile in its own process is
+    # checked by the run step itself rather than by a step of its own: a round trip less.
+    check = None
+    if python_way(spec, compiling=True) and len(spec.sourcecode.encode()) <= COMPILE_HERE_MAX:
         check = spec.sourcefilename
     async with jobs.kernel(language.kernel, seconds) as job:
         if language.compile and not check:

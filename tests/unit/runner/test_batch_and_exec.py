@@ -134,3 +134,25 @@ def test_exec_sees_only_standard_fds_and_cwd():
     assert code == 0
     # ls's own directory fd is the 3
     assert err.decode().split() == ["/", "0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("check", "s.py", 'job: check must be {"path": str}'),
+        ("check", {"path": 3}, 'job: check must be {"path": str}'),
+        ("inPlace", 1, "job: inPlace must be a boolean"),
+    ],
+)
+def test_a_job_op_with_a_bad_check_or_in_place_is_refused(wkernel, field, value, message):
+    """The job op's fields of the last step and the merged compile check are checked
+    like the others: an error, and the runner serves on."""
+    limits = {"cpu": 1, "wall": 1, "memory": 0, "processes": 0, "fileSize": 0, "output": 100}
+    wkernel.send(op="job", command="echo no", **limits, **{field: value})
+    assert wkernel.collect(until=("error", "job-finished")).last == {
+        "ev": "error",
+        "message": message,
+    }
+    wkernel.send(op="job", command="echo yes", **limits)
+    answer = wkernel.collect(until=("job-finished",))
+    assert answer.events[-1][1] == b"yes\n"
