@@ -32,7 +32,9 @@ from .runner import protocol
 RUNNER_DIR = Path(__file__).parent / "runner"
 SOURCE = RUNNER_DIR / "kernel_init.c"
 # included by SOURCE: part of the cache key
-HEADERS = tuple(RUNNER_DIR / name for name in ("helper_reply.h", "pty_relay.h", "job_watch.h"))
+HEADERS = tuple(
+    RUNNER_DIR / name for name in ("helper_reply.h", "file_helper.h", "pty_relay.h", "job_watch.h")
+)
 COMPILE = ["cc", "-O2", "-static", "-Wall", "-Wextra", "-Werror"]
 HELPER_MAIN = "import sys\nfrom sandbox.runner import files\nfiles.serve(3, sys.argv[1])\n"
 

@@ -36,16 +36,8 @@
  * that ack (see runner/channel.py), so nothing the runner writes to a pipe
  * after a frame can be drained ahead of it.
  *
- * File operations run in a helper, `PYTHON -I -S /proc/self/fd/4 WORK_DIR`
- * (fd 4: the zip of runner/files.py and its __main__), started at the first
- * operation and told to end (its socket closed) once it has had nothing to do
- * for HELPER_IDLE_MS. It runs as the kernel's user, like everything here, and
- * answers one frame per request, in order. Its frames must be replies to the
- * oldest request it holds, parsed strictly (helper_reply.h: a duplicate key
- * must not turn a reply into an "exited"); each is forwarded with FOR_PID1.
- * Anything else: the helper is killed, and its requests fail. If it cannot
- * start or dies with requests outstanding, each of those gets an error reply
- * from here.
+ * File operations run in a helper process started on demand (file_helper.h);
+ * its replies are checked strictly before they go to the host with FOR_PID1.
  *
  * When the runner exits: what it left in fd 3 and the pipes is forwarded, then
  * {"ev":"exited","status":<wait status>}, and we exit; the pid namespace takes
@@ -81,8 +73,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "helper_reply.h"
-
 enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
 
 #define HEADER_SIZE 8
@@ -96,9 +86,6 @@ enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
  * Linux's default pipe-max-size) plus a chunk, so a background process that
  * floods a pipe cannot keep us in the drain loop forever. */
 #define DRAIN_LIMIT (1024 * 1024 + READ_CHUNK)
-#define HELPER_IDLE_MS 5000
-#define MAX_PENDING 64 /* file operations outstanding at the helper */
-#define RID_SIZE 24
 
 static const char ACK[] = "\0\0\0\x0c\0\0\0\0{\"op\":\"ack\"}";
 #define ACK_SIZE (sizeof ACK - 1)
@@ -115,14 +102,9 @@ static int runner_status = -1; /* wait status once the runner is reaped */
 static int runner_reaped;
 static int pipes[2] = {OUT_FD, ERR_FD}; /* -1 once closed */
 static const char *const pipe_names[2] = {"stdout", "stderr"};
-static struct buf host_in, runner_in, runner_out, helper_in, helper_out;
+static struct buf host_in, runner_in, runner_out;
 
 static const char *python, *work_dir;
-static pid_t helper_pid;
-static int helper_fd = -1;
-static char pending[MAX_PENDING][RID_SIZE]; /* rids sent to the helper, oldest first */
-static int n_pending;
-static struct timespec helper_idle_since;
 
 /* -- small helpers ---------------------------------------------------------- */
 
@@ -374,130 +356,7 @@ static _Noreturn void finish(void) {
 
 /* -- the file helper ---------------------------------------------------------- */
 
-/* The "rid" of a file operation's JSON as its text ("null" if it has none): the
- * host's encoder writes "rid":<integer>. */
-static void find_rid(const char *json, size_t len, char rid[RID_SIZE]) {
-    static const char key[] = "\"rid\":";
-    strcpy(rid, "null");
-    const char *p = memmem(json, len, key, sizeof key - 1);
-    if (!p)
-        return;
-    p += sizeof key - 1;
-    size_t n = 0;
-    while (p + n < json + len && n < RID_SIZE - 1 && (p[n] == '-' || (p[n] >= '0' && p[n] <= '9')))
-        n++;
-    if (n) {
-        memcpy(rid, p, n);
-        rid[n] = 0;
-    }
-}
-
-static void fail_request(const char *rid, const char *reason) {
-    char json[256];
-    snprintf(json, sizeof json, "{\"ev\":\"reply\",\"rid\":%s,\"ok\":false,\"error\":\"%s\"}",
-             rid, reason);
-    to_host_pid1(json);
-}
-
-/* The helper is gone or never came: every request it held fails. */
-static void helper_lost(const char *reason) {
-    if (helper_fd >= 0)
-        close(helper_fd);
-    helper_fd = -1;
-    helper_in.start = helper_in.end = 0;
-    helper_out.start = helper_out.end = 0;
-    for (int i = 0; i < n_pending; i++)
-        fail_request(pending[i], reason);
-    n_pending = 0;
-}
-
-static int start_helper(void) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        for (int sig = 1; sig < NSIG; sig++)
-            signal(sig, SIG_DFL);
-        signal(SIGPIPE, SIG_IGN); /* as Python sets it: an EPIPE instead */
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
-            dup2(sv[1], 3) < 0 || dup2(HELPER_ZIP_FD, 4) < 0)
-            _exit(127);
-        close_range(5, ~0U, 0);
-        char *argv[] = {(char *)python, "-I", "-S", "/proc/self/fd/4", (char *)work_dir, NULL};
-        char *envp[] = {"LC_ALL=C.UTF-8", NULL};
-        execve(python, argv, envp);
-        _exit(127);
-    }
-    close(sv[1]);
-    fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    helper_pid = pid;
-    helper_fd = sv[0];
-    return 0;
-}
-
-/* A file operation from the host (its header's flag cleared): to the helper. */
-static void file_op(const char *frame, size_t total) {
-    uint32_t jlen = get_u32(frame) & ~FLAGS;
-    char rid[RID_SIZE];
-    find_rid(frame + HEADER_SIZE, jlen, rid);
-    if (n_pending == MAX_PENDING) {
-        fail_request(rid, "too many file operations at once");
-        return;
-    }
-    if (helper_fd < 0 && start_helper() < 0) {
-        char reason[128];
-        snprintf(reason, sizeof reason, "file operations cannot start: %s", strerror(errno));
-        fail_request(rid, reason);
-        return;
-    }
-    strcpy(pending[n_pending++], rid);
-    char header[HEADER_SIZE];
-    put_header(header, jlen, get_u32(frame + 4));
-    buf_add(&helper_out, header, HEADER_SIZE);
-    buf_add(&helper_out, frame + HEADER_SIZE, total - HEADER_SIZE);
-    if (buf_flush(&helper_out, helper_fd) < 0)
-        helper_lost("file operations stopped: the helper is gone");
-}
-
-static void read_helper(void) {
-    ssize_t n = buf_read(&helper_in, helper_fd, 4 * READ_CHUNK);
-    if (n < 0)
-        return;
-    if (n == 0) {
-        helper_lost("file operations stopped: the helper exited");
-        return;
-    }
-    for (;;) {
-        uint32_t jword, blen;
-        long total = frame_at(&helper_in, &jword, &blen);
-        if (total == 0)
-            return;
-        const char *json = helper_in.data + helper_in.start + HEADER_SIZE;
-        if (total < 0 || (jword & FLAGS) || n_pending == 0 ||
-            !helper_reply_ok(json, jword, pending[0])) {
-            kill(helper_pid, SIGKILL); /* not what our helper sends: user code got to it */
-            helper_lost("file operations stopped: the helper misbehaved");
-            return;
-        }
-        char *frame = helper_in.data + helper_in.start;
-        put_header(frame, jword | FOR_PID1, blen);
-        to_host(frame, (size_t)total);
-        buf_take(&helper_in, (size_t)total);
-        memmove(pending[0], pending[1], (size_t)--n_pending * RID_SIZE);
-        if (n_pending == 0)
-            clock_gettime(CLOCK_MONOTONIC, &helper_idle_since);
-    }
-}
+#include "file_helper.h"
 
 /* -- terminals ------------------------------------------------------------------ */
 
@@ -552,11 +411,7 @@ static void reap(void) {
             runner_status = status;
             runner_reaped = 1;
             watch.usage = usage;
-        } else if (pid == helper_pid) {
-            helper_pid = 0;
-            if (helper_fd >= 0)
-                helper_lost("file operations stopped: the helper exited");
-        } else {
+        } else if (!helper_reaped(pid)) {
             pty_reaped(pid, status);
         }
     }
@@ -615,21 +470,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2; i++)
             p[n++] = (struct pollfd){.fd = pipes[i], .events = POLLIN};
         int timeout = -1;
-        int helper_at = -1;
-        if (helper_fd >= 0) {
-            helper_at = (int)n;
-            p[n++] = (struct pollfd){
-                .fd = helper_fd, .events = (short)(POLLIN | (buf_len(&helper_out) ? POLLOUT : 0))};
-            if (n_pending == 0) {
-                long left = HELPER_IDLE_MS - ms_since(&helper_idle_since);
-                if (left <= 0) { /* idle: it exits when it sees EOF */
-                    close(helper_fd);
-                    helper_fd = -1;
-                    continue;
-                }
-                timeout = (int)left;
-            }
-        }
+        nfds_t helper_at = n;
+        n += helper_poll_fd(p + n, &timeout);
         int wall_left = watch_timeout();
         if (wall_left >= 0 && (timeout < 0 || wall_left < timeout))
             timeout = wall_left;
@@ -652,12 +494,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 2; i++)
             if (p[3 + i].revents && pipes[i] >= 0)
                 read_pipe(i, READ_CHUNK);
-        if (helper_at >= 0 && helper_fd >= 0 && p[helper_at].revents) {
-            if (p[helper_at].revents & POLLOUT && buf_flush(&helper_out, helper_fd) < 0)
-                helper_lost("file operations stopped: the helper is gone");
-            else if (p[helper_at].revents & (POLLIN | POLLHUP | POLLERR))
-                read_helper();
-        }
+        if (helper_at < n)
+            helper_ready(&p[helper_at]);
         pty_ready(p + ptys_at, owners, n - ptys_at);
         if (p[1].revents)
             read_host();
