@@ -1,21 +1,29 @@
 """The kernel's root filesystem: a tmpfs of read-only host binds, then pivot_root.
 
-Runs in the forked kernel process, inside its own mount namespace, as root,
-before privileges are dropped. Nothing here can change the host's mount table:
-the first step makes every mount a slave (nothing flows back to the host), and
-the last makes the kernel's own mounts private.
+Runs as root, before privileges are dropped, in a mount namespace of its own
+(a zygote's or a kernel's). Nothing here can change the host's mount table: a
+kernel first makes every mount a slave (nothing flows back to the host), and
+last makes its own mounts private.
 
-A spare builds the part that is the same for every kernel (`prepare_root`)
-while it waits, and the rest (`finish_root`) once it is given a kernel. Its
-mount namespace is made before the kernel's `/home/work` exists: the spawner
-binds each one under a shared handover directory (`make_handover_root`) while
-the kernel starts, which reaches the spare's copy of it as a slave.
+The root is built in three parts:
+* the template (`build_template`), the same for every kernel: a zygote builds it
+  once in its mount namespace and seals it read-only; each spare's
+  unshare(CLONE_NEWNS) copies it, mounts and all;
+* a spare's (`prepare_root`), made ahead while it waits: /proc and devpts, which
+  belong to its own pid namespace and ptys;
+* the kernel's (`finish_root`), once it is given one: /tmp, /dev/shm, /home/work,
+  its /etc/passwd and /etc/group, its binds; then pivot_root. Its mount
+  namespace is made before the kernel's `/home/work` exists: the spawner binds
+  each one under a shared handover directory (`make_handover_root`) while the
+  kernel starts, which reaches the spare's copy of it as a slave.
+Exec mode (`build_root`) does all three in the kernel's own namespace.
 
 The root is built from:
 * read-only, nosuid, nodev binds of the host's runtime directories (`/usr` and
   the `/etc` entries programs read); where the host has a symlink (`/bin ->
   usr/bin` on merged-usr systems) the root gets the same symlink;
-* the `sandbox/rootfs/` skeleton (passwd, group, hosts, ...), written into the tmpfs;
+* the `sandbox/rootfs/` skeleton (passwd, group, hosts, ...), written into the
+  tmpfs; passwd and group with the kernel's uid are bound over the skeleton's;
 * a fresh `/proc` (this pid namespace only), the entries Docker masks masked
   (`_mount_proc`) and /proc/sys, irq, bus and fs read-only;
 * a minimal `/dev` in the root's tmpfs: null, zero, full, random, urandom, tty,
@@ -25,12 +33,13 @@ The root is built from:
   survives a kernel restart);
 * extra binds (`sandbox-exec --bind`), and virtual folders: a loop device's
   ext4 file system mounted (`mount_block_device`).
-Then the root tmpfs is made read-only and becomes `/` through pivot_root; the
-old root is detached so no host path stays reachable.
+The root tmpfs is read-only (sealed with the template) and becomes `/` through
+pivot_root; the old root is detached so no host path stays reachable.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import stat
@@ -144,21 +153,28 @@ def make_handover_root(path: str) -> None:
 
 
 def build_root(plan: RootPlan, mountpoint: str) -> None:
-    """Build the kernel's root at `mountpoint` and pivot into it. Leaves cwd at `/`."""
-    prepare_root(plan.skeleton, mountpoint, plan.host_paths)
-    finish_root(plan, mountpoint)
+    """Build the kernel's root at `mountpoint` and pivot into it, all in this mount
+    namespace (exec mode). Leaves cwd at `/`."""
+    _isolate_mounts()
+    _own_root(plan, mountpoint.rstrip("/"))
 
 
-def prepare_root(
+def build_template(
     skeleton: dict[str, tuple[int, bytes]],
     mountpoint: str,
     host_paths: tuple[str, ...] = HOST_PATHS,
 ) -> None:
-    """The part of a root that no kernel's spec changes: the host binds, the
-    skeleton, /proc and /dev (but /dev/shm)."""
-    # Slaves, not private: a work directory mounted later by the caller still
-    # arrives here. finish_root makes the kernel's mounts private.
-    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+    """The part of a root that is the same for every kernel: a tmpfs at
+    `mountpoint` with the host binds, the skeleton, /dev's nodes and links, and
+    the directories the rest is mounted on.
+
+    A zygote builds it once in its own mount namespace (then `seal_template`s
+    it), and every spare's unshare(CLONE_NEWNS) copies it: a few mounts copied
+    in the kernel, where each spare used to make them one syscall at a time from
+    Python (0.7 ms of a spare's CPU here). Kernels then share its tmpfs, read-only:
+    nothing in it is any kernel's own (`finish_root` binds the kernel's
+    /etc/passwd and /etc/group over the skeleton's), and sharing it shows a
+    kernel no more of the others than the host binds beside it do."""
     _mount_tmpfs(mountpoint, 4 * 1024 * 1024, 0o755)
     root = mountpoint.rstrip("/")
     for path in host_paths:
@@ -166,19 +182,79 @@ def prepare_root(
     for inside, (mode, content) in skeleton.items():
         _write_file(root + inside, mode, content)
     _mkdir(root + EMPTY_DIR, 0o555)
-    _mount_proc(root)
+    _mkdir(root + "/proc", 0o555)
     _make_dev(root)
     os.symlink("/tmp", root + "/var/tmp")
     for path in ("/tmp", "/dev/shm"):
         _mkdir(root + path, 0o1777)
     _mkdir(root + WORK_DIR, 0o755)
+    _proc_entries()  # asked here, once: the spares made from this process inherit it
+
+
+def seal_template(mountpoint: str) -> None:
+    """Make a built template read-only (its file system: every copy of it too)."""
+    flags = syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV
+    syscalls.mount(None, mountpoint.rstrip("/"), None, flags)
+
+
+def prepare_root(mountpoint: str) -> None:
+    """A spare's part of its root, in its new mount namespace, on its copy of the
+    zygote's template at `mountpoint`: what belongs to its namespaces, a /proc of
+    its pid namespace and a devpts of its own."""
+    _isolate_mounts()
+    _mount_namespace_parts(mountpoint.rstrip("/"))
 
 
 def finish_root(plan: RootPlan, mountpoint: str) -> None:
-    """The kernel's own part of its root (/tmp, /dev/shm, /home/work, binds), then
-    pivot into it (a prepare_root'ed `mountpoint`). Leaves cwd at `/`."""
+    """The kernel's own part of its root (/tmp, /dev/shm, /home/work, its
+    identity, binds), then pivot into it (a prepare_root'ed `mountpoint`).
+    Leaves cwd at `/`.
+
+    A bind outside /home/work may need directories made for it, which the
+    read-only template cannot take: such a kernel gets a root of its own, built
+    over the template as exec mode builds one (a millisecond more)."""
     root = mountpoint.rstrip("/")
-    _mount_tmp_and_shm(root, plan.tmp_bytes)
+    if any(not _in_work_dir(bind.dst) for bind in plan.binds):
+        _own_root(plan, root)
+        return
+    _mount_kernel_parts(plan, root)
+    _pivot(root)
+
+
+def _in_work_dir(inside: str) -> bool:
+    parts = [part for part in inside.split("/") if part]
+    return parts[:2] == WORK_DIR.strip("/").split("/") and ".." not in parts
+
+
+def _own_root(plan: RootPlan, root: str) -> None:
+    """A root made whole here (a writable template until its binds are in)."""
+    build_template(plan.skeleton, root, plan.host_paths)
+    _mount_namespace_parts(root)
+    _mount_kernel_parts(plan, root)
+    seal_template(root)  # after the binds, which may have made directories
+    _pivot(root)
+
+
+def _isolate_mounts() -> None:
+    """Slaves, not private: a work directory mounted later by the caller still
+    arrives here (make_handover_root); nothing flows back. `_pivot` makes the
+    kernel's mounts private."""
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+
+
+def _mount_namespace_parts(root: str) -> None:
+    _mount_proc(root)
+    syscalls.mount(
+        "devpts",
+        root + "/dev/pts",
+        "devpts",
+        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
+
+
+def _mount_kernel_parts(plan: RootPlan, root: str) -> None:
+    made = _mount_tmp_and_shm(root, plan.tmp_bytes)
     syscalls.mount(plan.work, root + WORK_DIR, None, syscalls.MS_BIND)
     syscalls.mount(
         None,
@@ -186,8 +262,7 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
         None,
         syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_NOSUID | syscalls.MS_NODEV,
     )
-    for path, content in identity_files(plan.skeleton, plan.uid).items():
-        _rewrite_file(root + path, content)
+    _bind_identity(root, made, identity_files(plan.skeleton, plan.uid))
     maps: dict[int, int] = {}  # owner -> its idmapping's user namespace
     try:
         for bind in plan.binds:
@@ -203,12 +278,20 @@ def finish_root(plan: RootPlan, mountpoint: str) -> None:
         for fd in maps.values():
             os.close(fd)
 
-    syscalls.mount(
-        None,
-        root,
-        None,
-        syscalls.MS_REMOUNT | syscalls.MS_RDONLY | syscalls.MS_NOSUID | syscalls.MS_NODEV,
-    )
+
+def _bind_identity(root: str, made: str, files: dict[str, bytes]) -> None:
+    """The kernel's /etc/passwd and /etc/group: written beside its /tmp (in the
+    file system `_mount_tmp_and_shm` made, out of the kernel's reach but through
+    these binds) and bound read-only over the template's."""
+    _mkdir(f"{made}/etc", 0o755)
+    for path, content in files.items():
+        written = f"{made}{path}"
+        _write_file(written, 0o644, content)
+        syscalls.mount(written, root + path, None, syscalls.MS_BIND)
+        syscalls.mount(None, root + path, None, _RO_FLAGS)
+
+
+def _pivot(root: str) -> None:
     os.chdir(root)
     syscalls.pivot_root(".", ".")
     syscalls.umount(".", syscalls.MNT_DETACH)
@@ -234,29 +317,37 @@ def _mirror_host_path(root: str, path: str) -> None:
     syscalls.mount(None, target, None, _RO_FLAGS)
 
 
+@functools.cache
+def _proc_entries() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Which of PROC_READONLY, PROC_MASKED_FILES and PROC_MASKED_DIRS this host's
+    kernel has (they are the same in every pid namespace's /proc). Asked once, by
+    the zygote's `build_template`: its spares inherit the answer."""
+    return (
+        tuple(name for name in PROC_READONLY if os.path.exists(f"/proc/{name}")),
+        tuple(name for name in PROC_MASKED_FILES if os.path.isfile(f"/proc/{name}")),
+        tuple(name for name in PROC_MASKED_DIRS if os.path.isdir(f"/proc/{name}")),
+    )
+
+
 def _mount_proc(root: str) -> None:
     """A /proc of this pid namespace, its host-wide entries masked or read-only.
-    Built in a spare's common part, so a create does not pay for these mounts.
-    An entry this host's kernel lacks is skipped."""
+    Made by a spare ahead of its kernel, so a create does not pay for these
+    mounts. An entry this host's kernel lacks is skipped."""
     proc = root + "/proc"
-    _mkdir(proc, 0o555)
     syscalls.mount(
         "proc", proc, "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
     )
-    for name in PROC_READONLY:
+    readonly, masked_files, masked_dirs = _proc_entries()
+    for name in readonly:
         path = f"{proc}/{name}"
-        if os.path.exists(path):
-            syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
-            syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
-    for name in PROC_MASKED_FILES:
+        syscalls.mount(path, path, None, syscalls.MS_BIND | syscalls.MS_REC)
+        syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
+    for name in masked_files:  # reads are empty, writes go nowhere (as with runc)
+        syscalls.mount("/dev/null", f"{proc}/{name}", None, syscalls.MS_BIND)
+    for name in masked_dirs:  # the root's empty directory, bound read-only
         path = f"{proc}/{name}"
-        if os.path.isfile(path):  # reads are empty, writes go nowhere (as with runc)
-            syscalls.mount("/dev/null", path, None, syscalls.MS_BIND)
-    for name in PROC_MASKED_DIRS:
-        path = f"{proc}/{name}"
-        if os.path.isdir(path):  # the root's empty directory, bound read-only
-            syscalls.mount(root + EMPTY_DIR, path, None, syscalls.MS_BIND)
-            syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
+        syscalls.mount(root + EMPTY_DIR, path, None, syscalls.MS_BIND)
+        syscalls.mount(None, path, None, _RO_FLAGS | syscalls.MS_NOEXEC)
 
 
 def _make_dev(root: str) -> None:
@@ -267,14 +358,7 @@ def _make_dev(root: str) -> None:
     for name in DEVICES:
         _write_file(f"{dev}/{name}", 0o666, b"")
         syscalls.mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND)
-    _mkdir(dev + "/pts", 0o755)
-    syscalls.mount(
-        "devpts",
-        dev + "/pts",
-        "devpts",
-        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620,gid=5",
-    )
+    _mkdir(dev + "/pts", 0o755)  # a devpts of each kernel's own: _mount_namespace_parts
     os.symlink("pts/ptmx", dev + "/ptmx")
     for name, target in (
         ("fd", "/proc/self/fd"),
@@ -291,9 +375,10 @@ def tmp_mountpoint(mountpoint: str) -> str:
     return mountpoint.rstrip("/") + "-tmp"
 
 
-def _mount_tmp_and_shm(root: str, size: int) -> None:
+def _mount_tmp_and_shm(root: str, size: int) -> str:
     """/tmp and /dev/shm: two directories of one tmpfs of `size` bytes between them,
-    made beside the root, bound in, and left behind with the old root.
+    made beside the root, bound in, and left behind with the old root. Returns
+    where that file system is mounted (beside the root, out of the kernel's view).
 
     One file system where there were two, as the root holds /dev and the masks of
     /proc its own directories: every tmpfs is a superblock, every superblock a
@@ -307,6 +392,7 @@ def _mount_tmp_and_shm(root: str, size: int) -> None:
     for name, target in (("tmp", "/tmp"), ("shm", "/dev/shm")):
         _mkdir(f"{made}/{name}", 0o1777)
         syscalls.mount(f"{made}/{name}", root + target, None, syscalls.MS_BIND)
+    return made
 
 
 def _mount_tmpfs(
@@ -389,15 +475,6 @@ def _mkdir(path: str, mode: int) -> None:
         _mkdir(os.path.dirname(path), 0o755)
         os.mkdir(path, mode)
     os.chmod(path, mode)
-
-
-def _rewrite_file(path: str, content: bytes) -> None:
-    """Replace the content of a file of the root's own tmpfs (not a bind)."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
-    try:
-        os.write(fd, content)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: str, mode: int, content: bytes) -> None:

@@ -2,8 +2,9 @@
 
 A spare (`Spare`) is a pid 1 the zygote forked, ahead of demand or, when none
 is ready, at a create: it has moved itself into a fresh cgroup, started its
-session, unshared the namespaces, forked the runner, set up lo and the hostname
-and built the part of the root that is the same for every kernel
+session, unshared the namespaces (its mount namespace a copy of the zygote's,
+with the template of a kernel's root in it: mounts.build_template), forked the
+runner, set up lo and the hostname and mounted its root's /proc and devpts
 (`mounts.prepare_root`), and waits for a kernel to become. A kernel started
 from one made ahead skips the forks, those steps and, above all, the move,
 which waits for an RCU grace period (5-15 ms here) the first time in a while
@@ -214,7 +215,7 @@ def _spare_main(
         runner = forking.Runner(runner.pid, *runner_fds)
         status = pid1.STATUS_FD
         pid1.network_and_hostname()
-        mounts.prepare_root(env.skeleton, env.mountpoint)
+        mounts.prepare_root(env.mountpoint)
         conn = socket.socket(fileno=conn_fd)
         request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
         if not request:

@@ -17,7 +17,8 @@ message). The spare's cgroup comes as open directories, not paths.
 
 Protocol, over a SOCK_SEQPACKET pair: the zygote says b"ready" once it has a
 mount namespace of its own (a copy of the spawner's before any kernel, which
-its spares copy in turn); then the spawner sends b"spare" with the
+its spares copy in turn) with the template of kernels' roots built in it
+(mounts.build_template), or b"error: ..." if it could not; then the spawner sends b"spare" with the
 cgroup's directory fds (SCM_RIGHTS; none under the none layout); the zygote
 answers b"ok" with the spare's request socket and status pipe, or b"error: ..."
 with none. The zygote exits when the spawner's end closes, or the spawner dies.
@@ -32,7 +33,7 @@ import socket
 
 import prctl
 
-from . import fd_wait, kernel_inputs, pid_namespace, privileges, syscalls
+from . import fd_wait, kernel_inputs, mounts, pid_namespace, privileges, syscalls
 from .cgroups import KernelCgroup
 from .runner import forking
 from .spare import Spare, fork_spare
@@ -71,10 +72,11 @@ class Zygote:
         theirs.close()
         # Its mount namespace is a copy of ours as it is when it unshares: wait for
         # that, lest it copy what we mount next (the pre-import's /tmp).
-        if not fd_wait.readable([ours], _READY_TIMEOUT) or ours.recv(16) != _READY:
+        said = ours.recv(4096) if fd_wait.readable([ours], _READY_TIMEOUT) else b""
+        if said != _READY:
             ours.close()
             pid_namespace.kill_kernel(pid)
-            raise ZygoteError(0, "the zygote did not start")
+            raise ZygoteError(0, said.decode(errors="replace") or "the zygote did not start")
         return cls(pid, ours)
 
     def spare(self, cgroup: KernelCgroup, timeout: float) -> Spare:
@@ -120,6 +122,12 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     syscalls.unshare(syscalls.CLONE_NEWNS)
     forking.close_fds_from(3, keep=(fd, *keep))
     sock = socket.socket(fileno=fd)
+    try:  # the part of a root every kernel shares, which each spare's namespace copies
+        mounts.build_template(env.skeleton, env.mountpoint)
+        mounts.seal_template(env.mountpoint)
+    except Exception as e:
+        sock.send(f"error: its root template: {e}".encode()[:4096])
+        os._exit(1)
     sock.send(_READY)
     while True:
         try:

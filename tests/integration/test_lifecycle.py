@@ -171,12 +171,14 @@ def test_memory_bomb_is_oom_killed_and_reported(sandbox):
         other.destroy()
 
 
-def test_a_kernel_has_five_file_systems_of_its_own(sandbox):
-    """Its root, /proc, devpts, /tmp with /dev/shm, and /home/work. Each is a
-    superblock, and so a shrinker that every memory cgroup on the host keeps a slot
-    for: kernel memory that grows with the square of the kernels alive
-    (sandbox/mounts.py, _mount_tmp_and_shm). /dev and the masked /proc directories
-    are the root's own; the rest are binds."""
+def test_a_kernel_has_four_file_systems_of_its_own(sandbox):
+    """/proc, devpts, /tmp with /dev/shm (and its /etc/passwd and /etc/group), and
+    /home/work; its root is its zygote's template, which every kernel shares
+    (tests/security/test_root_template.py). Each file system is a superblock, and
+    so a shrinker that every memory cgroup on the host keeps a slot for: kernel
+    memory that grows with the square of the kernels alive (sandbox/mounts.py,
+    _mount_tmp_and_shm). /dev and the masked /proc directories are the root's
+    own; the rest are binds."""
     kernel = sandbox.kernel(name="filesystems")
     try:
         out = kernel.run("print(open('/proc/self/mountinfo').read())").stdout
@@ -191,8 +193,9 @@ def test_a_kernel_has_five_file_systems_of_its_own(sandbox):
         if fstype in ("tmpfs", "proc", "devpts"):
             own.setdefault(fields[2], []).append(fields[4])
     groups = [set(points) for points in own.values()]
-    assert len(groups) == 5, own
-    assert any({"/tmp", "/dev/shm"} <= group for group in groups), own
+    assert len(groups) == 5, own  # the four and the template
+    assert any({"/tmp", "/dev/shm", "/etc/passwd", "/etc/group"} <= group for group in groups), own
+    assert any("/" in group for group in groups), own
 
 
 @pytest.mark.parametrize("where", ["/tmp", "/home/work", "/dev/shm"])
