@@ -35,7 +35,7 @@ import prctl
 from . import mounts, network, oom_score, privileges, syscalls
 from .host_modules import forget_host
 from .kernel_inputs import Environment, Payload
-from .runner import forking
+from .runner import forking, protocol
 from .spec import WORK_DIR, KernelSpec
 
 # Pid 1 unshares these (its pid namespace is made by its fork,
@@ -144,6 +144,15 @@ def arrange_fds(
     return kept
 
 
+def runner_start_frame(spec: KernelSpec, uid: int, rlimits: privileges.Rlimits) -> bytes:
+    """The frame a spare's pid 1 sends its runner to let it go on as the kernel's
+    (sandbox.bootstrap_runner): encoded by the spawner, where the encoder's pages
+    are warm, not by each spare, whose every first touch of one is a page copy."""
+    # vars(), not dataclasses.asdict (a deep copy): Rlimits holds ints
+    start = {"op": "start", "env": kernel_environment(spec), "rlimits": dict(vars(rlimits))}
+    return protocol.encode({**start, "uid": uid})
+
+
 def network_and_hostname() -> None:
     """In the kernel's new network and UTS namespaces: lo up, the kernel's hostname."""
     network.loopback_up()
@@ -159,13 +168,16 @@ def become_kernel(
     host_fd: int,
     program: forking.KernelInitProgram | None,
     runner: forking.Runner | None,
+    start_frame: bytes = b"",
 ) -> None:
     """Runs in pid 1 of the new namespaces. In server mode pid 1 is a spare's, with
     a `runner`: in its cgroup and cgroup namespace, with lo, the hostname, most of
-    its root and its runner set up already; it execs `program`, kernel-init as
-    pid 1 holds it, on `host_fd`. In exec mode (both None) pid 1 is new and runs
-    the payload's command. Never returns."""
+    its root and its runner set up already; it sends the runner `start_frame`
+    (`runner_start_frame`) and execs `program`, kernel-init as pid 1 holds it, on
+    `host_fd`. In exec mode (both None) pid 1 is new and runs the payload's
+    command. Never returns."""
     step = "setup"
+    kernel_env: dict[str, str] = {}
     try:
         step = "root filesystem"
         plan = mounts.RootPlan(
@@ -186,13 +198,9 @@ def become_kernel(
                 raise RuntimeError("the caller did not place the kernel in its cgroup")
             os.close(_PLACED_FD)
             syscalls.unshare(syscalls.CLONE_NEWCGROUP)  # its root: the kernel's own cgroup
-        kernel_env = kernel_environment(spec)
         if runner is not None:
             step = "runner"
-            # the runner drops its privileges itself, beside pid 1's doing the same
-            # vars(), not dataclasses.asdict (a deep copy): Rlimits holds ints
-            start = {"op": "start", "env": kernel_env, "rlimits": dict(vars(rlimits))}
-            runner.start({**start, "uid": payload.uid})
+            runner.start(start_frame)  # it drops its privileges itself, beside ours
         step = "privileges"
         os.umask(0o022)
         real_gid = None if payload.argv else privileges.PID1_REAL_GID  # kernel-init's
@@ -202,6 +210,7 @@ def become_kernel(
         step = "start"
         if payload.argv:
             forget_host(env.host_modules)
+            kernel_env = kernel_environment(spec)
             os.environ.clear()
             os.environ.update(kernel_env)
             os.chdir(WORK_DIR)

@@ -145,7 +145,8 @@ class Spare:
         host_sock: socket.socket,
     ) -> None:
         """Hand the spare its kernel (kernel_start.start_kernel reads the rest)."""
-        request = pickle.dumps((spec, work, payload, rlimits))
+        start = pid1.runner_start_frame(spec, payload.uid, rlimits)
+        request = pickle.dumps((spec, work, payload, rlimits, start))
         try:
             socket.send_fds(self._conn, [request], [host_sock.fileno()])
         finally:
@@ -220,7 +221,7 @@ def _spare_main(
         request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
         if not request:
             os._exit(0)  # discarded
-        spec, work, payload, rlimits = pickle.loads(request)
+        spec, work, payload, rlimits, start = pickle.loads(request)
         (host_fd,) = fds
         conn.close()
         if not runner.alive():
@@ -230,4 +231,4 @@ def _spare_main(
         with contextlib.suppress(OSError):
             os.write(status, f"kernel setup failed at spare: {e}\n".encode())
         os._exit(1)
-    pid1.become_kernel(env, spec, work, payload, rlimits, host_fd, program, runner)
+    pid1.become_kernel(env, spec, work, payload, rlimits, host_fd, program, runner, start)

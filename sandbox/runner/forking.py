@@ -13,7 +13,7 @@ namespace (sandbox.pid1), builds the root, drops privileges, then calls one of:
 
   Pid 1 may fork the runner before it has a host (a spare), and before either
   has dropped privileges: child_main(3) then does the runner's own setup.
-  `Runner.start(message)` sends the runner one frame first, before any of the
+  `Runner.start(frame)` sends the runner one frame first, before any of the
   host's, to say it may go on.
 
   The runner sees exactly fds 0 (/dev/null), 1, 2 and 3. Python-level output
@@ -130,10 +130,10 @@ class Runner:
         except ChildProcessError:
             return False
 
-    def start(self, message: dict) -> None:
-        """Send the runner its first frame (child_main reads it from fd 3 before anything
-        else)."""
-        protocol.write_all(self.ctl_fd, protocol.encode(message))
+    def start(self, frame: bytes) -> None:
+        """Send the runner its first frame, encoded (child_main reads it from fd 3
+        before anything else)."""
+        protocol.write_all(self.ctl_fd, frame)
 
     def serve(
         self,
