@@ -14,12 +14,12 @@ signal.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import errno
 import functools
 import os
 import pickle
-import signal
 import socket
 
 import prctl
@@ -189,7 +189,7 @@ def _spare_main(
     status = status_w
     try:
         # the parent gone: so is the spare
-        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, _signal.SIGKILL)
         os.write(conn_fd, _HELLO)  # first: the parent waits for it, and our pid in it
         prctl.set_name("sandbox-spare")
         oom_score.set_own(oom_score.KERNEL)  # before the runner's fork: it inherits it
@@ -201,8 +201,9 @@ def _spare_main(
         # the cgroup namespace too: after the move
         syscalls.unshare(pid1.NAMESPACES | syscalls.CLONE_NEWCGROUP)
         runner = forking.fork_runner(functools.partial(bootstrap_runner.main, env))
-        signal.set_wakeup_fd(-1)  # a parent's: about to be closed
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # fork_runner set the others
+        # _signal, not signal: its enums are pages this fresh fork would copy
+        _signal.set_wakeup_fd(-1)  # a parent's: about to be closed
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # fork_runner set the others
         os.setsid()
         # Nothing of the caller's but stdio: another spare's socket held here would
         # keep that spare from seeing its end.

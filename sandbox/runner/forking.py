@@ -34,13 +34,13 @@ Standard library only: this runs inside the kernel.
 from __future__ import annotations
 
 import _signal
+import _socket
 import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -197,9 +197,11 @@ def fork_runner(child_main: Callable[[int], object]) -> Runner:
     docstring). Sets pid 1's signals for serving: call it in pid 1 only."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     # Plain fds, not socket objects: an object would close its fd number when
-    # collected, and in the runner that number may belong to a user's file.
+    # collected, and in the runner that number may belong to a user's file. And
+    # _socket's pair, not socket's, whose wrapping objects (and _signal below, not
+    # signal, whose enums) are more pages that a fresh fork copies as it touches them.
+    parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     ctl_fd, child_ctl_fd = parent_sock.detach(), child_sock.detach()
 
     pid = lean_fork()
@@ -209,8 +211,8 @@ def fork_runner(child_main: Callable[[int], object]) -> Runner:
         os.close(fd)
     # User code runs as the same uid: it must not be able to stop pid 1 with a
     # signal. (A namespace's pid 1 is already immune to those left at SIG_DFL.)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE):
+        _signal.signal(sig, _signal.SIG_IGN)
     return Runner(pid, ctl_fd, out_r, err_r)
 
 
