@@ -40,7 +40,8 @@ def main(env: Environment, fd: int) -> None:
     uid = start["uid"]
     privileges.drop_privileges(uid, uid, privileges.Rlimits(**start["rlimits"]))
     syscalls.seccomp_install(env.filter)
-    os.environ.clear()
+    for name in list(os.environ):  # not environ.clear(): a popitem, a list copy each
+        del os.environ[name]
     os.environ.update(start["env"])
     os.chdir(WORK_DIR)
     runner_main.serve(fd)
