@@ -283,10 +283,9 @@ def _bind_identity(root: str, made: str, files: dict[str, bytes]) -> None:
     """The kernel's /etc/passwd and /etc/group: written beside its /tmp (in the
     file system `_mount_tmp_and_shm` made, out of the kernel's reach but through
     these binds) and bound read-only over the template's."""
-    _mkdir(f"{made}/etc", 0o755)
     for path, content in files.items():
         written = f"{made}{path}"
-        _write_file(written, 0o644, content)
+        _write_file(written, 0o644, content)  # makes {made}/etc too
         syscalls.mount(written, root + path, None, syscalls.MS_BIND)
         syscalls.mount(None, root + path, None, _RO_FLAGS)
 

@@ -109,7 +109,7 @@ def exec_mode_main(
     except BaseException as e:
         _report_failure("start", e)
         os._exit(1)
-    become_kernel(env, spec, work, payload, rlimits, -1, None, None)
+    become_kernel(env, spec, work, payload, rlimits, -1, None, None, b"")
 
 
 def arrange_fds(
@@ -168,14 +168,14 @@ def become_kernel(
     host_fd: int,
     program: forking.KernelInitProgram | None,
     runner: forking.Runner | None,
-    start_frame: bytes = b"",
+    start_frame: bytes,
 ) -> None:
     """Runs in pid 1 of the new namespaces. In server mode pid 1 is a spare's, with
     a `runner`: in its cgroup and cgroup namespace, with lo, the hostname, most of
     its root and its runner set up already; it sends the runner `start_frame`
     (`runner_start_frame`) and execs `program`, kernel-init as pid 1 holds it, on
-    `host_fd`. In exec mode (both None) pid 1 is new and runs the payload's
-    command. Never returns."""
+    `host_fd`. In exec mode (both None, no frame) pid 1 is new and runs the
+    payload's command. Never returns."""
     step = "setup"
     kernel_env: dict[str, str] = {}
     try:
