@@ -105,12 +105,14 @@ def _admin_command() -> str:
 
 
 def open_files_needed(config: ServerConfig) -> int:
-    """The server holds a socket per kernel (pooled ones too) and one per client
-    connection, which http_guard caps at max_connections; the listen backlog's
-    connections are accepted before they are counted; the rest (SQLite, the spawner,
-    logs, uploads spooled to disk) fits in FD_RESERVE. So client connections can
-    never take the fds that kernels need."""
-    pooled = config.pool.pool_size * len(config.pool.pool_languages)
+    """The server holds a socket per kernel (pooled ones too: sessions' and one-shot
+    jobs', each kind as many as the pool may grow to) and one per client connection,
+    which http_guard caps at max_connections; the listen backlog's connections are
+    accepted before they are counted; the rest (SQLite, the spawner, logs, uploads
+    spooled to disk) fits in FD_RESERVE. So client connections can never take the
+    fds that kernels need."""
+    most = max(config.pool.pool_size, config.pool.pool_max) if config.pool.pool_size else 0
+    pooled = 2 * most * len(config.pool.pool_languages)
     clients = config.server.max_connections
     return config.limits.max_kernels + pooled + clients + BACKLOG + FD_RESERVE
 

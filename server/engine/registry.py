@@ -30,7 +30,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
@@ -242,12 +241,7 @@ class Registry:
             self._creating[(access_key, token)] = created
             try:
                 began = time.monotonic()
-                warm = await self.pool.take(lang, spec)
-                if warm is not None:
-                    kernel_id, kernel = warm
-                else:
-                    kernel_id = secrets.token_urlsafe(16)
-                    kernel = await self._start_fresh(kernel_id, spec)
+                kernel_id, kernel, warm = await self.pool.kernel(lang, spec)
             finally:
                 del self._creating[(access_key, token)]
                 created.set_result(None)
@@ -255,12 +249,12 @@ class Registry:
             kernel_id, access_key, token, lang, spec, limits, kernel, self.spawner,
             mounts=dict(mounts or {}), kept=kept,
         )  # fmt: skip
-        self.tally.created(lang, warm is not None, time.monotonic() - began)
+        self.tally.created(lang, warm, time.monotonic() - began)
         self.add(session)
         session.lifecycle.publish(STARTED, "created")
         log.info("kernel created", extra={
             "event": STARTED, "kernel": kernel_id, "key": access_key, "lang": lang,
-            "warm": warm is not None,
+            "warm": warm,
         })  # fmt: skip
         return session, True
 

@@ -121,10 +121,19 @@ class FolderSettings:
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """`[pool]`: kernels started ahead of demand, so that a create is an assignment."""
+    """`[pool]`: kernels started ahead of demand, so that a create is an assignment.
+    At rest each pooled language has pool_size ready; after a burst of creates (as
+    many as came before the pool was whole again: a class pressing Run) it holds as
+    many as the largest burst of the last pool_shrink_seconds, at most pool_max."""
 
-    pool_size: int = setting(4, "ready kernels per pooled language; 0: no pool")
+    pool_size: int = setting(4, "ready kernels per pooled language at rest; 0: no pool")
     pool_languages: tuple[str, ...] = setting(("python3",), "languages kept ready")
+    pool_max: int = setting(
+        256, "most ready kernels per pooled language after a burst; <= pool_size: no growth"
+    )
+    pool_shrink_seconds: float = setting(
+        900.0, "how long the pool keeps room for a burst of creates", above=0
+    )
 
     def __post_init__(self) -> None:
         check(self)

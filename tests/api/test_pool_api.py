@@ -1,6 +1,7 @@
-"""The warm pool (server/pool.py) over HTTP: creates are served by kernels started
-ahead of demand, never the same kernel twice, with the limits the create asked for,
-and the pool is refilled and, at shutdown, emptied."""
+"""The warm pool (server/engine/pool.py) over HTTP: creates are served by kernels
+started ahead of demand, never the same kernel twice, with the limits the create
+asked for; the pool is refilled, grows after a burst of creates and shrinks when
+the burst is old, and at shutdown it is emptied."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ POOL = 2
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("pool-data")
-    config = f"pool_size = {POOL}\npool_languages = ['python3', 'bash']\n"
+    # pool_max: a fixed size here (a burst would grow it: see test_the_pool_follows_a_burst)
+    config = f"pool_size = {POOL}\npool_max = {POOL}\npool_languages = ['python3', 'bash']\n"
     proc, server = start_server(str(data / "data"), config=config)
     yield server
     stop_server(proc)
@@ -47,17 +49,23 @@ def warm(server, kid: str) -> bool:
     raise AssertionError(f"no creation logged for {kid}")
 
 
-def pool_full(server, lang: str = "python3", timeout: float = 30) -> None:
-    """Wait until the pool holds POOL ready kernels of `lang` (GET /v2/kernel/languages
+def pool_full(server, lang: str = "python3", timeout: float = 30, size: int = POOL) -> None:
+    """Wait until the pool holds `size` ready kernels of `lang` (GET /v2/kernel/languages
     says how many wait)."""
     public = server.client()
     deadline = time.monotonic() + timeout
     while True:
         rows = public.request("GET", "/v2/kernel/languages").json()["languages"]
-        if next(r for r in rows if r["lang"] == lang)["warm"] == POOL:
+        if next(r for r in rows if r["lang"] == lang)["warm"] == size:
             return
-        assert time.monotonic() < deadline, "the pool was not refilled"
+        assert time.monotonic() < deadline, f"the pool did not come to {size} kernels"
         time.sleep(0.05)
+
+
+def pool_kernels(server) -> list[psutil.Process]:
+    """The pool's kernels' pids 1 ("kernel-init") when no other kernel is alive."""
+    children = psutil.Process(spawner_pid(server.pid)).children()
+    return [c for c in children if c.name() == "kernel-init"]
 
 
 def create(client, **extra) -> str:
@@ -156,9 +164,42 @@ def test_stopping_the_server_destroys_the_pool(tmp_path):
     try:
         pool_full(server)
         children = psutil.Process(spawner_pid(server.pid)).children()
-        # the pool's kernels (pid 1 is "kernel-init"), and the spawner's spare processes
-        assert len([c for c in children if c.name() == "kernel-init"]) == POOL
+        assert len(pool_kernels(server)) == POOL
     finally:
         stop_server(proc)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def test_the_pool_follows_a_burst_and_shrinks_when_it_is_old(tmp_path):
+    """A burst of creates (a class pressing Run) grows the pool to its size, at most
+    pool_max, in the background; when the burst is pool_shrink_seconds old the
+    surplus is destroyed, processes and all, and the pool is back at pool_size."""
+    most, burst = 7, 10
+    config = f"pool_size = {POOL}\npool_max = {most}\npool_shrink_seconds = 4\n"
+    proc, server = start_server(str(tmp_path / "data"), config=config)
+    try:
+        client = server.client(**server.new_key(concurrency=burst))
+        pool_full(server)
+        with concurrent.futures.ThreadPoolExecutor(burst) as ex:
+            kids = list(ex.map(lambda _: create(client), range(burst)))
+        for kid in kids:
+            assert client.request("DELETE", f"/v2/kernel/{kid}").status_code == 204
+        grown = time.monotonic()
+        pool_full(server, size=most)
+        time.sleep(0.5)  # and no further than pool_max
+        kernels = pool_kernels(server)
+        assert len(kernels) == most
+        # a create now takes one, and the pool makes up for it: it stays at the burst
+        kid = create(client)
+        assert warm(server, kid)
+        client.request("DELETE", f"/v2/kernel/{kid}")
+        pool_full(server, size=most)
+        # the burst is old by now (4 s): the surplus is destroyed
+        pool_full(server, size=POOL, timeout=30)
+        assert time.monotonic() - grown > 3
+        gone, alive = psutil.wait_procs(kernels, timeout=10)
+        assert len(alive) <= POOL and len(gone) >= most - POOL
+        assert len(pool_kernels(server)) == POOL
+    finally:
+        stop_server(proc)
