@@ -56,7 +56,11 @@ def server_status(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(answer, indent=2))
         return
-    pool = ", ".join(f"{lang} {n}" for lang, n in answer["pool"].items()) or "none"
+    sizes = answer.get("poolSize", {})
+    pool = (
+        ", ".join(f"{lang} {n} of {sizes.get(lang, n)}" for lang, n in answer["pool"].items())
+        or "none"
+    )
     print(
         f"cgroup layout: {answer['layout']}\n"
         f"kernels:       {answer['kernels']} of at most {answer['maxKernels']}, "

@@ -46,8 +46,9 @@ def test_status(api_server):
     status = json.loads(admin(api_server, "status", "--json").stdout)
     assert status["layout"] in ("v2", "hybrid", "v1", "none")
     assert status["maxKernels"] >= 1 and "python3" in status["pool"]
+    assert status["poolSize"]["python3"] >= 1  # pool_size, or more after a burst
     text = admin(api_server, "status").stdout
-    assert "cgroup layout:" in text and "warm pool:" in text
+    assert "cgroup layout:" in text and "warm pool:     python3 " in text
 
 
 def test_a_server_that_is_not_there(tmp_path):

@@ -31,7 +31,7 @@ def value(families: dict, family: str, sample: str | None = None, **labels: str)
 def test_every_family_is_there(api_server):
     families = scrape(api_server.endpoint)
     for name in (
-        "sandbox_kernels", "sandbox_pool_kernels", "sandbox_key_kernels",
+        "sandbox_kernels", "sandbox_pool_kernels", "sandbox_pool_size", "sandbox_key_kernels",
         "sandbox_kernel_creates", "sandbox_kernel_create_seconds", "sandbox_kernel_ends",
         "sandbox_execute_seconds", "sandbox_runs", "sandbox_jobs_waiting",
         "sandbox_max_kernels", "sandbox_host_memory_available_bytes",
@@ -39,6 +39,7 @@ def test_every_family_is_there(api_server):
     ):  # fmt: skip
         assert name in families, (name, sorted(families))
     assert value(families, "sandbox_max_kernels") >= 1
+    assert value(families, "sandbox_pool_size", language="python3") >= 1
     assert value(families, "sandbox_kernel_ceiling", by="max_kernels") == value(
         families, "sandbox_max_kernels"
     )

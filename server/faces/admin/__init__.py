@@ -82,6 +82,7 @@ async def status(request: Request) -> Response:
         "kernels": len(registry.sessions),
         "maxKernels": limits.max_kernels,
         "pool": {lang: len(ready) for lang, ready in registry.pool.ready.items()},
+        "poolSize": registry.pool.sizes(),
         "spares": len(spawner.get("spares", [])),
         "jobs": {"waiting": engine.jobs.waiting, "maxRunning": engine.jobs.max_running},
         "defaultMemoryBytes": limits.default_memory_bytes,

@@ -60,6 +60,14 @@ class EngineCollector:
         for lang, ready in sorted(registry.pool.ready.items()):
             pool.add_metric([lang], len(ready))
         yield pool
+        size = GaugeMetricFamily(
+            "sandbox_pool_size",
+            "Warm kernels the pool keeps: pool_size, or the largest recent burst",
+            labels=["language"],
+        )
+        for lang, n in sorted(registry.pool.sizes().items()):
+            size.add_metric([lang], n)
+        yield size
         by_key = GaugeMetricFamily(
             "sandbox_key_kernels", "Live kernels of the keys with the most", labels=["key"]
         )
