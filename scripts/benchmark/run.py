@@ -84,9 +84,12 @@ def run(plan: Plan, gateway_venv: str | None = None) -> tuple[list[Figure], list
         figures = command_baselines(plan.runs, tmp) + idle_python_memory(plan.probes)
         notes: list[str] = []
         step("starting the server")
-        # room for the density's kernels, the probes' and the warm pool's
+        # room for the density's kernels, the probes' and the warm pool's; the pool at
+        # its resting size (the density's creates come faster than it refills, and the
+        # kernels it would grow by would count as the density's: the class shows growth)
         max_kernels = max(2000, plan.density + plan.probes + POOL_SIZE + 10)
-        with sandbox_server(tmp, settings=f"max_kernels = {max_kernels}\n") as server:
+        settings = f"max_kernels = {max_kernels}\npool_max = {POOL_SIZE}\n"
+        with sandbox_server(tmp, settings=settings) as server:
             server_rss = rss_mib(psutil.Process(server.proc.pid))
             figures.append(Figure(SERVER_RSS, [server_rss], unit="MiB"))
             figures.append(Figure(SPAWNER_RSS, [rss_mib(spawner_of(server))], unit="MiB"))

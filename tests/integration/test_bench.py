@@ -39,6 +39,8 @@ EXPECTED = [
     "class of 10: create + print(1), all at once",
     "class of 10: the last one's print(1)",
     "class of 10: host CPU of the burst / cores",
+    "class of 10 again, the pool grown: create + print(1), all at once",
+    "class of 10 again, the pool grown: host CPU of the burst / cores",
 ]
 
 
