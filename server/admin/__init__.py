@@ -16,6 +16,7 @@ running server about its kernels, install the service.
     sandbox-admin [--config FILE] kernels [--json]        (the running server's)
     sandbox-admin [--config FILE] kernels destroy [--] ID   (-- before an ID that starts with -)
     sandbox-admin [--config FILE] status [--json]
+    sandbox-admin [--config FILE] pool LANG N [--json]     (N kernels ready, before a class)
     sandbox-admin install-service [--unit-dir D] [--config-dir D]
     sandbox-admin [--config FILE] [--data-dir D] backup DIR
     sandbox-admin [--config FILE] [--data-dir D] restore DIR   (into a new data directory)
@@ -23,8 +24,8 @@ running server about its kernels, install the service.
 `backup` copies the store and the folders into a new directory while the server
 runs (a folder's writers wait while its image is copied); `restore` fills a new
 data directory from one. `web-link` prints one-time links that sign a browser in
-to the web page as a key (`keys create --web-link` makes a key and its link at once). `kernels` and
-`status` ask the running server (its [server] host and port, from --config;
+to the web page as a key (`keys create --web-link` makes a key and its link at once). `kernels`,
+`status` and `pool` ask the running server (its [server] host and port, from --config;
 only clients on its own machine are answered). The rest works
 on the same store as the server (the data directory of --data-dir, or
 of the server's --config file), and the server sees changes at once, without a
@@ -38,7 +39,7 @@ import argparse
 
 from ..engine.store import FACES
 from .backup_commands import backup_command, restore_command
-from .server_commands import kernels_destroy, kernels_list, server_status
+from .server_commands import kernels_destroy, kernels_list, pool_expect, server_status
 from .service import install_service
 from .signing import DIALECTS, SIGN_HELP, sign_request
 from .store_commands import (
@@ -143,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     kill.add_argument("kernel_id", metavar="ID", help="write -- before an ID that starts with -")
     state = commands.add_parser("status", parents=[server], help="the running server's state")
     state.set_defaults(run=server_status, parser=state)
+    ready = commands.add_parser(
+        "pool", parents=[server], help="keep kernels ready for a class about to begin"
+    )
+    ready.set_defaults(run=pool_expect, parser=ready)
+    ready.add_argument("lang", metavar="LANG", help="a pooled language (pool_languages)")
+    ready.add_argument("size", metavar="N", type=int, help="kernels to keep ready")
 
     service = commands.add_parser(
         "install-service", help="write the systemd unit (and a config if there is none)"

@@ -11,10 +11,12 @@ import urllib.request
 from .common import age, config, fail, print_table
 
 
-def _ask_server(args: argparse.Namespace, method: str, path: str) -> dict:
+def _ask_server(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
     """The running server's JSON answer to an admin request; exits with why not."""
     url = config(args).server.local_url(args.port) + path
-    request = urllib.request.Request(url, method=method)
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -69,3 +71,12 @@ def server_status(args: argparse.Namespace) -> None:
         f"jobs waiting:  {answer['jobs']['waiting']} (at most {answer['jobs']['maxRunning']} run)\n"
         f"kernel memory: {answer['defaultMemoryBytes'] // 2**20} MiB by default"
     )
+
+
+def pool_expect(args: argparse.Namespace) -> None:
+    answer = _ask_server(args, "POST", "/admin/pool", {"lang": args.lang, "size": args.size})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return
+    kept = f"{answer['size']} {answer['lang']} kernels"
+    print(f"the pool keeps {kept} ready for the next {age(answer['forSeconds'])}")

@@ -98,6 +98,14 @@ class Demand:
             self._peaks.pop()
         self._peaks.append((now, size))
 
+    def expect(self, now: float, size: int) -> None:
+        """A burst of `size` is expected (a class about to begin): counted as if it
+        had come now."""
+        size = min(size, self.most)
+        while self._peaks and self._peaks[-1][1] <= size:
+            self._peaks.pop()
+        self._peaks.append((now, size))
+
     def peak(self, now: float) -> int:
         """The largest burst within the last `memory` seconds."""
         while self._peaks and self._peaks[0][0] <= now - self.memory:
@@ -158,6 +166,16 @@ class WarmPool:
             return dict.fromkeys(self.kinds, 0)
         now = time.monotonic()
         return {lang: kind.wanted(self.settings, now) for lang, kind in self.kinds.items()}
+
+    def expect(self, lang: str, size: int) -> int:
+        """Keep `size` of `lang`'s sessions' kernels ready for the next
+        pool_shrink_seconds, as if a burst of that size had just come (an admin,
+        before a class begins); how many it will keep (at most pool_max, at least
+        pool_size). KeyError if `lang` is not pooled."""
+        kind = self.kinds[lang]
+        kind.demand.expect(time.monotonic(), size)
+        self._wanted.set()
+        return self.sizes()[lang]
 
     def start(self) -> None:
         if self.settings.pool_size > 0 and self.kinds and self._task is None:

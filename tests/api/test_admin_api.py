@@ -1,5 +1,6 @@
 """`sandbox-admin kernels`, `kernels destroy` and `status` against a real server
-(its loopback-only admin routes), and the routes refusing anyone else."""
+(its loopback-only admin routes), and the routes refusing anyone else
+(`sandbox-admin pool`: tests/api/test_pool_api.py)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_only_this_machine_is_answered(tmp_path):
     try:
         port = server.endpoint.rsplit(":", 1)[1]
         for method, path in [("GET", "/admin/kernels"), ("GET", "/admin/status"),
-                             ("DELETE", "/admin/kernels/x")]:  # fmt: skip
+                             ("DELETE", "/admin/kernels/x"), ("POST", "/admin/pool")]:  # fmt: skip
             r = httpx.request(method, f"http://{address}:{port}{path}")
             assert r.status_code == 403, (method, path)
         assert httpx.get(f"http://127.0.0.1:{port}/admin/status").status_code == 200

@@ -8,11 +8,14 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import subprocess
+import sys
 import time
 
+import httpx
 import psutil
 import pytest
-from helpers.api_server import spawner_pid, start_server, stop_server
+from helpers.api_server import ROOT, spawner_pid, start_server, stop_server
 from helpers.harness import HAS_CGROUPS
 from helpers.kernel_remains import KernelRemains
 
@@ -200,6 +203,48 @@ def test_the_pool_follows_a_burst_and_shrinks_when_it_is_old(tmp_path):
         assert time.monotonic() - grown > 3
         gone, alive = psutil.wait_procs(kernels, timeout=10)
         assert len(alive) <= POOL and len(gone) >= most - POOL
+        assert len(pool_kernels(server)) == POOL
+    finally:
+        stop_server(proc)
+
+
+def test_an_admin_readies_the_pool_for_a_class(tmp_path):
+    """`sandbox-admin pool LANG N` before a class: N kernels wait (at most pool_max)
+    until the burst it stands for is pool_shrink_seconds old; bad requests are 400s
+    naming the field."""
+    most = 6
+    config = f"pool_size = {POOL}\npool_max = {most}\npool_shrink_seconds = 4\n"
+    proc, server = start_server(str(tmp_path / "data"), config=config)
+    try:
+        pool_full(server)
+        port = server.endpoint.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "server.admin", "--data-dir", server.data_dir]
+
+        def ready(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [*command, "pool", *args, "--port", port],
+                capture_output=True, text=True, cwd=ROOT, check=False,
+            )  # fmt: skip
+
+        out = ready("python", "5")  # an alias
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "the pool keeps 5 python3 kernels ready for the next 0m04s"
+        pool_full(server, size=5)
+        asked = time.monotonic()
+        assert ready("python3", "50", "--json").stdout.count('"size": 6') == 1  # pool_max
+        pool_full(server, size=most)
+        for body, field in [
+            ({"lang": "python3"}, "size"), ({"lang": "python3", "size": -1}, "size"),
+            ({"lang": "python3", "size": True}, "size"), ({"lang": "python3", "size": "9"}, "size"),
+            ({"size": 3}, "lang"), ({"lang": "cobol", "size": 3}, "lang"),
+            ({"lang": "c", "size": 3}, "lang"), ([1], "body"), ("x" * 2000, "body"),
+        ]:  # fmt: skip
+            r = httpx.post(f"{server.endpoint}/admin/pool", json=body)
+            assert r.status_code == 400 and r.json()["error"].startswith(f"{field}:"), r.text
+        bad = ready("cobol", "3")
+        assert bad.returncode == 1 and "not pooled here" in bad.stderr
+        pool_full(server, size=POOL, timeout=30)  # the class did not come
+        assert time.monotonic() - asked > 3
         assert len(pool_kernels(server)) == POOL
     finally:
         stop_server(proc)

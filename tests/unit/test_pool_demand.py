@@ -63,3 +63,14 @@ def test_a_burst_counts_at_most_most():
     for i in range(100):
         demand.add(1000.0 + i * 0.001, Given(), at_rest=i == 0)
     assert demand.peak(1001.0) == 8
+
+
+def test_an_expected_burst_counts_as_one_that_came():
+    demand = Demand(memory=60.0, most=100)
+    demand.add(1000.0, Given(), at_rest=True)
+    demand.expect(1001.0, 500)  # more than most: most
+    assert demand.peak(1002.0) == 100
+    demand.expect(1003.0, 10)  # a smaller one does not shrink it
+    assert demand.peak(1004.0) == 100
+    assert demand.peak(1062.0) == 10
+    assert demand.peak(1064.0) == 0
