@@ -16,12 +16,9 @@ from .checks import expect
 from .connection import Connection
 from .cpu import CpuMeter, cpu_clock
 from .figures import Figure, ms_since
-from .measurements import POOL_SIZE
 from .services import Server
 
-# The pool at its resting size: a sustained load would grow it (a burst without end),
-# and the kernels it then starts would land in the next figure's CPU.
-JOBE_CONFIG = f'pool_max = {POOL_SIZE}\n[faces]\nenabled = ["jobe"]\n'
+JOBE_CONFIG = '[faces]\nenabled = ["jobe"]\n'
 RUNS = "/jobe/index.php/restapi/runs"
 PYTHON_RUN = {"language_id": "python3", "sourcefilename": "test.py",
               "sourcecode": 'print("Hello world!")\n'}  # fmt: skip
