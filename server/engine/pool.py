@@ -12,12 +12,14 @@ started. A waiting kernel has run no user code, so it holds nothing of anyone.
 How many wait follows demand. A class that presses Run together asks for as many
 kernels within a second as it has students, and a cold start costs about ten times
 the CPU of a take: on two cores, 200 cold starts take two seconds whatever their
-order. So each kind of kernel counts its burst: the creates that came since its
-pool was last at its size (creates the refill keeps up with are one each; a class
-is its size). The pool then holds as many as the largest burst of the last
-pool_shrink_seconds: pool_size at rest, up to pool_max after a class came; when
-the burst is that old, the surplus is destroyed. A background task starts
-kernels one at a time, round the kinds, and creates go between them.
+order. So each kind of kernel counts its burst: the kernels given out since its
+pool was last at its size that are still alive (creates the refill keeps up with
+are bursts of one; a class is its size; a create-destroy loop or a stream of
+short jobs holds a few at once). The pool then holds as many as the largest
+burst of the last pool_shrink_seconds: pool_size at rest, up to pool_max after a
+class came (or after an admin said one would: `expect`); when the burst is that
+old, the surplus is destroyed. A background task starts kernels one at a time,
+round the kinds, and creates go between them.
 """
 
 from __future__ import annotations
