@@ -111,7 +111,7 @@ def open_files_needed(config: ServerConfig) -> int:
     accepted before they are counted; the rest (SQLite, the spawner, logs, uploads
     spooled to disk) fits in FD_RESERVE. So client connections can never take the
     fds that kernels need."""
-    most = max(config.pool.pool_size, config.pool.pool_max) if config.pool.pool_size else 0
+    most = config.pool.kept(config.pool.pool_max)
     pooled = 2 * most * len(config.pool.pool_languages)
     clients = config.server.max_connections
     return config.limits.max_kernels + pooled + clients + BACKLOG + FD_RESERVE

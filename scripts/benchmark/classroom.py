@@ -21,7 +21,7 @@ from .services import Server
 POOL_WAIT = 60.0  # seconds for the warm pool to fill before the bell
 
 
-def class_floor_name(size: int, again: bool = False) -> str:
+def class_floor_name(size: int, again: bool) -> str:
     return f"{class_name(size, again)}: host CPU of the burst / cores"
 
 

@@ -95,15 +95,16 @@ class Demand:
         self._burst = [k for k in self._burst if not k.dead]
         if len(self._burst) < self.most:
             self._burst.append(kernel)
-        size = len(self._burst)
-        while self._peaks and self._peaks[-1][1] <= size:
-            self._peaks.pop()
-        self._peaks.append((now, size))
+        self._push(now, len(self._burst))
 
     def expect(self, now: float, size: int) -> None:
         """A burst of `size` is expected (a class about to begin): counted as if it
         had come now."""
-        size = min(size, self.most)
+        self._push(now, min(size, self.most))
+
+    def _push(self, now: float, size: int) -> None:
+        """A burst of `size` at `now`: the earlier ones no larger can never be the
+        peak again."""
         while self._peaks and self._peaks[-1][1] <= size:
             self._peaks.pop()
         self._peaks.append((now, size))
@@ -130,7 +131,7 @@ class Kind:
 
     def wanted(self, settings: PoolSettings, now: float) -> int:
         """How many of it should wait now."""
-        return max(settings.pool_size, min(settings.pool_max, self.demand.peak(now)))
+        return settings.kept(self.demand.peak(now))
 
 
 class WarmPool:
@@ -164,8 +165,6 @@ class WarmPool:
     def sizes(self) -> dict[str, int]:
         """How many of each pooled language's sessions' kernels the pool keeps now:
         pool_size, or more after a burst (none when the pool is off)."""
-        if self.settings.pool_size == 0:
-            return dict.fromkeys(self.kinds, 0)
         now = time.monotonic()
         return {lang: kind.wanted(self.settings, now) for lang, kind in self.kinds.items()}
 

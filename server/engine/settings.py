@@ -122,9 +122,10 @@ class FolderSettings:
 @dataclass(frozen=True)
 class PoolSettings:
     """`[pool]`: kernels started ahead of demand, so that a create is an assignment.
-    At rest each pooled language has pool_size ready; after a burst of creates (as
-    many as came before the pool was whole again: a class pressing Run) it holds as
-    many as the largest burst of the last pool_shrink_seconds, at most pool_max."""
+    At rest each pooled language has pool_size ready; after a burst (the kernels
+    given out before the pool was whole again that are still alive: a class
+    pressing Run) it holds as many as the largest burst of the last
+    pool_shrink_seconds, at most pool_max."""
 
     pool_size: int = setting(4, "ready kernels per pooled language at rest; 0: no pool")
     pool_languages: tuple[str, ...] = setting(("python3",), "languages kept ready")
@@ -137,6 +138,13 @@ class PoolSettings:
 
     def __post_init__(self) -> None:
         check(self)
+
+    def kept(self, burst: int) -> int:
+        """How many kernels of a kind wait after a burst of `burst`: none with the pool
+        off, else pool_size at least and pool_max at most (or pool_size, if more)."""
+        if self.pool_size == 0:
+            return 0
+        return max(self.pool_size, min(self.pool_max, burst))
 
 
 @dataclass(frozen=True)
