@@ -248,3 +248,14 @@ def test_an_admin_readies_the_pool_for_a_class(tmp_path):
         assert len(pool_kernels(server)) == POOL
     finally:
         stop_server(proc)
+
+
+def test_readying_a_pool_that_is_off_is_a_conflict(tmp_path):
+    proc, server = start_server(str(tmp_path / "data"), config="pool_size = 0\n")
+    try:
+        r = httpx.post(f"{server.endpoint}/admin/pool", json={"lang": "python3", "size": 3})
+        assert r.status_code == 409 and "pool_size = 0" in r.json()["error"], r.text
+        status = httpx.get(f"{server.endpoint}/admin/status").json()
+        assert status["poolSize"] == {"python3": 0} and status["pool"] == {"python3": 0}
+    finally:
+        stop_server(proc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.engine.pool import Demand
+from server.engine.settings import PoolSettings
 
 
 @dataclass
@@ -74,3 +75,13 @@ def test_an_expected_burst_counts_as_one_that_came():
     assert demand.peak(1004.0) == 100
     assert demand.peak(1062.0) == 10
     assert demand.peak(1064.0) == 0
+
+
+def test_how_many_a_kind_keeps():
+    """PoolSettings.kept: the one rule the refill, /metrics and the server's
+    open-files limit (kept(pool_max)) read."""
+    assert PoolSettings(pool_size=4, pool_max=256).kept(0) == 4
+    assert PoolSettings(pool_size=4, pool_max=256).kept(200) == 200
+    assert PoolSettings(pool_size=4, pool_max=256).kept(1000) == 256
+    assert PoolSettings(pool_size=8, pool_max=2).kept(100) == 8  # no growth
+    assert PoolSettings(pool_size=0, pool_max=256).kept(100) == 0  # the pool off
