@@ -227,7 +227,7 @@ class Kernel(KernelConnection):
             if remaining <= 0:
                 break
             try:
-                item = await asyncio.wait_for(self._events.get(), remaining)
+                item = await self._next_event(remaining)
             except TimeoutError:
                 break
             if item is None:
@@ -246,6 +246,15 @@ class Kernel(KernelConnection):
             result = RunResult("continued")
         result.console = console.items
         return result
+
+    async def _next_event(self, timeout: float) -> Event | None:
+        """The next queued event, waiting up to `timeout` s. Not `wait_for`: in 3.11
+        it wraps the wait in a task of its own, two more turns of the event loop for
+        every event (and a query's answer is two or three events)."""
+        if not self._events.empty():
+            return self._events.get_nowait()
+        async with asyncio.timeout(timeout):
+            return await self._events.get()
 
     def _apply(self, event: Event, console: Console) -> RunResult | None:
         if event.kind in kernel_events.CONSOLE:
