@@ -22,6 +22,7 @@ from .engine.engine import Engine
 from .engine.store_backends import open_store
 from .faces import admin, jobe, metrics, piston, v2, web
 from .faces.http import BodyGate
+from .faces.route_groups import grouped
 from .faces.v2.layers import MethodOverride, ResponseHeaders
 from .faces.v2.problems import Problem, problem_response
 from .faces.v2.rate_limit import RateLimiter
@@ -74,6 +75,7 @@ def create_app(config: ServerConfig) -> Starlette:
         routes += piston.routes()
     if "web" in config.faces.enabled:
         routes += web.routes(config.web)
+    routes = grouped(v2.PREFIXES + jobe.PREFIXES + (piston.PREFIX,), routes)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

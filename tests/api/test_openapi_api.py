@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from server.app import create_app
+from server.faces import route_groups
 from server.faces.v2 import files, folders, kernels, request_schemas, root, streams
 from server.settings import ServerConfig
 
@@ -39,7 +40,7 @@ def app_routes(tmp_path_factory) -> list[Route]:
     sockets = {route.path for route in streams.routes("/v2")}
     return [
         route
-        for route in app.routes
+        for route in route_groups.flat(app.routes)
         if isinstance(route, Route)
         and (route.path == "/v2" or route.path.startswith("/v2/"))
         and route.path not in sockets

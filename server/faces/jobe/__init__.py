@@ -7,6 +7,6 @@ under Jobe's limits (languages.py, run.py); its outcome is read as Jobe reads
 it (outcomes.py). Off unless enabled (`[faces] enabled`, `--enable jobe`).
 """
 
-from .endpoints import JobeFace, routes
+from .endpoints import PREFIXES, JobeFace, routes
 
-__all__ = ["JobeFace", "routes"]
+__all__ = ["PREFIXES", "JobeFace", "routes"]

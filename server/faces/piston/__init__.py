@@ -15,7 +15,7 @@ from .endpoints import (
     post_execute,
 )
 
-__all__ = ["PistonFace", "routes"]
+__all__ = ["PREFIX", "PistonFace", "routes"]
 
 
 def routes() -> list[BaseRoute]:

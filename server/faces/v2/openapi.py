@@ -25,6 +25,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...engine.folders import NAME_RE
+from .. import route_groups
 from . import streams
 from .layers import API_VERSION
 from .operations import OPERATIONS, Operation
@@ -187,7 +188,7 @@ def _operation(op: Operation, route: Route) -> dict[str, Any]:
 def _api_routes(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, Route]]:
     """(method, route) of each HTTP route under PREFIX but the streams' (HEAD aside)."""
     sockets = {route.path for route in streams.routes(PREFIX)}
-    for route in routes:
+    for route in route_groups.flat(routes):
         if not isinstance(route, Route) or route.path in sockets:
             continue
         if route.path == PREFIX or route.path.startswith(PREFIX + "/"):
