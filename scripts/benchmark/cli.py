@@ -6,7 +6,9 @@ import argparse
 import os
 import signal
 import subprocess
+import tempfile
 
+from . import instructions
 from .cpu import cpu_clock
 from .figures import Plan
 from .peer_env import kernel_gateway_venv
@@ -61,9 +63,16 @@ def main() -> int:
         help=f"also measure {PEER} the same way, beside the server (installed on first use"
         " into .bench/peers/kernel-gateway from the package index)",
     )  # fmt: skip
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help="instead of timing, count the server's instructions per request under callgrind"
+        " (valgrind): figures that do not drift with the machine's speed, to compare commits",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("must run as root (the server makes namespaces and cgroups)")
+    if args.instructions:
+        return count_instructions(args)
     plan = plan_for(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     try:
@@ -87,6 +96,22 @@ def main() -> int:
     )
     if args.figures:
         draw(report_json(figures, notes, plan, indent=None, peers=peers), args.figures)
+    return 0
+
+
+def count_instructions(args: argparse.Namespace) -> int:
+    """--instructions: its four figures alone (a batch is --runs requests)."""
+    why_not = instructions.available()
+    if why_not:
+        step(f"cannot count instructions: {why_not}")
+        return 1
+    batches, size = (2, args.runs or 10) if args.quick else (3, args.runs or 100)
+    step(f"server instructions per request under callgrind ({batches} batches of {size})")
+    with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+        figures = instructions.measure_instructions(tmp, batches, size)
+    notes = ["server instructions: the server process's own, in user space (callgrind)"]
+    plan = plan_for(args)
+    print(report_json(figures, notes, plan) if args.json else report_table(figures, notes, None))
     return 0
 
 

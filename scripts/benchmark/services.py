@@ -73,7 +73,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def service(
-    argv: list[str], health_url: str, log_path: str, env: dict[str, str] | None = None
+    argv: list[str],
+    health_url: str,
+    log_path: str,
+    env: dict[str, str] | None = None,
+    start_timeout: float = 60,
 ) -> Iterator[subprocess.Popen]:
     """A process in its own session (Ctrl-C reaches only us), stopped with SIGINT;
     `env`, if given, its whole environment."""
@@ -83,7 +87,7 @@ def service(
             start_new_session=True, env=env,
         )  # fmt: skip
     try:
-        wait_until_up(proc, health_url)
+        wait_until_up(proc, health_url, start_timeout)
         yield proc
     except Exception:
         print(f"--- end of {log_path}:\n{log_tail(log_path)}", file=sys.stderr)

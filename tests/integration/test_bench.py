@@ -69,3 +69,21 @@ def test_the_quick_benchmark_reports_every_figure(tmp_path):
     for name in ("latency.svg", "density.svg"):
         svg = ElementTree.parse(tmp_path / name).getroot()
         assert svg.tag.endswith("svg") and len(list(svg.iter())) > 100
+
+
+def test_the_instruction_counts_report_each_request_kind():
+    """--instructions: the server under callgrind (scripts/setup installs valgrind)."""
+    out = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--instructions", "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = {f["name"]: f for f in json.loads(out.stdout)["figures"]}
+    noop = "server instructions: signed no-op (POST /v2/authorize)"
+    kinds = ["query print(1)", "create + destroy (warm pool)", "Jobe python3 run"]
+    assert sorted(figures) == sorted([noop] + [f"server instructions: {k}" for k in kinds])
+    for figure in figures.values():
+        assert figure["unit"] == "kinstr" and figure["n"] == 2, figure
+    for kind in kinds:  # each does what a no-op does and more
+        figure = figures[f"server instructions: {kind}"]
+        assert figure["baseline"] == noop and figure["p50"] > figures[noop]["p50"] > 0, figure
