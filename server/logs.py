@@ -46,9 +46,12 @@ def fields(record: logging.LogRecord) -> dict[str, object]:
     return found
 
 
+_QUOTED = re.compile(r'[ ="\\\n\t]')  # a value with any of these is written as a JSON string
+
+
 def _logfmt_value(value: object) -> str:
     text = str(value).lower() if isinstance(value, bool) else str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and not _QUOTED.search(text):
         return text
     return json.dumps(text)
 
