@@ -85,7 +85,8 @@ def grouped(prefixes: Iterable[str], routes: Sequence[BaseRoute]) -> list[BaseRo
     """`routes` with those under each of `prefixes` gathered into one group, placed
     where the first of them was; the rest as they were. A route outside the groups
     whose path could still match under a prefix (one that starts with a parameter,
-    such as a catch-all) would make the order matter: it is refused."""
+    such as a catch-all, or a mount of everything) would make the order matter: it
+    is refused."""
     members: dict[str, list[BaseRoute]] = {prefix: [] for prefix in prefixes}
     for route in routes:
         path = getattr(route, "path", "")
@@ -94,7 +95,8 @@ def grouped(prefixes: Iterable[str], routes: Sequence[BaseRoute]) -> list[BaseRo
             members[prefix].append(route)
             continue
         literal = path.split("{", 1)[0]
-        clash = [p for p in members if (p + "/").startswith(literal) and "{" in path]
+        reaches = "{" in path or path == ""  # a parameter's match, or a mount at the root
+        clash = [p for p in members if (p + "/").startswith(literal) and reaches]
         if clash:
             raise ValueError(
                 f"route {path!r} could match under {clash[0]!r}: keep it out of groups"

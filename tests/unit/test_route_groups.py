@@ -106,6 +106,8 @@ def test_a_route_that_could_match_under_a_prefix_is_refused():
     catch_all = Route("/{rest:path}", _answer("all"), methods=["GET"])
     with pytest.raises(ValueError, match="could match under '/v2'"):
         grouped(("/v2",), [*_routes(), catch_all])
+    with pytest.raises(ValueError, match="could match under '/v2'"):
+        grouped(("/v2",), [*_routes(), Mount("", app=PlainTextResponse("all"))])
     with pytest.raises(ValueError, match="not under"):
         RouteGroup("/v2", [Route("/v1/x", _answer("x"))])
 
