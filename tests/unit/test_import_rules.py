@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sandbox", "server")
 HTTP_LIBRARIES = {"starlette", "uvicorn", "httpx", "httptools", "multipart", "websockets"}
-SHARED = {"http", "face_access"}  # server/faces/ modules every face may use
+SHARED = {"http", "face_access", "route_groups"}  # server/faces/ modules every face may use
 PROGRAM = {
     "server.app", "server.settings", "server.admin", "server.__main__", "server.http_guard",
     "server.logs",
