@@ -32,6 +32,9 @@ RESPONSE_CHARS = 1024 * 1024
 # A job step's answer may come this long after its wall time (the runner drains
 # and reports); past it the kernel is taken for stuck.
 JOB_GRACE = 5.0
+# How long a stream's answer that has output waits for the kernel's next event
+# (Kernel.collect): a run's end follows its last output by a fraction of this.
+EAGER_QUIET = 0.001
 WATCH_OP = 5  # pid 1's op that sets a job watch up (runner/job_watch.h)
 U32_MAX = 2**32 - 1
 
@@ -214,18 +217,20 @@ class Kernel(KernelConnection):
     async def collect(self, hold: float = 2.0, eager: bool = False) -> RunResult:
         """Gather events for up to `hold` seconds or until the run pauses or ends
         (or a response's worth of console output has arrived). `eager` (a stream)
-        answers as soon as there is console output and no more events are queued:
-        output goes out as it comes, not at the end of a hold."""
+        answers once there is console output and the kernel has sent nothing more
+        for EAGER_QUIET: output goes out as it comes, not at the end of a hold, and a
+        run's last output and its end, which pid 1 forwards one after the other,
+        go out as one answer."""
         console = Console(RESPONSE_CHARS)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
         result: RunResult | None = None
         while result is None and not console.full:
-            if eager and console.items and self._events.empty():
-                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            if eager and console.items:
+                remaining = min(remaining, EAGER_QUIET)
             try:
                 item = await self._next_event(remaining)
             except TimeoutError:
