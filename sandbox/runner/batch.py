@@ -41,7 +41,7 @@ def run_batch(channel: Channel, gate: InterruptGate, message: dict, cwd: str) ->
         if command is None:
             command = ""
         if not isinstance(command, str):
-            channel.send({"ev": "error", "message": f"batch: {step} must be a string"})
+            channel.send_idle({"ev": "error", "message": f"batch: {step} must be a string"})
             return
         commands[step] = command
     if commands["clean"]:
@@ -52,7 +52,7 @@ def run_batch(channel: Channel, gate: InterruptGate, message: dict, cwd: str) ->
     if rc != 0:
         note = f"build failed with exit code {rc}; not running the program\n"
         channel.console("stderr", note.encode())
-        channel.send({"ev": "finished", "exitCode": EXIT_BUILD_FAILED})
+        channel.send_idle({"ev": "finished", "exitCode": EXIT_BUILD_FAILED})
         return
     rc = run_program(channel, gate, commands["exec"], cwd) if commands["exec"] else 0
-    channel.send({"ev": "finished", "exitCode": rc})
+    channel.send_idle({"ev": "finished", "exitCode": rc})

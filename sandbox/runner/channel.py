@@ -5,7 +5,11 @@ pid 1 has drained the stdout/stderr pipes and queued the frame for the host
 (see `protocol`). `Channel.send` returns only after that ack. This is what keeps
 `print('a'); os.write(1, b'b')` in order: without the wait, the fd-level write
 can land in the pipe before pid 1 has even read the frame for 'a', and pid 1's
-"drain the pipes before forwarding a frame" would then put 'b' first.
+"drain the pipes before forwarding a frame" would then put 'b' first. The main
+loop's own events between ops (`Channel.send_idle`: "ready", "finished", replies)
+need no such wait, since nothing of the runner runs after them until the next
+op, and go flagged NO_ACK: pid 1 then sends no ack, which saved a wake-up of the
+runner and a write of pid 1's ahead of the host's in every query.
 
 Two hazards shape the code:
 
@@ -127,6 +131,16 @@ class Channel:
         """Send one frame and wait until pid 1 has acknowledged it."""
         self._send_frame(protocol.encode(message, blob))
 
+    def send_idle(self, message: dict[str, Any], blob: bytes = b"") -> None:
+        """Send one frame without waiting for pid 1: only for the main thread's
+        events after which it waits for the next op (an event ending an op, or a
+        reply), so that nothing it does can overtake the frame."""
+        if self._forked:
+            raise BrokenPipeError("the kernel's control channel is not open in a forked process")
+        with self._gate, self._send_lock:
+            self._unsent += protocol.encode(message, blob, protocol.NO_ACK)
+            self._flush_unsent()
+
     def _send_frame(self, data: bytes) -> None:
         if self._forked:
             raise BrokenPipeError("the kernel's control channel is not open in a forked process")
@@ -134,13 +148,16 @@ class Channel:
             self._unsent += data
             self._sent += 1
             ticket = self._sent
-            while self._unsent:
-                n = self._sock.send(self._unsent)
-                del self._unsent[:n]
+            self._flush_unsent()
         try:
             self._wait(lambda: self._acked >= ticket)
         except EOFError:
             raise BrokenPipeError("the kernel's control channel is closed") from None
+
+    def _flush_unsent(self) -> None:
+        while self._unsent:
+            n = self._sock.send(self._unsent)
+            del self._unsent[:n]
 
     def console(self, stream: str, data: bytes) -> None:
         """Console output: a "stdout"/"stderr" event per chunk, or fd 1/2 in a fork."""

@@ -259,7 +259,7 @@ def _write_files(message: dict, blob: bytes, cwd: str) -> tuple[bytes, str | Non
 
 
 def _finished(channel: Channel, status: int, reply: dict, out: bytes, err: bytes) -> None:
-    channel.send(
+    channel.send_idle(
         {"ev": "job-finished", "status": status, **reply, "stdoutBytes": len(out)}, out + err
     )
 
@@ -303,7 +303,7 @@ def run_job(channel: Channel, gate: InterruptGate, message: dict, blob: bytes, c
     """Run one job op and send its "job-finished" (or an "error" for a bad op)."""
     problem = _check(message, blob)
     if problem:
-        channel.send({"ev": "error", "message": problem})
+        channel.send_idle({"ev": "error", "message": problem})
         return
     stdin, failure = _write_files(message, blob, cwd)
     nothing = {

@@ -23,9 +23,12 @@
  *   both      host -> kernel: a terminal op (open, input, resize, close), done
  *             here (pty_relay.h), or the job watch's (job_watch.h);
  *             kernel -> host: "pty-out", "pty-exit".
+ *   NO_ACK    runner -> pid 1 (the INTERRUPT bit): a frame the runner does not
+ *             wait on, so we send no ack for it (see below); cleared before the
+ *             frame goes on to the host.
  * Host frames without flags go to the runner as they are. The runner is
- * untrusted (user code can write anything to fd 3): a frame from it with a
- * flag, or over the size limits, or its closing fd 3 is a protocol violation:
+ * untrusted (user code can write anything to fd 3): a frame from it with
+ * FOR_PID1, or over the size limits, or its closing fd 3 is a protocol violation:
  * the runner's process group is killed and the kernel ends with "exited" once
  * the runner is reaped. The JSON of the runner's frames is not parsed here;
  * the host checks it.
@@ -34,7 +37,11 @@
  * are drained (their data goes first, as "stdout"/"stderr" frames), and each
  * frame is acknowledged to the runner with {"op":"ack"}; its writes wait for
  * that ack (see runner/channel.py), so nothing the runner writes to a pipe
- * after a frame can be drained ahead of it.
+ * after a frame can be drained ahead of it. The frames its main loop sends
+ * between ops ("ready", "finished", a reply) come NO_ACK: nothing of the runner
+ * runs after them that could write to a pipe, and an ack the runner did not
+ * wait for was a wake-up of it, and a write of ours ahead of the host's, per
+ * query.
  *
  * File operations run in a helper process started on demand (file_helper.h);
  * its replies are checked strictly before they go to the host with FOR_PID1.
@@ -81,6 +88,7 @@ enum { HOST_FD = 3, CTL_FD = 5, OUT_FD = 6, ERR_FD = 7, HELPER_ZIP_FD = 8 };
 #define FOR_PID1 0x80000000u
 #define INTERRUPT 0x40000000u
 #define FLAGS (FOR_PID1 | INTERRUPT)
+#define NO_ACK INTERRUPT /* runner -> pid 1 */
 #define READ_CHUNK (64 * 1024)
 /* One drain of a pipe reads at most this much: a full pipe (at most 1 MiB,
  * Linux's default pipe-max-size) plus a chunk, so a background process that
@@ -322,7 +330,7 @@ static int read_runner(int final) {
     for (;;) {
         uint32_t jword, blen;
         long total = frame_at(&runner_in, &jword, &blen);
-        if (total < 0 || (total > 0 && (jword & FLAGS))) {
+        if (total < 0 || (total > 0 && (jword & FOR_PID1))) {
             if (!final)
                 violation();
             runner_reading = 0;
@@ -331,8 +339,12 @@ static int read_runner(int final) {
         if (total == 0)
             break;
         drain_pipes();
-        buf_add(&runner_out, ACK, ACK_SIZE);
-        flush_runner(); /* let the runner go on while the host write below may block */
+        if (jword & NO_ACK) {
+            put_header(runner_in.data + runner_in.start, jword & ~NO_ACK, blen);
+        } else {
+            buf_add(&runner_out, ACK, ACK_SIZE);
+            flush_runner(); /* let the runner go on while the host write below may block */
+        }
         to_host(runner_in.data + runner_in.start, (size_t)total);
         buf_take(&runner_in, (size_t)total);
     }
@@ -455,8 +467,8 @@ int main(int argc, char **argv) {
         close(status_fd);
     }
 
+    reap(); /* a child that died before SIGCHLD was blocked sent no signal to read */
     for (;;) {
-        reap();
         if (runner_reaped)
             finish();
         struct pollfd p[6 + MAX_PTYS];
@@ -482,10 +494,11 @@ int main(int argc, char **argv) {
                 continue;
             die("poll");
         }
-        if (p[0].revents) {
+        if (p[0].revents) { /* read before the reap: a SIGCHLD after it stays pending */
             struct signalfd_siginfo info;
             while (read(sig_fd, &info, sizeof info) > 0)
                 ;
+            reap();
         }
         if (p[2].revents & POLLOUT)
             flush_runner();

@@ -45,7 +45,7 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
     repl: PythonRepl | None = None
     node = NodeRepl(channel, gate, work_dir)
     try:
-        channel.send({"ev": "ready"})
+        channel.send_idle({"ev": "ready"})
         while True:
             try:
                 message, blob = channel.next_op()
@@ -57,24 +57,24 @@ def serve(fd: int, work_dir: str = WORK_DIR) -> None:
             if op == "query":
                 code = message.get("code", "")
                 if not isinstance(code, str):
-                    channel.send({"ev": "error", "message": "query: code must be a string"})
+                    channel.send_idle({"ev": "error", "message": "query: code must be a string"})
                     continue
                 rc = node.run(code) if message.get("repl") == "node" else repl.run(code)
-                channel.send({"ev": "finished", "exitCode": rc})
+                channel.send_idle({"ev": "finished", "exitCode": rc})
             elif op == "exec":
                 rc = _run_exec(channel, gate, message, work_dir)
-                channel.send({"ev": "finished", "exitCode": rc})
+                channel.send_idle({"ev": "finished", "exitCode": rc})
             elif op == "batch":
                 run_batch(channel, gate, message, work_dir)
             elif op == "job":  # one program under limits of its own (runner/job.py)
                 run_job(channel, gate, message, blob, work_dir)
             elif op == "complete":
                 items = repl.complete(message.get("code", ""))
-                channel.send({"ev": "completions", "rid": message.get("rid"), "items": items})
+                channel.send_idle({"ev": "completions", "rid": message.get("rid"), "items": items})
             elif op == "input":
-                channel.send({"ev": "error", "message": "input: no input is pending"})
+                channel.send_idle({"ev": "error", "message": "input: no input is pending"})
             else:
-                channel.send({"ev": "error", "message": f"unknown op {repr(op)[:100]}"})
+                channel.send_idle({"ev": "error", "message": f"unknown op {repr(op)[:100]}"})
     except (EOFError, ConnectionError):
         return  # pid 1 (and so the host) went away
 

@@ -101,8 +101,10 @@ Inside a kernel, between pid 1 and the runner (never seen by the host):
                                       The runner waits for it before a write
                                       returns, so fd-level output written after
                                       a print() cannot overtake that print.
-  A frame from the runner with a flag set is a protocol violation: only pid 1
-  marks frames FOR_PID1, so user code cannot forge a reply or an "exited".
+  A frame from the runner flagged NO_ACK (the INTERRUPT bit) is one it does not
+  wait on: pid 1 sends no ack for it and clears the flag before the host sees
+  it. A frame from the runner flagged FOR_PID1 is a protocol violation: only
+  pid 1 marks frames FOR_PID1, so user code cannot forge a reply or an "exited".
 
 This module is standard library only: it is imported on both sides.
 """
@@ -125,6 +127,7 @@ MAX_BLOB = 16 * 1024 * 1024
 FOR_PID1 = 1 << 31
 INTERRUPT = 1 << 30
 FLAGS = FOR_PID1 | INTERRUPT
+NO_ACK = INTERRUPT  # runner -> pid 1 only: no ack wanted (runner/channel.py)
 FILE_OPS = frozenset({"upload", "files", "download", "mkdir", "delete"})
 
 

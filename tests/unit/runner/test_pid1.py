@@ -145,11 +145,27 @@ def test_forged_reply_and_exited_from_user_code_lack_pid_1s_flag(wkernel, work):
     assert wkernel.query("print('still')").stdout == "still\n"
 
 
-@pytest.mark.parametrize("flag", [protocol.FOR_PID1, protocol.INTERRUPT])
-def test_a_flagged_frame_from_user_code_ends_the_kernel(kernel, flag):
+@pytest.mark.parametrize("flag", [protocol.FOR_PID1, protocol.FOR_PID1 | protocol.NO_ACK])
+def test_a_frame_from_user_code_flagged_as_pid_1s_ends_the_kernel(kernel, flag):
     run = kernel.query(frame_code({"ev": "reply", "rid": 1, "ok": True}, flag))
     assert [m["ev"] for m, _, _ in run.events] == ["exited"]
     assert run.from_pid1 == [True]
     status = run.last["status"]
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert kernel.wait() is not None
+
+
+def test_a_no_ack_frame_from_user_code_goes_on_unflagged_and_unanswered(kernel):
+    """NO_ACK is the runner's to set (its events between ops), but user code can
+    write fd 3 too: such a frame goes on without the flag (recv_flagged asserts
+    that), is not pid 1's, and gets no ack that the runner would miscount."""
+    forged = {"ev": "reply", "rid": 1, "ok": True}
+    code = frame_code(forged, protocol.NO_ACK) + "print('after')\nprint('and on')"
+    run = kernel.query(code)
+    assert [m["ev"] for m, _, _ in run.events] == ["reply", "stdout", "stdout", "finished"]
+    assert run.from_pid1 == [False] * 4
+    assert run.stdout == "after\nand on\n" and run.exit_code == 0
+    for _ in range(3):  # acks and frames still pair up
+        assert kernel.query("print('x'); import os; os.write(1, b'y')").console == [
+            ("stdout", "x\ny")
+        ]
