@@ -133,11 +133,12 @@ class FsCgroup(KernelCgroup):
                 os.kill(pid, signal.SIGKILL)
 
     def remove(self) -> None:
-        if self._exists():
-            if self.procs():
-                self.kill()
-            for d in reversed(self._paths):
-                fs.rmdir_tree(d)
+        # No existence check first: the procs of a cgroup that is gone are none, and
+        # rmdir_tree takes ENOENT as done.
+        if self.procs():
+            self.kill()
+        for d in reversed(self._paths):
+            fs.rmdir_tree(d)
         if self._on_remove is not None:
             self._on_remove(self)
 
@@ -201,9 +202,20 @@ class FsManager(CgroupManager):
         cg = self._new_cgroup(name)
         if old is not None:
             old.remove()
-        if any(os.path.lexists(d) for d in cg.paths()):
+        try:
+            self._make_dirs(cg, limits)
+        except FileExistsError:  # made by an earlier spawner of this tree's name
             log.info("cgroup %s: removing a stale cgroup of that name", name)
             cg.remove()
+            self._make_dirs(cg, limits)
+        self._kernels[name] = cg
+        return cg
+
+    @staticmethod
+    def _make_dirs(cg: FsCgroup, limits: CgroupLimits) -> None:
+        """mkdir the cgroup's directories (FileExistsError, with none made, if one
+        is there already) and write its limits; CgroupError for anything else. No
+        lookup first: a create is a few syscalls fewer."""
         made = []
         try:
             for d in cg.paths():
@@ -214,9 +226,9 @@ class FsManager(CgroupManager):
             for d in reversed(made):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
-            raise CgroupError(f"creating cgroup {name}: {e}") from e
-        self._kernels[name] = cg
-        return cg
+            if isinstance(e, FileExistsError):
+                raise
+            raise CgroupError(f"creating cgroup {cg.name}: {e}") from e
 
     def cleanup(self) -> None:
         errors = []

@@ -6,8 +6,8 @@
   this project runs on). CPU time comes from the cgroup2 tree's ``cpu.stat`` (the
   kernel keeps it without any controller), the kill from its ``cgroup.kill``.
 
-cgroupspy (the project's library for v1) is used for the v1 memory and cpu/cpuacct
-files, which it types and parses. It knows neither the pids nor the freezer
+cgroupspy (the project's library for v1) reads the v1 memory and cpuacct files,
+which it types and parses; limits are plain writes. It knows neither the pids nor the freezer
 controller, and it derives a node's controller from its directory name (which
 breaks on ``cpu,cpuacct`` co-mounts and mounts in unusual places), so the directories
 are found from mountinfo (`probe`) and the remaining files are plain reads and writes.
@@ -15,10 +15,11 @@ are found from mountinfo (`probe`) and the remaining files are plain reads and w
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
-from cgroupspy.controllers import CpuAcctController, CpuController, MemoryController
+from cgroupspy.controllers import CpuAcctController, MemoryController
 
 from . import fs
 from .fs_driver import FsCgroup, FsManager
@@ -34,30 +35,42 @@ class _SpyNode:
         self.full_path = os.fsencode(path)
 
 
+@functools.cache
+def _has_memsw(parent: str) -> bool:
+    """Whether the memory hierarchy does swap accounting (memory.memsw.*): the
+    same for every cgroup in it, so asked once per parent directory."""
+    return os.path.exists(os.path.join(parent, "memory.memsw.limit_in_bytes"))
+
+
 class V1Cgroup(FsCgroup):
     """A kernel cgroup in v1 hierarchies (memory required; pids, cpu, cpuacct and
     freezer when the host has them)."""
 
     def _apply_limits(self, limits: CgroupLimits) -> None:
+        # Plain writes (fs.write), not cgroupspy's typed properties: a kernel's
+        # limits are written on every create, and the properties cost more in
+        # Python than the writes in the kernel.
         if limits.memory_bytes is not None:
-            mem = MemoryController(_SpyNode(self._dirs["memory"]))
+            mem = self._dirs["memory"]
+            value = str(limits.memory_bytes)
+            limit, memsw = f"{mem}/memory.limit_in_bytes", f"{mem}/memory.memsw.limit_in_bytes"
             # memsw = memory + swap; the same value means no swap at all. Absent when
             # the kernel does no swap accounting. memsw may never be below the memory
             # limit, so a raise writes it first and a cut writes it last.
-            memsw = os.path.exists(
-                os.path.join(self._dirs["memory"], "memory.memsw.limit_in_bytes")
-            )
-            if memsw and limits.memory_bytes > mem.limit_in_bytes:
-                mem.memsw_limit_in_bytes = limits.memory_bytes
-            mem.limit_in_bytes = limits.memory_bytes
-            if memsw:
-                mem.memsw_limit_in_bytes = limits.memory_bytes
+            if not _has_memsw(os.path.dirname(mem)):
+                fs.write(limit, value)
+            elif limits.memory_bytes > int(fs.read(limit)):
+                fs.write(memsw, value)
+                fs.write(limit, value)
+            else:
+                fs.write(limit, value)
+                fs.write(memsw, value)
         if limits.pids is not None and "pids" in self._dirs:
             fs.write(os.path.join(self._dirs["pids"], "pids.max"), str(limits.pids))
         if limits.cpu_quota is not None and "cpu" in self._dirs:
-            cpu = CpuController(_SpyNode(self._dirs["cpu"]))
-            cpu.cfs_period_us = fs.CPU_PERIOD_US
-            cpu.cfs_quota_us = fs.cpu_quota_us(limits.cpu_quota)
+            cpu = self._dirs["cpu"]
+            fs.write(f"{cpu}/cpu.cfs_period_us", str(fs.CPU_PERIOD_US))
+            fs.write(f"{cpu}/cpu.cfs_quota_us", str(fs.cpu_quota_us(limits.cpu_quota)))
 
     def cpu_usec(self) -> int:
         if "cpuacct" not in self._dirs:
