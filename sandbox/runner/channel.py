@@ -135,20 +135,18 @@ class Channel:
         """Send one frame without waiting for pid 1: only for the main thread's
         events after which it waits for the next op (an event ending an op, or a
         reply), so that nothing it does can overtake the frame."""
-        if self._forked:
-            raise BrokenPipeError("the kernel's control channel is not open in a forked process")
-        with self._gate, self._send_lock:
-            self._unsent += protocol.encode(message, blob, protocol.NO_ACK)
-            self._flush_unsent()
+        self._send_frame(protocol.encode(message, blob, protocol.NO_ACK), ack=False)
 
-    def _send_frame(self, data: bytes) -> None:
+    def _send_frame(self, data: bytes, ack: bool = True) -> None:
         if self._forked:
             raise BrokenPipeError("the kernel's control channel is not open in a forked process")
         with self._gate, self._send_lock:
             self._unsent += data
-            self._sent += 1
+            self._sent += ack
             ticket = self._sent
             self._flush_unsent()
+        if not ack:
+            return
         try:
             self._wait(lambda: self._acked >= ticket)
         except EOFError:
