@@ -47,6 +47,9 @@ TOOK = "took"
 # Whether clone3 takes CLONE_INTO_CGROUP here (Linux 5.7 and later); found out once.
 _clone_into_works = True
 _HELLO = b"hello"  # a spare's first message, which carries its credentials
+# The modules whose classes a spare's request holds (Spare.send): the zygote keeps
+# them in sys.modules for unpickling when it forgets the host for its kernels.
+REQUEST_MODULES = ("sandbox.spec", "sandbox.kernel_inputs", "sandbox.privileges")
 
 
 def fork_spare(

@@ -27,16 +27,17 @@ with none. The zygote exits when the spawner's end closes, or the spawner dies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
 
 import prctl
 
-from . import fd_wait, kernel_inputs, mounts, pid_namespace, privileges, syscalls
+from . import fd_wait, host_modules, kernel_inputs, mounts, pid_namespace, privileges, syscalls
 from .cgroups import KernelCgroup
 from .runner import forking
-from .spare import Spare, fork_spare
+from .spare import REQUEST_MODULES, Spare, fork_spare
 
 _REQUEST = b"spare"
 _REQUEST_INTO = b"spare-into"  # the first directory is a cgroup v2 one: clone into it
@@ -129,6 +130,8 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
         sock.send(f"error: its root template: {e}".encode()[:4096])
         os._exit(1)
     sock.send(_READY)
+    forgotten = host_modules.forget_in_zygote(env.host_modules, REQUEST_MODULES)
+    env = dataclasses.replace(env, host_modules=forgotten)
     while True:
         try:
             request, dirs, _flags, _addr = socket.recv_fds(sock, 64, _MAX_FDS)
