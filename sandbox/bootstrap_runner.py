@@ -20,8 +20,8 @@ import prctl
 from . import privileges, syscalls
 from .host_modules import forget_host
 from .kernel_inputs import Environment
+from .runner import forking, protocol
 from .runner import main as runner_main
-from .runner import protocol
 from .spec import WORK_DIR
 
 
@@ -40,8 +40,6 @@ def main(env: Environment, fd: int) -> None:
     uid = start["uid"]
     privileges.drop_privileges(uid, uid, privileges.Rlimits(**start["rlimits"]))
     syscalls.seccomp_install(env.filter)
-    for name in list(os.environ):  # not environ.clear(): a popitem, a list copy each
-        del os.environ[name]
-    os.environ.update(start["env"])
+    forking.set_environment(start["env"])
     os.chdir(WORK_DIR)
     runner_main.serve(fd)

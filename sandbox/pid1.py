@@ -69,21 +69,27 @@ PYTHON_ENVIRONMENT = {
 }
 
 
+# What every kernel's environment starts from (kernel_environment). A zygote
+# makes it its own, so that its kernels set only what differs
+# (forking.set_environment).
+BASE_ENVIRONMENT = {
+    "PATH": DEFAULT_PATH,
+    "HOME": WORK_DIR,
+    "USER": "work",
+    "LOGNAME": "work",
+    "SHELL": "/bin/bash",
+    "TERM": "xterm",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONIOENCODING": "utf-8",
+    **PYTHON_ENVIRONMENT,
+}
+
+
 def kernel_environment(spec: KernelSpec) -> dict[str, str]:
     """The allowlisted environment a kernel starts with: nothing of the host's."""
-    env = {
-        "PATH": DEFAULT_PATH,
-        "HOME": WORK_DIR,
-        "USER": "work",
-        "LOGNAME": "work",
-        "SHELL": "/bin/bash",
-        "TERM": "xterm",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONIOENCODING": "utf-8",
-        **PYTHON_ENVIRONMENT,
-    }
+    env = dict(BASE_ENVIRONMENT)
     if spec.memory_bytes:
         env["SANDBOX_MEMORY_LIMIT"] = str(spec.memory_bytes)
     env.update(spec.env)
@@ -211,8 +217,7 @@ def become_kernel(
         if payload.argv:
             forget_host(env.host_modules)
             kernel_env = kernel_environment(spec)
-            os.environ.clear()
-            os.environ.update(kernel_env)
+            forking.set_environment(kernel_env)
             os.chdir(WORK_DIR)
         if not payload.argv:
             step = "kernel-init"

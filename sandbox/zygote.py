@@ -34,7 +34,16 @@ import socket
 
 import prctl
 
-from . import fd_wait, host_modules, kernel_inputs, mounts, pid_namespace, privileges, syscalls
+from . import (
+    fd_wait,
+    host_modules,
+    kernel_inputs,
+    mounts,
+    pid1,
+    pid_namespace,
+    privileges,
+    syscalls,
+)
 from .cgroups import KernelCgroup
 from .runner import forking
 from .spare import REQUEST_MODULES, Spare, fork_spare
@@ -132,6 +141,7 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     sock.send(_READY)
     forgotten = host_modules.forget_in_zygote(env.host_modules, REQUEST_MODULES)
     env = dataclasses.replace(env, host_modules=forgotten)
+    forking.set_environment(pid1.BASE_ENVIRONMENT)  # a kernel then changes a few
     while True:
         try:
             request, dirs, _flags, _addr = socket.recv_fds(sock, 64, _MAX_FDS)

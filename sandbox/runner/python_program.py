@@ -57,8 +57,7 @@ def check(spec: object) -> str | None:
 def main(spec: dict, env: dict[str, str] | None) -> NoReturn:
     """In the forked child, with fds 0-2 in place and its limits set: run, exit."""
     if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
+        forking.set_environment(env)
     forking.reset_signals_for_python()  # as python3 starts
     restore_interpreter()
     _stdio()

@@ -1,12 +1,14 @@
 """HostModules: the names a kernel drops are found once, and what was imported
-after that is read from the newest entries of sys.modules only."""
+after that is read from the newest entries of sys.modules only; a zygote forgets
+them for its kernels, but for those it still needs by name."""
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
-from sandbox.host_modules import HostModules
+from sandbox.host_modules import HostModules, forget_host, forget_in_zygote
 
 
 def fake_module(name: str, path: str | None) -> types.ModuleType:
@@ -35,3 +37,34 @@ def test_a_shorter_sys_modules_is_listed_again(monkeypatch):
     shorter = HostModules(found.names, found.seen + 5)  # as if modules were removed since
     monkeypatch.setitem(sys.modules, "late_host_module", fake_module("x", "/opt/venv/x.py"))
     assert "late_host_module" in shorter.now()
+
+
+def in_a_fork(check) -> str:
+    """Run `check` in a forked child (forgetting would wreck this process's imports)
+    and return what it printed to the pipe."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, check().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_a_zygote_forgets_all_but_what_it_unpickles():
+    def check() -> str:
+        system = sys.base_prefix.rstrip("/") + "/"
+        found = HostModules.find()
+        assert "sandbox.spec" in found.names and "pytest" in found.names
+        left = forget_in_zygote(found, ("sandbox.spec", "not.imported"))
+        still = [name for name in found.names if name in sys.modules]
+        paths_ok = all(p.startswith(system) for p in sys.path)
+        forget_host(left)  # what a kernel forked from that zygote does
+        return f"{left.names} {still} {paths_ok} {[n for n in found.names if n in sys.modules]}"
+
+    assert in_a_fork(check) == "('sandbox.spec',) ['sandbox.spec'] True []"
