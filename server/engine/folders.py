@@ -131,6 +131,8 @@ class Folders:
         except FileNotFoundError as e:  # its image was removed behind the server's back
             detail = f"folder {folder.name!r}: its files are gone from the data directory ({e})"
             raise FolderNotFound(f"{detail}; delete it") from e
+        finally:
+            self._sweep_soon()  # the measure attached its image; nothing else may let go
         return FolderInfo(folder, usage.files, usage.bytes)
 
     async def delete(self, folder: Folder) -> None:
@@ -239,8 +241,13 @@ class Folders:
             for folder in folders:
                 if folder.id in sources:
                     self.storage.release(folder)
-            if self._sweeper is None:
-                self._sweeper = asyncio.create_task(self._sweep())
+            self._sweep_soon()
+
+    def _sweep_soon(self) -> None:
+        """Have the sweeper close devices once idle, unless it runs already: after
+        every use of a folder's device (a kernel's start, a measure)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:
         """Let go of idle devices until none is held."""
