@@ -7,6 +7,7 @@ Every wrapper raises OSError with the errno and the call's arguments.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
 
@@ -100,10 +101,26 @@ class _SockFprog(ctypes.Structure):
 def seccomp_install(program: bytes) -> None:
     """Install a compiled BPF seccomp program (8 bytes per instruction) on this
     thread; the caller must have set no_new_privs."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    fprog = _seccomp_fprog(program)
     result = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0)
     _check(result, "prctl(PR_SET_SECCOMP)")
+
+
+@functools.cache
+def _seccomp_fprog(program: bytes) -> _SockFprog:
+    """The sock_fprog of `program`, made once per program and kept (with its buffer).
+    A zygote makes it (seccomp_prepare): every kernel installs the same filter,
+    and building the ctypes buffer and struct in each fresh fork cost it some
+    twenty page copies."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    fprog.buffer = buffer  # the struct points into it: keep it alive as long
+    return fprog
+
+
+def seccomp_prepare(program: bytes) -> None:
+    """Make `program`'s sock_fprog now, in a process whose forks will install it."""
+    _seccomp_fprog(program)
 
 
 # capset(2)'s arguments for "no capabilities", made once: a ctypes array type made

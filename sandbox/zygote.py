@@ -142,6 +142,7 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
     forgotten = host_modules.forget_in_zygote(env.host_modules, REQUEST_MODULES)
     env = dataclasses.replace(env, host_modules=forgotten)
     forking.set_environment(pid1.BASE_ENVIRONMENT)  # a kernel then changes a few
+    syscalls.seccomp_prepare(env.filter)
     while True:
         try:
             request, dirs, _flags, _addr = socket.recv_fds(sock, 64, _MAX_FDS)
