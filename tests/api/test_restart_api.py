@@ -72,6 +72,7 @@ def _collect(client: SignedClient, kernel_id: str, results: list[dict]) -> list[
     return results
 
 
+@pytest.mark.timeout(300)  # three server starts and twenty kernels: 105 s in a slow guest
 def test_twenty_kernels_survive_a_sigterm_restart_with_their_runs(tmp_path):
     """18 idle kernels keep their variables, one mid-run loses none of its output
     (the lines before the restart and after it add up to every line once), one

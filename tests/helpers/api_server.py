@@ -167,7 +167,9 @@ def start_server(
     )
     output: list[str] = []
     settings: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+    # A first start may build matplotlib's font cache for the pre-import (tens of
+    # seconds in a slow guest): a slow start is not what these tests look at.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
