@@ -26,6 +26,9 @@ class HostModules:
 
     names: tuple[str, ...]
     seen: int  # len(sys.modules) when they were found
+    # sys.path and sys.executable were the system's already when `seen` was taken:
+    # a zygote's forgetting (forget_in_zygote), which its kernels need not repeat
+    paths_forgotten: bool = False
 
     @classmethod
     def find(cls) -> HostModules:
@@ -72,32 +75,27 @@ def forget_host(modules: HostModules) -> None:
     standard library, under the bound /usr) and the runner itself, so nothing of
     the server's virtualenv is importable or reachable by name. The python3
     REPL then adds the system's site directories (sandbox.runner.python_repl).
-    What is already so is left alone: assigning would write to (and so copy)
-    the objects, in a kernel forked from a zygote that forgot most of it
-    (`forget_in_zygote`).
     """
-    system = sys.base_prefix.rstrip("/") + "/"
-    if not all(p.startswith(system) for p in sys.path):
+    if not modules.paths_forgotten:
+        system = sys.base_prefix.rstrip("/") + "/"
         sys.path[:] = [p for p in sys.path if p.startswith(system)]
-    executable = os.path.join(sys.base_prefix, "bin", "python3")
-    if sys.executable != executable:
-        sys.executable = executable
+        sys.executable = os.path.join(sys.base_prefix, "bin", "python3")
     for name in modules.now():
         _forgotten.append(sys.modules.pop(name, None))
 
 
-def forget_in_zygote(modules: HostModules, needed: tuple[str, ...]) -> HostModules:
-    """Forget the host once in a zygote, for every kernel forked from it, but for
-    the modules it still `needed` by name (those whose classes its spares
-    unpickle); what its kernels must still forget is returned.
+def forget_in_zygote(modules: HostModules) -> HostModules:
+    """Forget the host once in a zygote, for every kernel forked from it; what its
+    kernels must still forget (what was imported since) is returned.
 
-    Forgetting in each kernel popped some 46 names from sys.modules there, and
-    each pop writes to the name and the module object, so a kernel copied about
-    75 pages (0.3 MiB) of the zygote's for it. The zygote's own code keeps
-    working: its functions hold their modules' globals, not sys.modules
-    entries, and it imports nothing after this (an import of a host module
-    would now fail, loudly, rather than read the server's virtualenv again).
+    Forgetting in each kernel popped some 46 names from sys.modules there and
+    rewrote sys.path, and each pop or store writes to a name and a module object
+    the kernel shares with its zygote: a kernel copied about 75 pages (0.3 MiB)
+    for it. The zygote's own code keeps working: its functions hold their
+    modules' globals, not sys.modules entries, its spares unpickle their
+    requests without importing (spare._RequestUnpickler), and it imports nothing
+    after this (an import of a host module would now fail, loudly, rather than
+    read the server's virtualenv again).
     """
-    keep = set(needed)
-    forget_host(HostModules(tuple(n for n in modules.now() if n not in keep), len(sys.modules)))
-    return HostModules(tuple(n for n in needed if n in sys.modules), len(sys.modules))
+    forget_host(modules)
+    return HostModules((), len(sys.modules), paths_forgotten=True)

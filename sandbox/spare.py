@@ -18,6 +18,7 @@ import _signal
 import contextlib
 import errno
 import functools
+import io
 import os
 import pickle
 import socket
@@ -38,7 +39,7 @@ from .cgroups import KernelCgroup
 from .kernel_inputs import Environment, Payload
 from .pid_namespace import fork_pid1, kill_kernel
 from .runner import forking
-from .spec import KernelSpec
+from .spec import Bind, KernelSpec
 
 # What a spare's pid 1 writes to the status pipe when it has taken its kernel: a
 # start whose spare never wrote it can be retried without one
@@ -47,9 +48,23 @@ TOOK = "took"
 # Whether clone3 takes CLONE_INTO_CGROUP here (Linux 5.7 and later); found out once.
 _clone_into_works = True
 _HELLO = b"hello"  # a spare's first message, which carries its credentials
-# The modules whose classes a spare's request holds (Spare.send): the zygote keeps
-# them in sys.modules for unpickling when it forgets the host for its kernels.
-REQUEST_MODULES = ("sandbox.spec", "sandbox.kernel_inputs", "sandbox.privileges")
+
+
+class _RequestUnpickler(pickle.Unpickler):
+    """Unpickles a spare's request (Spare.send), whose classes are these alone. It
+    finds them here, not by importing their modules: the zygote has dropped the
+    server's modules from sys.modules (host_modules.forget_in_zygote)."""
+
+    _CLASSES = {
+        (cls.__module__, cls.__qualname__): cls
+        for cls in (KernelSpec, Bind, Payload, privileges.Rlimits)
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._CLASSES[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"not in a spare's request: {module}.{name}") from None
 
 
 def fork_spare(
@@ -225,7 +240,7 @@ def _spare_main(
         request, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
         if not request:
             os._exit(0)  # discarded
-        spec, work, payload, rlimits, start = pickle.loads(request)
+        spec, work, payload, rlimits, start = _RequestUnpickler(io.BytesIO(request)).load()
         (host_fd,) = fds
         conn.close()
         if not runner.alive():

@@ -46,7 +46,7 @@ from . import (
 )
 from .cgroups import KernelCgroup
 from .runner import forking
-from .spare import REQUEST_MODULES, Spare, fork_spare
+from .spare import Spare, fork_spare
 
 _REQUEST = b"spare"
 _REQUEST_INTO = b"spare-into"  # the first directory is a cgroup v2 one: clone into it
@@ -139,8 +139,7 @@ def _zygote_main(env: kernel_inputs.Environment, fd: int, keep: tuple[int, ...])
         sock.send(f"error: its root template: {e}".encode()[:4096])
         os._exit(1)
     sock.send(_READY)
-    forgotten = host_modules.forget_in_zygote(env.host_modules, REQUEST_MODULES)
-    env = dataclasses.replace(env, host_modules=forgotten)
+    env = dataclasses.replace(env, host_modules=host_modules.forget_in_zygote(env.host_modules))
     forking.set_environment(pid1.BASE_ENVIRONMENT)  # a kernel then changes a few
     syscalls.seccomp_prepare(env.filter)
     while True:
