@@ -375,7 +375,7 @@ class KernelConnection:
 
     async def send_frames(self, *frames: bytes) -> None:
         """Write encoded ops in one write (see `send`)."""
-        if self.dead or self._writer is None:
+        if self.dead or not self._open():
             raise KernelGone(self.end_reason or "the kernel is gone")
         self._writer.write(b"".join(frames) if len(frames) > 1 else frames[0])
         if not self._writer.transport.get_write_buffer_size():
@@ -393,8 +393,15 @@ class KernelConnection:
             self._sending -= 1
 
     def _send_nowait(self, message: dict) -> None:
-        if not self.gone and self._writer is not None:
+        if not self.gone and self._open():
             self._writer.write(protocol.encode_op(message))
+
+    def _open(self) -> bool:
+        """Whether the connection is there and was not dropped. A drop (`close`,
+        `_end`) comes before the reader sees the end and sets `gone`; a write to the
+        dropped transport meanwhile raised uvloop's RuntimeError (a 500 to an
+        interrupt sent at that moment, after an OOM kill's restart)."""
+        return self._writer is not None and not self._writer.transport.is_closing()
 
     async def close(self) -> None:
         """Drop the connection at once (a kernel that does not read must not hold up

@@ -19,6 +19,7 @@ from helpers.harness import (
     wait_until,
 )
 
+from sandbox.kernel_connection import KernelGone
 from sandbox.spawner_client import SpawnerClient, SpawnerError
 from sandbox.spec import MiB
 
@@ -312,3 +313,24 @@ def test_a_spawner_that_cannot_build_kernel_init_says_why(tmp_path):
         asyncio.run(SpawnerClient.start(env=env))
     assert failed.value.kind == "start-failed"
     assert "no C compiler (cc)" in str(failed.value), failed.value
+
+
+def test_an_op_while_the_connection_is_dropped_is_kernel_gone(sandbox):
+    """An op sent after the host dropped a kernel's connection, before its reader
+    saw the end (an interrupt that comes as an OOM-killed kernel is restarted), is
+    KernelGone, never the transport's own error."""
+    k = sandbox.kernel()
+
+    async def close_and_interrupt() -> None:
+        closing = asyncio.create_task(k.k.close())
+        await asyncio.sleep(0)  # close() has dropped the connection, waits for its reader
+        try:
+            with pytest.raises(KernelGone):
+                await k.k.interrupt()
+        finally:
+            await closing
+
+    try:
+        sandbox.run(close_and_interrupt())
+    finally:
+        k.destroy()
