@@ -11,8 +11,10 @@ The import runs as it would in a kernel: on the kernel's sys.path, with the
 kernel's Python environment (MPLBACKEND, MPLCONFIGDIR, one BLAS thread), and with a
 private tmpfs on /tmp (the spawner has a mount namespace of its own), so that
 matplotlib's font cache, built at import and its path remembered, is made at the
-path kernels use and nothing is written on the host. A module that is not
-installed, or fails to import, is left for kernels to import themselves.
+path kernels use. The font cache is the one thing kept from one start to the next
+(in the spawner's cache directory, beside kernel-init): building it scans every
+font on the host, tens of seconds on a slow machine at every start. A module that
+is not installed, or fails to import, is left for kernels to import themselves.
 
 These modules hold nothing of the host (the zygote's rule): they are the system's
 packages, imported in a minimal environment before any request. The spawner must
@@ -22,33 +24,58 @@ stay single-threaded to fork safely: a module that started a thread is an error.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 
-from . import syscalls
+from . import environment, syscalls
 from .pid1 import PYTHON_ENVIRONMENT
 from .runner import python_repl
 
 log = logging.getLogger("sandbox.preimport")
 
 
+# matplotlib's font cache, by version: fontlist-v330.json
+_FONT_LISTS = "fontlist-v*.json"
+
+
 class PreimportError(RuntimeError):
     """A pre-imported module left the spawner with more than one thread."""
+
+
+def _font_cache_dir() -> str:
+    """Where the spawner keeps matplotlib's font cache between its starts."""
+    return os.path.join(environment.cache_home_from_environment(), "sandbox-server", "matplotlib")
+
+
+def _copy_font_lists(source: str, target: str) -> None:
+    """Copy the font caches of `source` into `target` (made if missing), each whole
+    or not at all; a failure costs only the next start's font scan."""
+    with contextlib.suppress(OSError):
+        for path in glob.glob(os.path.join(source, _FONT_LISTS)):
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            partial = os.path.join(target, f".{os.path.basename(path)}.{os.getpid()}")
+            shutil.copyfile(path, partial)
+            os.replace(partial, os.path.join(target, os.path.basename(path)))
 
 
 @contextlib.contextmanager
 def _as_in_a_kernel() -> Iterator[None]:
     saved_path, saved_env = sys.path[:], dict(os.environ)
+    kept_fonts = _font_cache_dir()  # with the spawner's own environment
     syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64m")
     try:
         # not "" (the spawner's cwd) nor /opt/sandbox/python, which is not on the
         # host: a path's finder, or its absence, is cached for the kernels too
         sys.path[:] = python_repl.kernel_sys_path()[1:]
         os.environ.update(PYTHON_ENVIRONMENT)
+        _copy_font_lists(kept_fonts, PYTHON_ENVIRONMENT["MPLCONFIGDIR"])
         yield
+        _copy_font_lists(PYTHON_ENVIRONMENT["MPLCONFIGDIR"], kept_fonts)
     finally:
         sys.path[:] = saved_path
         os.environ.clear()
