@@ -45,3 +45,9 @@ def tmpdir_from_environment() -> str:
 def cache_home_from_environment() -> str:
     """$XDG_CACHE_HOME, or ~/.cache."""
     return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
+def spawner_cache_dir() -> str:
+    """Where the spawner keeps what it builds once for its later starts (kernel-init,
+    matplotlib's font cache)."""
+    return os.path.join(cache_home_from_environment(), "sandbox-server")

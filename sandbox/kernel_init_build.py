@@ -58,7 +58,7 @@ class KernelInit:
 
 def prepare(cache_dir: str | None = None) -> KernelInit:
     """Build (or find) kernel-init, open it, and put the helper's zip in a memfd."""
-    binary, binary_fd = build(cache_dir or _default_cache_dir())
+    binary, binary_fd = build(cache_dir or environment.spawner_cache_dir())
     return KernelInit(
         binary=binary,
         binary_fd=binary_fd,
@@ -105,11 +105,6 @@ def build(cache_dir: str) -> tuple[str, int]:
         if old.name != os.path.basename(binary):
             old.unlink(missing_ok=True)
     return binary, binary_fd
-
-
-def _default_cache_dir() -> str:
-    base = environment.cache_home_from_environment()
-    return os.path.join(base, "sandbox-server")
 
 
 def _sealed_memfd(name: str, data: bytes) -> int:

@@ -47,11 +47,6 @@ class PreimportError(RuntimeError):
     """A pre-imported module left the spawner with more than one thread."""
 
 
-def _font_cache_dir() -> str:
-    """Where the spawner keeps matplotlib's font cache between its starts."""
-    return os.path.join(environment.cache_home_from_environment(), "sandbox-server", "matplotlib")
-
-
 def _copy_font_lists(source: str, target: str) -> None:
     """Copy the font caches of `source` into `target` (made if missing), each whole
     or not at all; a failure costs only the next start's font scan."""
@@ -66,7 +61,8 @@ def _copy_font_lists(source: str, target: str) -> None:
 @contextlib.contextmanager
 def _as_in_a_kernel() -> Iterator[None]:
     saved_path, saved_env = sys.path[:], dict(os.environ)
-    kept_fonts = _font_cache_dir()  # with the spawner's own environment
+    # with the spawner's own environment, not the kernels' (their XDG_CACHE_HOME)
+    kept_fonts = os.path.join(environment.spawner_cache_dir(), "matplotlib")
     syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=64m")
     try:
         # not "" (the spawner's cwd) nor /opt/sandbox/python, which is not on the
