@@ -32,6 +32,7 @@ from .figures import (
     query_load,
     until_print,
 )
+from .host_memory import breakdown_note, host_memory
 from .pagemap import kernel_memory
 from .services import Server, rss_mib, spawner_of
 
@@ -171,6 +172,7 @@ async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]
     server_proc = psutil.Process(server.proc.pid)
     await wait_pool_full(api)
     before = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
+    parts_before = host_memory()
     kernels, memory_curve, query_curve = [], [], []
     for step in range(1, CURVE_POINTS + 1):  # the density curve: memory and queries as it grows
         while len(kernels) < n * step // CURVE_POINTS:
@@ -186,12 +188,14 @@ async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]
             probes.append(ms_since(t))
         query_curve.append((alive, max(probes)))
     after = Footprint(await settled_mem_available(), host_tasks(), server_proc.num_fds())
+    parts_after = host_memory()
     per_kernel = Footprint(
         (before.memory - after.memory) / n,
         (after.tasks - before.tasks) / n,
         (after.server_fds - before.server_fds) / n,
     )
     notes.append(ceiling_note(n, per_kernel, server_proc))
+    notes.append(breakdown_note(n, per_kernel.memory, parts_before, parts_after))
     spawner = spawner_of(server)
     uss, pss = kernel_memory(spawner)  # a warm pool's kernels, if any, included
     expect(len(uss) >= n, f"{n} kernels alive, but {len(uss)} under the spawner")
@@ -203,7 +207,7 @@ async def measure_density(api: Api, server: Server, plan: Plan, notes: list[str]
         t = time.perf_counter()  # of the low-density figure, costs more than the rest
         await api.query(kernel_id)
         queries.append(ms_since(t))
-    await asyncio.gather(*(api.destroy(k) for k in kernels))
+    await api.destroy_all(kernels)
     return [
         Figure(kernel_unique(n), uss, unit="MiB", baseline=IDLE_USS),
         Figure(f"kernel PSS, {n} alive", pss, unit="MiB", baseline=IDLE_PSS),

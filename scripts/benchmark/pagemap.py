@@ -49,18 +49,36 @@ def kernel_memory(spawner: psutil.Process) -> tuple[list[float], list[float]]:
     would miss the pages that pid 1 and the runner share with each other (those
     pid 1 wrote before it forked the runner) and no one else.
     """
-    kernels = []
-    for init in spawner.children():
-        with contextlib.suppress(psutil.NoSuchProcess, OSError):  # one ending as we look
-            if init.name() != "kernel-init":  # a spare process, not (yet) a kernel
-                continue
-            procs = [init, *init.children(recursive=True)]
-            pss = sum(p.memory_full_info().pss for p in procs)
-            kernels.append(([mapped_frames(p.pid) for p in procs], pss))
     counts = frame_map_counts()
     unique, pss = [], []
-    for frames, kernel_pss in kernels:
-        mine = collections.Counter(itertools.chain.from_iterable(frames))
-        unique.append(sum(1 for f, n in mine.items() if counts[f] == n) * PAGE / MiB)
-        pss.append(kernel_pss / MiB)
+    for pids in _kernels(spawner):
+        with contextlib.suppress(psutil.NoSuchProcess, OSError):  # one ending as we look
+            kernel_pss = sum(psutil.Process(pid).memory_full_info().pss for pid in pids)
+            # one kernel's frames at a time: all of them at once, with thousands
+            # alive, would be gigabytes of this process where the host has little left
+            mine = collections.Counter(itertools.chain.from_iterable(map(mapped_frames, pids)))
+            unique.append(sum(1 for f, n in mine.items() if counts[f] == n) * PAGE / MiB)
+            pss.append(kernel_pss / MiB)
     return unique, pss
+
+
+def _kernels(spawner: psutil.Process) -> list[list[int]]:
+    """The pids of each kernel: its pid 1 (a "kernel-init" child of the spawner; the
+    others are spares) and that one's descendants. From one scan of /proc, where
+    psutil's children() scans it whole at every call: with thousands of kernels,
+    time that grew with the square of their number."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    names = {}
+    for proc in psutil.process_iter(["ppid", "name"]):
+        children[proc.info["ppid"]].append(proc.pid)
+        names[proc.pid] = proc.info["name"]
+    kernels = []
+    for init in children[spawner.pid]:
+        if names[init] != "kernel-init":
+            continue
+        pids, todo = [], [init]
+        while todo:
+            pids.append(todo.pop())
+            todo += children[pids[-1]]
+        kernels.append(pids)
+    return kernels

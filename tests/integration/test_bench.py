@@ -58,6 +58,10 @@ def test_the_quick_benchmark_reports_every_figure(tmp_path):
     curve = figures["density: host memory taken by kernels alive"]["points"]
     assert [alive for alive, _ in curve] == [2 * n for n in range(1, 11)]
     assert len(figures["query print(1) round trip"]["samples"]) == 50
+    notes = json.loads(out.stdout)["notes"]
+    (parts,) = [n for n in notes if n.startswith("host memory per kernel, 20 alive: ")]
+    for part in ("anonymous pages", "slab", "page tables", "kernel stacks", "kmalloc-1k"):
+        assert part in parts, parts
 
     report = tmp_path / "report.json"  # drawn as ./scripts/bench --figures does
     report.write_text(out.stdout)
