@@ -120,7 +120,9 @@ class SandboxSettings:
     preimport: str = setting(
         "numpy pandas matplotlib.pyplot",
         "python modules every python3 kernel starts with imported, space-separated "
-        "(shared by all kernels; those not installed are skipped; empty: none)",
+        "(shared by all kernels; those not installed are skipped; empty: none, for a "
+        "server that holds thousands of idle kernels: each maps the modules' libraries, "
+        "about 0.8 MiB more host memory per kernel at 5,000)",
     )
     preimport_jobs: bool = setting(
         False,
