@@ -194,10 +194,12 @@ def start_server(
     return proc, server
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Ctrl-C, as an operator stops it; killed past `timeout` seconds (its spawner
+    then keeps its kernels for a restart, as after a crash)."""
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(20)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
