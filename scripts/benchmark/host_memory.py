@@ -34,6 +34,7 @@ class HostMemory:
 
 
 def host_memory() -> HostMemory:
+    """The parts now; read twice, around the kernels, like MemAvailable."""
     parts = {}
     with open("/proc/meminfo") as f:
         for line in f:
